@@ -370,9 +370,7 @@ impl ClientMessage {
             other => Err(DecodeError::new(
                 env.id.as_ref().and_then(|v| v.as_u64()),
                 ErrorCode::UnknownType,
-                format!(
-                    "unknown type {other:?}; expected subscribe, unsubscribe, publish or ping"
-                ),
+                format!("unknown type {other:?}; expected subscribe, unsubscribe, publish or ping"),
             )),
         }
     }
@@ -456,8 +454,7 @@ impl ServerMessage {
                 serde_json::json!({"type": "ack", "id": id, "offset": offset})
             }
             ServerMessage::Error { id, code, message } => {
-                let mut v =
-                    serde_json::json!({"type": "error", "code": code, "message": message});
+                let mut v = serde_json::json!({"type": "error", "code": code, "message": message});
                 if let Some(id) = id {
                     v["id"] = serde_json::json!(id);
                 }
@@ -473,7 +470,11 @@ impl ServerMessage {
         let env = parse_envelope(text)?;
         let kind = env.kind.clone().unwrap_or_default();
         let id = env.id.as_ref().and_then(|v| v.as_u64());
-        let channel = env.channel.as_ref().and_then(|v| v.as_str()).map(str::to_owned);
+        let channel = env
+            .channel
+            .as_ref()
+            .and_then(|v| v.as_str())
+            .map(str::to_owned);
         Ok(match kind.as_str() {
             "welcome" => ServerMessage::Welcome {
                 client: env.client.ok_or_else(|| missing("welcome", "client"))?,
@@ -570,8 +571,8 @@ mod tests {
         assert_eq!((e.id, e.code), (Some(7), ErrorCode::BadRequest));
         let e = ClientMessage::decode(r#"{"type":"dance","id":8}"#).unwrap_err();
         assert_eq!((e.id, e.code), (Some(8), ErrorCode::UnknownType));
-        let e = ClientMessage::decode(r#"{"type":"subscribe","id":9,"channel":"a b"}"#)
-            .unwrap_err();
+        let e =
+            ClientMessage::decode(r#"{"type":"subscribe","id":9,"channel":"a b"}"#).unwrap_err();
         assert_eq!((e.id, e.code), (Some(9), ErrorCode::InvalidChannel));
         let e = ClientMessage::decode("{not json").unwrap_err();
         assert_eq!((e.id, e.code), (None, ErrorCode::MalformedJson));

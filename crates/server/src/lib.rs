@@ -1,1 +1,21 @@
+//! The Tether gateway: handshake, sessions, heartbeat, hub, history, limits,
+//! transports, HTTP API, metrics and the graceful drain.
+//!
+//! Start one with [`listener::Server::bind`] and [`listener::Server::run`];
+//! the `tether` binary does exactly that.
 
+pub mod auth;
+pub mod broker;
+pub mod config;
+pub mod fdlimit;
+pub mod handshake;
+pub mod http;
+pub mod hub;
+pub mod limits;
+pub mod listener;
+pub mod metrics;
+pub mod node;
+pub mod transport;
+
+pub use config::Config;
+pub use listener::Server;

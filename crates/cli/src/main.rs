@@ -1,0 +1,40 @@
+//! The `tether` binary: `serve` runs the gateway; the other subcommands are
+//! tools built on the client crate.
+
+mod serve;
+
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use std::process::ExitCode;
+
+fn cli() -> Command {
+    Command::new("tether")
+        .about("A WebSocket gateway whose connections stay up, and whose clients lose nothing when they don't")
+        .version(env!("CARGO_PKG_VERSION"))
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .subcommand(serve::command())
+}
+
+fn main() -> ExitCode {
+    let matches = cli().get_matches();
+    let result = match matches.subcommand() {
+        Some(("serve", m)) => serve::run(m),
+        _ => unreachable_subcommand(&matches),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tether: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn unreachable_subcommand(_: &ArgMatches) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("unknown subcommand; see `tether --help`")
+}
+
+/// A flag that takes a value.
+pub fn value_arg(name: &'static str, help: &'static str) -> Arg {
+    Arg::new(name).long(name).help(help).action(ArgAction::Set)
+}

@@ -1,0 +1,112 @@
+//! The broker: where publications get their offsets, live in history, and
+//! reach every node's subscribers.
+//!
+//! Session code talks only to the [`Broker`] trait; `memory` is the one-node
+//! default, and a Redis broker fills the same trait for many nodes. A broker
+//! delivers every publication (from any node) to this node's [`Delivery`],
+//! which is the hub.
+
+pub mod memory;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use std::sync::Arc;
+use tether_protocol::StreamPosition;
+
+/// One publication, with its `message` frame encoded once and shared by every
+/// subscriber that receives it.
+#[derive(Debug)]
+pub struct Publication {
+    pub channel: Arc<str>,
+    pub offset: u64,
+    /// The complete `{"type":"message",...}` frame.
+    pub frame: Bytes,
+    /// Where `data` starts inside `frame` (it runs to the closing brace).
+    data_start: usize,
+}
+
+impl Publication {
+    pub fn new(channel: Arc<str>, offset: u64, data: &RawValue) -> Self {
+        let frame = tether_protocol::message::encode_message_frame(&channel, offset, data.get());
+        let data_start = frame.len() - 1 - data.get().len();
+        Publication {
+            channel,
+            offset,
+            frame: Bytes::from(frame),
+            data_start,
+        }
+    }
+
+    /// The publication's `data`, as raw JSON text.
+    pub fn data(&self) -> &str {
+        let end = self.frame.len().saturating_sub(1);
+        std::str::from_utf8(self.frame.get(self.data_start..end).unwrap_or_default())
+            .unwrap_or("null")
+    }
+}
+
+/// What a publish returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishOutcome {
+    pub offset: u64,
+    pub epoch: String,
+    /// True when an earlier publish with the same idempotency key was found:
+    /// nothing new was stored or delivered.
+    pub duplicate: bool,
+}
+
+/// The answer to a subscribe: the stream's current position, and the missed
+/// publications when recovery was asked for and possible.
+#[derive(Debug, Clone)]
+pub struct Recovery {
+    pub epoch: String,
+    /// The channel's latest offset (0 when nothing was published yet).
+    pub offset: u64,
+    /// True only when recovery was asked for and `publications` holds every
+    /// publication after the asked offset.
+    pub recovered: bool,
+    pub publications: Vec<Arc<Publication>>,
+}
+
+/// Why the broker could not do something. Sessions answer `internal` and the
+/// client retries; `/readyz` turns false while the broker is unhealthy.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Receives every publication for channels this node has subscribers on.
+pub trait Delivery: Send + Sync + 'static {
+    fn deliver(&self, publication: Arc<Publication>);
+}
+
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// Stores `data` in the channel's history with the next offset and
+    /// delivers it everywhere. A repeated `key` within the idempotency window
+    /// returns the first publish's offset and stores nothing.
+    async fn publish(
+        &self,
+        channel: &str,
+        data: &RawValue,
+        key: Option<&str>,
+    ) -> Result<PublishOutcome, BrokerError>;
+
+    /// This node now has a local subscriber on `channel` (called for the first).
+    async fn subscribe(&self, channel: &str) -> Result<(), BrokerError>;
+
+    /// This node's last local subscriber on `channel` left.
+    async fn unsubscribe(&self, channel: &str) -> Result<(), BrokerError>;
+
+    /// The channel's position, plus the publications after `since` when given.
+    async fn recover(
+        &self,
+        channel: &str,
+        since: Option<&StreamPosition>,
+    ) -> Result<Recovery, BrokerError>;
+
+    /// Whether the broker can serve requests (feeds `/readyz`).
+    fn is_healthy(&self) -> bool;
+}

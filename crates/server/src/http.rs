@@ -1,0 +1,400 @@
+//! The HTTP routes of one listener: the two WebSocket endpoints, the
+//! publish/stats API, health, readiness and metrics.
+
+use crate::{
+    auth::Grant,
+    handshake::{switching_protocols, validate_upgrade, Refusal},
+    limits::Denied,
+    node::Node,
+    transport,
+};
+use axum::{
+    body::Body,
+    extract::{DefaultBodyLimit, Request, State},
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Extension, Json, Router,
+};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use serde_json::{json, value::RawValue};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+use tokio_websockets::{Config as WsConfig, Limits as WsLimits, ServerBuilder};
+use tracing::{debug, info};
+
+/// The peer's address, put into every request by the listener.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+pub fn router(node: Arc<Node>) -> Router {
+    let mut router = Router::new()
+        .route("/ws", get(ws_route))
+        .route("/api/publish", post(publish_route))
+        .route("/api/stats", get(stats_route))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready_route))
+        .route("/metrics", get(metrics_route))
+        .route("/", get(index_route));
+    if node.config.server.echo {
+        router = router.route("/echo", get(echo_route));
+    }
+    router
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(
+            node.config.limits.max_message_bytes + 1024,
+        ))
+        .with_state(node)
+}
+
+async fn not_found(req: Request) -> Response {
+    text(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no route for {}; WebSocket clients connect to /ws (or /echo)\n",
+            req.uri().path()
+        ),
+    )
+}
+
+fn text(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// Logs and counts a refused handshake, and turns it into the response.
+fn refuse(node: &Node, peer: SocketAddr, path: &str, refusal: Refusal) -> Response {
+    node.metrics.handshake(refusal.outcome());
+    info!(%peer, path, status = refusal.status().as_u16(), reason = %refusal.message(), "handshake refused");
+    refusal.into_response()
+}
+
+fn denied_to_refusal(denied: Denied) -> Refusal {
+    let retry = Duration::from_secs(1) + Duration::from_millis(fastrand::u64(0..4000));
+    match denied {
+        Denied::NodeFull => Refusal::Unavailable {
+            reason: "node_full",
+            message: "server at its connection limit".into(),
+            retry_after: retry,
+        },
+        Denied::FileLimit => Refusal::Unavailable {
+            reason: "file_limit",
+            message: "server near its open-file limit".into(),
+            retry_after: retry,
+        },
+        Denied::IpFull => Refusal::Unavailable {
+            reason: "ip_full",
+            message: "too many connections from your address".into(),
+            retry_after: retry,
+        },
+        Denied::HandshakeRate { retry_after } => Refusal::RateLimited { retry_after },
+    }
+}
+
+fn draining_refusal() -> Refusal {
+    Refusal::Unavailable {
+        reason: "draining",
+        message: "server is restarting".into(),
+        retry_after: Duration::from_secs(1) + Duration::from_millis(fastrand::u64(0..4000)),
+    }
+}
+
+/// Checks the `Origin` header against the allow-list. Requests without an
+/// Origin (non-browser clients) pass: the header only protects browsers.
+pub fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> Result<(), Refusal> {
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let ok = allowed
+        .iter()
+        .any(|pattern| origin_matches(pattern, origin));
+    if ok {
+        Ok(())
+    } else {
+        Err(Refusal::Forbidden(format!(
+            "origin {origin} is not in the allowed origins"
+        )))
+    }
+}
+
+/// `https://app.example.com` matches exactly; `https://*.example.com` matches
+/// any subdomain (not the apex); `*` matches everything.
+fn origin_matches(pattern: &str, origin: &str) -> bool {
+    if pattern == "*" || pattern.eq_ignore_ascii_case(origin) {
+        return true;
+    }
+    match pattern.split_once("://*.") {
+        Some((scheme, domain)) => origin
+            .strip_prefix(scheme)
+            .and_then(|rest| rest.strip_prefix("://"))
+            .is_some_and(|host| {
+                host.len() > domain.len() + 1
+                    && host
+                        .to_ascii_lowercase()
+                        .ends_with(&format!(".{}", domain.to_ascii_lowercase()))
+            }),
+        None => false,
+    }
+}
+
+enum Endpoint {
+    Tether,
+    Echo,
+}
+
+async fn ws_route(
+    State(node): State<Arc<Node>>,
+    Extension(peer): Extension<PeerAddr>,
+    req: Request,
+) -> Response {
+    upgrade(node, peer.0, req, Endpoint::Tether).await
+}
+
+async fn echo_route(
+    State(node): State<Arc<Node>>,
+    Extension(peer): Extension<PeerAddr>,
+    req: Request,
+) -> Response {
+    upgrade(node, peer.0, req, Endpoint::Echo).await
+}
+
+async fn upgrade(
+    node: Arc<Node>,
+    peer: SocketAddr,
+    mut req: Request,
+    endpoint: Endpoint,
+) -> Response {
+    let path = req.uri().path().to_owned();
+    let accept = match validate_upgrade(req.method(), req.headers()) {
+        Ok(a) => a,
+        Err(r) => return refuse(&node, peer, &path, r),
+    };
+    if node.is_draining() {
+        return refuse(&node, peer, &path, draining_refusal());
+    }
+    let grant = match endpoint {
+        Endpoint::Echo => Grant::anonymous(),
+        Endpoint::Tether => {
+            if let Err(r) = origin_allowed(&node.config.auth.allowed_origins, req.headers()) {
+                return refuse(&node, peer, &path, r);
+            }
+            Grant::anonymous()
+        }
+    };
+    let permit = match node.admission.admit(peer.ip()) {
+        Ok(p) => p,
+        Err(denied) => return refuse(&node, peer, &path, denied_to_refusal(denied)),
+    };
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return refuse(
+            &node,
+            peer,
+            &path,
+            Refusal::NotUpgrade("connection cannot be upgraded".into()),
+        );
+    };
+    node.metrics.handshake("accepted");
+    let limits = &node.config.limits;
+    let max_len = match endpoint {
+        Endpoint::Tether => limits.max_message_bytes,
+        Endpoint::Echo => node.config.server.echo_max_message_bytes,
+    };
+    let builder = ServerBuilder::new()
+        .limits(WsLimits::default().max_payload_len(Some(max_len)))
+        .config(WsConfig::default().frame_size(64 * 1024));
+    let session_node = node.clone();
+    node.tasks.spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                debug!(%peer, error = %e, "upgrade failed after 101");
+                return;
+            }
+        };
+        let ws = builder.serve(TokioIo::new(upgraded));
+        match endpoint {
+            Endpoint::Tether => {
+                transport::websocket::run(session_node, ws, peer, grant, permit).await
+            }
+            Endpoint::Echo => transport::echo::run(session_node, ws, peer, permit).await,
+        }
+    });
+    switching_protocols(accept, None)
+}
+
+/// Checks `Authorization: Bearer <api key>` when an API key is configured.
+fn check_api_key(node: &Node, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(expected) = node.config.auth.api_key.as_deref() else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(key) if constant_time_eq(key.as_bytes(), expected.as_bytes()) => Ok(()),
+        Some(_) => {
+            node.metrics.refusal("api_key_wrong");
+            Err(api_error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "wrong API key",
+            ))
+        }
+        None => {
+            node.metrics.refusal("api_key_missing");
+            Err(api_error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this endpoint needs `Authorization: Bearer <api key>`",
+            ))
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn api_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!({"error": code, "message": message}))).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    channel: String,
+    data: Box<RawValue>,
+    #[serde(default)]
+    key: Option<String>,
+}
+
+async fn publish_route(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = check_api_key(&node, &headers) {
+        return r;
+    }
+    let body: PublishBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!("body must be {{\"channel\": \"...\", \"data\": <any JSON>}}: {e}"),
+            )
+        }
+    };
+    if let Err(m) = tether_protocol::message::validate_channel(&body.channel) {
+        return api_error(StatusCode::BAD_REQUEST, "invalid_channel", &m);
+    }
+    match node
+        .broker
+        .publish(&body.channel, &body.data, body.key.as_deref())
+        .await
+    {
+        Ok(out) => {
+            if !out.duplicate {
+                node.metrics.publications.inc();
+            }
+            Json(json!({"offset": out.offset, "epoch": out.epoch})).into_response()
+        }
+        Err(e) => api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            &e.to_string(),
+        ),
+    }
+}
+
+async fn stats_route(State(node): State<Arc<Node>>, headers: HeaderMap) -> Response {
+    if let Err(r) = check_api_key(&node, &headers) {
+        return r;
+    }
+    let channels = node.hub.channel_counts();
+    let subscribers: serde_json::Map<String, serde_json::Value> = channels
+        .iter()
+        .map(|(c, n)| (c.clone(), json!(n)))
+        .collect();
+    Json(json!({
+        "node": node.id,
+        "connections": node.admission.connections(),
+        "channels": channels.len(),
+        "subscribers": subscribers,
+        "draining": node.is_draining(),
+    }))
+    .into_response()
+}
+
+async fn ready_route(State(node): State<Arc<Node>>) -> Response {
+    if node.is_draining() {
+        text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into())
+    } else if !node.broker.is_healthy() {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "broker unreachable\n".into(),
+        )
+    } else {
+        text(StatusCode::OK, "ready\n".into())
+    }
+}
+
+async fn metrics_route(State(node): State<Arc<Node>>) -> Response {
+    node.metrics.channels.set(node.hub.channel_count() as i64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        node.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn index_route() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        Body::from(include_str!("index.html")),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_patterns() {
+        assert!(origin_matches("https://a.example", "https://a.example"));
+        assert!(origin_matches(
+            "https://*.example.com",
+            "https://app.example.com"
+        ));
+        assert!(!origin_matches(
+            "https://*.example.com",
+            "https://example.com"
+        ));
+        assert!(!origin_matches(
+            "https://*.example.com",
+            "http://app.example.com"
+        ));
+        assert!(!origin_matches(
+            "https://*.example.com",
+            "https://evilexample.com"
+        ));
+        assert!(!origin_matches(
+            "https://a.example",
+            "https://a.example.evil"
+        ));
+    }
+}

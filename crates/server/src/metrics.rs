@@ -1,0 +1,131 @@
+//! Prometheus metrics, served at `/metrics`.
+
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+type Labels = Vec<(&'static str, String)>;
+
+pub struct Metrics {
+    registry: Registry,
+    /// Open WebSocket connections (`/ws` and `/echo`).
+    pub connections: Gauge,
+    /// Channels with at least one local subscriber (updated at scrape time).
+    pub channels: Gauge,
+    /// Handshakes by outcome: `accepted` or the refusal reason.
+    pub handshakes: Family<Labels, Counter>,
+    /// Connections the server closed, by close code.
+    pub closes: Family<Labels, Counter>,
+    pub messages_in: Counter,
+    pub messages_out: Counter,
+    pub publications: Counter,
+    pub heartbeat_timeouts: Counter,
+    pub slow_consumers: Counter,
+    /// Requests or messages refused by a limit, by reason.
+    pub refusals: Family<Labels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tether");
+        let m = Metrics {
+            connections: Gauge::default(),
+            channels: Gauge::default(),
+            handshakes: Family::default(),
+            closes: Family::default(),
+            messages_in: Counter::default(),
+            messages_out: Counter::default(),
+            publications: Counter::default(),
+            heartbeat_timeouts: Counter::default(),
+            slow_consumers: Counter::default(),
+            refusals: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "connections",
+            "Open WebSocket connections",
+            m.connections.clone(),
+        );
+        registry.register(
+            "channels",
+            "Channels with local subscribers",
+            m.channels.clone(),
+        );
+        registry.register(
+            "handshakes",
+            "WebSocket handshakes by outcome",
+            m.handshakes.clone(),
+        );
+        registry.register(
+            "closes",
+            "Connections closed by the server, by close code",
+            m.closes.clone(),
+        );
+        registry.register(
+            "messages_in",
+            "Protocol messages received from clients",
+            m.messages_in.clone(),
+        );
+        registry.register(
+            "messages_out",
+            "Protocol messages sent to clients",
+            m.messages_out.clone(),
+        );
+        registry.register(
+            "publications",
+            "Publications accepted",
+            m.publications.clone(),
+        );
+        registry.register(
+            "heartbeat_timeouts",
+            "Connections closed for silence (4003)",
+            m.heartbeat_timeouts.clone(),
+        );
+        registry.register(
+            "slow_consumers",
+            "Connections closed because their send queue overflowed (4004)",
+            m.slow_consumers.clone(),
+        );
+        registry.register(
+            "refusals",
+            "Requests refused by a limit or check, by reason",
+            m.refusals.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn handshake(&self, outcome: &str) {
+        self.handshakes
+            .get_or_create(&vec![("outcome", outcome.to_owned())])
+            .inc();
+    }
+
+    pub fn close(&self, code: u16) {
+        self.closes
+            .get_or_create(&vec![("code", code.to_string())])
+            .inc();
+    }
+
+    pub fn refusal(&self, reason: &str) {
+        self.refusals
+            .get_or_create(&vec![("reason", reason.to_owned())])
+            .inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = encode(&mut out, &self.registry) {
+            out = format!("# encoding failed: {e}\n");
+        }
+        out
+    }
+}

@@ -1,0 +1,85 @@
+//! The node: everything one running gateway shares between its connections.
+
+use crate::{
+    broker::{memory::MemoryBroker, Broker},
+    config::Config,
+    hub::Hub,
+    limits::Admission,
+    metrics::Metrics,
+};
+use std::sync::{
+    atomic::{AtomicBool, AtomicU64, Ordering},
+    Arc,
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+pub struct Node {
+    pub config: Arc<Config>,
+    pub id: String,
+    pub metrics: Arc<Metrics>,
+    pub hub: Arc<Hub>,
+    pub broker: Arc<dyn Broker>,
+    /// Kept typed for the periodic sweep; `None` with other brokers.
+    memory_broker: Option<Arc<MemoryBroker>>,
+    pub admission: Arc<Admission>,
+    /// Cancelled when the node starts draining: sessions close with 1012.
+    pub shutdown: CancellationToken,
+    draining: AtomicBool,
+    /// Every connection task, so the drain can wait for them.
+    pub tasks: TaskTracker,
+    next_conn_id: AtomicU64,
+}
+
+impl Node {
+    /// Builds a node; `socket_budget` is how many sockets the open-file limit allows.
+    pub fn new(config: Config, socket_budget: usize) -> Arc<Self> {
+        let metrics = Arc::new(Metrics::new());
+        let hub = Arc::new(Hub::new(metrics.clone()));
+        let memory = Arc::new(MemoryBroker::new(config.history.clone(), hub.clone()));
+        let id = config
+            .server
+            .node_id
+            .clone()
+            .unwrap_or_else(|| format!("{:08x}", fastrand::u32(..)));
+        Arc::new(Node {
+            admission: Admission::new(config.limits.clone(), socket_budget),
+            config: Arc::new(config),
+            id,
+            metrics,
+            hub,
+            broker: memory.clone(),
+            memory_broker: Some(memory),
+            shutdown: CancellationToken::new(),
+            draining: AtomicBool::new(false),
+            tasks: TaskTracker::new(),
+            next_conn_id: AtomicU64::new(1),
+        })
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Starts the drain: readiness turns false, new handshakes get 503, and
+    /// every session is told to close with 1012.
+    pub fn start_drain(&self) {
+        self.draining.store(true, Ordering::Release);
+        self.shutdown.cancel();
+    }
+
+    /// Periodic housekeeping: expired history, idle per-IP state.
+    pub fn sweep(&self) {
+        if let Some(m) = &self.memory_broker {
+            m.sweep();
+        }
+        self.admission.sweep();
+    }
+
+    pub fn is_ready(&self) -> bool {
+        !self.is_draining() && self.broker.is_healthy()
+    }
+}
