@@ -574,6 +574,16 @@ mod tests {
         assert_eq!(back.heartbeat.ping_interval, c.heartbeat.ping_interval);
     }
 
+    /// docs/configuration.md documents every flag and variable.
+    #[test]
+    fn every_key_is_documented() {
+        let doc = include_str!("../../../docs/configuration.md");
+        for key in KEYS {
+            assert!(doc.contains(&format!("`--{}`", key.flag)), "--{} undocumented", key.flag);
+            assert!(doc.contains(&key.env_var()), "{} undocumented", key.env_var());
+        }
+    }
+
     #[test]
     fn every_key_has_a_unique_flag_and_env_var() {
         let mut flags: Vec<_> = KEYS.iter().map(|k| k.flag).collect();

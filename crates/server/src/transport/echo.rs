@@ -42,7 +42,13 @@ pub async fn run<S>(
                     }
                     Ok(None) => break None,
                     Ok(Some(Err(e))) => {
-                        debug!(error = %e, "echo read error");
+                        let (code, why) = super::websocket::read_error(e);
+                        debug!(%why, "echo read error");
+                        if let Some(code) = code {
+                            node.metrics.close(code);
+                            // Send the close frame the library queued.
+                            let _ = timeout(CLOSE_SEND_TIMEOUT, ws.flush()).await;
+                        }
                         break None;
                     }
                     Ok(Some(Ok(msg))) => {

@@ -49,6 +49,20 @@ enum End {
     Close(CloseCode, String),
     /// A write did not finish in time: the peer is not reading. Drop it.
     WriteTimeout,
+    /// The peer broke the WebSocket protocol (or sent an oversized message);
+    /// the library has already queued the close frame with this code.
+    Violation(u16, String),
+}
+
+/// Maps a read error to how the session ends.
+pub(crate) fn read_error(e: tokio_websockets::Error) -> (Option<u16>, String) {
+    match e {
+        tokio_websockets::Error::PayloadTooLong { len, max_len } => {
+            (Some(1009), format!("message of {len} bytes exceeds the limit of {max_len}"))
+        }
+        tokio_websockets::Error::Protocol(p) => (Some(1002), format!("protocol violation: {p}")),
+        other => (None, format!("read error: {other}")),
+    }
 }
 
 struct Session<S> {
@@ -159,7 +173,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     self.last_seen = Instant::now();
                     match frame {
                         None => return End::Peer("connection closed".into()),
-                        Some(Err(e)) => return End::Peer(format!("read error: {e}")),
+                        Some(Err(e)) => return match read_error(e) {
+                            (Some(code), why) => End::Violation(code, why),
+                            (None, why) => End::Peer(why),
+                        },
                         Some(Ok(msg)) => {
                             if let Some((code, reason)) = msg.as_close() {
                                 return End::Peer(format!("peer closed with {} {reason}", u16::from(code)));
@@ -459,6 +476,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             End::WriteTimeout => {
                 info!("closing: write timed out, the client is not reading");
                 self.node.metrics.refusal("write_timeout");
+            }
+            End::Violation(code, why) => {
+                info!(code, %why, "closing");
+                self.node.metrics.close(code);
+                // Send the close frame the library queued.
+                let _ = timeout(CLOSE_SEND_TIMEOUT, self.ws.flush()).await;
             }
             End::Close(code, reason) => {
                 if code == CloseCode::ServiceRestart {

@@ -1,0 +1,53 @@
+//! `/echo` passes the Autobahn TestSuite cases 1–10 (run natively by the
+//! `kosoku` package from PyPI, which scripts/test installs) with zero FAILED.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use tether_test_util::process::ServerProcess;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn echo_passes_autobahn_cases_1_to_10() {
+    let kosoku = which("kosoku").expect(
+        "kosoku not found on PATH: run scripts/test (it installs it with `pip install kosoku`)",
+    );
+    let server = ServerProcess::start(&[]).await;
+    let outdir = std::env::temp_dir().join(format!("tether-autobahn-{}", std::process::id()));
+    let output = tokio::process::Command::new(kosoku)
+        .args(["-p", "4", "-x", "12.*", "-x", "13.*", "-o"])
+        .arg(&outdir)
+        .arg(format!("{}/echo", server.addr))
+        .output()
+        .await
+        .expect("run kosoku");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "kosoku failed");
+    // Count the verdicts in the JSON reports.
+    let mut ok = 0;
+    let mut failed = Vec::new();
+    for entry in std::fs::read_dir(&outdir).expect("reports") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let text = std::fs::read_to_string(&path).expect("report");
+            let v: serde_json::Value = match serde_json::from_str(&text) {
+                Ok(v) => v,
+                Err(_) => continue,
+            };
+            match v["behavior"].as_str() {
+                Some("FAILED") => failed.push(path.display().to_string()),
+                Some(_) => ok += 1,
+                None => {}
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&outdir);
+    assert!(ok > 240, "only {ok} cases reported");
+    assert!(failed.is_empty(), "FAILED cases: {failed:?}");
+}
+
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| std::path::Path::new(d).join(name))
+        .find(|p| p.exists())
+}
