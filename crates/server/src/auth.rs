@@ -1,7 +1,15 @@
-//! What a connection is allowed to do. Filled from JWT claims when auth is
-//! configured; anonymous connections get [`Grant::anonymous`].
+//! Who a connection is and what it may do: JWT verification before the
+//! upgrade (HS256 and RS256), and the channel permissions its claims grant.
+//!
+//! Tokens are accepted from `Authorization: Bearer`, a `token` query
+//! parameter, or — because browsers cannot set headers on a WebSocket — a
+//! `Sec-WebSocket-Protocol` entry of the form `bearer.<jwt>`.
 
-use std::time::SystemTime;
+use crate::config::AuthConfig;
+use http::HeaderMap;
+use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The permissions and expiry of one connection.
 #[derive(Debug, Clone, Default)]
@@ -17,10 +25,18 @@ pub struct Grant {
 }
 
 impl Grant {
-    /// An anonymous connection may do anything (only used when anonymous
-    /// access is allowed).
+    /// Open access: used when no JWT key is configured at all.
     pub fn anonymous() -> Self {
         Grant::default()
+    }
+
+    /// A tokenless client on a server that has JWT auth but also
+    /// `--allow-anonymous`: it may subscribe anywhere, publish nowhere.
+    pub fn anonymous_restricted() -> Self {
+        Grant {
+            publish: Some(Vec::new()),
+            ..Grant::default()
+        }
     }
 
     pub fn can_subscribe(&self, channel: &str) -> bool {
@@ -44,9 +60,215 @@ fn matches_any(patterns: Option<&[String]>, channel: &str) -> bool {
     })
 }
 
+/// The claims Tether reads; others are ignored.
+#[derive(Debug, Deserialize)]
+struct Claims {
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    exp: Option<u64>,
+    /// Channel patterns the client may subscribe to; absent = any channel.
+    #[serde(default)]
+    subscribe: Option<Vec<String>>,
+    /// Channel patterns the client may publish to; absent = none.
+    #[serde(default)]
+    publish: Option<Vec<String>>,
+}
+
+/// Why a token was refused (the text goes into the 401 body).
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum AuthError {
+    #[error("a token is required (Authorization: Bearer, ?token=, or Sec-WebSocket-Protocol bearer.<jwt>)")]
+    Missing,
+    #[error("token expired")]
+    Expired,
+    #[error("token algorithm {0} is not accepted; use {1}")]
+    WrongAlgorithm(String, &'static str),
+    #[error("token signature does not verify")]
+    BadSignature,
+    #[error("malformed token: {0}")]
+    Malformed(String),
+}
+
+/// Cannot build a verifier from the configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct KeyError(pub String);
+
+/// Verifies client tokens with the configured keys.
+pub struct Verifier {
+    hs256: Option<DecodingKey>,
+    rs256: Option<DecodingKey>,
+    allow_anonymous: bool,
+}
+
+impl Verifier {
+    /// `None` when no JWT key is configured (open access).
+    pub fn from_config(cfg: &AuthConfig) -> Result<Option<Self>, KeyError> {
+        if !cfg.jwt_configured() {
+            return Ok(None);
+        }
+        let hs256 = cfg
+            .jwt_secret
+            .as_ref()
+            .map(|s| DecodingKey::from_secret(s.as_bytes()));
+        let rs256 = match &cfg.jwt_public_key {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    KeyError(format!(
+                        "cannot read --jwt-public-key {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                Some(DecodingKey::from_rsa_pem(&pem).map_err(|e| {
+                    KeyError(format!(
+                        "--jwt-public-key {} is not an RSA public key in PEM: {e}",
+                        path.display()
+                    ))
+                })?)
+            }
+            None => None,
+        };
+        Ok(Some(Verifier {
+            hs256,
+            rs256,
+            allow_anonymous: cfg.allow_anonymous,
+        }))
+    }
+
+    fn accepted(&self) -> &'static str {
+        match (&self.hs256, &self.rs256) {
+            (Some(_), Some(_)) => "HS256 or RS256",
+            (Some(_), None) => "HS256",
+            _ => "RS256",
+        }
+    }
+
+    /// Verifies `token` (or the lack of one) into a grant.
+    pub fn verify(&self, token: Option<&str>) -> Result<Grant, AuthError> {
+        let Some(token) = token else {
+            return if self.allow_anonymous {
+                Ok(Grant::anonymous_restricted())
+            } else {
+                Err(AuthError::Missing)
+            };
+        };
+        let header = decode_header(token).map_err(|e| AuthError::Malformed(e.to_string()))?;
+        // The key is chosen by our configuration, never by the token: an
+        // HS256 token is checked only against the HS256 secret, so a token
+        // "signed" with the RSA public key as an HMAC secret cannot pass.
+        let key = match header.alg {
+            Algorithm::HS256 => self.hs256.as_ref(),
+            Algorithm::RS256 => self.rs256.as_ref(),
+            _ => None,
+        }
+        .ok_or_else(|| AuthError::WrongAlgorithm(format!("{:?}", header.alg), self.accepted()))?;
+        let mut validation = Validation::new(header.alg);
+        validation.required_spec_claims.clear();
+        validation.validate_exp = true;
+        validation.leeway = 0;
+        validation.validate_aud = false;
+        let data = decode::<Claims>(token, key, &validation).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => AuthError::BadSignature,
+            jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => {
+                AuthError::WrongAlgorithm(format!("{:?}", header.alg), self.accepted())
+            }
+            _ => AuthError::Malformed(e.to_string()),
+        })?;
+        let claims = data.claims;
+        let expires_at = claims.exp.map(|s| UNIX_EPOCH + Duration::from_secs(s));
+        if expires_at.is_some_and(|at| at <= SystemTime::now()) {
+            return Err(AuthError::Expired);
+        }
+        Ok(Grant {
+            user: claims.sub,
+            expires_at,
+            subscribe: claims.subscribe,
+            publish: Some(claims.publish.unwrap_or_default()),
+        })
+    }
+}
+
+/// Finds a token in the request (Authorization header, `token` query
+/// parameter, or a `bearer.<jwt>` subprotocol), and the subprotocol to
+/// answer with.
+pub fn token_from_request(
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> (Option<String>, Option<String>) {
+    let offered: Vec<String> = headers
+        .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_owned()))
+        .filter(|p| !p.is_empty())
+        .collect();
+    let proto_token = offered
+        .iter()
+        .find_map(|p| p.strip_prefix("bearer.").map(str::to_owned));
+    // Answer with `tether` when offered; otherwise echo the token entry,
+    // because a browser fails the connection if none of its offers is chosen.
+    let protocol = if offered.iter().any(|p| p == "tether") {
+        Some("tether".to_owned())
+    } else {
+        offered.iter().find(|p| p.starts_with("bearer.")).cloned()
+    };
+    let header_token = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(|t| t.trim().to_owned());
+    let query_token = query.and_then(|q| {
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "token")
+            .map(|(_, v)| percent_decode(v))
+    });
+    (header_token.or(query_token).or(proto_token), protocol)
+}
+
+/// Enough percent-decoding for a JWT in a query string.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+
+    fn hs_verifier() -> Verifier {
+        Verifier {
+            hs256: Some(DecodingKey::from_secret(b"k")),
+            rs256: None,
+            allow_anonymous: false,
+        }
+    }
+
+    fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
 
     #[test]
     fn patterns() {
@@ -60,5 +282,60 @@ mod tests {
         assert!(!g.can_subscribe("newsroom"));
         assert!(!g.can_publish("news"));
         assert!(Grant::anonymous().can_publish("anything"));
+    }
+
+    #[test]
+    fn hs256_claims_become_a_grant() {
+        let claims = serde_json::json!({"sub": "u1", "exp": now() + 60, "subscribe": ["a*"], "publish": ["chat"]});
+        let t = encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"k"),
+        )
+        .unwrap_or_default();
+        let g = hs_verifier().verify(Some(&t)).unwrap_or_default();
+        assert_eq!(g.user.as_deref(), Some("u1"));
+        assert!(g.can_subscribe("abc") && !g.can_subscribe("b"));
+        assert!(g.can_publish("chat") && !g.can_publish("other"));
+    }
+
+    #[test]
+    fn refusals() {
+        let v = hs_verifier();
+        assert_eq!(v.verify(None).err(), Some(AuthError::Missing));
+        let expired = serde_json::json!({"exp": now() - 10});
+        let t = encode(
+            &Header::new(Algorithm::HS256),
+            &expired,
+            &EncodingKey::from_secret(b"k"),
+        )
+        .unwrap_or_default();
+        assert_eq!(v.verify(Some(&t)).err(), Some(AuthError::Expired));
+        let wrong = encode(
+            &Header::new(Algorithm::HS256),
+            &serde_json::json!({}),
+            &EncodingKey::from_secret(b"x"),
+        )
+        .unwrap_or_default();
+        assert_eq!(v.verify(Some(&wrong)).err(), Some(AuthError::BadSignature));
+        // alg: none, hand-made (the library cannot produce it).
+        let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ4In0.";
+        assert!(v.verify(Some(none)).is_err());
+    }
+
+    #[test]
+    fn token_sources() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::SEC_WEBSOCKET_PROTOCOL,
+            "tether, bearer.abc.def.ghi"
+                .parse()
+                .unwrap_or_else(|_| unreachable!()),
+        );
+        let (t, p) = token_from_request(&h, None);
+        assert_eq!(t.as_deref(), Some("abc.def.ghi"));
+        assert_eq!(p.as_deref(), Some("tether"));
+        let (t, _) = token_from_request(&HeaderMap::new(), Some("x=1&token=a%2Eb"));
+        assert_eq!(t.as_deref(), Some("a.b"));
     }
 }

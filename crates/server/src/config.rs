@@ -579,8 +579,16 @@ mod tests {
     fn every_key_is_documented() {
         let doc = include_str!("../../../docs/configuration.md");
         for key in KEYS {
-            assert!(doc.contains(&format!("`--{}`", key.flag)), "--{} undocumented", key.flag);
-            assert!(doc.contains(&key.env_var()), "{} undocumented", key.env_var());
+            assert!(
+                doc.contains(&format!("`--{}`", key.flag)),
+                "--{} undocumented",
+                key.flag
+            );
+            assert!(
+                doc.contains(&key.env_var()),
+                "{} undocumented",
+                key.env_var()
+            );
         }
     }
 

@@ -2,7 +2,7 @@
 //! publish/stats API, health, readiness and metrics.
 
 use crate::{
-    auth::Grant,
+    auth::{self, Grant},
     handshake::{switching_protocols, validate_upgrade, Refusal},
     limits::Denied,
     node::Node,
@@ -11,7 +11,7 @@ use crate::{
 use axum::{
     body::Body,
     extract::{DefaultBodyLimit, Request, State},
-    http::{header, HeaderMap, StatusCode},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
     Extension, Json, Router,
@@ -179,13 +179,24 @@ async fn upgrade(
     if node.is_draining() {
         return refuse(&node, peer, &path, draining_refusal());
     }
+    let mut protocol = None;
     let grant = match endpoint {
         Endpoint::Echo => Grant::anonymous(),
         Endpoint::Tether => {
             if let Err(r) = origin_allowed(&node.config.auth.allowed_origins, req.headers()) {
                 return refuse(&node, peer, &path, r);
             }
-            Grant::anonymous()
+            let (token, offered) = auth::token_from_request(req.headers(), req.uri().query());
+            protocol = offered.and_then(|p| HeaderValue::from_str(&p).ok());
+            match &node.verifier {
+                None => Grant::anonymous(),
+                Some(verifier) => match verifier.verify(token.as_deref()) {
+                    Ok(grant) => grant,
+                    Err(e) => {
+                        return refuse(&node, peer, &path, Refusal::Unauthorized(e.to_string()))
+                    }
+                },
+            }
         }
     };
     let permit = match node.admission.admit(peer.ip()) {
@@ -226,7 +237,7 @@ async fn upgrade(
             Endpoint::Echo => transport::echo::run(session_node, ws, peer, permit).await,
         }
     });
-    switching_protocols(accept, None)
+    switching_protocols(accept, protocol)
 }
 
 /// Checks `Authorization: Bearer <api key>` when an API key is configured.

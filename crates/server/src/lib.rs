@@ -15,7 +15,8 @@ pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod node;
+pub mod tls;
 pub mod transport;
 
 pub use config::Config;
-pub use listener::Server;
+pub use listener::{Server, StartError};

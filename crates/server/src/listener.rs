@@ -20,6 +20,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
     time::timeout,
 };
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tracing::{info, warn};
 
@@ -27,16 +28,41 @@ use tracing::{info, warn};
 pub struct Server {
     node: Arc<Node>,
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+}
+
+/// Why the server could not start; each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("auth: {0}")]
+    Auth(#[from] crate::auth::KeyError),
+    #[error("tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl Server {
     /// Binds the configured address and builds the node. Raises the
     /// open-file limit first, so the socket budget reflects it.
-    pub async fn bind(config: Config) -> io::Result<Self> {
+    pub async fn bind(config: Config) -> Result<Self, StartError> {
         let limit = fdlimit::raise_to_hard_limit();
-        let listener = TcpListener::bind(config.server.listen).await?;
-        let node = Node::new(config, fdlimit::socket_budget(limit));
-        Ok(Server { node, listener })
+        let tls = crate::tls::acceptor(&config.tls)?;
+        let addr = config.server.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let node = Node::new(config, fdlimit::socket_budget(limit))?;
+        Ok(Server {
+            node,
+            listener,
+            tls,
+        })
+    }
+
+    /// `wss`/`https` when TLS is configured.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -50,7 +76,11 @@ impl Server {
     /// Serves until `signal` resolves, then drains: refuse new connections,
     /// close every client with 1012, wait up to `drain_timeout`.
     pub async fn run(self, signal: impl Future<Output = ()>) {
-        let Server { node, listener } = self;
+        let Server {
+            node,
+            listener,
+            tls,
+        } = self;
         let app = router(node.clone());
         let sweeper = tokio::spawn({
             let node = node.clone();
@@ -67,7 +97,7 @@ impl Server {
             tokio::select! {
                 () = &mut signal => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((tcp, peer)) => accept(&node, &app, tcp, peer),
+                    Ok((tcp, peer)) => accept(&node, &app, tls.as_ref(), tcp, peer),
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
                         warn!(error = %e, "accept failed");
@@ -97,7 +127,13 @@ impl Server {
     }
 }
 
-fn accept(node: &Arc<Node>, app: &axum::Router, tcp: TcpStream, peer: SocketAddr) {
+fn accept(
+    node: &Arc<Node>,
+    app: &axum::Router,
+    tls: Option<&TlsAcceptor>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) {
     let socket = node.admission.socket();
     if node.admission.sockets() + node.admission.connections() > node.admission.socket_budget() {
         node.metrics.handshake("file_limit");
@@ -107,8 +143,30 @@ fn accept(node: &Arc<Node>, app: &axum::Router, tcp: TcpStream, peer: SocketAddr
     let _ = tcp.set_nodelay(true);
     let node = node.clone();
     let app = app.clone();
+    let tls = tls.cloned();
     node.clone().tasks.spawn(async move {
         let _socket = socket;
+        match tls {
+            None => serve_http(node, app, tcp, peer).await,
+            Some(acceptor) => {
+                // The handshake timeout covers TLS too: a peer that stalls
+                // mid-handshake holds a socket, so it gets the same budget.
+                match timeout(node.config.limits.handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => serve_http(node, app, stream, peer).await,
+                    Ok(Err(e)) => info!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => info!(%peer, "handshake timed out during TLS"),
+                }
+            }
+        }
+    });
+}
+
+/// Serves HTTP/1.1 (with upgrades) on one accepted stream.
+async fn serve_http<I>(node: Arc<Node>, app: axum::Router, io: I, peer: SocketAddr)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    {
         let service = service_fn(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(PeerAddr(peer));
             app.clone().oneshot(req.map(Body::new))
@@ -116,7 +174,7 @@ fn accept(node: &Arc<Node>, app: &axum::Router, tcp: TcpStream, peer: SocketAddr
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(node.config.limits.handshake_timeout)
-            .serve_connection(TokioIo::new(tcp), service)
+            .serve_connection(TokioIo::new(io), service)
             .with_upgrades();
         tokio::pin!(conn);
         tokio::select! {
@@ -126,7 +184,7 @@ fn accept(node: &Arc<Node>, app: &axum::Router, tcp: TcpStream, peer: SocketAddr
                 let _ = timeout(Duration::from_secs(2), conn).await;
             }
         }
-    });
+    }
 }
 
 fn log_conn_end(peer: SocketAddr, res: Result<(), hyper::Error>) {

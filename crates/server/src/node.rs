@@ -1,6 +1,7 @@
 //! The node: everything one running gateway shares between its connections.
 
 use crate::{
+    auth::{KeyError, Verifier},
     broker::{memory::MemoryBroker, Broker},
     config::Config,
     hub::Hub,
@@ -22,6 +23,8 @@ pub struct Node {
     /// Kept typed for the periodic sweep; `None` with other brokers.
     memory_broker: Option<Arc<MemoryBroker>>,
     pub admission: Arc<Admission>,
+    /// Token verification; `None` when no JWT key is configured (open access).
+    pub verifier: Option<Verifier>,
     /// Cancelled when the node starts draining: sessions close with 1012.
     pub shutdown: CancellationToken,
     draining: AtomicBool,
@@ -32,7 +35,8 @@ pub struct Node {
 
 impl Node {
     /// Builds a node; `socket_budget` is how many sockets the open-file limit allows.
-    pub fn new(config: Config, socket_budget: usize) -> Arc<Self> {
+    pub fn new(config: Config, socket_budget: usize) -> Result<Arc<Self>, KeyError> {
+        let verifier = Verifier::from_config(&config.auth)?;
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::new(metrics.clone()));
         let memory = Arc::new(MemoryBroker::new(config.history.clone(), hub.clone()));
@@ -41,7 +45,8 @@ impl Node {
             .node_id
             .clone()
             .unwrap_or_else(|| format!("{:08x}", fastrand::u32(..)));
-        Arc::new(Node {
+        Ok(Arc::new(Node {
+            verifier,
             admission: Admission::new(config.limits.clone(), socket_budget),
             config: Arc::new(config),
             id,
@@ -53,7 +58,7 @@ impl Node {
             draining: AtomicBool::new(false),
             tasks: TaskTracker::new(),
             next_conn_id: AtomicU64::new(1),
-        })
+        }))
     }
 
     pub fn next_conn_id(&self) -> u64 {

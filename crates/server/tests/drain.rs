@@ -4,12 +4,16 @@
 
 use std::time::Duration;
 use tether_protocol::RetryHint;
-use tether_test_util::{process::ServerProcess, ws::{Ended, WsClient}};
+use tether_test_util::{
+    process::ServerProcess,
+    ws::{Ended, WsClient},
+};
 
 #[tokio::test]
 async fn sigterm_closes_clients_with_1012_and_exits_zero() {
     for signal in ["TERM", "INT"] {
-        let mut server = ServerProcess::start(&["--drain-timeout", "5s", "--drain-jitter", "2s"]).await;
+        let mut server =
+            ServerProcess::start(&["--drain-timeout", "5s", "--drain-jitter", "2s"]).await;
         let url = format!("ws://{}/ws", server.addr);
         let mut clients = Vec::new();
         for i in 0..5 {
@@ -17,7 +21,10 @@ async fn sigterm_closes_clients_with_1012_and_exits_zero() {
             c.subscribe(i, "news", None).await;
             clients.push(c);
         }
-        let (mut echo, _) = (WsClient::connect(&format!("ws://{}/echo", server.addr)).await, ());
+        let (mut echo, _) = (
+            WsClient::connect(&format!("ws://{}/echo", server.addr)).await,
+            (),
+        );
 
         server.signal(signal);
         for c in &mut clients {
@@ -30,7 +37,10 @@ async fn sigterm_closes_clients_with_1012_and_exits_zero() {
                 other => panic!("expected 1012, got {other:?}"),
             }
         }
-        assert!(matches!(echo.ended(Duration::from_secs(5)).await, Ended::Closed(1012, _)));
+        assert!(matches!(
+            echo.ended(Duration::from_secs(5)).await,
+            Ended::Closed(1012, _)
+        ));
         let status = tokio::time::timeout(Duration::from_secs(10), server.child.wait())
             .await
             .expect("exits after draining")
@@ -48,5 +58,9 @@ async fn drain_finishes_promptly_when_clients_leave() {
     let status = server.child.wait().await.expect("wait");
     assert_eq!(status.code(), Some(0));
     // The client answered the close at once, so the 30 s timeout was not needed.
-    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
 }

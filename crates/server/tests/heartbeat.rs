@@ -30,7 +30,10 @@ async fn silent_peer_is_closed_with_4003_and_freed() {
     tcp.write_all(&masked_text(r#"{"type":"subscribe","id":1,"channel":"x"}"#))
         .await
         .expect("write");
-    eventually("subscription registered", || async { server.node.hub.channel_count() == 1 }).await;
+    eventually("subscription registered", || async {
+        server.node.hub.channel_count() == 1
+    })
+    .await;
 
     // Read what the server sends to the silent peer until it closes: welcome,
     // pings, then a close frame with 4003.
@@ -50,18 +53,33 @@ async fn silent_peer_is_closed_with_4003_and_freed() {
         }
     }
     let elapsed = since.elapsed();
-    assert!(contains_close_4003(&all), "expected a 4003 close frame, got {all:?}");
+    assert!(
+        contains_close_4003(&all),
+        "expected a 4003 close frame, got {all:?}"
+    );
     // ping_interval + pong_timeout = 500 ms, plus scheduling slack.
-    assert!(elapsed >= Duration::from_millis(450), "closed too early: {elapsed:?}");
-    assert!(elapsed < Duration::from_millis(1500), "closed too late: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(450),
+        "closed too early: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_millis(1500),
+        "closed too late: {elapsed:?}"
+    );
 
     drop(tcp);
     eventually("connections gauge back to zero", || async {
         http::metric(server.addr, "tether_connections", &[]).await == 0.0
     })
     .await;
-    assert_eq!(http::metric(server.addr, "tether_heartbeat_timeouts_total", &[]).await, 1.0);
-    assert_eq!(http::metric(server.addr, "tether_closes_total", &[("code", "4003")]).await, 1.0);
+    assert_eq!(
+        http::metric(server.addr, "tether_heartbeat_timeouts_total", &[]).await,
+        1.0
+    );
+    assert_eq!(
+        http::metric(server.addr, "tether_closes_total", &[("code", "4003")]).await,
+        1.0
+    );
     assert_eq!(server.node.admission.connections(), 0);
     assert_eq!(server.node.hub.channel_count(), 0);
 }
@@ -76,7 +94,9 @@ fn masked_text(text: &str) -> Vec<u8> {
 
 /// A server close frame: 0x88, length, then the code big-endian.
 fn contains_close_4003(bytes: &[u8]) -> bool {
-    bytes.windows(4).any(|w| w[0] == 0x88 && w[2] == 0x0f && w[3] == 0xa3)
+    bytes
+        .windows(4)
+        .any(|w| w[0] == 0x88 && w[2] == 0x0f && w[3] == 0xa3)
 }
 
 #[tokio::test]

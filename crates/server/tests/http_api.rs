@@ -8,7 +8,14 @@ use tether_test_util::{http, ws::WsClient, TestServer};
 #[tokio::test]
 async fn publish_api_validates_its_input() {
     let server = TestServer::start(&[]).await;
-    let ok = http::request(server.addr, "POST", "/api/publish", &[], r#"{"channel":"a","data":{"x":1}}"#).await;
+    let ok = http::request(
+        server.addr,
+        "POST",
+        "/api/publish",
+        &[],
+        r#"{"channel":"a","data":{"x":1}}"#,
+    )
+    .await;
     assert_eq!(ok.status, 200);
     let v = ok.json();
     assert_eq!(v["offset"], 1);
@@ -33,12 +40,38 @@ async fn api_key_protects_publish_and_stats() {
     let body = r#"{"channel":"a","data":1}"#;
     let none = http::request(server.addr, "POST", "/api/publish", &[], body).await;
     assert_eq!(none.status, 401);
-    let wrong = http::request(server.addr, "POST", "/api/publish", &[("Authorization", "Bearer nope")], body).await;
+    let wrong = http::request(
+        server.addr,
+        "POST",
+        "/api/publish",
+        &[("Authorization", "Bearer nope")],
+        body,
+    )
+    .await;
     assert_eq!(wrong.status, 401);
-    let right = http::request(server.addr, "POST", "/api/publish", &[("Authorization", "Bearer s3cret")], body).await;
+    let right = http::request(
+        server.addr,
+        "POST",
+        "/api/publish",
+        &[("Authorization", "Bearer s3cret")],
+        body,
+    )
+    .await;
     assert_eq!(right.status, 200);
-    assert_eq!(http::request(server.addr, "GET", "/api/stats", &[], "").await.status, 401);
-    let stats = http::request(server.addr, "GET", "/api/stats", &[("Authorization", "Bearer s3cret")], "").await;
+    assert_eq!(
+        http::request(server.addr, "GET", "/api/stats", &[], "")
+            .await
+            .status,
+        401
+    );
+    let stats = http::request(
+        server.addr,
+        "GET",
+        "/api/stats",
+        &[("Authorization", "Bearer s3cret")],
+        "",
+    )
+    .await;
     assert_eq!(stats.status, 200);
     assert!(stats.json()["node"].is_string());
 }
@@ -46,8 +79,18 @@ async fn api_key_protects_publish_and_stats() {
 #[tokio::test]
 async fn health_readiness_and_metrics() {
     let server = TestServer::start(&[]).await;
-    assert_eq!(http::request(server.addr, "GET", "/healthz", &[], "").await.status, 200);
-    assert_eq!(http::request(server.addr, "GET", "/readyz", &[], "").await.status, 200);
+    assert_eq!(
+        http::request(server.addr, "GET", "/healthz", &[], "")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        http::request(server.addr, "GET", "/readyz", &[], "")
+            .await
+            .status,
+        200
+    );
     let (_c, _) = WsClient::tether(&server.ws_url("/ws")).await;
     let metrics = http::request(server.addr, "GET", "/metrics", &[], "").await;
     assert_eq!(metrics.status, 200);
@@ -59,8 +102,19 @@ async fn health_readiness_and_metrics() {
     ] {
         assert!(metrics.body.contains(name), "{name} missing from /metrics");
     }
-    assert_eq!(http::metric(server.addr, "tether_connections", &[]).await, 1.0);
-    assert_eq!(http::metric(server.addr, "tether_handshakes_total", &[("outcome", "accepted")]).await, 1.0);
+    assert_eq!(
+        http::metric(server.addr, "tether_connections", &[]).await,
+        1.0
+    );
+    assert_eq!(
+        http::metric(
+            server.addr,
+            "tether_handshakes_total",
+            &[("outcome", "accepted")]
+        )
+        .await,
+        1.0
+    );
 }
 
 #[tokio::test]
@@ -88,15 +142,28 @@ async fn refused_handshakes_say_why() {
 
     let ok = http::request(server.addr, "GET", "/ws", &upgrade("13"), "").await;
     assert_eq!(ok.status, 101);
-    assert_eq!(ok.header("Sec-WebSocket-Accept"), Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+    assert_eq!(
+        ok.header("Sec-WebSocket-Accept"),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    );
 
-    assert!(http::metric(server.addr, "tether_handshakes_total", &[("outcome", "bad_version")]).await >= 1.0);
+    assert!(
+        http::metric(
+            server.addr,
+            "tether_handshakes_total",
+            &[("outcome", "bad_version")]
+        )
+        .await
+            >= 1.0
+    );
 }
 
 #[tokio::test]
 async fn no_echo_turns_the_echo_route_off() {
     let server = TestServer::start(&[("no-echo", "")]).await;
-    assert!(WsClient::try_connect(&server.ws_url("/echo"), &[]).await.is_err());
+    assert!(WsClient::try_connect(&server.ws_url("/echo"), &[])
+        .await
+        .is_err());
     let on = TestServer::start(&[]).await;
     let mut c = WsClient::connect(&on.ws_url("/echo")).await;
     c.send(json!({"any": "thing"})).await;

@@ -20,10 +20,17 @@ async fn retried_publish_with_the_same_key_is_stored_once() {
     // The client did not see the ack (say) and retries on a new connection.
     let (mut retry, _) = WsClient::tether(&url).await;
     retry.send(msg).await;
-    assert_eq!(retry.recv().await, json!({"type": "ack", "id": 5, "offset": 1}));
+    assert_eq!(
+        retry.recv().await,
+        json!({"type": "ack", "id": 5, "offset": 1})
+    );
 
     assert_eq!(sub.recv().await["offset"], 1);
-    assert_eq!(sub.try_recv(Duration::from_millis(200)).await, None, "delivered once");
+    assert_eq!(
+        sub.try_recv(Duration::from_millis(200)).await,
+        None,
+        "delivered once"
+    );
 
     // A different key is a different publication.
     retry
@@ -36,8 +43,12 @@ async fn retried_publish_with_the_same_key_is_stored_once() {
 async fn http_publish_honours_the_key_too() {
     let server = TestServer::start(&[]).await;
     let body = json!({"channel": "c", "data": 1, "key": "same"}).to_string();
-    let a = http::request(server.addr, "POST", "/api/publish", &[], &body).await.json();
-    let b = http::request(server.addr, "POST", "/api/publish", &[], &body).await.json();
+    let a = http::request(server.addr, "POST", "/api/publish", &[], &body)
+        .await
+        .json();
+    let b = http::request(server.addr, "POST", "/api/publish", &[], &body)
+        .await
+        .json();
     assert_eq!(a["offset"], 1);
     assert_eq!(b, a);
 }

@@ -27,7 +27,9 @@ async fn recovers_exactly_the_missed_messages() {
     }
     let mut last = 0;
     for _ in 0..3 {
-        last = c.recv_type("message").await["offset"].as_u64().expect("offset");
+        last = c.recv_type("message").await["offset"]
+            .as_u64()
+            .expect("offset");
     }
     assert_eq!(last, 3);
     drop(c); // the connection dies

@@ -57,9 +57,10 @@ enum End {
 /// Maps a read error to how the session ends.
 pub(crate) fn read_error(e: tokio_websockets::Error) -> (Option<u16>, String) {
     match e {
-        tokio_websockets::Error::PayloadTooLong { len, max_len } => {
-            (Some(1009), format!("message of {len} bytes exceeds the limit of {max_len}"))
-        }
+        tokio_websockets::Error::PayloadTooLong { len, max_len } => (
+            Some(1009),
+            format!("message of {len} bytes exceeds the limit of {max_len}"),
+        ),
         tokio_websockets::Error::Protocol(p) => (Some(1002), format!("protocol violation: {p}")),
         other => (None, format!("read error: {other}")),
     }
