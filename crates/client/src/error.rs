@@ -1,0 +1,39 @@
+//! What can go wrong when using the client, and what to do about each.
+
+use tether_protocol::ErrorCode;
+
+/// Errors returned by [`Client`](crate::Client) methods.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The URL is not a usable `ws://` URL. Fix the URL; nothing was started.
+    #[error("invalid URL {url:?}: {why}")]
+    InvalidUrl { url: String, why: String },
+    /// The channel name breaks the protocol's rules; the message says which.
+    #[error("invalid channel name: {0}")]
+    InvalidChannel(String),
+    /// `data` could not be turned into JSON.
+    #[error("publish data is not valid JSON: {0}")]
+    InvalidData(String),
+    /// Too many publishes are waiting for their ack (the queue holds
+    /// `capacity`). Nothing was queued: slow down, await earlier publishes, or
+    /// build the client with a larger `publish_queue`.
+    #[error("publish queue is full ({capacity} publishes await their ack); retry later or raise publish_queue")]
+    QueueFull { capacity: usize },
+    /// This client already has a live [`Subscription`](crate::Subscription)
+    /// to the channel; drop it before subscribing again.
+    #[error("already subscribed to {0:?} on this client; drop the other Subscription first")]
+    AlreadySubscribed(String),
+    /// The server answered the request with an `error` reply. `Forbidden`
+    /// needs other credentials; `Internal` and `RateLimited` may be retried.
+    #[error("the server refused: {code}: {message}")]
+    Server { code: ErrorCode, message: String },
+    /// The client stopped reconnecting (a close code or HTTP status that
+    /// forbids it, or the attempt limit). Build a new client to try again.
+    #[error("disconnected for good ({code}): {reason}")]
+    Disconnected { code: u16, reason: String },
+    /// The client was closed with [`Client::close`](crate::Client::close)
+    /// (or every handle was dropped).
+    #[error("the client is closed")]
+    Closed,
+}

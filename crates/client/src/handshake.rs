@@ -1,0 +1,161 @@
+//! Opening a WebSocket to the gateway. tokio-websockets performs the upgrade,
+//! but it reports a refused handshake only as a status number; the
+//! `Retry-After` header and the one-line reason a Tether server sends with a
+//! 429 or 503 are read from a copy of the response head kept by [`Recorded`].
+
+use crate::reconnect::Ended;
+use http::{HeaderName, HeaderValue, Uri};
+use std::{
+    io,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::Duration,
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+};
+use tokio_websockets::{ClientBuilder, WebSocketStream};
+
+/// The socket type of an open connection.
+pub(crate) type Ws = WebSocketStream<Recorded<TcpStream>>;
+
+/// How much of the handshake response is kept for diagnosis.
+const HEAD_LIMIT: usize = 4096;
+
+/// Connects and performs the upgrade within `limit`.
+pub(crate) async fn connect(uri: &Uri, token: Option<&str>, limit: Duration) -> Result<Ws, Ended> {
+    match tokio::time::timeout(limit, connect_inner(uri, token)).await {
+        Ok(result) => result,
+        Err(_) => Err(Ended::Lost {
+            reason: format!("no handshake answer within {} ms", limit.as_millis()),
+        }),
+    }
+}
+
+async fn connect_inner(uri: &Uri, token: Option<&str>) -> Result<Ws, Ended> {
+    let lost = |reason: String| Ended::Lost { reason };
+    let host = uri.host().unwrap_or("127.0.0.1");
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(80);
+    let tcp = TcpStream::connect((host, port))
+        .await
+        .map_err(|e| lost(format!("cannot connect to {host}:{port}: {e}")))?;
+    // Small frames (pings, acks) must not wait for Nagle.
+    let _ = tcp.set_nodelay(true);
+    let mut builder = ClientBuilder::from_uri(uri.clone());
+    if let Some(token) = token {
+        let value = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| lost("the token contains characters not allowed in a header".into()))?;
+        builder = builder
+            .add_header(HeaderName::from_static("authorization"), value)
+            .map_err(|e| lost(format!("cannot add the authorization header: {e}")))?;
+    }
+    let head = Arc::new(Mutex::new(Vec::new()));
+    let stream = Recorded {
+        inner: tcp,
+        head: head.clone(),
+        recorded: 0,
+    };
+    match builder.connect_on(stream).await {
+        Ok((ws, _response)) => Ok(ws),
+        Err(tokio_websockets::Error::Upgrade(
+            tokio_websockets::upgrade::Error::DidNotSwitchProtocols(status),
+        )) => {
+            let head = head.lock().map(|h| h.clone()).unwrap_or_default();
+            Err(refused(status, &head))
+        }
+        Err(e) => Err(lost(format!("handshake failed: {e}"))),
+    }
+}
+
+/// Reads `Retry-After` (whole seconds) and a one-line reason from a refused
+/// handshake's response head (and the start of its body, when it came along).
+fn refused(status: u16, head: &[u8]) -> Ended {
+    let text = String::from_utf8_lossy(head);
+    let (headers, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = headers.lines();
+    let status_line = lines.next().unwrap_or_default();
+    let retry_after = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("retry-after"))
+        .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let reason = body
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or_else(|| {
+            status_line
+                .splitn(3, ' ')
+                .nth(2)
+                .unwrap_or("no reason given")
+        })
+        .to_owned();
+    Ended::Refused {
+        status,
+        retry_after,
+        reason,
+    }
+}
+
+/// A stream that keeps a copy of the first [`HEAD_LIMIT`] bytes it reads.
+/// The copy is shared because tokio-websockets consumes (and, on a refused
+/// upgrade, drops) the stream.
+pub(crate) struct Recorded<S> {
+    inner: S,
+    head: Arc<Mutex<Vec<u8>>>,
+    /// Bytes copied so far; past the limit reads skip the lock entirely.
+    recorded: usize,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Recorded<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if self.recorded < HEAD_LIMIT {
+            let new = &buf.filled()[before..];
+            let take = new.len().min(HEAD_LIMIT - self.recorded);
+            if let Ok(mut head) = self.head.lock() {
+                head.extend_from_slice(&new[..take]);
+            }
+            self.recorded += take;
+        }
+        poll
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Recorded<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}

@@ -1,0 +1,365 @@
+//! A Rust client for the Tether gateway that keeps its connection up and
+//! loses nothing when it cannot.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), tether_client::Error> {
+//! use futures_util::StreamExt;
+//! use tether_client::{Client, Event};
+//!
+//! let client = Client::builder("ws://127.0.0.1:8080/ws").build()?;
+//! let mut news = client.subscribe("news").await?;
+//! let offset = client.publish("news", serde_json::json!({"hello": "world"})).await?;
+//! while let Some(event) = news.next().await {
+//!     match event {
+//!         Event::Publication(p) => println!("{} {}", p.offset, p.data),
+//!         Event::Unrecovered { .. } => println!("missed publications: resync"),
+//!         _ => {}
+//!     }
+//! }
+//! # let _ = offset; Ok(()) }
+//! ```
+//!
+//! One background task owns the connection: it connects, reconnects with
+//! exponential backoff and full jitter, sends application pings and drops a
+//! connection that stays silent past `ping_interval + pong_timeout`,
+//! resubscribes with recovery, and resends unacknowledged publishes with
+//! their idempotency keys. See `docs/client.md` for the full semantics.
+
+mod driver;
+mod error;
+mod handshake;
+mod reconnect;
+mod subscription;
+
+pub use error::Error;
+pub use reconnect::Jitter;
+pub use subscription::{Event, Publication, Subscription};
+pub use tether_protocol::ErrorCode;
+
+use driver::{Command, Pending};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+use tether_protocol::Backoff;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+
+/// The connection state, observable through [`Client::state`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// The first connection attempt is under way.
+    Connecting,
+    /// Connected: the server's `welcome` arrived.
+    Connected,
+    /// The connection ended; retry number `attempt` (1-based) starts after
+    /// `next_delay` (and the state stays `Reconnecting` while it runs).
+    Reconnecting { attempt: u32, next_delay: Duration },
+    /// Stopped for good. `code` is the close code that forbade reconnecting
+    /// (1000, 1008, 4001, or 4002 without a token refresher), 1006 when the
+    /// attempt limit was reached after lost connections, or the HTTP status
+    /// of a refused handshake (400, 401, 403, 404).
+    Disconnected { code: u16, reason: String },
+}
+
+/// Supplies a fresh token after the server closed with 4002 (token expired).
+pub type TokenRefresher =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send + Sync>;
+
+/// Options for a [`Client`]; start with [`Client::builder`].
+#[must_use]
+pub struct ClientBuilder {
+    url: String,
+    backoff: Backoff,
+    max_attempts: Option<u32>,
+    token: Option<String>,
+    refresher: Option<TokenRefresher>,
+    publish_queue: usize,
+    subscription_buffer: usize,
+    connect_timeout: Duration,
+    jitter: Jitter,
+}
+
+impl ClientBuilder {
+    /// Base reconnect delay; the first retry happens within it. Default 500 ms.
+    pub fn min_delay(mut self, d: Duration) -> Self {
+        self.backoff.min_delay = d;
+        self
+    }
+
+    /// Cap on any single reconnect delay. Default 30 s.
+    pub fn max_delay(mut self, d: Duration) -> Self {
+        self.backoff.max_delay = d;
+        self
+    }
+
+    /// Retries after which the client gives up (counted since the last
+    /// successful connection). Default: unlimited.
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = Some(n);
+        self
+    }
+
+    /// A token sent as `Authorization: Bearer <token>` on every handshake.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Called after the server closed with 4002 (token expired); the client
+    /// reconnects with the token it returns. Without a refresher, or when it
+    /// fails, 4002 ends the client.
+    pub fn token_refresher<F, Fut>(mut self, refresh: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<String, String>> + Send + 'static,
+    {
+        self.refresher = Some(Arc::new(move || Box::pin(refresh())));
+        self
+    }
+
+    /// How many publishes may await their ack (including those queued while
+    /// disconnected). Beyond it [`Client::publish`] fails with
+    /// [`Error::QueueFull`]. Default 1024.
+    pub fn publish_queue(mut self, n: usize) -> Self {
+        self.publish_queue = n.max(1);
+        self
+    }
+
+    /// Events buffered per subscription before the client stops reading the
+    /// socket (see [`Subscription`]). Default 1024.
+    pub fn subscription_buffer(mut self, n: usize) -> Self {
+        self.subscription_buffer = n.max(1);
+        self
+    }
+
+    /// Limit for TCP connect, upgrade and `welcome` together. Default 10 s.
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// The randomness used for backoff jitter (uniform in `[0, 1)`); tests
+    /// inject a fixed sequence. Default: `fastrand::f64`.
+    pub fn jitter(mut self, jitter: impl Fn() -> f64 + Send + Sync + 'static) -> Self {
+        self.jitter = Arc::new(jitter);
+        self
+    }
+
+    /// Starts the client: its background task begins connecting at once.
+    /// Must be called inside a Tokio runtime.
+    pub fn build(self) -> Result<Client, Error> {
+        let uri = parse_url(&self.url)?;
+        let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (state_tx, state) = watch::channel(State::Connecting);
+        let config = driver::Config {
+            uri,
+            backoff: self.backoff,
+            max_attempts: self.max_attempts,
+            token: self.token,
+            refresher: self.refresher,
+            subscription_buffer: self.subscription_buffer,
+            connect_timeout: self.connect_timeout,
+            jitter: self.jitter,
+        };
+        tokio::spawn(driver::run(config, command_rx, state_tx));
+        Ok(Client {
+            commands,
+            state,
+            publish_slots: Arc::new(Semaphore::new(self.publish_queue)),
+            publish_queue: self.publish_queue,
+            keys: Arc::new(KeyGen {
+                prefix: fastrand::u64(..),
+                next: AtomicU64::new(1),
+            }),
+            next_sub: Arc::new(AtomicU64::new(1)),
+        })
+    }
+}
+
+/// Commands from handles to the connection task. Bounded: publishes are
+/// bounded by `publish_queue` before they get here, and a full queue only
+/// makes callers wait.
+const COMMAND_QUEUE: usize = 64;
+
+/// `ws://host:port/path`; an empty path means the gateway's `/ws`.
+fn parse_url(url: &str) -> Result<http::Uri, Error> {
+    let bad = |why: &str| Error::InvalidUrl {
+        url: url.to_owned(),
+        why: why.to_owned(),
+    };
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+    match uri.scheme_str() {
+        Some("ws") => {}
+        Some("wss") => return Err(bad("wss:// is not supported by this client yet; use ws://")),
+        _ => return Err(bad("expected a ws:// URL such as ws://127.0.0.1:8080/ws")),
+    }
+    if uri.host().is_none() {
+        return Err(bad("no host"));
+    }
+    if matches!(uri.path(), "" | "/") {
+        let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+        let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+        return format!("ws://{authority}/ws{query}")
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()));
+    }
+    Ok(uri)
+}
+
+/// Idempotency keys: a random per-client prefix and a counter, so keys are
+/// unique across clients and processes without coordination.
+struct KeyGen {
+    prefix: u64,
+    next: AtomicU64,
+}
+
+impl KeyGen {
+    fn next(&self) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("{:016x}-{n}", self.prefix)
+    }
+}
+
+/// A handle to a reconnecting Tether connection. Cheap to clone; the
+/// connection closes when the last clone is dropped or [`Client::close`] is
+/// called.
+#[derive(Clone)]
+pub struct Client {
+    commands: mpsc::Sender<Command>,
+    state: watch::Receiver<State>,
+    publish_slots: Arc<Semaphore>,
+    publish_queue: usize,
+    keys: Arc<KeyGen>,
+    next_sub: Arc<AtomicU64>,
+}
+
+impl Client {
+    /// Options for a client of the gateway at `url` (`ws://host:port/ws`).
+    pub fn builder(url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            url: url.into(),
+            backoff: Backoff::default(),
+            max_attempts: None,
+            token: None,
+            refresher: None,
+            publish_queue: 1024,
+            subscription_buffer: 1024,
+            connect_timeout: Duration::from_secs(10),
+            jitter: Arc::new(fastrand::f64),
+        }
+    }
+
+    /// The connection state; `changed().await` on it to follow transitions.
+    pub fn state(&self) -> watch::Receiver<State> {
+        self.state.clone()
+    }
+
+    /// Subscribes to `channel`. The subscription survives reconnects: it is
+    /// restored with recovery from its last offset each time.
+    pub async fn subscribe(&self, channel: &str) -> Result<Subscription, Error> {
+        tether_protocol::message::validate_channel(channel).map_err(Error::InvalidChannel)?;
+        let id = self.next_sub.fetch_add(1, Ordering::Relaxed);
+        let (reply, answer) = oneshot::channel();
+        self.command(Command::Subscribe {
+            channel: channel.to_owned(),
+            id,
+            reply,
+        })
+        .await?;
+        let events = answer.await.map_err(|_| self.ended())??;
+        Ok(Subscription {
+            channel: channel.to_owned(),
+            id,
+            events,
+            commands: self.commands.downgrade(),
+        })
+    }
+
+    /// Publishes `data` to `channel` and waits for the server's ack; returns
+    /// the publication's offset.
+    ///
+    /// While disconnected the publish waits in the client's bounded queue and
+    /// is sent after the reconnect; an unacknowledged publish is resent with
+    /// the same idempotency key, so it is stored once. Wrap the call in a
+    /// timeout to bound the wait; a publish whose caller gave up may still be
+    /// delivered.
+    pub async fn publish(&self, channel: &str, data: serde_json::Value) -> Result<u64, Error> {
+        tether_protocol::message::validate_channel(channel).map_err(Error::InvalidChannel)?;
+        let data = serde_json::value::to_raw_value(&data)
+            .map_err(|e| Error::InvalidData(e.to_string()))?;
+        let permit = self
+            .publish_slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::QueueFull {
+                capacity: self.publish_queue,
+            })?;
+        let (reply, answer) = oneshot::channel();
+        self.command(Command::Publish(Pending {
+            channel: channel.to_owned(),
+            data,
+            key: self.keys.next(),
+            reply,
+            permit,
+            sent_as: None,
+        }))
+        .await?;
+        answer.await.map_err(|_| self.ended())?
+    }
+
+    /// Closes the connection with 1000 and stops reconnecting. Pending
+    /// publishes fail with [`Error::Closed`]; subscriptions end.
+    pub async fn close(&self) {
+        let _ = self.commands.send(Command::Close).await;
+        let mut state = self.state.clone();
+        let _ = state
+            .wait_for(|s| matches!(s, State::Disconnected { .. }))
+            .await;
+    }
+
+    async fn command(&self, command: Command) -> Result<(), Error> {
+        self.commands.send(command).await.map_err(|_| self.ended())
+    }
+
+    /// The error for a request the stopped connection task cannot answer.
+    fn ended(&self) -> Error {
+        match &*self.state.borrow() {
+            State::Disconnected { code, reason } if *code != 1000 => Error::Disconnected {
+                code: *code,
+                reason: reason.clone(),
+            },
+            _ => Error::Closed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let ok = |u: &str| parse_url(u).map(|u| u.to_string()).unwrap_or_default();
+        assert_eq!(ok("ws://127.0.0.1:8080"), "ws://127.0.0.1:8080/ws");
+        assert_eq!(ok("ws://127.0.0.1:8080/"), "ws://127.0.0.1:8080/ws");
+        assert_eq!(ok("ws://h:1/custom"), "ws://h:1/custom");
+        assert!(parse_url("http://h/ws").is_err());
+        assert!(parse_url("wss://h/ws").is_err());
+    }
+
+    #[test]
+    fn keys_are_unique() {
+        let k = KeyGen {
+            prefix: 7,
+            next: AtomicU64::new(1),
+        };
+        assert_ne!(k.next(), k.next());
+    }
+}

@@ -1,0 +1,107 @@
+//! Subscriptions as the application sees them: a [`Stream`] of [`Event`]s
+//! per channel, fed by the connection task through a bounded queue.
+
+use crate::driver::Command;
+use futures_util::Stream;
+use serde_json::value::RawValue;
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+};
+use tether_protocol::ErrorCode;
+use tokio::sync::mpsc;
+
+/// One publication on a channel.
+#[derive(Debug, Clone)]
+pub struct Publication {
+    /// The channel's offset of this publication (starts at 1 in each epoch,
+    /// increases by 1).
+    pub offset: u64,
+    /// The published JSON, exactly as the publisher sent it. Parse it with
+    /// `serde_json::from_str(data.get())`.
+    pub data: Box<RawValue>,
+}
+
+/// What a [`Subscription`] yields.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// The next publication. Across reconnects each offset is yielded exactly
+    /// once and in order, as long as the server could recover the gap.
+    Publication(Publication),
+    /// The server confirmed the subscription (after each connect). `offset`
+    /// is the channel's latest offset at that moment; `recovered` is true
+    /// when missed publications were replayed after a reconnect.
+    Subscribed {
+        epoch: String,
+        offset: u64,
+        recovered: bool,
+    },
+    /// After a reconnect the server could not replay what was missed (its
+    /// history expired, or the channel's epoch changed, e.g. after a restart
+    /// of a memory-broker server). Publications between the last one yielded
+    /// and `offset` of the new `epoch` are lost: resync from the source of
+    /// truth. Delivery continues after `offset`.
+    Unrecovered { epoch: String, offset: u64 },
+    /// The server refused the subscription (e.g. `forbidden`). This is the
+    /// last event: the stream ends after it.
+    Refused { code: ErrorCode, message: String },
+}
+
+/// A live subscription to one channel; a [`Stream`] of [`Event`]s.
+///
+/// Dropping it unsubscribes. The stream ends when the client stops for good
+/// (see [`State::Disconnected`](crate::State::Disconnected)) or is closed.
+///
+/// Events are buffered in a bounded queue; a subscriber that stops reading
+/// eventually stops the client reading from the socket, and the server then
+/// closes the connection as a slow consumer (4004). The client reconnects
+/// and recovers, so nothing is lost, but a subscription should be read
+/// promptly.
+pub struct Subscription {
+    pub(crate) channel: String,
+    pub(crate) id: u64,
+    pub(crate) events: mpsc::Receiver<Event>,
+    pub(crate) commands: mpsc::WeakSender<Command>,
+}
+
+impl Subscription {
+    /// The channel this subscription is for.
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// The next event, or `None` when the subscription has ended.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.events.poll_recv(cx)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        // Best effort: if the command queue is full, the connection task
+        // notices the closed event queue at the next delivery instead.
+        if let Some(commands) = self.commands.upgrade() {
+            let _ = commands.try_send(Command::Unsubscribe {
+                channel: std::mem::take(&mut self.channel),
+                id: self.id,
+            });
+        }
+    }
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
