@@ -1,6 +1,7 @@
 //! The `tether` binary: `serve` runs the gateway; the other subcommands are
 //! tools built on the client crate.
 
+mod doctor;
 mod serve;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
@@ -13,12 +14,14 @@ fn cli() -> Command {
         .subcommand_required(true)
         .arg_required_else_help(true)
         .subcommand(serve::command())
+        .subcommand(doctor::command())
 }
 
 fn main() -> ExitCode {
     let matches = cli().get_matches();
     let result = match matches.subcommand() {
         Some(("serve", m)) => serve::run(m),
+        Some(("doctor", m)) => doctor::run(m),
         _ => unreachable_subcommand(&matches),
     };
     match result {
