@@ -66,7 +66,7 @@ mod tests {
         let b = Backoff::default();
         assert_eq!(b.delay(3, 0.0, None), Duration::ZERO);
         assert_eq!(b.delay(3, 0.5, None), Duration::from_secs(2));
-        assert_eq!(b.delay(3, 0.999_999, None) <= b.ceiling(3), true);
+        assert!(b.delay(3, 0.999_999, None) <= b.ceiling(3));
         assert_eq!(
             b.delay(0, 0.0, Some(Duration::from_secs(5))),
             Duration::from_secs(5)

@@ -1,4 +1,5 @@
 //! The shared test vectors (also read by the JS client's tests) decode as they say.
+#![allow(clippy::expect_used)] // test code: a panic is a test failure
 
 use serde_json::Value;
 use tether_protocol::{ClientMessage, ServerMessage};

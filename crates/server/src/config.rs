@@ -403,7 +403,11 @@ impl Config {
         if self.limits.max_message_bytes < 64 {
             return bad("limits.max_message_bytes must be at least 64".into());
         }
-        if !(self.limits.messages_per_second > 0.0) || !(self.limits.handshake_rate_per_ip > 0.0) {
+        if self.limits.messages_per_second.is_nan()
+            || self.limits.messages_per_second <= 0.0
+            || self.limits.handshake_rate_per_ip.is_nan()
+            || self.limits.handshake_rate_per_ip <= 0.0
+        {
             return bad(
                 "limits.messages_per_second and limits.handshake_rate_per_ip must be positive"
                     .into(),

@@ -12,7 +12,7 @@ pub const RESERVE: usize = 32;
 pub fn raise_to_hard_limit() -> usize {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let before = getrlimit(Resource::Nofile);
-    let mut after = before.clone();
+    let mut after = before;
     if before.current != before.maximum {
         let wanted = Rlimit {
             current: before.maximum,

@@ -241,7 +241,7 @@ async fn upgrade(
 }
 
 /// Checks `Authorization: Bearer <api key>` when an API key is configured.
-fn check_api_key(node: &Node, headers: &HeaderMap) -> Result<(), Response> {
+fn check_api_key(node: &Node, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let Some(expected) = node.config.auth.api_key.as_deref() else {
         return Ok(());
     };
@@ -254,19 +254,19 @@ fn check_api_key(node: &Node, headers: &HeaderMap) -> Result<(), Response> {
         Some(key) if constant_time_eq(key.as_bytes(), expected.as_bytes()) => Ok(()),
         Some(_) => {
             node.metrics.refusal("api_key_wrong");
-            Err(api_error(
+            Err(Box::new(api_error(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "wrong API key",
-            ))
+            )))
         }
         None => {
             node.metrics.refusal("api_key_missing");
-            Err(api_error(
+            Err(Box::new(api_error(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "this endpoint needs `Authorization: Bearer <api key>`",
-            ))
+            )))
         }
     }
 }
@@ -294,7 +294,7 @@ async fn publish_route(
     body: axum::body::Bytes,
 ) -> Response {
     if let Err(r) = check_api_key(&node, &headers) {
-        return r;
+        return *r;
     }
     let body: PublishBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
@@ -330,7 +330,7 @@ async fn publish_route(
 
 async fn stats_route(State(node): State<Arc<Node>>, headers: HeaderMap) -> Response {
     if let Err(r) = check_api_key(&node, &headers) {
-        return r;
+        return *r;
     }
     let channels = node.hub.channel_counts();
     let subscribers: serde_json::Map<String, serde_json::Value> = channels

@@ -11,6 +11,7 @@ pub mod fdlimit;
 pub mod handshake;
 pub mod http;
 pub mod hub;
+pub mod idle_pattern;
 pub mod limits;
 pub mod listener;
 pub mod metrics;

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub publications: Counter,
     pub heartbeat_timeouts: Counter,
     pub slow_consumers: Counter,
+    /// Repeated idle cuts noticed (see `idle_pattern`): one per warning logged.
+    pub idle_cut_patterns: Counter,
     /// Requests or messages refused by a limit, by reason.
     pub refusals: Family<Labels, Counter>,
 }
@@ -46,6 +48,7 @@ impl Metrics {
             publications: Counter::default(),
             heartbeat_timeouts: Counter::default(),
             slow_consumers: Counter::default(),
+            idle_cut_patterns: Counter::default(),
             refusals: Family::default(),
             registry: Registry::default(),
         };
@@ -93,6 +96,11 @@ impl Metrics {
             "slow_consumers",
             "Connections closed because their send queue overflowed (4004)",
             m.slow_consumers.clone(),
+        );
+        registry.register(
+            "idle_cut_patterns",
+            "Connections from one subnet repeatedly ending without a close frame after the same idle time (an intermediary's idle timeout)",
+            m.idle_cut_patterns.clone(),
         );
         registry.register(
             "refusals",

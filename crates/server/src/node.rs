@@ -31,6 +31,8 @@ pub struct Node {
     /// Every connection task, so the drain can wait for them.
     pub tasks: TaskTracker,
     next_conn_id: AtomicU64,
+    /// Notices connections repeatedly cut after the same idle time.
+    idle_patterns: parking_lot::Mutex<crate::idle_pattern::IdlePatterns>,
 }
 
 impl Node {
@@ -58,6 +60,7 @@ impl Node {
             draining: AtomicBool::new(false),
             tasks: TaskTracker::new(),
             next_conn_id: AtomicU64::new(1),
+            idle_patterns: Default::default(),
         }))
     }
 
@@ -82,6 +85,28 @@ impl Node {
             m.sweep();
         }
         self.admission.sweep();
+        self.idle_patterns.lock().sweep(std::time::Instant::now());
+    }
+
+    /// A session from `peer` ended without a close frame after `idle` with
+    /// no inbound frame. When that keeps happening after the same idle time,
+    /// an intermediary is cutting idle connections: warn once and count it.
+    pub fn note_abnormal_end(&self, peer: std::net::IpAddr, idle: std::time::Duration) {
+        let found = self
+            .idle_patterns
+            .lock()
+            .record(peer, idle, std::time::Instant::now());
+        if let Some(p) = found {
+            self.metrics.idle_cut_patterns.inc();
+            tracing::warn!(
+                subnet = %p.subnet,
+                idle_s = p.idle.as_secs_f64(),
+                count = p.count,
+                "connections keep ending without a close frame after ~{:.0} s idle: {}",
+                p.idle.as_secs_f64(),
+                p.advice()
+            );
+        }
     }
 
     pub fn is_ready(&self) -> bool {

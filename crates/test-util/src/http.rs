@@ -6,7 +6,7 @@ use crate::STEP;
 use std::net::SocketAddr;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+    net::{TcpSocket, TcpStream},
     time::timeout,
 };
 
@@ -50,9 +50,28 @@ pub async fn request(
     raw(addr, req.as_bytes()).await
 }
 
+/// A TCP connection from a chosen local address (e.g. 127.0.0.2).
+pub async fn connect_from(
+    source: std::net::IpAddr,
+    addr: SocketAddr,
+) -> std::io::Result<TcpStream> {
+    let socket = if source.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
+}
+
 /// Sends raw bytes and parses whatever HTTP response comes back.
 pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> HttpResponse {
-    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    raw_on(tcp, bytes).await
+}
+
+/// Like `raw`, on an existing connection.
+pub async fn raw_on(mut tcp: TcpStream, bytes: &[u8]) -> HttpResponse {
     tcp.write_all(bytes).await.expect("write");
     let mut buf = Vec::new();
     // Read until the server closes, or until a complete response with a
@@ -132,6 +151,17 @@ fn dechunk(mut body: &str) -> String {
         body = rest[n..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// A WebSocket upgrade request for `path`, as raw bytes, from `source`;
+/// returns the response (101 or the refusal).
+pub async fn upgrade_from(source: std::net::IpAddr, addr: SocketAddr, path: &str) -> HttpResponse {
+    let tcp = connect_from(source, addr).await.expect("connect");
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    raw_on(tcp, req.as_bytes()).await
 }
 
 /// `POST /api/publish`; returns the parsed answer.

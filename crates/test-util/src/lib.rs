@@ -5,6 +5,7 @@
 
 pub mod http;
 pub mod process;
+pub mod proxy;
 pub mod ws;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};

@@ -35,6 +35,12 @@ impl ServerProcess {
 
     /// Like `start`, with a hook to adjust the command (env, pre_exec limits).
     pub async fn start_with(args: &[&str], adjust: impl FnOnce(&mut Command)) -> Self {
+        Self::start_at("127.0.0.1:0", args, adjust).await
+    }
+
+    /// Like `start_with`, listening on `listen` (a fixed port lets a test
+    /// restart the server where its clients will reconnect).
+    pub async fn start_at(listen: &str, args: &[&str], adjust: impl FnOnce(&mut Command)) -> Self {
         let bin = tether_bin();
         assert!(
             bin.exists(),
@@ -43,7 +49,7 @@ impl ServerProcess {
         );
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -47,6 +47,29 @@ impl WsClient {
         Ok(WsClient { ws })
     }
 
+    /// Connects from a chosen loopback source address (127.0.0.x), so a test
+    /// can play several client IPs.
+    pub async fn connect_from(
+        source: std::net::IpAddr,
+        url: &str,
+    ) -> Result<Self, tokio_websockets::Error> {
+        let uri: http::Uri = url.parse().expect("url");
+        let addr: std::net::SocketAddr = uri
+            .authority()
+            .expect("authority")
+            .as_str()
+            .parse()
+            .expect("ip:port url");
+        let tcp = crate::http::connect_from(source, addr).await?;
+        let (ws, _resp) = timeout(
+            STEP,
+            ClientBuilder::from_uri(uri).connect_on(MaybeTlsStream::Plain(tcp)),
+        )
+        .await
+        .map_err(|_| tokio_websockets::Error::Io(std::io::ErrorKind::TimedOut.into()))??;
+        Ok(WsClient { ws })
+    }
+
     /// Connects to `/ws` and consumes the welcome; returns it too.
     pub async fn tether(url: &str) -> (Self, Value) {
         let mut c = Self::connect(url).await;

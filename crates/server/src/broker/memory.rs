@@ -80,8 +80,10 @@ pub fn new_epoch() -> String {
     format!("{:016x}", fastrand::u64(..))
 }
 
+type StreamMap = HashMap<Arc<str>, Stream>;
+
 pub struct MemoryBroker {
-    shards: Box<[Mutex<HashMap<Arc<str>, Stream>>]>,
+    shards: Box<[Mutex<StreamMap>]>,
     hasher: RandomState,
     cfg: HistoryConfig,
     delivery: Arc<dyn Delivery>,
@@ -97,7 +99,7 @@ impl MemoryBroker {
         }
     }
 
-    fn shard(&self, channel: &str) -> &Mutex<HashMap<Arc<str>, Stream>> {
+    fn shard(&self, channel: &str) -> &Mutex<StreamMap> {
         let i = (self.hasher.hash_one(channel) as usize) % self.shards.len();
         &self.shards[i]
     }

@@ -76,6 +76,10 @@ struct Session<S> {
     queue: mpsc::Sender<Arc<Publication>>,
     control: Arc<Control>,
     last_seen: Instant,
+    /// Silence before the read that ended the session without a close
+    /// frame (EOF or read error); fed to the node's idle-cut detector.
+    cut_after: Option<std::time::Duration>,
+    peer: std::net::IpAddr,
     bucket: TokenBucket,
     strikes: u32,
 }
@@ -108,6 +112,8 @@ pub async fn run<S>(
             queue,
             control: Arc::new(Control::default()),
             last_seen: now,
+            cut_after: None,
+            peer: peer.ip(),
             strikes: 0,
         };
         node.metrics.connections.inc();
@@ -143,9 +149,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 .min(expires_at.unwrap_or(next_ping));
             tokio::select! {
                 biased;
-                code = control.closed() => {
-                    return End::Close(code, "send queue overflowed: the client reads too slowly".into());
-                }
+                code = control.closed() => return slow_consumer(code),
                 () = shutdown.cancelled() => {
                     let jitter = self.node.config.server.drain_jitter.mul_f64(fastrand::f64());
                     let reason = RetryHint(jitter).append_to("server restarting; reconnect");
@@ -171,12 +175,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     }
                 }
                 frame = self.ws.next() => {
+                    let silent_for = self.last_seen.elapsed();
                     self.last_seen = Instant::now();
                     match frame {
-                        None => return End::Peer("connection closed".into()),
+                        None => {
+                            self.cut_after = Some(silent_for);
+                            return End::Peer("connection closed".into());
+                        }
                         Some(Err(e)) => return match read_error(e) {
                             (Some(code), why) => End::Violation(code, why),
-                            (None, why) => End::Peer(why),
+                            (None, why) => {
+                                self.cut_after = Some(silent_for);
+                                End::Peer(why)
+                            }
                         },
                         Some(Ok(msg)) => {
                             if let Some((code, reason)) = msg.as_close() {
@@ -226,7 +237,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             self.ws.flush().await
         };
-        match timeout(write_timeout, batch).await {
+        // A client that stops reading blocks this write once the kernel
+        // buffers are full; meanwhile its queue overflows and the hub asks
+        // for 4004, which must win over waiting out the write timeout.
+        let control = self.control.clone();
+        let result = tokio::select! {
+            r = timeout(write_timeout, batch) => r,
+            code = control.closed() => return Err(slow_consumer(code)),
+        };
+        match result {
             Ok(Ok(())) => {
                 self.node.metrics.messages_out.inc_by(sent);
                 Ok(())
@@ -473,7 +492,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Closes (when the server ends it), logs once, and frees subscriptions.
     async fn finish(&mut self, end: End) {
         match end {
-            End::Peer(why) => debug!(%why, "session ended by peer"),
+            End::Peer(why) => {
+                debug!(%why, "session ended by peer");
+                if let Some(idle) = self.cut_after {
+                    self.node.note_abnormal_end(self.peer, idle);
+                }
+            }
             End::WriteTimeout => {
                 info!("closing: write timed out, the client is not reading");
                 self.node.metrics.refusal("write_timeout");
@@ -506,6 +530,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.leave(&channel).await;
         }
     }
+}
+
+fn slow_consumer(code: CloseCode) -> End {
+    End::Close(
+        code,
+        "send queue overflowed: the client reads too slowly".into(),
+    )
 }
 
 fn request_id(m: &ClientMessage) -> Option<u64> {

@@ -1,0 +1,106 @@
+//! A client that stops reading is closed with 4004 and its memory freed,
+//! while a reading client on the same channel gets every message and the
+//! server's memory stays flat.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::json;
+use std::time::Duration;
+use tether_test_util::{http, process::ServerProcess, ws::WsClient};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Upgrades, subscribes to `channel`, then never reads again.
+async fn non_reader(addr: std::net::SocketAddr, channel: &str) -> tokio::net::TcpStream {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    // A small receive buffer so the kernel holds little on our side.
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = [0u8; 1024];
+    let n = tcp.read(&mut buf).await.expect("read");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"));
+    let sub = json!({"type": "subscribe", "id": 1, "channel": channel}).to_string();
+    let mut frame = vec![0x81, 0x80 | sub.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(sub.as_bytes());
+    tcp.write_all(&frame).await.expect("subscribe");
+    tcp
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_reading_client_is_closed_with_4004_and_others_get_everything() {
+    let server = ServerProcess::start(&[
+        "--send-queue",
+        "64",
+        "--write-timeout",
+        "30s",
+        "--history-size",
+        "10",
+    ])
+    .await;
+    let pid = server.child.id().expect("pid");
+    let addr = server.addr;
+    let (mut reader, _) = WsClient::tether(&format!("ws://{addr}/ws")).await;
+    reader.subscribe(1, "firehose", None).await;
+    let _stuck = non_reader(addr, "firehose").await;
+    tether_test_util::eventually("both subscribed", || async {
+        http::request(addr, "GET", "/api/stats", &[], "")
+            .await
+            .json()["subscribers"]["firehose"]
+            == 2
+    })
+    .await;
+
+    const N: u64 = 1500;
+    let payload = "x".repeat(16 * 1024);
+    let reading = tokio::spawn(async move {
+        for expected in 1..=N {
+            let m = reader.recv_type("message").await;
+            assert_eq!(
+                m["offset"], expected,
+                "the reading client gets every message in order"
+            );
+        }
+        reader
+    });
+    let before = rss_kib(pid);
+    for _ in 0..N {
+        http::publish(addr, "firehose", json!(payload)).await;
+    }
+    let _reader = tokio::time::timeout(Duration::from_secs(60), reading)
+        .await
+        .expect("reader done")
+        .expect("reader ok");
+    // 1500 x 16 KiB = 24 MiB went out; none of it may pile up for the stuck client.
+    let after = rss_kib(pid);
+    assert!(
+        after < before + 12 * 1024,
+        "server RSS grew from {before} KiB to {after} KiB"
+    );
+
+    assert_eq!(
+        http::metric(addr, "tether_closes_total", &[("code", "4004")]).await,
+        1.0
+    );
+    assert_eq!(
+        http::metric(addr, "tether_slow_consumers_total", &[]).await,
+        1.0
+    );
+    tether_test_util::eventually("stuck client released", || async {
+        http::metric(addr, "tether_connections", &[]).await == 1.0
+    })
+    .await;
+    let stats = http::request(addr, "GET", "/api/stats", &[], "")
+        .await
+        .json();
+    assert_eq!(stats["subscribers"]["firehose"], 1);
+}
