@@ -1,0 +1,89 @@
+//! A server's advised delay is a floor for the next reconnect: 1013 with
+//! `retry_after_ms`, and a 503 handshake refusal with `Retry-After`.
+
+mod common;
+
+use common::{scripted_server, wait_state};
+use std::time::{Duration, Instant};
+use tether_client::{Client, State};
+use tether_test_util::STEP;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+    time::timeout,
+};
+
+fn client(url: String) -> Client {
+    // Without the floor, a retry would come within 20 ms.
+    Client::builder(url)
+        .min_delay(Duration::from_millis(20))
+        .max_delay(Duration::from_millis(20))
+        .build()
+        .expect("client")
+}
+
+#[tokio::test]
+async fn close_1013_advised_delay_is_waited_out() {
+    let (addr, mut accepted) =
+        scripted_server(|n| (n == 0).then(|| (1013, "overloaded retry_after_ms=1500".to_owned())))
+            .await;
+    let client = client(format!("ws://{addr}/ws"));
+    let mut state = client.state();
+    let first = timeout(STEP, accepted.recv())
+        .await
+        .expect("first")
+        .expect("open");
+    let waiting = wait_state(&mut state, "reconnecting", |s| {
+        matches!(s, State::Reconnecting { .. })
+    })
+    .await;
+    assert!(
+        matches!(waiting, State::Reconnecting { attempt: 1, next_delay } if next_delay >= Duration::from_millis(1500)),
+        "{waiting:?}"
+    );
+    let second = timeout(STEP, accepted.recv())
+        .await
+        .expect("second")
+        .expect("open");
+    assert!(
+        second - first >= Duration::from_millis(1500),
+        "reconnected after {:?}",
+        second - first
+    );
+    wait_state(&mut state, "connected", |s| *s == State::Connected).await;
+}
+
+#[tokio::test]
+async fn retry_after_on_503_is_waited_out() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let client = client(format!("ws://{addr}/ws"));
+    let mut state = client.state();
+    let (mut tcp, _) = timeout(STEP, listener.accept())
+        .await
+        .expect("first")
+        .expect("accept");
+    let mut buf = [0u8; 2048];
+    let _ = tcp.read(&mut buf).await;
+    let refused_at = Instant::now();
+    let body = "connection limit reached; retry in 1 s\n";
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(answer.as_bytes()).await.expect("write");
+    drop(tcp);
+    let waiting = wait_state(&mut state, "reconnecting", |s| {
+        matches!(s, State::Reconnecting { .. })
+    })
+    .await;
+    assert!(
+        matches!(waiting, State::Reconnecting { next_delay, .. } if next_delay >= Duration::from_secs(1)),
+        "{waiting:?}"
+    );
+    let (_tcp, _) = timeout(STEP, listener.accept())
+        .await
+        .expect("second")
+        .expect("accept");
+    assert!(refused_at.elapsed() >= Duration::from_millis(990));
+}
