@@ -38,7 +38,10 @@ pub struct Subnet(IpAddr);
 impl Subnet {
     pub fn of(ip: IpAddr) -> Self {
         let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6)),
             v4 => v4,
         };
         Subnet(match ip {
@@ -70,7 +73,9 @@ impl Pattern {
     pub fn advice(&self) -> String {
         let secs = self.idle.as_secs_f64().round() as u64;
         let known = match secs {
-            55..=65 => " (60 s is nginx's default proxy_read_timeout and AWS ALB's default idle timeout)",
+            55..=65 => {
+                " (60 s is nginx's default proxy_read_timeout and AWS ALB's default idle timeout)"
+            }
             95..=105 => " (100 s is Cloudflare's idle timeout)",
             340..=360 => " (350 s is AWS NLB's idle timeout)",
             _ => "",
@@ -114,18 +119,27 @@ impl IdlePatterns {
             }
         }
         let group = self.groups.entry(subnet).or_default();
-        group.ends.retain(|(at, _)| now.saturating_duration_since(*at) < WINDOW);
+        group
+            .ends
+            .retain(|(at, _)| now.saturating_duration_since(*at) < WINDOW);
         group.ends.push_back((now, idle));
         while group.ends.len() > KEEP {
             group.ends.pop_front();
         }
-        if group.reported_at.is_some_and(|at| now.saturating_duration_since(at) < QUIET) {
+        if group
+            .reported_at
+            .is_some_and(|at| now.saturating_duration_since(at) < QUIET)
+        {
             return None;
         }
         let mut idles: Vec<Duration> = group.ends.iter().map(|(_, d)| *d).collect();
         let (idle, count) = largest_cluster(&mut idles)?;
         group.reported_at = Some(now);
-        Some(Pattern { subnet, idle, count })
+        Some(Pattern {
+            subnet,
+            idle,
+            count,
+        })
     }
 
     /// Forgets subnets with nothing recent; called from the node's sweep.
@@ -176,15 +190,23 @@ mod tests {
         let t0 = Instant::now();
         let s = Duration::from_secs;
         assert_eq!(p.record(ip("10.1.2.3"), s(60), t0), None);
-        assert_eq!(p.record(ip("10.1.2.99"), Duration::from_millis(60_400), t0 + s(70)), None);
-        let found = p.record(ip("10.1.2.7"), Duration::from_millis(59_800), t0 + s(140)).unwrap();
+        assert_eq!(
+            p.record(ip("10.1.2.99"), Duration::from_millis(60_400), t0 + s(70)),
+            None
+        );
+        let found = p
+            .record(ip("10.1.2.7"), Duration::from_millis(59_800), t0 + s(140))
+            .unwrap();
         assert_eq!(found.count, 3);
         assert_eq!(found.idle, s(60));
         assert_eq!(found.subnet.to_string(), "10.1.2.0/24");
         assert!(found.advice().contains("~60 s") && found.advice().contains("proxy_read_timeout"));
         // Once per subnet per hour, however many more.
         assert_eq!(p.record(ip("10.1.2.3"), s(60), t0 + s(200)), None);
-        assert!(p.record(ip("10.1.2.3"), s(60), t0 + s(200) + QUIET).is_some());
+        let later = t0 + s(200) + QUIET;
+        assert_eq!(p.record(ip("10.1.2.3"), s(60), later), None);
+        assert_eq!(p.record(ip("10.1.2.4"), s(60), later + s(60)), None);
+        assert!(p.record(ip("10.1.2.5"), s(60), later + s(120)).is_some());
     }
 
     #[test]
@@ -196,7 +218,10 @@ mod tests {
             assert_eq!(p.record(ip("192.168.0.1"), s(idle), t0 + s(i as u64)), None);
         }
         for i in 0..5 {
-            assert_eq!(p.record(ip("172.16.0.1"), Duration::from_millis(300), t0 + s(i)), None);
+            assert_eq!(
+                p.record(ip("172.16.0.1"), Duration::from_millis(300), t0 + s(i)),
+                None
+            );
         }
         assert_eq!(p.record(ip("10.0.1.1"), s(30), t0), None);
         assert_eq!(p.record(ip("10.0.2.1"), s(30), t0), None);
@@ -218,9 +243,18 @@ mod tests {
 
     #[test]
     fn ipv6_peers_group_by_64_and_mapped_v4_as_v4() {
-        assert_eq!(Subnet::of(ip("2001:db8:1:2:aaaa::1")), Subnet::of(ip("2001:db8:1:2:bbbb::9")));
-        assert_eq!(Subnet::of(ip("2001:db8:1:2::1")).to_string(), "2001:db8:1:2::/64");
-        assert_eq!(Subnet::of(ip("::ffff:10.0.0.5")), Subnet::of(ip("10.0.0.200")));
+        assert_eq!(
+            Subnet::of(ip("2001:db8:1:2:aaaa::1")),
+            Subnet::of(ip("2001:db8:1:2:bbbb::9"))
+        );
+        assert_eq!(
+            Subnet::of(ip("2001:db8:1:2::1")).to_string(),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(
+            Subnet::of(ip("::ffff:10.0.0.5")),
+            Subnet::of(ip("10.0.0.200"))
+        );
     }
 
     #[test]
