@@ -2,7 +2,9 @@
 //! tools built on the client crate.
 
 mod doctor;
+mod publish;
 mod serve;
+mod sub;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use std::process::ExitCode;
@@ -15,6 +17,8 @@ fn cli() -> Command {
         .arg_required_else_help(true)
         .subcommand(serve::command())
         .subcommand(doctor::command())
+        .subcommand(sub::command())
+        .subcommand(publish::command())
 }
 
 fn main() -> ExitCode {
@@ -22,6 +26,8 @@ fn main() -> ExitCode {
     let result = match matches.subcommand() {
         Some(("serve", m)) => serve::run(m),
         Some(("doctor", m)) => doctor::run(m),
+        Some(("sub", m)) => sub::run(m),
+        Some(("pub", m)) => publish::run(m),
         _ => unreachable_subcommand(&matches),
     };
     match result {
