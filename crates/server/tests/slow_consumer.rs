@@ -104,3 +104,36 @@ async fn non_reading_client_is_closed_with_4004_and_others_get_everything() {
         .json();
     assert_eq!(stats["subscribers"]["firehose"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_never_finishes_is_cut_at_the_write_timeout() {
+    // A queue large enough never to overflow: only the write timeout can act.
+    let server = ServerProcess::start(&["--send-queue", "100000", "--write-timeout", "1s"]).await;
+    let addr = server.addr;
+    let _stuck = non_reader(addr, "big").await;
+    tether_test_util::eventually("subscribed", || async {
+        http::request(addr, "GET", "/api/stats", &[], "")
+            .await
+            .json()["subscribers"]["big"]
+            == 1
+    })
+    .await;
+    let payload = "y".repeat(64 * 1024);
+    // Enough to fill the socket buffers on both sides many times over.
+    for _ in 0..300 {
+        http::publish(addr, "big", json!(payload)).await;
+    }
+    tether_test_util::eventually("the stuck connection is dropped", || async {
+        http::metric(addr, "tether_connections", &[]).await == 0.0
+    })
+    .await;
+    assert_eq!(
+        http::metric(
+            addr,
+            "tether_refusals_total",
+            &[("reason", "write_timeout")]
+        )
+        .await,
+        1.0
+    );
+}
