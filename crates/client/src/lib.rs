@@ -29,6 +29,7 @@ mod driver;
 mod error;
 mod handshake;
 mod reconnect;
+mod session;
 mod subscription;
 
 pub use error::Error;

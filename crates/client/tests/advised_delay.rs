@@ -1,5 +1,6 @@
 //! A server's advised delay is a floor for the next reconnect: 1013 with
 //! `retry_after_ms`, and a 503 handshake refusal with `Retry-After`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
 mod common;
 

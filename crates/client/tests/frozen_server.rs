@@ -1,6 +1,7 @@
 //! A server frozen with SIGSTOP keeps its TCP connections open but answers
 //! nothing: the client must notice within ping_interval + pong_timeout,
 //! drop the connection, and reconnect once the server is continued.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Connections cut again and again by a proxy (RST and FIN alternately)
 //! while a backend keeps publishing through the HTTP API: the subscriber
 //! ends with every offset exactly once, in order.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! A full publish queue is an error the caller sees at once, not silent loss.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
 use std::time::Duration;
 use tether_client::{Client, Error};

@@ -1,5 +1,6 @@
 //! Publishes made while the client cannot reach the server wait in its
 //! queue and arrive exactly once after the reconnect.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The server (memory broker) is killed and restarted on the same address:
 //! the client reconnects, and the subscriber is told explicitly that the
 //! missed publications could not be recovered.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! A 4001 close (unauthorized) ends the client: no reconnect, the state says
 //! why, and requests fail instead of waiting forever.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
 mod common;
 

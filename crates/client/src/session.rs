@@ -1,0 +1,422 @@
+//! One connection's life, online: after the welcome, restore subscriptions
+//! and unacknowledged publishes, then one `select!` over handle commands,
+//! inbound frames and the heartbeat timer until the connection ends.
+//!
+//! Delivery rules live here: each publication reaches its subscription once
+//! and in order (deduplicated by offset), and a recovering subscribe that
+//! the server could not satisfy becomes an explicit `Unrecovered` event.
+
+use crate::{
+    driver::{Command, Core, Exit, CLOSE_WAIT},
+    handshake::Ws,
+    reconnect::{Ended, Policy},
+    Error, Event, Publication, State,
+};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::value::RawValue;
+use std::time::Duration;
+use tether_protocol::{ClientMessage, CloseCode, ServerMessage, StreamPosition};
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_websockets::Message;
+use tracing::{debug, warn};
+
+impl Core {
+    pub(crate) async fn online(&mut self, ws: &mut Ws, policy: &mut Policy) -> Exit {
+        let limit = self.config.connect_timeout;
+        let (ping_interval, pong_timeout) = match timeout(limit, welcome(ws)).await {
+            Ok(Ok(times)) => times,
+            Ok(Err(ended)) => return Exit::Ended(ended),
+            Err(_) => {
+                return Exit::Ended(Ended::Lost {
+                    reason: format!("no welcome within {} ms", limit.as_millis()),
+                })
+            }
+        };
+        policy.connected();
+        self.set_state(State::Connected);
+        debug!(uri = %self.config.uri, "connected");
+        // Writes must not outlive the heartbeat: a peer that does not take
+        // our bytes is as dead as one that sends none.
+        let write_limit = pong_timeout.max(Duration::from_millis(100));
+        if let Err(ended) = self.restore(ws, write_limit).await {
+            return Exit::Ended(ended);
+        }
+        let mut last_heard = Instant::now();
+        let mut pinged = false;
+        loop {
+            let deadline = if pinged {
+                last_heard + ping_interval + pong_timeout
+            } else {
+                last_heard + ping_interval
+            };
+            // Biased: commands are few and bounded by the handles; inbound
+            // frames come before the timer so that a frame that is already
+            // waiting refreshes `last_heard` before silence is judged.
+            let result = tokio::select! {
+                biased;
+                command = self.commands.recv() => match command {
+                    None | Some(Command::Close) => return Exit::Close,
+                    Some(command) => self.command(ws, command, write_limit).await,
+                },
+                frame = ws.next() => {
+                    last_heard = Instant::now();
+                    pinged = false;
+                    match frame {
+                        None => Err(Ended::Lost { reason: "the server closed the TCP connection without a close frame".into() }),
+                        Some(Err(e)) => Err(Ended::Lost { reason: format!("read error: {e}") }),
+                        Some(Ok(msg)) => self.frame(ws, msg, write_limit).await,
+                    }
+                }
+                () = sleep_until(deadline) => {
+                    if pinged {
+                        warn!(uri = %self.config.uri, "no message from the server for {} ms; dropping the connection", (ping_interval + pong_timeout).as_millis());
+                        Err(Ended::Lost { reason: format!(
+                            "nothing heard for {} ms (ping_interval + pong_timeout): the connection is dead",
+                            (ping_interval + pong_timeout).as_millis()
+                        )})
+                    } else {
+                        pinged = true;
+                        send(ws, &ClientMessage::Ping, write_limit).await
+                    }
+                }
+            };
+            if let Err(ended) = result {
+                return Exit::Ended(ended);
+            }
+        }
+    }
+
+    /// After (re)connecting: resubscribe with recovery, resend unacked publishes.
+    async fn restore(&mut self, ws: &mut Ws, limit: Duration) -> Result<(), Ended> {
+        let channels: Vec<String> = self.subs.keys().cloned().collect();
+        for channel in channels {
+            self.send_subscribe(ws, &channel, limit).await?;
+        }
+        for i in 0..self.pending.len() {
+            self.send_publish(ws, i, limit).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_subscribe(
+        &mut self,
+        ws: &mut Ws,
+        channel: &str,
+        limit: Duration,
+    ) -> Result<(), Ended> {
+        let id = self.request_id();
+        let Some(sub) = self.subs.get_mut(channel) else {
+            return Ok(());
+        };
+        sub.request = Some((id, sub.position.is_some()));
+        let msg = ClientMessage::Subscribe {
+            id,
+            channel: channel.to_owned(),
+            recover: sub.position.clone(),
+        };
+        send(ws, &msg, limit).await
+    }
+
+    async fn send_publish(
+        &mut self,
+        ws: &mut Ws,
+        index: usize,
+        limit: Duration,
+    ) -> Result<(), Ended> {
+        let id = self.request_id();
+        let Some(p) = self.pending.get_mut(index) else {
+            return Ok(());
+        };
+        p.sent_as = Some(id);
+        let msg = ClientMessage::Publish {
+            id,
+            channel: p.channel.clone(),
+            data: p.data.clone(),
+            key: Some(p.key.clone()),
+        };
+        send(ws, &msg, limit).await
+    }
+
+    async fn command(
+        &mut self,
+        ws: &mut Ws,
+        command: Command,
+        limit: Duration,
+    ) -> Result<(), Ended> {
+        match command {
+            Command::Subscribe { channel, id, reply } => {
+                match self.register(channel.clone(), id, reply) {
+                    None => Ok(()),
+                    Some(replaced) => {
+                        if replaced {
+                            self.send_unsubscribe(ws, &channel, limit).await?;
+                        }
+                        self.send_subscribe(ws, &channel, limit).await
+                    }
+                }
+            }
+            Command::Unsubscribe { channel, id } => {
+                if self.unregister(&channel, id) {
+                    self.send_unsubscribe(ws, &channel, limit).await?;
+                }
+                Ok(())
+            }
+            Command::Publish(p) => {
+                self.pending.push_back(p);
+                self.send_publish(ws, self.pending.len() - 1, limit).await
+            }
+            Command::Close => Ok(()),
+        }
+    }
+
+    async fn send_unsubscribe(
+        &mut self,
+        ws: &mut Ws,
+        channel: &str,
+        limit: Duration,
+    ) -> Result<(), Ended> {
+        let id = self.request_id();
+        let msg = ClientMessage::Unsubscribe {
+            id,
+            channel: channel.to_owned(),
+        };
+        send(ws, &msg, limit).await
+    }
+
+    async fn frame(&mut self, ws: &mut Ws, msg: Message, limit: Duration) -> Result<(), Ended> {
+        if let Some((code, reason)) = msg.as_close() {
+            let ended = Ended::Closed {
+                code: CloseCode::from_u16(u16::from(code)),
+                reason: reason.to_owned(),
+            };
+            // Polling once more sends our answer to the close frame.
+            let _ = timeout(CLOSE_WAIT, async { while ws.next().await.is_some() {} }).await;
+            return Err(ended);
+        }
+        let Some(text) = msg.as_text() else {
+            return Ok(()); // protocol pings are answered by tokio-websockets
+        };
+        match ServerMessage::decode(text) {
+            Ok(message) => self.message(ws, message, limit).await,
+            Err(e) => {
+                debug!(error = %e, "ignoring an undecodable server message");
+                Ok(())
+            }
+        }
+    }
+
+    async fn message(
+        &mut self,
+        ws: &mut Ws,
+        message: ServerMessage,
+        limit: Duration,
+    ) -> Result<(), Ended> {
+        match message {
+            ServerMessage::Subscribed {
+                id,
+                channel,
+                epoch,
+                offset,
+                recovered,
+                publications,
+            } => {
+                let Some(sub) = self.subs.get_mut(&channel) else {
+                    return Ok(());
+                };
+                let Some((request, recovering)) = sub.request else {
+                    return Ok(());
+                };
+                if request != id {
+                    return Ok(()); // the answer to an older subscription
+                }
+                sub.request = None;
+                let last = sub.position.as_ref().map_or(0, |p| p.offset);
+                if recovering && !recovered {
+                    sub.position = Some(StreamPosition {
+                        epoch: epoch.clone(),
+                        offset,
+                    });
+                    return self
+                        .deliver(ws, &channel, Event::Unrecovered { epoch, offset }, limit)
+                        .await;
+                }
+                sub.position = Some(StreamPosition {
+                    epoch: epoch.clone(),
+                    offset: if recovering { last } else { offset },
+                });
+                self.deliver(
+                    ws,
+                    &channel,
+                    Event::Subscribed {
+                        epoch,
+                        offset,
+                        recovered,
+                    },
+                    limit,
+                )
+                .await?;
+                for p in publications {
+                    self.publication(ws, &channel, p.offset, p.data, limit)
+                        .await?;
+                }
+                if let Some(sub) = self.subs.get_mut(&channel) {
+                    if let Some(pos) = &mut sub.position {
+                        pos.offset = pos.offset.max(offset);
+                    }
+                }
+                Ok(())
+            }
+            ServerMessage::Message {
+                channel,
+                offset,
+                data,
+            } => self.publication(ws, &channel, offset, data, limit).await,
+            ServerMessage::Ack { id, offset } => {
+                if let Some(i) = self.pending.iter().position(|p| p.sent_as == Some(id)) {
+                    if let Some(p) = self.pending.remove(i) {
+                        let _ = p.reply.send(Ok(offset));
+                    }
+                }
+                Ok(())
+            }
+            ServerMessage::Error {
+                id: Some(id),
+                code,
+                message,
+            } => {
+                if let Some(i) = self.pending.iter().position(|p| p.sent_as == Some(id)) {
+                    if let Some(p) = self.pending.remove(i) {
+                        let _ = p.reply.send(Err(Error::Server { code, message }));
+                    }
+                    return Ok(());
+                }
+                let channel = self
+                    .subs
+                    .iter()
+                    .find(|(_, s)| s.request.is_some_and(|(r, _)| r == id))
+                    .map(|(c, _)| c.clone());
+                if let Some(channel) = channel {
+                    if let Some(sub) = self.subs.remove(&channel) {
+                        // The stream ends after this event (the sender is dropped).
+                        let _ = sub.events.send(Event::Refused { code, message }).await;
+                    }
+                }
+                Ok(())
+            }
+            ServerMessage::Error {
+                id: None,
+                code,
+                message,
+            } => {
+                debug!(%code, %message, "server error without a request id");
+                Ok(())
+            }
+            ServerMessage::Welcome { .. }
+            | ServerMessage::Unsubscribed { .. }
+            | ServerMessage::Pong => Ok(()),
+        }
+    }
+
+    /// Delivers a publication once and in order; a gap (which a server never
+    /// produces on one connection) is repaired by reconnecting with recovery.
+    async fn publication(
+        &mut self,
+        ws: &mut Ws,
+        channel: &str,
+        offset: u64,
+        data: Box<RawValue>,
+        limit: Duration,
+    ) -> Result<(), Ended> {
+        let Some(sub) = self.subs.get_mut(channel) else {
+            return Ok(());
+        };
+        let Some(pos) = sub.position.as_mut() else {
+            return Ok(());
+        };
+        if offset <= pos.offset {
+            return Ok(()); // already delivered (replayed by recovery or resent)
+        }
+        if offset > pos.offset + 1 {
+            return Err(Ended::Lost {
+                reason: format!(
+                    "gap in {channel:?}: expected offset {} but got {offset}; reconnecting to recover",
+                    pos.offset + 1
+                ),
+            });
+        }
+        pos.offset = offset;
+        let event = Event::Publication(Publication { offset, data });
+        self.deliver(ws, channel, event, limit).await
+    }
+
+    /// Hands an event to its subscription, waiting while its queue is full;
+    /// a dropped subscription is unsubscribed.
+    async fn deliver(
+        &mut self,
+        ws: &mut Ws,
+        channel: &str,
+        event: Event,
+        limit: Duration,
+    ) -> Result<(), Ended> {
+        let Some(sub) = self.subs.get(channel) else {
+            return Ok(());
+        };
+        let events = sub.events.clone();
+        let id = sub.id;
+        if events.send(event).await.is_err() && self.unregister(channel, id) {
+            self.send_unsubscribe(ws, channel, limit).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Waits for the `welcome`; returns the server's heartbeat timings.
+async fn welcome(ws: &mut Ws) -> Result<(Duration, Duration), Ended> {
+    loop {
+        let msg = match ws.next().await {
+            None => {
+                return Err(Ended::Lost {
+                    reason: "the connection closed before the welcome".into(),
+                })
+            }
+            Some(Err(e)) => {
+                return Err(Ended::Lost {
+                    reason: format!("read error before the welcome: {e}"),
+                })
+            }
+            Some(Ok(msg)) => msg,
+        };
+        if let Some((code, reason)) = msg.as_close() {
+            return Err(Ended::Closed {
+                code: CloseCode::from_u16(u16::from(code)),
+                reason: reason.to_owned(),
+            });
+        }
+        let Some(text) = msg.as_text() else { continue };
+        return match ServerMessage::decode(text) {
+            Ok(ServerMessage::Welcome {
+                ping_interval_ms,
+                pong_timeout_ms,
+                ..
+            }) => Ok((
+                Duration::from_millis(ping_interval_ms.max(1)),
+                Duration::from_millis(pong_timeout_ms.max(1)),
+            )),
+            _ => Err(Ended::Lost {
+                reason: format!("expected a welcome, got {text:.100}"),
+            }),
+        };
+    }
+}
+
+async fn send(ws: &mut Ws, msg: &ClientMessage, limit: Duration) -> Result<(), Ended> {
+    match timeout(limit, ws.send(Message::text(msg.encode()))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Ended::Lost {
+            reason: format!("write error: {e}"),
+        }),
+        Err(_) => Err(Ended::Lost {
+            reason: format!("a write did not finish within {} ms", limit.as_millis()),
+        }),
+    }
+}
