@@ -22,13 +22,25 @@ pub const NGINX: &str = "/usr/sbin/nginx";
 /// Runs `tether doctor ARGS --json`, bounded in time; returns the exit
 /// status and the report.
 pub async fn doctor(args: &[&str]) -> (i32, Value) {
+    doctor_in(&[], args).await
+}
+
+/// Like `doctor`, run under a command prefix such as `ip netns exec NS`.
+pub async fn doctor_in(prefix: &[&str], args: &[&str]) -> (i32, Value) {
     let bin = tether_bin();
     assert!(
         bin.exists(),
         "{} not built; run `cargo build` first",
         bin.display()
     );
-    let mut cmd = tokio::process::Command::new(bin);
+    let mut cmd = match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = tokio::process::Command::new(first);
+            c.args(rest).arg(&bin);
+            c
+        }
+        None => tokio::process::Command::new(&bin),
+    };
     cmd.arg("doctor")
         .args(args)
         .arg("--json")
