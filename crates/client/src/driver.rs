@@ -42,6 +42,8 @@ pub(crate) struct Config {
     pub subscription_buffer: usize,
     pub connect_timeout: Duration,
     pub jitter: Jitter,
+    /// Set for `wss://` URLs.
+    pub tls: Option<tokio_rustls::TlsConnector>,
 }
 
 /// What a handle asks of the connection task.
@@ -122,7 +124,13 @@ pub(crate) async fn run(
     let uri = core.config.uri.to_string();
     let (code, reason) = loop {
         let (target, token) = (core.config.uri.clone(), core.token.clone());
-        let attempt = handshake::connect(&target, token.as_deref(), core.config.connect_timeout);
+        let tls = core.config.tls.clone();
+        let attempt = handshake::connect(
+            &target,
+            token.as_deref(),
+            tls.as_ref(),
+            core.config.connect_timeout,
+        );
         let ended = match core.offline(attempt).await {
             None => break (1000, CLOSED_BY_CLIENT.to_owned()),
             Some(Err(ended)) => ended,

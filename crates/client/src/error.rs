@@ -6,9 +6,12 @@ use tether_protocol::ErrorCode;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The URL is not a usable `ws://` URL. Fix the URL; nothing was started.
+    /// The URL is not a usable `ws://` or `wss://` URL. Fix the URL; nothing was started.
     #[error("invalid URL {url:?}: {why}")]
     InvalidUrl { url: String, why: String },
+    /// A root certificate given to the builder is not PEM.
+    #[error("invalid root certificate: {0}")]
+    InvalidCertificate(String),
     /// The channel name breaks the protocol's rules; the message says which.
     #[error("invalid channel name: {0}")]
     InvalidChannel(String),

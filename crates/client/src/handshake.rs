@@ -16,17 +16,50 @@ use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
 };
+use tokio_rustls::{
+    client::TlsStream,
+    rustls::{self, pki_types::ServerName, RootCertStore},
+    TlsConnector,
+};
+use tokio_util::either::Either;
 use tokio_websockets::{ClientBuilder, WebSocketStream};
 
-/// The socket type of an open connection.
-pub(crate) type Ws = WebSocketStream<Recorded<TcpStream>>;
+/// The socket type of an open connection: plain TCP, or TLS over it for `wss://`.
+pub(crate) type Ws = WebSocketStream<Recorded<Either<TcpStream, TlsStream<TcpStream>>>>;
+
+/// A TLS connector trusting the Mozilla roots plus `extra_roots` (PEM).
+pub(crate) fn tls_connector(extra_roots: &[Vec<u8>]) -> Result<TlsConnector, crate::Error> {
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for pem in extra_roots {
+        let mut reader = pem.as_slice();
+        for cert in rustls_pemfile::certs(&mut reader) {
+            let cert = cert.map_err(|e| crate::Error::InvalidCertificate(e.to_string()))?;
+            roots
+                .add(cert)
+                .map_err(|e| crate::Error::InvalidCertificate(e.to_string()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| crate::Error::InvalidCertificate(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
 
 /// How much of the handshake response is kept for diagnosis.
 const HEAD_LIMIT: usize = 4096;
 
 /// Connects and performs the upgrade within `limit`.
-pub(crate) async fn connect(uri: &Uri, token: Option<&str>, limit: Duration) -> Result<Ws, Ended> {
-    match tokio::time::timeout(limit, connect_inner(uri, token)).await {
+pub(crate) async fn connect(
+    uri: &Uri,
+    token: Option<&str>,
+    tls: Option<&TlsConnector>,
+    limit: Duration,
+) -> Result<Ws, Ended> {
+    match tokio::time::timeout(limit, connect_inner(uri, token, tls)).await {
         Ok(result) => result,
         Err(_) => Err(Ended::Lost {
             reason: format!("no handshake answer within {} ms", limit.as_millis()),
@@ -34,16 +67,34 @@ pub(crate) async fn connect(uri: &Uri, token: Option<&str>, limit: Duration) -> 
     }
 }
 
-async fn connect_inner(uri: &Uri, token: Option<&str>) -> Result<Ws, Ended> {
+async fn connect_inner(
+    uri: &Uri,
+    token: Option<&str>,
+    tls: Option<&TlsConnector>,
+) -> Result<Ws, Ended> {
     let lost = |reason: String| Ended::Lost { reason };
     let host = uri.host().unwrap_or("127.0.0.1");
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri
+        .port_u16()
+        .unwrap_or(if tls.is_some() { 443 } else { 80 });
     let tcp = TcpStream::connect((host, port))
         .await
         .map_err(|e| lost(format!("cannot connect to {host}:{port}: {e}")))?;
     // Small frames (pings, acks) must not wait for Nagle.
     let _ = tcp.set_nodelay(true);
+    let io = match tls {
+        None => Either::Left(tcp),
+        Some(connector) => {
+            let name = ServerName::try_from(host.to_owned())
+                .map_err(|e| lost(format!("{host} is not a valid TLS server name: {e}")))?;
+            let stream = connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| lost(format!("TLS handshake with {host} failed: {e}")))?;
+            Either::Right(stream)
+        }
+    };
     let mut builder = ClientBuilder::from_uri(uri.clone());
     if let Some(token) = token {
         let value = HeaderValue::from_str(&format!("Bearer {token}"))
@@ -54,7 +105,7 @@ async fn connect_inner(uri: &Uri, token: Option<&str>) -> Result<Ws, Ended> {
     }
     let head = Arc::new(Mutex::new(Vec::new()));
     let stream = Recorded {
-        inner: tcp,
+        inner: io,
         head: head.clone(),
         recorded: 0,
     };

@@ -83,9 +83,17 @@ pub struct ClientBuilder {
     subscription_buffer: usize,
     connect_timeout: Duration,
     jitter: Jitter,
+    extra_roots: Vec<Vec<u8>>,
 }
 
 impl ClientBuilder {
+    /// Trusts this PEM certificate (a private CA or a self-signed server)
+    /// for `wss://`, in addition to the Mozilla roots built in.
+    pub fn root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.extra_roots.push(pem.into());
+        self
+    }
+
     /// Base reconnect delay; the first retry happens within it. Default 500 ms.
     pub fn min_delay(mut self, d: Duration) -> Self {
         self.backoff.min_delay = d;
@@ -155,6 +163,10 @@ impl ClientBuilder {
     /// Must be called inside a Tokio runtime.
     pub fn build(self) -> Result<Client, Error> {
         let uri = parse_url(&self.url)?;
+        let tls = match uri.scheme_str() {
+            Some("wss") => Some(handshake::tls_connector(&self.extra_roots)?),
+            _ => None,
+        };
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (state_tx, state) = watch::channel(State::Connecting);
         let config = driver::Config {
@@ -166,6 +178,7 @@ impl ClientBuilder {
             subscription_buffer: self.subscription_buffer,
             connect_timeout: self.connect_timeout,
             jitter: self.jitter,
+            tls,
         };
         tokio::spawn(driver::run(config, command_rx, state_tx));
         Ok(Client {
@@ -198,8 +211,12 @@ fn parse_url(url: &str) -> Result<http::Uri, Error> {
         .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
     match uri.scheme_str() {
         Some("ws") => {}
-        Some("wss") => return Err(bad("wss:// is not supported by this client yet; use ws://")),
-        _ => return Err(bad("expected a ws:// URL such as ws://127.0.0.1:8080/ws")),
+        Some("wss") => {}
+        _ => {
+            return Err(bad(
+                "expected a ws:// or wss:// URL such as ws://127.0.0.1:8080/ws",
+            ))
+        }
     }
     if uri.host().is_none() {
         return Err(bad("no host"));
@@ -207,7 +224,8 @@ fn parse_url(url: &str) -> Result<http::Uri, Error> {
     if matches!(uri.path(), "" | "/") {
         let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
         let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-        return format!("ws://{authority}/ws{query}")
+        let scheme = uri.scheme_str().unwrap_or("ws");
+        return format!("{scheme}://{authority}/ws{query}")
             .parse()
             .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()));
     }
@@ -254,6 +272,7 @@ impl Client {
             subscription_buffer: 1024,
             connect_timeout: Duration::from_secs(10),
             jitter: Arc::new(fastrand::f64),
+            extra_roots: Vec::new(),
         }
     }
 
@@ -352,7 +371,12 @@ mod tests {
         assert_eq!(ok("ws://127.0.0.1:8080/"), "ws://127.0.0.1:8080/ws");
         assert_eq!(ok("ws://h:1/custom"), "ws://h:1/custom");
         assert!(parse_url("http://h/ws").is_err());
-        assert!(parse_url("wss://h/ws").is_err());
+        assert!(parse_url("wss://h/ws").is_ok());
+        assert_eq!(
+            parse_url("wss://h").map(|u| u.to_string()).ok().as_deref(),
+            Some("wss://h/ws")
+        );
+        assert!(parse_url("http://h/ws").is_err());
     }
 
     #[test]
