@@ -118,7 +118,9 @@ pub async fn run<S>(
         };
         node.metrics.connections.inc();
         let end = session.serve(client_id, rx).await;
-        session.finish(end).await;
+        // Boxed: the close path is large and runs once; keeping it out of
+        // the task's inline state keeps every idle connection smaller.
+        Box::pin(session.finish(end)).await;
         node.metrics.connections.dec();
         drop(permit);
     }
@@ -135,7 +137,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             pong_timeout_ms: hb.pong_timeout.as_millis() as u64,
             version: PROTOCOL_VERSION,
         };
-        if let Err(end) = self.send(welcome.encode()).await {
+        if let Err(end) = Box::pin(self.send(welcome.encode())).await {
             return end;
         }
         let silence_limit = hb.ping_interval + hb.pong_timeout;
@@ -169,7 +171,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     }
                     if now >= next_ping {
                         next_ping = now + hb.ping_interval;
-                        if let Err(end) = self.send_raw(Message::ping(bytes::Bytes::new())).await {
+                        if let Err(end) = Box::pin(self.send_raw(Message::ping(bytes::Bytes::new()))).await {
                             return end;
                         }
                     }
@@ -193,14 +195,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                             if let Some((code, reason)) = msg.as_close() {
                                 return End::Peer(format!("peer closed with {} {reason}", u16::from(code)));
                             }
-                            if let Err(end) = self.on_frame(msg).await {
+                            // Boxed for the same reason: request handling has
+                            // deep futures, and idle connections never need them.
+                            if let Err(end) = Box::pin(self.on_frame(msg)).await {
                                 return end;
                             }
                         }
                     }
                 }
                 Some(first) = rx.recv() => {
-                    if let Err(end) = self.write_publications(first, &mut rx).await {
+                    if let Err(end) = Box::pin(self.write_publications(first, &mut rx)).await {
                         return end;
                     }
                 }
