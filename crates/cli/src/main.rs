@@ -1,6 +1,7 @@
 //! The `tether` binary: `serve` runs the gateway; the other subcommands are
 //! tools built on the client crate.
 
+mod bench;
 mod doctor;
 mod publish;
 mod serve;
@@ -19,6 +20,7 @@ fn cli() -> Command {
         .subcommand(doctor::command())
         .subcommand(sub::command())
         .subcommand(publish::command())
+        .subcommand(bench::command())
 }
 
 fn main() -> ExitCode {
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
         Some(("doctor", m)) => doctor::run(m),
         Some(("sub", m)) => sub::run(m),
         Some(("pub", m)) => publish::run(m),
+        Some(("bench", m)) => bench::run(m),
         _ => unreachable_subcommand(&matches),
     };
     match result {

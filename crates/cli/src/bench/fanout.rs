@@ -1,0 +1,360 @@
+//! `bench fanout`: N subscribers of one channel and one publisher sending R
+//! messages a second, each stamped with its send time and a sequence number.
+//! Reports deliveries/s, end-to-end latency (publisher send → subscriber
+//! read, one clock) and losses (sequence gaps plus what never arrived).
+
+use super::{close, failure_label, number, ready, stats, Common, Outcome, Protocol};
+use anyhow::Context;
+use clap::ArgMatches;
+use conn_stamp::{field, stamp};
+use futures_util::{stream::FuturesUnordered, SinkExt, StreamExt};
+use serde::Serialize;
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+use tokio::sync::{watch, Semaphore};
+use tokio_websockets::Message;
+
+const WORKERS: usize = 8;
+/// Longest wait for the last deliveries once the publisher is done.
+const DRAIN: Duration = Duration::from_secs(5);
+/// Messages written before one flush when the publisher is behind schedule.
+const BURST: u64 = 256;
+
+pub struct Options {
+    pub subscribers: usize,
+    pub rate: f64,
+    pub duration: Duration,
+    pub size: usize,
+    pub concurrency: usize,
+    pub channel: String,
+}
+
+impl Options {
+    pub fn from(m: &ArgMatches) -> anyhow::Result<Self> {
+        let rate: f64 = number(m, "rate")?;
+        if !(rate > 0.0 && rate <= 1_000_000.0) {
+            anyhow::bail!("--rate {rate}: expected 0 < R <= 1000000");
+        }
+        Ok(Options {
+            subscribers: number(m, "subscribers")?,
+            rate,
+            duration: super::duration(m, "duration")?,
+            size: number(m, "size")?,
+            concurrency: number::<usize>(m, "concurrency")?.max(1),
+            channel: m.get_one::<String>("channel").cloned().unwrap_or_default(),
+        })
+    }
+}
+
+#[derive(Serialize)]
+pub struct Report {
+    pub scenario: &'static str,
+    pub url: String,
+    pub protocol: Protocol,
+    pub subscribers: usize,
+    pub subscribed: usize,
+    pub failed: BTreeMap<String, usize>,
+    pub rate: f64,
+    pub duration_secs: f64,
+    pub sent: u64,
+    pub publish_errors: u64,
+    pub first_publish_error: Option<String>,
+    /// sent × subscribed.
+    pub expected: u64,
+    pub delivered: u64,
+    /// expected − delivered: messages some subscriber never got.
+    pub lost: u64,
+    /// Sequence numbers skipped within a subscriber's stream.
+    pub gaps: u64,
+    pub out_of_order: u64,
+    /// Subscribers the server closed (or that failed) during the run.
+    pub closed_early: usize,
+    pub deliveries_per_sec: f64,
+    pub offered_deliveries_per_sec: f64,
+    pub latency: stats::Latency,
+}
+
+/// One subscriber's view of the stream.
+#[derive(Default)]
+struct Seen {
+    next: u64,
+    gaps: u64,
+    out_of_order: u64,
+}
+
+pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let gate = Arc::new(Semaphore::new(o.concurrency));
+    let subscribed = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let delivered = Arc::new(AtomicU64::new(0));
+    let channel = (c.protocol == Protocol::Tether).then(|| o.channel.clone());
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for w in 0..WORKERS.min(o.subscribers) {
+        let (c, gate, stop) = (c.clone(), gate.clone(), stop_rx.clone());
+        let (subscribed, failed, delivered) =
+            (subscribed.clone(), failed.clone(), delivered.clone());
+        let (channel, n) = (channel.clone(), o.subscribers);
+        workers.push(tokio::spawn(async move {
+            let latency = Mutex::new(stats::Histogram::default());
+            let mut subs = FuturesUnordered::new();
+            for i in (w..n).step_by(WORKERS) {
+                let (c, gate, mut stop, latency) = (&c, gate.clone(), stop.clone(), &latency);
+                let (subscribed, failed, delivered) = (&subscribed, &failed, &delivered);
+                let channel = channel.as_deref();
+                subs.push(async move {
+                    let permit = gate.acquire_owned().await;
+                    let ws = ready(c, &c.target, i, channel).await;
+                    drop(permit);
+                    let mut ws = match ws {
+                        Ok(ws) => ws,
+                        Err(e) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            return (Some(failure_label(&e)), Seen::default(), false);
+                        }
+                    };
+                    subscribed.fetch_add(1, Ordering::Relaxed);
+                    let mut seen = Seen::default();
+                    loop {
+                        tokio::select! {
+                            _ = stop.changed() => break,
+                            m = ws.next() => {
+                                let Some(Ok(m)) = m else { return (None, seen, true) };
+                                if m.is_close() {
+                                    return (None, seen, true);
+                                }
+                                let Some(text) = m.as_text() else { continue };
+                                let (Some(seq), Some(t)) = (field(text, "\"seq\":"), field(text, "\"t\":")) else {
+                                    continue;
+                                };
+                                let now = super::conn::unix_micros();
+                                if let Ok(mut h) = latency.lock() {
+                                    h.record(now.saturating_sub(t));
+                                }
+                                if seq > seen.next {
+                                    seen.gaps += seq - seen.next;
+                                } else if seq < seen.next {
+                                    seen.out_of_order += 1;
+                                }
+                                seen.next = seen.next.max(seq + 1);
+                                delivered.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    close(ws).await;
+                    (None, seen, false)
+                });
+            }
+            let mut failures: BTreeMap<String, usize> = BTreeMap::new();
+            let (mut gaps, mut out_of_order, mut closed) = (0, 0, 0);
+            while let Some((failure, seen, closed_early)) = subs.next().await {
+                if let Some(f) = failure {
+                    *failures.entry(f).or_default() += 1;
+                }
+                gaps += seen.gaps;
+                out_of_order += seen.out_of_order;
+                closed += usize::from(closed_early);
+            }
+            drop(subs);
+            let latency = latency.into_inner().unwrap_or_default();
+            (failures, gaps, out_of_order, closed, latency)
+        }));
+    }
+
+    let deadline = started + c.timeout;
+    while subscribed.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < o.subscribers
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ready_subs = subscribed.load(Ordering::Relaxed);
+    // Let the last subscriptions register everywhere before publishing.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let duration = o.duration.min(c.timeout.saturating_sub(started.elapsed()));
+    let total = (o.rate * duration.as_secs_f64()).round() as u64;
+    let publish_started = Instant::now();
+    let published = publish(c, &o, total, o.subscribers).await?;
+    let expected = published.sent * ready_subs as u64;
+    let drain_until = Instant::now() + DRAIN;
+    while delivered.load(Ordering::Relaxed) < expected && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let elapsed = publish_started.elapsed().as_secs_f64();
+    let _ = stop_tx.send(true);
+
+    let mut failures = BTreeMap::new();
+    let (mut gaps, mut out_of_order, mut closed_early) = (0, 0, 0);
+    let mut latency = stats::Histogram::default();
+    for w in workers {
+        if let Ok((f, g, ooo, closed, l)) = w.await {
+            for (k, v) in f {
+                *failures.entry(k).or_default() += v;
+            }
+            gaps += g;
+            out_of_order += ooo;
+            closed_early += closed;
+            latency.merge(&l);
+        }
+    }
+    let got = delivered.load(Ordering::Relaxed);
+    let report = Report {
+        scenario: "fanout",
+        url: format!("ws://{}{}", c.target.authority, c.target.path),
+        protocol: c.protocol,
+        subscribers: o.subscribers,
+        subscribed: ready_subs,
+        failed: failures,
+        rate: o.rate,
+        duration_secs: duration.as_secs_f64(),
+        sent: published.sent,
+        publish_errors: published.errors,
+        first_publish_error: published.first_error,
+        expected,
+        delivered: got,
+        lost: expected.saturating_sub(got),
+        gaps,
+        out_of_order,
+        closed_early,
+        deliveries_per_sec: stats::rate(got, elapsed),
+        offered_deliveries_per_sec: (o.rate * ready_subs as f64).round(),
+        latency: latency.summary_ms(),
+    };
+    let ok = report.subscribed == o.subscribers
+        && report.lost == 0
+        && report.gaps == 0
+        && report.publish_errors == 0
+        && report.closed_early == 0;
+    let human = human(&report);
+    Outcome::new(&report, human, ok)
+}
+
+struct Published {
+    sent: u64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+/// Sends `total` stamped messages at the configured rate; when behind
+/// schedule it writes what is due in one flush instead of falling further
+/// behind. Reads the acks (Tether) as they come.
+async fn publish(c: &Common, o: &Options, total: u64, index: usize) -> anyhow::Result<Published> {
+    let mut ws = ready(c, &c.target, index, None)
+        .await
+        .context("the publisher could not connect")?;
+    let pad = "x".repeat(o.size.saturating_sub(40));
+    let period = Duration::from_secs_f64(1.0 / o.rate);
+    let start = tokio::time::Instant::now();
+    let (mut sent, mut acked, mut errors, mut first_error) = (0u64, 0u64, 0u64, None);
+    let wants_acks = c.protocol == Protocol::Tether;
+    let at = |i: u64| start + period.mul_f64(i as f64);
+    let ack_deadline = at(total) + DRAIN;
+    while sent < total || (wants_acks && acked + errors < sent) {
+        let due = at(sent);
+        tokio::select! {
+            biased;
+            m = ws.next() => {
+                let Some(Ok(m)) = m else { anyhow::bail!("the server closed the publisher's connection") };
+                if let Some(text) = m.as_text() {
+                    if text.contains("\"type\":\"ack\"") {
+                        acked += 1;
+                    } else if text.contains("\"type\":\"error\"") {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| text.to_owned());
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(due), if sent < total => {
+                let now = tokio::time::Instant::now();
+                let mut burst = 0;
+                while sent < total && burst < BURST && at(sent) <= now {
+                    let body = stamp(sent, &pad);
+                    let frame = match &channel_of(c, o) {
+                        Some(ch) => format!("{{\"type\":\"publish\",\"id\":{},\"channel\":{ch},\"data\":{body}}}", sent + 1),
+                        None => body,
+                    };
+                    ws.feed(Message::text(frame)).await?;
+                    sent += 1;
+                    burst += 1;
+                }
+                ws.flush().await?;
+            }
+            () = tokio::time::sleep_until(ack_deadline) => break,
+        }
+    }
+    close(ws).await;
+    Ok(Published {
+        sent,
+        errors,
+        first_error,
+    })
+}
+
+fn channel_of(c: &Common, o: &Options) -> Option<String> {
+    (c.protocol == Protocol::Tether)
+        .then(|| serde_json::Value::from(o.channel.as_str()).to_string())
+}
+
+/// The stamped payload and its cheap parser (no JSON tree per message).
+mod conn_stamp {
+    pub fn stamp(seq: u64, pad: &str) -> String {
+        format!(
+            "{{\"seq\":{seq},\"t\":{},\"pad\":\"{pad}\"}}",
+            super::super::conn::unix_micros()
+        )
+    }
+
+    /// The unsigned number after `key` (e.g. `"seq":`), if any.
+    pub fn field(text: &str, key: &str) -> Option<u64> {
+        let rest = &text[text.find(key)? + key.len()..];
+        let digits = rest.trim_start();
+        let end = digits
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(digits.len());
+        digits[..end].parse().ok()
+    }
+}
+
+fn human(r: &Report) -> String {
+    let mut s = format!(
+        "fanout {} ({:?}): {}/{} subscribers, {} msg/s for {:.1} s: sent {}, delivered {}/{} ({} deliveries/s; offered {})\n  latency: {}\n",
+        r.url, r.protocol, r.subscribed, r.subscribers, r.rate, r.duration_secs, r.sent, r.delivered, r.expected,
+        r.deliveries_per_sec, r.offered_deliveries_per_sec, r.latency
+    );
+    s.push_str(&format!(
+        "  lost {}, gaps {}, out of order {}, subscribers closed early {}\n",
+        r.lost, r.gaps, r.out_of_order, r.closed_early
+    ));
+    if !r.failed.is_empty() {
+        s.push_str(&format!("  failed to subscribe: {:?}\n", r.failed));
+    }
+    if r.publish_errors > 0 {
+        s.push_str(&format!(
+            "  publish errors: {} (first: {}); raise the server's --messages-per-second for the bench\n",
+            r.publish_errors,
+            r.first_publish_error.as_deref().unwrap_or("")
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::conn_stamp::{field, stamp};
+
+    #[test]
+    fn stamp_parses_back() {
+        let s = stamp(42, "xx");
+        assert_eq!(field(&s, "\"seq\":"), Some(42));
+        assert!(field(&s, "\"t\":").is_some_and(|t| t > 1_600_000_000_000_000));
+        let wrapped = format!("{{\"type\":\"message\",\"offset\":7,\"data\":{s}}}");
+        assert_eq!(field(&wrapped, "\"seq\":"), Some(42));
+    }
+}

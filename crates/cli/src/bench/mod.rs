@@ -1,0 +1,276 @@
+//! `tether bench`: the load and storm generator.
+//!
+//! Four bounded scenarios, each printing one human summary (or `--json`):
+//! `idle` (memory and connect rate at N idle connections), `fanout`
+//! (deliveries/s, latency and losses for N subscribers of one channel),
+//! `echo` (round trips/s against `/echo`), `storm` (N clients at once,
+//! retrying as told by `Retry-After`). The same scenarios run against a bare
+//! WebSocket server (`--protocol raw`), so Tether can be compared with a
+//! baseline in one run (see `benches/run.sh` and BENCHMARKS.md).
+
+mod conn;
+mod echo;
+mod fanout;
+mod idle;
+mod stats;
+mod storm;
+
+use crate::value_arg;
+use anyhow::{bail, Context};
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use conn::{Opened, Target, Ws};
+use futures_util::{SinkExt, StreamExt};
+use std::{net::IpAddr, process::ExitCode, time::Duration};
+use tokio_websockets::Message;
+
+pub fn command() -> Command {
+    let url = || {
+        Arg::new("url")
+            .required(true)
+            .value_name("URL")
+            .help("ws://HOST:PORT/PATH of the server under test (/ws speaks Tether's protocol)")
+    };
+    let common = |c: Command| {
+        c.arg(url())
+            .arg(value_arg("protocol", "tether (subscribe/publish JSON) or raw (bare frames, for a baseline server); default: tether for a /ws path, raw otherwise").value_name("tether|raw"))
+            .arg(value_arg("sources", "spread connections over 127.0.0.1..127.0.0.K (default: one per 20,000 connections)").value_name("K"))
+            .arg(value_arg("timeout", "give up on the run after this long").value_name("DURATION").default_value("120s"))
+            .arg(Arg::new("json").long("json").help("print one machine-readable JSON object").action(ArgAction::SetTrue))
+    };
+    Command::new("bench")
+        .about("Load and storm generator: idle memory, fan-out latency, echo throughput, reconnect storms")
+        .subcommand_required(true)
+        .after_help("Exit status: 0 when the run met its own checks (all connected, nothing lost), 1 when not, 2 on a usage error.\nRun the server and the load in separate processes (and on separate CPUs: taskset -c 0 / -c 1).\nExamples:\n  tether bench idle ws://127.0.0.1:8080/ws --connections 10000 --server-pid $(pgrep -n tether)\n  tether bench fanout ws://127.0.0.1:8080/ws --subscribers 2000 --rate 25 --duration 10s\n  tether bench echo ws://127.0.0.1:8080/echo --connections 100 --size 20\n  tether bench storm ws://127.0.0.1:8080/ws --clients 2000")
+        .subcommand(common(Command::new("idle").about("Open N idle connections, hold them, report connect rate and the server's RSS per connection"))
+            .arg(value_arg("connections", "connections to open").value_name("N").default_value("1000"))
+            .arg(value_arg("hold", "how long to hold them once all are open").value_name("DURATION").default_value("5s"))
+            .arg(value_arg("concurrency", "handshakes in flight at once").value_name("C").default_value("256"))
+            .arg(value_arg("channel", "with --protocol tether, each connection subscribes here (\"\" for none)").value_name("NAME").default_value("bench-idle"))
+            .arg(value_arg("server-pid", "read this process's VmRSS before and after, for memory per connection").value_name("PID")))
+        .subcommand(common(Command::new("fanout").about("N subscribers on one channel, one publisher at R msg/s; deliveries/s, latency, losses"))
+            .arg(value_arg("subscribers", "subscribers").value_name("N").default_value("100"))
+            .arg(value_arg("rate", "publications per second").value_name("R").default_value("25"))
+            .arg(value_arg("duration", "how long to publish").value_name("DURATION").default_value("5s"))
+            .arg(value_arg("size", "approximate payload bytes per publication").value_name("B").default_value("64"))
+            .arg(value_arg("concurrency", "handshakes in flight at once").value_name("C").default_value("256"))
+            .arg(value_arg("channel", "channel name (tether protocol)").value_name("NAME").default_value("bench-fanout")))
+        .subcommand(common(Command::new("echo").about("N connections doing round trips of B-byte messages against /echo"))
+            .arg(value_arg("connections", "connections").value_name("N").default_value("100"))
+            .arg(value_arg("size", "message bytes").value_name("B").default_value("20"))
+            .arg(value_arg("duration", "how long to run").value_name("DURATION").default_value("5s")))
+        .subcommand(common(Command::new("storm").about("N clients connect at once (a reconnect storm); count 101/429/503 and time until all are in"))
+            .arg(value_arg("clients", "clients").value_name("N").default_value("1000"))
+            .arg(value_arg("hold", "how long to hold them once all are in").value_name("DURATION").default_value("1s")))
+}
+
+/// Which wire protocol the connections speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Tether JSON: subscribe, publish, message envelopes.
+    Tether,
+    /// Bare frames: whatever a subscriber receives is the payload itself.
+    Raw,
+}
+
+/// What every scenario needs.
+#[derive(Clone, Debug)]
+pub struct Common {
+    pub target: Target,
+    pub protocol: Protocol,
+    pub sources: Vec<Option<IpAddr>>,
+    pub timeout: Duration,
+    pub json: bool,
+}
+
+/// Time limit for one handshake (and the subscribe that follows it).
+pub const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
+
+fn duration(m: &ArgMatches, name: &str) -> anyhow::Result<Duration> {
+    let v = m
+        .get_one::<String>(name)
+        .with_context(|| format!("--{name} is required"))?;
+    humantime::parse_duration(v)
+        .with_context(|| format!("--{name} {v:?}: expected a duration such as 10s or 500ms"))
+}
+
+fn number<T: std::str::FromStr>(m: &ArgMatches, name: &str) -> anyhow::Result<T> {
+    let v = m
+        .get_one::<String>(name)
+        .with_context(|| format!("--{name} is required"))?;
+    v.parse()
+        .map_err(|_| anyhow::anyhow!("--{name} {v:?}: expected a number"))
+}
+
+fn common(m: &ArgMatches, connections: usize) -> anyhow::Result<Common> {
+    let url = m.get_one::<String>("url").context("URL is required")?;
+    let target = Target::parse(url)?;
+    let protocol = match m.get_one::<String>("protocol").map(String::as_str) {
+        Some("tether") => Protocol::Tether,
+        Some("raw") => Protocol::Raw,
+        Some(other) => bail!("--protocol {other:?}: expected tether or raw"),
+        None if target.path.split('?').next() == Some("/ws") => Protocol::Tether,
+        None => Protocol::Raw,
+    };
+    let k = match m.get_one::<String>("sources") {
+        Some(_) => number::<usize>(m, "sources")?,
+        None => connections.div_ceil(20_000),
+    };
+    if k == 0 || k > 254 {
+        bail!("--sources {k}: expected 1 to 254");
+    }
+    Ok(Common {
+        sources: conn::sources(&target, k),
+        target,
+        protocol,
+        timeout: duration(m, "timeout")?,
+        json: m.get_flag("json"),
+    })
+}
+
+pub fn run(m: &ArgMatches) -> anyhow::Result<ExitCode> {
+    let (name, sub) = m
+        .subcommand()
+        .context("a scenario is required: idle, fanout, echo or storm")?;
+    let count: usize = match name {
+        "idle" | "echo" => number(sub, "connections")?,
+        "fanout" => number::<usize>(sub, "subscribers")? + 1,
+        "storm" => number(sub, "clients")?,
+        other => bail!("unknown scenario {other:?}"),
+    };
+    if count == 0 {
+        bail!("nothing to do: the connection count is 0");
+    }
+    conn::ensure_open_files(count)?;
+    let c = common(sub, count)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let json = c.json;
+    let outcome = runtime.block_on(async move {
+        let run = async {
+            match name {
+                "idle" => idle::run(&c, idle::Options::from(sub)?).await,
+                "fanout" => fanout::run(&c, fanout::Options::from(sub)?).await,
+                "echo" => echo::run(&c, echo::Options::from(sub)?).await,
+                _ => storm::run(&c, storm::Options::from(sub)?).await,
+            }
+        };
+        // The scenarios bound themselves; this is the backstop.
+        match tokio::time::timeout(c.timeout + Duration::from_secs(30), run).await {
+            Ok(r) => r,
+            Err(_) => bail!("the run did not finish within --timeout {:?}", c.timeout),
+        }
+    });
+    // Dropping thousands of sockets is quick; do not wait for stragglers.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let outcome = outcome?;
+    if json {
+        println!("{}", outcome.json);
+    } else {
+        print!("{}", outcome.human);
+    }
+    Ok(if outcome.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// A finished scenario: its figures twice (for people and for scripts) and
+/// whether it met its own checks.
+pub struct Outcome {
+    pub human: String,
+    pub json: serde_json::Value,
+    pub ok: bool,
+}
+
+impl Outcome {
+    pub fn new<R: serde::Serialize>(report: &R, human: String, ok: bool) -> anyhow::Result<Self> {
+        Ok(Outcome {
+            human,
+            json: serde_json::to_value(report)?,
+            ok,
+        })
+    }
+}
+
+/// Why a connection did not get ready, as counted in reports.
+pub fn failure_label(e: &anyhow::Error) -> String {
+    let text = format!("{e:#}");
+    if text.contains("Too many open files") {
+        "emfile".into()
+    } else if text.contains("Cannot assign requested address") {
+        "no_ephemeral_port".into()
+    } else if text.contains("refused") {
+        "connection_refused".into()
+    } else if text.contains("within") {
+        "timeout".into()
+    } else {
+        "error".into()
+    }
+}
+
+/// Opens one connection and, for the Tether protocol, reads the welcome and
+/// subscribes to `channel` (when given). A refusal is an error here.
+pub async fn ready(
+    c: &Common,
+    target: &Target,
+    i: usize,
+    channel: Option<&str>,
+) -> anyhow::Result<Box<Ws>> {
+    let source = c.sources[i % c.sources.len()];
+    let mut ws = match conn::open(target, source, HANDSHAKE_LIMIT).await? {
+        Opened::Open(ws) => ws,
+        Opened::Refused { status, .. } => bail!("refused with HTTP {status}"),
+    };
+    if c.protocol == Protocol::Tether {
+        tokio::time::timeout(HANDSHAKE_LIMIT, async {
+            expect_type(&mut ws, "welcome").await?;
+            if let Some(channel) = channel.filter(|c| !c.is_empty()) {
+                let sub = serde_json::json!({"type":"subscribe","id":1,"channel":channel});
+                ws.send(Message::text(sub.to_string())).await?;
+                expect_type(&mut ws, "subscribed").await?;
+            }
+            anyhow::Ok(())
+        })
+        .await
+        .context("no welcome/subscribed within 10s")??;
+    }
+    Ok(ws)
+}
+
+/// Reads until a text message of `kind` arrives (pings are answered by the
+/// library); an `error` reply or a close is a failure.
+async fn expect_type(ws: &mut Ws, kind: &str) -> anyhow::Result<()> {
+    let wanted = format!("\"type\":\"{kind}\"");
+    while let Some(msg) = ws.next().await {
+        let msg = msg?;
+        if let Some((code, reason)) = msg.as_close() {
+            bail!("closed with {} {reason}", u16::from(code));
+        }
+        if let Some(text) = msg.as_text() {
+            if text.contains(&wanted) {
+                return Ok(());
+            }
+            if text.contains("\"type\":\"error\"") {
+                bail!("server error: {text}");
+            }
+        }
+    }
+    bail!("connection closed while waiting for {kind}")
+}
+
+/// Sends a close frame and waits briefly for the server's, so the server
+/// sees a clean end rather than a cut.
+pub async fn close(mut ws: Box<Ws>) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        ws.close().await?;
+        while let Some(m) = ws.next().await {
+            m?;
+        }
+        Ok::<(), tokio_websockets::Error>(())
+    })
+    .await;
+}
