@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: Tether against a bare tokio-websockets server
+# (crates/cli/examples/baseline.rs) and Node `ws` (benches/node), in one run,
+# alternating server by server within each round, so that drift on a shared
+# machine hits all of them alike. Each server runs pinned to CPU 0 and the
+# load (`tether bench`) to CPU 1; every server is a fresh process per
+# scenario, so its RSS starts from the same point.
+#
+# Usage: benches/run.sh [scenario...]      scenarios: idle fanout saturate echo storm
+# Environment: ROUNDS (2), CONNS (10000), SERVERS ("tether baseline node"),
+#              OUT (target/bench), SERVER_CPU (0), LOAD_CPU (1)
+# Results: $OUT/results.jsonl (one JSON report per run) and a summary with
+# medians and ratios printed at the end ($OUT/summary.txt).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-2}
+CONNS=${CONNS:-10000}
+SERVERS=${SERVERS:-"tether baseline node"}
+OUT=${OUT:-target/bench}
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+SCENARIOS=${*:-"idle fanout saturate echo storm"}
+TETHER=target/release/tether
+BASELINE=target/release/examples/baseline
+
+mkdir -p "$OUT"
+: >"$OUT/results.jsonl"
+
+cargo build --release -p tether --bin tether --example baseline
+if [[ " $SERVERS " == *" node "* ]]; then
+  if command -v node >/dev/null && command -v npm >/dev/null; then
+    (cd benches/node && npm ci --no-audit --no-fund --silent)
+  else
+    echo "node/npm not found: skipping the Node ws baseline" >&2
+    SERVERS=${SERVERS//node/}
+  fi
+fi
+
+# Limits that would otherwise refuse a benchmark's own load (it comes from
+# a handful of loopback addresses at full speed). The storm scenario runs
+# Tether with its defaults instead: smoothing storms is what they are for.
+BENCH_LIMITS=(--max-connections 100000 --max-connections-per-ip 100000
+  --handshake-rate-per-ip 1000000 --handshake-burst-per-ip 1000000
+  --messages-per-second 1000000 --messages-burst 1000000)
+
+PORT=18080
+SERVER_PID=""
+
+# start_server NAME [defaults] -> sets SERVER_PID, URL_WS, URL_ECHO, PROTO
+start_server() {
+  local name=$1 mode=${2:-bench} log="$OUT/server-$1.log"
+  PORT=$((PORT + 1))
+  local addr="127.0.0.1:$PORT"
+  case $name in
+    tether)
+      local limits=("${BENCH_LIMITS[@]}")
+      [[ $mode == defaults ]] && limits=()
+      taskset -c "$SERVER_CPU" "$TETHER" serve --listen "$addr" "${limits[@]}" >"$log" 2>&1 &
+      PROTO=tether ;;
+    baseline)
+      taskset -c "$SERVER_CPU" "$BASELINE" "$addr" >"$log" 2>&1 &
+      PROTO=raw ;;
+    node)
+      taskset -c "$SERVER_CPU" node benches/node/server.js "$addr" >"$log" 2>&1 &
+      PROTO=raw ;;
+  esac
+  SERVER_PID=$!
+  URL_WS="ws://$addr/ws"
+  URL_ECHO="ws://$addr/echo"
+  for _ in $(seq 100); do
+    grep -q "listening on" "$log" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "$name did not start; see $log" >&2
+  exit 1
+}
+
+stop_server() {
+  kill "$SERVER_PID" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  sleep 1 # let TIME_WAIT sockets and the kernel settle between runs
+}
+
+# load ROUND SERVER SCENARIO ARGS... : runs tether bench on the load CPU and
+# appends its JSON report, tagged, to results.jsonl.
+load() {
+  local round=$1 server=$2 scenario=$3
+  shift 3
+  local json
+  json=$(taskset -c "$LOAD_CPU" "$TETHER" bench "$@" --json) || true
+  if [[ -z $json ]]; then
+    echo "  $server $scenario: no report" >&2
+    return
+  fi
+  echo "$json" | python3 -c 'import json,sys; r=json.load(sys.stdin); r.update(round=int(sys.argv[1]), server=sys.argv[2], run=sys.argv[3]); print(json.dumps(r))' \
+    "$round" "$server" "$scenario" | tee -a "$OUT/results.jsonl" | cut -c1-200
+}
+
+for round in $(seq "$ROUNDS"); do
+  for scenario in $SCENARIOS; do
+    for server in $SERVERS; do
+      echo "== round $round: $scenario on $server" >&2
+      case $scenario in
+        idle)
+          start_server "$server"
+          load "$round" "$server" idle idle "$URL_WS" --protocol "$PROTO" \
+            --connections "$CONNS" --hold 5s --server-pid "$SERVER_PID" ;;
+        fanout) # latency at a fixed, sub-saturation load
+          start_server "$server"
+          load "$round" "$server" fanout fanout "$URL_WS" --protocol "$PROTO" \
+            --subscribers 2000 --rate 25 --duration 10s ;;
+        saturate) # deliveries/s when offered more than a CPU can write
+          start_server "$server"
+          load "$round" "$server" saturate fanout "$URL_WS" --protocol "$PROTO" \
+            --subscribers 1000 --rate 2000 --duration 5s ;;
+        echo)
+          start_server "$server"
+          load "$round" "$server" echo echo "$URL_ECHO" --connections 100 --size 20 --duration 5s ;;
+        storm) # Tether with its default limits; 5,000 clients from 10 addresses
+          start_server "$server" defaults
+          load "$round" "$server" storm storm "$URL_WS" --protocol "$PROTO" \
+            --clients 5000 --sources 10 --timeout 60s ;;
+      esac
+      stop_server
+    done
+  done
+done
+
+python3 benches/summary.py "$OUT/results.jsonl" | tee "$OUT/summary.txt"

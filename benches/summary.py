@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Summarises benches/run.sh results: per scenario, each server's figures
+(median over rounds, with the range) and Tether's ratio to each baseline,
+computed from the medians of one run."""
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+# scenario -> [(label, field path, higher is better)]
+FIGURES = {
+    "idle": [
+        ("server RSS KiB/conn", ("server_rss_per_conn_kib",), False),
+        ("server anon KiB/conn", ("server_anon_per_conn_kib",), False),
+        ("connects/s", ("connects_per_sec",), True),
+        ("established", ("established",), True),
+    ],
+    "fanout": [
+        ("deliveries/s", ("deliveries_per_sec",), True),
+        ("p50 ms", ("latency", "p50_ms"), False),
+        ("p99 ms", ("latency", "p99_ms"), False),
+        ("max ms", ("latency", "max_ms"), False),
+        ("lost", ("lost",), False),
+    ],
+    "saturate": [
+        ("deliveries/s", ("deliveries_per_sec",), True),
+        ("p50 ms", ("latency", "p50_ms"), False),
+        ("p99 ms", ("latency", "p99_ms"), False),
+        ("lost", ("lost",), False),
+    ],
+    "echo": [
+        ("msg/s", ("messages_per_sec",), True),
+        ("p99 ms", ("round_trip", "p99_ms"), False),
+    ],
+    "storm": [
+        ("all connected s", ("all_connected_secs",), False),
+        ("first 101", ("first_attempt", "101"), True),
+        ("first 429", ("first_attempt", "429"), False),
+        ("first 503", ("first_attempt", "503"), False),
+        ("attempts", ("attempts",), False),
+    ],
+}
+
+
+def get(report, path):
+    v = report
+    for k in path:
+        if not isinstance(v, dict) or k not in v:
+            return None
+        v = v[k]
+    return v
+
+
+def fmt(v):
+    if v is None:
+        return "-"
+    if isinstance(v, float) and v != int(v):
+        return f"{v:.2f}"
+    return f"{int(v):,}"
+
+
+def main(path):
+    runs = defaultdict(lambda: defaultdict(list))  # scenario -> server -> reports
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                r = json.loads(line)
+                runs[r["run"]][r["server"]].append(r)
+    for scenario, servers in runs.items():
+        print(f"\n## {scenario}")
+        names = list(servers)
+        print("| figure | " + " | ".join(names) + " | " + " | ".join(
+            f"tether / {n}" for n in names if n != "tether") + " |")
+        print("|---" * (1 + len(names) + len([n for n in names if n != "tether"])) + "|")
+        for label, field, _higher in FIGURES.get(scenario, []):
+            medians, cells = {}, []
+            for n in names:
+                values = [v for v in (get(r, field) for r in servers[n]) if v is not None]
+                if not values:
+                    cells.append("-")
+                    continue
+                m = statistics.median(values)
+                medians[n] = m
+                spread = f" ({fmt(min(values))}–{fmt(max(values))})" if len(values) > 1 and min(values) != max(values) else ""
+                cells.append(fmt(m) + spread)
+            ratios = []
+            for n in names:
+                if n == "tether":
+                    continue
+                a, b = medians.get("tether"), medians.get(n)
+                ratios.append(f"{a / b:.2f}x" if a is not None and b else "-")
+            print(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "target/bench/results.jsonl")
