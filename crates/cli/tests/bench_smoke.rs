@@ -1,0 +1,183 @@
+//! Every `tether bench` scenario at a tiny size against a real server, so the
+//! load generator cannot rot: the figures must have the right shape (all
+//! connected, nothing lost at a low rate, storms smoothed by 429s).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::Value;
+use std::time::Duration;
+use tether_test_util::TestServer;
+use tokio::{process::Command, time::timeout};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tether");
+
+/// Limits that would refuse the bench's own load from one address.
+const BENCH_LIMITS: &[(&str, &str)] = &[
+    ("handshake-rate-per-ip", "100000"),
+    ("handshake-burst-per-ip", "100000"),
+    ("messages-per-second", "100000"),
+    ("messages-burst", "100000"),
+];
+
+/// Runs `tether bench ARGS --json`; returns the exit code and the report.
+async fn bench(args: &[&str]) -> (i32, Value) {
+    let out = timeout(
+        Duration::from_secs(60),
+        Command::new(BIN)
+            .arg("bench")
+            .args(args)
+            .arg("--json")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("bench finishes in time")
+    .expect("run tether bench");
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "bench {args:?} printed no JSON ({e}): stdout {} stderr {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), report)
+}
+
+fn num(r: &Value, path: &[&str]) -> f64 {
+    let mut v = r;
+    for k in path {
+        v = &v[*k];
+    }
+    v.as_f64()
+        .unwrap_or_else(|| panic!("{path:?} is not a number in {r}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_opens_every_connection_and_measures_the_server() {
+    let server = TestServer::start(BENCH_LIMITS).await;
+    let pid = std::process::id().to_string();
+    let (code, r) = bench(&[
+        "idle",
+        &server.ws_url("/ws"),
+        "--connections",
+        "50",
+        "--sources",
+        "2",
+        "--hold",
+        "2s",
+        "--server-pid",
+        &pid,
+    ])
+    .await;
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["protocol"], "tether");
+    assert_eq!(num(&r, &["established"]), 50.0);
+    assert_eq!(num(&r, &["dropped_during_hold"]), 0.0);
+    assert!(num(&r, &["connects_per_sec"]) > 0.0);
+    assert!(r["server_rss_per_conn_kib"].is_number(), "{r}");
+    assert!(num(&r, &["server_after", "vm_rss_kib"]) > 0.0);
+    assert_eq!(r["failed"], serde_json::json!({}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_delivers_everything_at_a_low_rate() {
+    let server = TestServer::start(BENCH_LIMITS).await;
+    let (code, r) = bench(&[
+        "fanout",
+        &server.ws_url("/ws"),
+        "--subscribers",
+        "20",
+        "--rate",
+        "50",
+        "--duration",
+        "1s",
+    ])
+    .await;
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(num(&r, &["subscribed"]), 20.0);
+    assert_eq!(num(&r, &["sent"]), 50.0);
+    assert_eq!(num(&r, &["delivered"]), 1000.0);
+    assert_eq!(num(&r, &["lost"]), 0.0);
+    assert_eq!(num(&r, &["gaps"]), 0.0);
+    assert_eq!(num(&r, &["publish_errors"]), 0.0);
+    let lat = &r["latency"];
+    assert_eq!(num(lat, &["samples"]), 1000.0);
+    assert!(num(lat, &["p50_ms"]) <= num(lat, &["p99_ms"]));
+    assert!(num(lat, &["p99_ms"]) <= num(lat, &["max_ms"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_counts_round_trips() {
+    let server = TestServer::start(&[]).await;
+    let (code, r) = bench(&[
+        "echo",
+        &server.ws_url("/echo"),
+        "--connections",
+        "4",
+        "--size",
+        "100",
+        "--duration",
+        "1s",
+    ])
+    .await;
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(num(&r, &["established"]), 4.0);
+    assert_eq!(num(&r, &["mismatches"]), 0.0);
+    assert!(num(&r, &["round_trips"]) > 100.0, "{r}");
+    assert!(num(&r, &["messages_per_sec"]) > 100.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storm_is_smoothed_by_429_and_everyone_gets_in() {
+    // A small handshake bucket: 5 at once, then 20 a second.
+    let server = TestServer::start(&[
+        ("handshake-burst-per-ip", "5"),
+        ("handshake-rate-per-ip", "20"),
+    ])
+    .await;
+    let (code, r) = bench(&[
+        "storm",
+        &server.ws_url("/ws"),
+        "--clients",
+        "30",
+        "--sources",
+        "1",
+        "--hold",
+        "200ms",
+        "--timeout",
+        "30s",
+    ])
+    .await;
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(num(&r, &["connected"]), 30.0);
+    let first_101 = num(&r, &["first_attempt", "101"]);
+    let first_429 = num(&r, &["first_attempt", "429"]);
+    assert!(first_101 >= 5.0 && first_101 < 30.0, "{r}");
+    assert_eq!(first_101 + first_429, 30.0, "{r}");
+    assert!(num(&r, &["attempts"]) > 30.0);
+    assert!(num(&r, &["max_retry_after_secs"]) >= 1.0, "{r}");
+    // Retrying after Retry-After (≥ 1 s) means the last one waited for it.
+    assert!(num(&r, &["all_connected_secs"]) >= 1.0, "{r}");
+}
+
+#[tokio::test]
+async fn refuses_more_connections_than_it_can_hold() {
+    let (code, out) = {
+        let out = Command::new(BIN)
+            .args([
+                "bench",
+                "idle",
+                "ws://127.0.0.1:9/ws",
+                "--connections",
+                "10000000",
+            ])
+            .output()
+            .await
+            .expect("run tether bench");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("open files"), "{out}");
+}
