@@ -111,14 +111,14 @@ for round in $(seq "$ROUNDS"); do
         fanout) # latency at a fixed, sub-saturation load
           start_server "$server"
           load "$round" "$server" fanout fanout "$URL_WS" --protocol "$PROTO" \
-            --subscribers 2000 --rate 25 --duration 10s ;;
-        saturate) # deliveries/s when offered more than a CPU can write
+            --subscribers 2000 --rate 25 --duration 10s --server-pid "$SERVER_PID" ;;
+        saturate) # offered 4M deliveries/s: more than one CPU can write
           start_server "$server"
           load "$round" "$server" saturate fanout "$URL_WS" --protocol "$PROTO" \
-            --subscribers 1000 --rate 2000 --duration 5s ;;
+            --subscribers 1000 --rate 4000 --duration 3s --server-pid "$SERVER_PID" ;;
         echo)
           start_server "$server"
-          load "$round" "$server" echo echo "$URL_ECHO" --connections 100 --size 20 --duration 5s ;;
+          load "$round" "$server" echo echo "$URL_ECHO" --connections 100 --size 20 --duration 5s --server-pid "$SERVER_PID" ;;
         storm) # Tether with its default limits; 5,000 clients from 10 addresses
           start_server "$server" defaults
           load "$round" "$server" storm storm "$URL_WS" --protocol "$PROTO" \

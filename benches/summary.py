@@ -21,15 +21,20 @@ FIGURES = {
         ("p99 ms", ("latency", "p99_ms"), False),
         ("max ms", ("latency", "max_ms"), False),
         ("lost", ("lost",), False),
+        ("server CPU s", ("server_cpu_secs",), False),
+        ("deliveries/server CPU-s", ("deliveries_per_server_cpu_sec",), True),
     ],
     "saturate": [
         ("deliveries/s", ("deliveries_per_sec",), True),
+        ("deliveries/server CPU-s", ("deliveries_per_server_cpu_sec",), True),
+        ("subscribers closed", ("closed_early",), False),
         ("p50 ms", ("latency", "p50_ms"), False),
         ("p99 ms", ("latency", "p99_ms"), False),
         ("lost", ("lost",), False),
     ],
     "echo": [
         ("msg/s", ("messages_per_sec",), True),
+        ("msg/server CPU-s", ("messages_per_server_cpu_sec",), True),
         ("p99 ms", ("round_trip", "p99_ms"), False),
     ],
     "storm": [

@@ -19,6 +19,7 @@ pub struct Options {
     pub connections: usize,
     pub size: usize,
     pub duration: Duration,
+    pub server_pid: Option<String>,
 }
 
 impl Options {
@@ -27,6 +28,7 @@ impl Options {
             connections: number(m, "connections")?,
             size: number::<usize>(m, "size")?.max(1),
             duration: super::duration(m, "duration")?,
+            server_pid: super::server_pid(m)?,
         })
     }
 }
@@ -47,6 +49,10 @@ pub struct Report {
     pub ended_early: usize,
     pub messages_per_sec: f64,
     pub round_trip: stats::Latency,
+    /// With --server-pid: the server's CPU seconds during the run, and
+    /// messages echoed per server CPU-second.
+    pub server_cpu_secs: Option<f64>,
+    pub messages_per_server_cpu_sec: Option<f64>,
 }
 
 struct PerConn {
@@ -69,6 +75,11 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
             .min(Duration::from_secs(2) + Duration::from_micros(o.connections as u64 * 500));
     let end_at = start_at + duration;
     let payload = "e".repeat(o.size);
+    let pid = o.server_pid.clone();
+    let cpu_at_start = tokio::spawn(async move {
+        tokio::time::sleep_until(start_at.into()).await;
+        pid.as_deref().and_then(stats::cpu_secs)
+    });
     let mut workers = Vec::new();
     for w in 0..WORKERS.min(o.connections) {
         let (c, payload, n) = (c.clone(), payload.clone(), o.connections);
@@ -142,6 +153,8 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
         ended_early: 0,
         messages_per_sec: 0.0,
         round_trip: stats::Latency::default(),
+        server_cpu_secs: None,
+        messages_per_server_cpu_sec: None,
     };
     let mut latency = stats::Histogram::default();
     for w in workers {
@@ -159,6 +172,12 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
     }
     report.messages_per_sec = stats::rate(report.round_trips, duration.as_secs_f64());
     report.round_trip = latency.summary_ms();
+    let cpu_end = o.server_pid.as_deref().and_then(stats::cpu_secs);
+    if let (Ok(Some(b)), Some(a)) = (cpu_at_start.await, cpu_end) {
+        let cpu = ((a - b) * 100.0).round() / 100.0;
+        report.server_cpu_secs = Some(cpu);
+        report.messages_per_server_cpu_sec = stats::per_cpu_sec(report.round_trips, Some(cpu));
+    }
     let ok = report.established == o.connections
         && report.mismatches == 0
         && report.ended_early == 0
@@ -168,6 +187,11 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
         report.url, report.established, report.connections, report.size, report.duration_secs,
         report.round_trips, report.messages_per_sec, report.round_trip
     );
+    if let (Some(cpu), Some(per)) = (report.server_cpu_secs, report.messages_per_server_cpu_sec) {
+        human.push_str(&format!(
+            "  server CPU {cpu:.2} s = {per} messages per CPU-second\n"
+        ));
+    }
     if !report.failed.is_empty() || report.mismatches > 0 || report.ended_early > 0 {
         human.push_str(&format!(
             "  failed {:?}, mismatched echoes {}, ended early {}\n",

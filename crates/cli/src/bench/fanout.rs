@@ -33,6 +33,7 @@ pub struct Options {
     pub size: usize,
     pub concurrency: usize,
     pub channel: String,
+    pub server_pid: Option<String>,
 }
 
 impl Options {
@@ -48,6 +49,7 @@ impl Options {
             size: number(m, "size")?,
             concurrency: number::<usize>(m, "concurrency")?.max(1),
             channel: m.get_one::<String>("channel").cloned().unwrap_or_default(),
+            server_pid: super::server_pid(m)?,
         })
     }
 }
@@ -78,6 +80,10 @@ pub struct Report {
     pub deliveries_per_sec: f64,
     pub offered_deliveries_per_sec: f64,
     pub latency: stats::Latency,
+    /// With --server-pid: the server's CPU seconds while publishing and
+    /// draining, and deliveries per server CPU-second.
+    pub server_cpu_secs: Option<f64>,
+    pub deliveries_per_server_cpu_sec: Option<f64>,
 }
 
 /// One subscriber's view of the stream.
@@ -180,6 +186,7 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
 
     let duration = o.duration.min(c.timeout.saturating_sub(started.elapsed()));
     let total = (o.rate * duration.as_secs_f64()).round() as u64;
+    let cpu_before = o.server_pid.as_deref().and_then(stats::cpu_secs);
     let publish_started = Instant::now();
     let published = publish(c, &o, total, o.subscribers).await?;
     let expected = published.sent * ready_subs as u64;
@@ -188,6 +195,9 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let elapsed = publish_started.elapsed().as_secs_f64();
+    let cpu = cpu_before
+        .zip(o.server_pid.as_deref().and_then(stats::cpu_secs))
+        .map(|(b, a)| ((a - b) * 100.0).round() / 100.0);
     let _ = stop_tx.send(true);
 
     let mut failures = BTreeMap::new();
@@ -226,6 +236,8 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
         deliveries_per_sec: stats::rate(got, elapsed),
         offered_deliveries_per_sec: (o.rate * ready_subs as f64).round(),
         latency: latency.summary_ms(),
+        server_cpu_secs: cpu,
+        deliveries_per_server_cpu_sec: stats::per_cpu_sec(got, cpu),
     };
     let ok = report.subscribed == o.subscribers
         && report.lost == 0
@@ -332,6 +344,11 @@ fn human(r: &Report) -> String {
         "  lost {}, gaps {}, out of order {}, subscribers closed early {}\n",
         r.lost, r.gaps, r.out_of_order, r.closed_early
     ));
+    if let (Some(cpu), Some(per)) = (r.server_cpu_secs, r.deliveries_per_server_cpu_sec) {
+        s.push_str(&format!(
+            "  server CPU {cpu:.2} s = {per} deliveries per CPU-second\n"
+        ));
+    }
     if !r.failed.is_empty() {
         s.push_str(&format!("  failed to subscribe: {:?}\n", r.failed));
     }

@@ -39,10 +39,7 @@ impl Options {
             hold: super::duration(m, "hold")?,
             concurrency: number::<usize>(m, "concurrency")?.max(1),
             channel: m.get_one::<String>("channel").cloned().unwrap_or_default(),
-            server_pid: match m.get_one::<String>("server-pid") {
-                Some(_) => Some(number(m, "server-pid")?),
-                None => None,
-            },
+            server_pid: super::server_pid(m)?.and_then(|p| p.parse().ok()),
         })
     }
 }

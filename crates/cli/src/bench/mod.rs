@@ -53,11 +53,13 @@ pub fn command() -> Command {
             .arg(value_arg("duration", "how long to publish").value_name("DURATION").default_value("5s"))
             .arg(value_arg("size", "approximate payload bytes per publication").value_name("B").default_value("64"))
             .arg(value_arg("concurrency", "handshakes in flight at once").value_name("C").default_value("256"))
-            .arg(value_arg("channel", "channel name (tether protocol)").value_name("NAME").default_value("bench-fanout")))
+            .arg(value_arg("channel", "channel name (tether protocol)").value_name("NAME").default_value("bench-fanout"))
+            .arg(value_arg("server-pid", "read this process's CPU time, for deliveries per server CPU-second").value_name("PID")))
         .subcommand(common(Command::new("echo").about("N connections doing round trips of B-byte messages against /echo"))
             .arg(value_arg("connections", "connections").value_name("N").default_value("100"))
             .arg(value_arg("size", "message bytes").value_name("B").default_value("20"))
-            .arg(value_arg("duration", "how long to run").value_name("DURATION").default_value("5s")))
+            .arg(value_arg("duration", "how long to run").value_name("DURATION").default_value("5s"))
+            .arg(value_arg("server-pid", "read this process's CPU time, for messages per server CPU-second").value_name("PID")))
         .subcommand(common(Command::new("storm").about("N clients connect at once (a reconnect storm); count 101/429/503 and time until all are in"))
             .arg(value_arg("clients", "clients").value_name("N").default_value("1000"))
             .arg(value_arg("hold", "how long to hold them once all are in").value_name("DURATION").default_value("1s")))
@@ -100,6 +102,14 @@ fn number<T: std::str::FromStr>(m: &ArgMatches, name: &str) -> anyhow::Result<T>
         .with_context(|| format!("--{name} is required"))?;
     v.parse()
         .map_err(|_| anyhow::anyhow!("--{name} {v:?}: expected a number"))
+}
+
+/// `--server-pid`, checked to be a number.
+fn server_pid(m: &ArgMatches) -> anyhow::Result<Option<String>> {
+    match m.get_one::<String>("server-pid") {
+        Some(_) => Ok(Some(number::<u32>(m, "server-pid")?.to_string())),
+        None => Ok(None),
+    }
 }
 
 fn common(m: &ArgMatches, connections: usize) -> anyhow::Result<Common> {

@@ -140,6 +140,24 @@ pub fn slab_kib() -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// User + system CPU seconds `pid` has used so far (from /proc/PID/stat;
+/// Linux reports them in USER_HZ = 100 ticks a second on every platform
+/// Tether targets).
+pub fn cpu_secs(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces; the fields after it do not.
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
+/// Work per server CPU-second, when the CPU time is known and non-zero.
+pub fn per_cpu_sec(count: u64, cpu: Option<f64>) -> Option<f64> {
+    cpu.filter(|c| *c > 0.0).map(|c| (count as f64 / c).round())
+}
+
 /// `after - before` per unit, in KiB with two decimals.
 pub fn per_unit(before: u64, after: u64, units: usize) -> f64 {
     if units == 0 {
@@ -169,6 +187,11 @@ mod tests {
             let f = floor_of(bucket(v));
             assert!(f <= v && v - f <= v / 64 + 1, "{v} -> {f}");
         }
+    }
+
+    #[test]
+    fn reads_own_cpu_time() {
+        assert!(cpu_secs("self").is_some_and(|c| c >= 0.0));
     }
 
     #[test]
