@@ -6,7 +6,7 @@
 # load (`tether bench`) to CPU 1; every server is a fresh process per
 # scenario, so its RSS starts from the same point.
 #
-# Usage: benches/run.sh [scenario...]      scenarios: idle fanout saturate echo storm
+# Usage: benches/run.sh [scenario...]      scenarios: idle fanout saturate overload echo storm
 # Environment: ROUNDS (2), CONNS (10000), SERVERS ("tether baseline node"),
 #              OUT (target/bench), SERVER_CPU (0), LOAD_CPU (1)
 # Results: $OUT/results.jsonl (one JSON report per run) and a summary with
@@ -20,7 +20,7 @@ SERVERS=${SERVERS:-"tether baseline node"}
 OUT=${OUT:-target/bench}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
-SCENARIOS=${*:-"idle fanout saturate echo storm"}
+SCENARIOS=${*:-"idle fanout saturate overload echo storm"}
 TETHER=target/release/tether
 BASELINE=target/release/examples/baseline
 
@@ -112,9 +112,13 @@ for round in $(seq "$ROUNDS"); do
           start_server "$server"
           load "$round" "$server" fanout fanout "$URL_WS" --protocol "$PROTO" \
             --subscribers 2000 --rate 25 --duration 10s --server-pid "$SERVER_PID" ;;
-        saturate) # offered 4M deliveries/s: more than one CPU can write
+        saturate) # offered 2M deliveries/s: near what the load CPU can read
           start_server "$server"
           load "$round" "$server" saturate fanout "$URL_WS" --protocol "$PROTO" \
+            --subscribers 1000 --rate 2000 --duration 5s --server-pid "$SERVER_PID" ;;
+        overload) # offered 4M deliveries/s: more than the subscribers can read
+          start_server "$server"
+          load "$round" "$server" overload fanout "$URL_WS" --protocol "$PROTO" \
             --subscribers 1000 --rate 4000 --duration 3s --server-pid "$SERVER_PID" ;;
         echo)
           start_server "$server"

@@ -32,6 +32,13 @@ FIGURES = {
         ("p99 ms", ("latency", "p99_ms"), False),
         ("lost", ("lost",), False),
     ],
+    "overload": [
+        ("deliveries/s", ("deliveries_per_sec",), True),
+        ("subscribers closed", ("closed_early",), False),
+        ("not delivered", ("lost",), False),
+        ("p50 ms", ("latency", "p50_ms"), False),
+        ("p99 ms", ("latency", "p99_ms"), False),
+    ],
     "echo": [
         ("msg/s", ("messages_per_sec",), True),
         ("msg/server CPU-s", ("messages_per_server_cpu_sec",), True),
@@ -59,6 +66,8 @@ def get(report, path):
 def fmt(v):
     if v is None:
         return "-"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
     if isinstance(v, float) and v != int(v):
         return f"{v:.2f}"
     return f"{int(v):,}"
