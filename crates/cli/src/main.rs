@@ -1,6 +1,9 @@
 //! The `tether` binary: `serve` runs the gateway; the other subcommands are
 //! tools built on the client crate.
 
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod bench;
 mod doctor;
 mod publish;

@@ -6,7 +6,7 @@ use crate::{
     handshake::{switching_protocols, validate_upgrade, Refusal},
     limits::Denied,
     node::Node,
-    transport,
+    transport::{self, websocket::Session},
 };
 use axum::{
     body::Body,
@@ -220,8 +220,8 @@ async fn upgrade(
     let builder = ServerBuilder::new()
         .limits(WsLimits::default().max_payload_len(Some(max_len)))
         .config(WsConfig::default().frame_size(64 * 1024));
-    let session_node = node.clone();
-    node.tasks.spawn(async move {
+    let tasks = node.tasks.clone();
+    tasks.clone().spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {
@@ -230,11 +230,15 @@ async fn upgrade(
             }
         };
         let ws = builder.serve(TokioIo::new(upgraded));
+        // The connection gets a task of its own, sized for its endpoint
+        // alone; this one, which only waited for the upgrade, ends here.
         match endpoint {
             Endpoint::Tether => {
-                transport::websocket::run(session_node, ws, peer, grant, permit).await
+                tasks.spawn(Box::new(Session::new(node, ws, peer, grant, permit)).run());
             }
-            Endpoint::Echo => transport::echo::run(session_node, ws, peer, permit).await,
+            Endpoint::Echo => {
+                tasks.spawn(transport::echo::run(node, ws, peer, permit));
+            }
         }
     });
     switching_protocols(accept, protocol)

@@ -8,57 +8,18 @@
 
 use crate::broker::{Delivery, Publication};
 use crate::metrics::Metrics;
+use crate::outbox::{Outbox, Pushed};
 use parking_lot::RwLock;
 use std::{
     collections::HashMap,
     hash::{BuildHasher, RandomState},
-    sync::{
-        atomic::{AtomicU16, Ordering},
-        Arc,
-    },
+    sync::Arc,
 };
-use tether_protocol::CloseCode;
-use tokio::sync::{mpsc, Notify};
 
 const SHARDS: usize = 64;
 
-/// Lets the hub (or anything else) ask a connection's task to close itself.
-#[derive(Debug, Default)]
-pub struct Control {
-    close_code: AtomicU16,
-    notify: Notify,
-}
-
-impl Control {
-    /// Asks the connection to close with `code`; the first request wins.
-    pub fn request_close(&self, code: CloseCode) {
-        if self
-            .close_code
-            .compare_exchange(0, code.as_u16(), Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            self.notify.notify_one();
-        }
-    }
-
-    /// Resolves once a close was requested, with its code.
-    pub async fn closed(&self) -> CloseCode {
-        loop {
-            let code = self.close_code.load(Ordering::Acquire);
-            if code != 0 {
-                return CloseCode::from_u16(code);
-            }
-            self.notify.notified().await;
-        }
-    }
-}
-
-/// A subscribed connection, as the hub sees it.
-#[derive(Debug, Clone)]
-pub struct Subscriber {
-    pub queue: mpsc::Sender<Arc<Publication>>,
-    pub control: Arc<Control>,
-}
+/// A subscribed connection, as the hub sees it: its outbox.
+pub type Subscriber = Arc<Outbox>;
 
 type ChannelMap = HashMap<Arc<str>, HashMap<u64, Subscriber>>;
 
@@ -133,15 +94,11 @@ impl Delivery for Hub {
         let Some(subs) = map.get(&publication.channel) else {
             return;
         };
-        for sub in subs.values() {
-            match sub.queue.try_send(publication.clone()) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    self.metrics.slow_consumers.inc();
-                    sub.control.request_close(CloseCode::SlowConsumer);
-                }
-                // The connection is on its way out and will unsubscribe itself.
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+        for outbox in subs.values() {
+            // A dropped push means the connection is closing and will
+            // unsubscribe itself.
+            if outbox.push(publication.clone()) == Pushed::Overflowed {
+                self.metrics.slow_consumers.inc();
             }
         }
     }

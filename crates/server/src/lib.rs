@@ -16,6 +16,7 @@ pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod node;
+pub mod outbox;
 pub mod tls;
 pub mod transport;
 

@@ -10,15 +10,17 @@ use super::{close_message, CLOSE_ACK_TIMEOUT, CLOSE_SEND_TIMEOUT};
 use crate::{
     auth::Grant,
     broker::Publication,
-    hub::{Control, Subscriber},
     limits::{ConnectionPermit, TokenBucket},
     node::Node,
+    outbox::Outbox,
 };
 use futures_util::{SinkExt, StreamExt};
 use serde_json::value::RawValue;
 use std::{
     collections::HashMap,
+    hash::{BuildHasherDefault, Hasher},
     net::SocketAddr,
+    pin::pin,
     sync::Arc,
     time::{Instant, SystemTime},
 };
@@ -27,7 +29,6 @@ use tether_protocol::{
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    sync::mpsc,
     time::{sleep_until, timeout},
 };
 use tokio_websockets::{Message, WebSocketStream};
@@ -66,70 +67,103 @@ pub(crate) fn read_error(e: tokio_websockets::Error) -> (Option<u16>, String) {
     }
 }
 
-struct Session<S> {
+/// Channel → highest offset already sent to this connection (or covered by
+/// its `subscribed` reply). Looked up once per delivery, so it uses FNV-1a
+/// rather than SipHash: channel names are short and not attacker-chosen keys
+/// of a shared table (each connection only holds its own subscriptions).
+type Subscriptions = HashMap<Arc<str>, u64, BuildHasherDefault<Fnv1a>>;
+
+#[derive(Default)]
+struct Fnv1a(u64);
+
+impl Hasher for Fnv1a {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// One connection's session. Built synchronously and then run as the
+/// connection's only task, so nothing is held twice in the task's state.
+pub struct Session<S> {
     node: Arc<Node>,
     ws: WebSocketStream<S>,
     conn_id: u64,
     grant: Grant,
-    /// Channel → highest offset already sent (or covered by `subscribed`).
-    subs: HashMap<Arc<str>, u64>,
-    queue: mpsc::Sender<Arc<Publication>>,
-    control: Arc<Control>,
+    subs: Subscriptions,
+    outbox: Arc<Outbox>,
     last_seen: Instant,
     /// Silence before the read that ended the session without a close
     /// frame (EOF or read error); fed to the node's idle-cut detector.
     cut_after: Option<std::time::Duration>,
-    peer: std::net::IpAddr,
+    peer: SocketAddr,
     bucket: TokenBucket,
     strikes: u32,
-}
-
-/// Runs a session to its end; the permit (the connection's place under the
-/// limits) is released when it returns.
-pub async fn run<S>(
-    node: Arc<Node>,
-    ws: WebSocketStream<S>,
-    peer: SocketAddr,
-    grant: Grant,
-    permit: ConnectionPermit,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let conn_id = node.next_conn_id();
-    let client_id = format!("{}-{conn_id:x}", node.id);
-    let span = tracing::info_span!("session", %peer, client = %client_id);
-    async move {
-        let limits = &node.config.limits;
-        let (queue, rx) = mpsc::channel(limits.send_queue);
-        let now = Instant::now();
-        let mut session = Session {
-            bucket: TokenBucket::new(limits.messages_per_second, limits.messages_burst, now),
-            node: node.clone(),
-            ws,
-            conn_id,
-            grant,
-            subs: HashMap::new(),
-            queue,
-            control: Arc::new(Control::default()),
-            last_seen: now,
-            cut_after: None,
-            peer: peer.ip(),
-            strikes: 0,
-        };
-        node.metrics.connections.inc();
-        let end = session.serve(client_id, rx).await;
-        // Boxed: the close path is large and runs once; keeping it out of
-        // the task's inline state keeps every idle connection smaller.
-        Box::pin(session.finish(end)).await;
-        node.metrics.connections.dec();
-        drop(permit);
-    }
-    .instrument(span)
-    .await
+    /// The connection's place under the limits, released when the session ends.
+    _permit: ConnectionPermit,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    async fn serve(&mut self, client_id: String, mut rx: mpsc::Receiver<Arc<Publication>>) -> End {
+    pub fn new(
+        node: Arc<Node>,
+        ws: WebSocketStream<S>,
+        peer: SocketAddr,
+        grant: Grant,
+        permit: ConnectionPermit,
+    ) -> Self {
+        let limits = &node.config.limits;
+        let now = Instant::now();
+        Session {
+            bucket: TokenBucket::new(limits.messages_per_second, limits.messages_burst, now),
+            outbox: Arc::new(Outbox::new(limits.send_queue)),
+            conn_id: node.next_conn_id(),
+            node,
+            ws,
+            grant,
+            subs: Subscriptions::default(),
+            last_seen: now,
+            cut_after: None,
+            peer,
+            strikes: 0,
+            _permit: permit,
+        }
+    }
+
+    /// Runs the session to its end. The session is boxed, and the future
+    /// only holds the box: an `async fn` taking `self` by value would keep
+    /// two copies of it in the task's state (rust-lang/rust#62958).
+    pub fn run(self: Box<Self>) -> impl std::future::Future<Output = ()> {
+        let span = tracing::info_span!(
+            "session",
+            peer = %self.peer,
+            client = %format_args!("{}-{:x}", self.node.id, self.conn_id)
+        );
+        self.drive().instrument(span)
+    }
+
+    async fn drive(mut self: Box<Self>) {
+        self.node.metrics.connections.inc();
+        let client_id = format!("{}-{:x}", self.node.id, self.conn_id);
+        let end = self.serve(client_id).await;
+        // Boxed: the close path is large and runs once; keeping it out of
+        // the task's inline state keeps every idle connection smaller.
+        Box::pin(self.finish(end)).await;
+        self.node.metrics.connections.dec();
+    }
+
+    async fn serve(&mut self, client_id: String) -> End {
         let hb = self.node.config.heartbeat.clone();
         let welcome = ServerMessage::Welcome {
             client: client_id,
@@ -143,21 +177,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let silence_limit = hb.ping_interval + hb.pong_timeout;
         let mut next_ping = Instant::now() + hb.ping_interval;
         let expires_at = self.grant.expires_at.map(instant_of);
-        let control = self.control.clone();
-        let shutdown = self.node.shutdown.clone();
+        let deadline = |next_ping: Instant, last_seen: Instant| {
+            next_ping
+                .min(last_seen + silence_limit)
+                .min(expires_at.unwrap_or(next_ping))
+        };
+        // Every future below is created once and polled in place: re-creating
+        // them on each turn of the loop (re-registering the timer, taking the
+        // Notify locks) was a measurable share of the fan-out cost.
+        let outbox = self.outbox.clone();
+        let token = self.node.shutdown.clone();
+        let mut cancelled = pin!(token.cancelled());
+        let mut wake = pin!(outbox.notified());
+        let mut timer = pin!(sleep_until(deadline(next_ping, self.last_seen).into()));
+        let mut batch: Vec<Arc<Publication>> = Vec::new();
         loop {
-            let deadline = (next_ping)
-                .min(self.last_seen + silence_limit)
-                .min(expires_at.unwrap_or(next_ping));
             tokio::select! {
                 biased;
-                code = control.closed() => return slow_consumer(code),
-                () = shutdown.cancelled() => {
+                () = &mut cancelled => {
                     let jitter = self.node.config.server.drain_jitter.mul_f64(fastrand::f64());
                     let reason = RetryHint(jitter).append_to("server restarting; reconnect");
                     return End::Close(CloseCode::ServiceRestart, reason);
                 }
-                () = sleep_until(deadline.into()) => {
+                () = &mut wake => {
+                    wake.set(outbox.notified());
+                    if let Err(code) = outbox.take(&mut batch, WRITE_BATCH) {
+                        return slow_consumer(code);
+                    }
+                    if !batch.is_empty() {
+                        if let Err(end) = Box::pin(self.write_publications(&mut batch)).await {
+                            return end;
+                        }
+                    }
+                }
+                () = &mut timer => {
                     let now = Instant::now();
                     if expires_at.is_some_and(|at| now >= at) {
                         return End::Close(CloseCode::TokenExpired, "token expired; reconnect with a fresh token".into());
@@ -175,6 +228,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                             return end;
                         }
                     }
+                    // Inbound frames move `last_seen` without touching the
+                    // timer; it is re-aimed only here, when it fires.
+                    timer.as_mut().reset(deadline(next_ping, self.last_seen).into());
                 }
                 frame = self.ws.next() => {
                     let silent_for = self.last_seen.elapsed();
@@ -203,27 +259,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         }
                     }
                 }
-                Some(first) = rx.recv() => {
-                    if let Err(end) = Box::pin(self.write_publications(first, &mut rx)).await {
-                        return end;
-                    }
-                }
             }
         }
     }
 
-    /// Sends `first` and whatever else is queued, in one flush.
-    async fn write_publications(
-        &mut self,
-        first: Arc<Publication>,
-        rx: &mut mpsc::Receiver<Arc<Publication>>,
-    ) -> Result<(), End> {
+    /// Writes a batch of publications in one flush, emptying `batch`.
+    async fn write_publications(&mut self, batch: &mut Vec<Arc<Publication>>) -> Result<(), End> {
         let write_timeout = self.node.config.limits.write_timeout;
         let mut sent = 0u64;
-        let batch = async {
-            let mut next = Some(first);
-            let mut n = 0;
-            while let Some(publication) = next.take() {
+        let write = async {
+            for publication in batch.drain(..) {
                 if let Some(floor) = self.subs.get_mut(&publication.channel) {
                     // Skip what `subscribed` already carried (or a duplicate).
                     if publication.offset > *floor {
@@ -234,21 +279,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         sent += 1;
                     }
                 }
-                n += 1;
-                if n < WRITE_BATCH {
-                    next = rx.try_recv().ok();
-                }
             }
             self.ws.flush().await
         };
         // A client that stops reading blocks this write once the kernel
-        // buffers are full; meanwhile its queue overflows and the hub asks
-        // for 4004, which must win over waiting out the write timeout.
-        let control = self.control.clone();
-        let result = tokio::select! {
-            r = timeout(write_timeout, batch) => r,
-            code = control.closed() => return Err(slow_consumer(code)),
+        // buffers are full; meanwhile its outbox overflows and asks for
+        // 4004, which must win over waiting out the write timeout.
+        let outbox = self.outbox.clone();
+        let overflowed = async {
+            loop {
+                if let Some(code) = outbox.close_requested() {
+                    return code;
+                }
+                outbox.notified().await;
+            }
         };
+        let result = tokio::select! {
+            r = timeout(write_timeout, write) => r,
+            code = overflowed => return Err(slow_consumer(code)),
+        };
+        batch.clear();
+        // Wake-ups consumed while writing may have announced new
+        // publications: look again rather than wait for the next one.
+        outbox.wake();
         match result {
             Ok(Ok(())) => {
                 self.node.metrics.messages_out.inc_by(sent);
@@ -414,11 +467,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         // Join the hub before reading history: anything published from now on
         // is queued, and offsets the reply already covers are skipped on send.
-        let subscriber = Subscriber {
-            queue: self.queue.clone(),
-            control: self.control.clone(),
-        };
-        if self.node.hub.add(&channel, self.conn_id, subscriber) {
+        if self
+            .node
+            .hub
+            .add(&channel, self.conn_id, self.outbox.clone())
+        {
             if let Err(e) = self.node.broker.subscribe(&channel).await {
                 self.node.hub.remove(&channel, self.conn_id);
                 return self
@@ -495,11 +548,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Closes (when the server ends it), logs once, and frees subscriptions.
     async fn finish(&mut self, end: End) {
+        // Nothing more will be sent: free the queue and refuse new pushes.
+        self.outbox.finish();
         match end {
             End::Peer(why) => {
                 debug!(%why, "session ended by peer");
                 if let Some(idle) = self.cut_after {
-                    self.node.note_abnormal_end(self.peer, idle);
+                    self.node.note_abnormal_end(self.peer.ip(), idle);
                 }
             }
             End::WriteTimeout => {
