@@ -4,24 +4,14 @@
 use futures_util::StreamExt;
 use std::time::Duration;
 use tether_client::{Client, Event};
-use tether_test_util::TestServer;
+use tether_test_util::{tls::TestCert, TestServer};
 
 #[tokio::test]
 async fn wss_with_a_private_root() {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let dir = std::env::temp_dir().join(format!("tether-client-wss-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert, ck.cert.pem()).unwrap();
-    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
-    let server = TestServer::start(&[
-        ("tls-cert", cert.to_str().unwrap()),
-        ("tls-key", key.to_str().unwrap()),
-    ])
-    .await;
-
+    let cert = TestCert::self_signed(&["localhost"]);
+    let server = TestServer::start_tls(&cert).await;
     let client = Client::builder(format!("wss://localhost:{}/ws", server.addr.port()))
-        .root_certificate_pem(ck.cert.pem())
+        .root_certificate_pem(cert.pem.clone())
         .build()
         .unwrap();
     let mut sub = client.subscribe("secure").await.unwrap();
@@ -48,27 +38,18 @@ async fn wss_with_a_private_root() {
 
 #[tokio::test]
 async fn wss_without_trusting_the_certificate_does_not_connect() {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let dir = std::env::temp_dir().join(format!("tether-client-wss2-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert, ck.cert.pem()).unwrap();
-    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
-    let server = TestServer::start(&[
-        ("tls-cert", cert.to_str().unwrap()),
-        ("tls-key", key.to_str().unwrap()),
-    ])
-    .await;
+    let cert = TestCert::self_signed(&["localhost"]);
+    let server = TestServer::start_tls(&cert).await;
     let client = Client::builder(format!("wss://localhost:{}/ws", server.addr.port()))
         .max_attempts(1)
         .min_delay(Duration::from_millis(10))
         .build()
         .unwrap();
-    let err = tokio::time::timeout(
+    let result = tokio::time::timeout(
         Duration::from_secs(10),
         client.publish("x", serde_json::json!(1)),
     )
     .await
     .expect("gives up in time");
-    assert!(err.is_err(), "an untrusted certificate must not connect");
+    assert!(result.is_err(), "an untrusted certificate must not connect");
 }

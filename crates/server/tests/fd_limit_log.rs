@@ -2,33 +2,14 @@
 //! logs both.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use tether_test_util::process::{tether_bin, ServerProcess};
+use tether_test_util::process::ServerProcess;
 
 #[tokio::test]
 async fn soft_limit_is_raised_to_the_hard_limit_and_logged() {
     let log = std::env::temp_dir().join(format!("tether-fdlog-{}.log", std::process::id()));
     let file = std::fs::File::create(&log).unwrap();
-    let bin = tether_bin();
-    let server = ServerProcess::start_with(&[], |cmd| {
-        let args: Vec<String> = cmd
-            .as_std()
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        let mut shell = tokio::process::Command::new("sh");
-        // Lower only the soft limit; the hard one stays where it is.
-        shell
-            .arg("-c")
-            .arg("ulimit -S -n 300 && exec \"$0\" \"$@\"")
-            .arg(&bin)
-            .args(&args);
-        shell
-            .stdout(std::process::Stdio::piped())
-            .stderr(file)
-            .kill_on_drop(true);
-        *cmd = shell;
-    })
-    .await;
+    // Lower only the soft limit; the hard one stays where it is.
+    let server = ServerProcess::start_with_ulimit(&[], "-S -n 300", Some(file)).await;
     let text = std::fs::read_to_string(&log).unwrap();
     let line = text
         .lines()

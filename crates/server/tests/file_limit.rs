@@ -4,32 +4,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::json;
-use tether_test_util::{
-    http,
-    process::{tether_bin, ServerProcess},
-    ws::WsClient,
-};
+use tether_test_util::{http, process::ServerProcess, ws::WsClient};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn near_the_file_limit_new_handshakes_get_503_and_existing_ones_live() {
     // `ulimit -n 256` sets soft and hard limits; the server cannot raise it.
-    let bin = tether_bin();
-    let server = ServerProcess::start_with(&["--handshake-burst-per-ip", "10000"], |cmd| {
-        let std = cmd.as_std_mut();
-        let args: Vec<String> = std
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        let mut shell = tokio::process::Command::new("sh");
-        shell
-            .arg("-c")
-            .arg("ulimit -n 256 && exec \"$0\" \"$@\"")
-            .arg(&bin)
-            .args(&args);
-        *cmd = shell;
-        cmd.stdout(std::process::Stdio::piped()).kill_on_drop(true);
-    })
-    .await;
+    let server =
+        ServerProcess::start_with_ulimit(&["--handshake-burst-per-ip", "10000"], "-n 256", None)
+            .await;
     let url = format!("ws://{}/ws", server.addr);
 
     let mut held = Vec::new();

@@ -7,29 +7,19 @@ use std::time::{Duration, Instant};
 use tether_test_util::{eventually, http, ws::WsClient, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A raw TCP "client" that completes the upgrade and then never reads or
-/// writes again: the protocol pings go unanswered.
-async fn silent_peer(addr: std::net::SocketAddr) -> (tokio::net::TcpStream, Instant) {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let req = format!(
-        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    tcp.write_all(req.as_bytes()).await.expect("write");
-    let mut buf = [0u8; 512];
-    let n = tcp.read(&mut buf).await.expect("read");
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"));
-    (tcp, Instant::now())
-}
-
 #[tokio::test]
 async fn silent_peer_is_closed_with_4003_and_freed() {
     let server = TestServer::start(&[("ping-interval", "300ms"), ("pong-timeout", "200ms")]).await;
-    let (mut tcp, since) = silent_peer(server.addr).await;
+    // A peer that completes the upgrade and then never reads or writes
+    // again: the protocol pings go unanswered.
+    let mut tcp = http::raw_websocket(server.addr, "/ws").await;
+    let since = Instant::now();
     // Subscribe, then go silent: the hub entry must go away with the peer.
-    tcp.write_all(&masked_text(r#"{"type":"subscribe","id":1,"channel":"x"}"#))
-        .await
-        .expect("write");
+    tcp.write_all(&http::masked_text(
+        r#"{"type":"subscribe","id":1,"channel":"x"}"#,
+    ))
+    .await
+    .expect("write");
     eventually("subscription registered", || async {
         server.node.hub.channel_count() == 1
     })
@@ -82,14 +72,6 @@ async fn silent_peer_is_closed_with_4003_and_freed() {
     );
     assert_eq!(server.node.admission.connections(), 0);
     assert_eq!(server.node.hub.channel_count(), 0);
-}
-
-/// A client text frame; the all-zero mask leaves the payload as it is.
-fn masked_text(text: &str) -> Vec<u8> {
-    assert!(text.len() < 126);
-    let mut frame = vec![0x81, 0x80 | text.len() as u8, 0, 0, 0, 0];
-    frame.extend_from_slice(text.as_bytes());
-    frame
 }
 
 /// A server close frame: 0x88, length, then the code big-endian.

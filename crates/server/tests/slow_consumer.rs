@@ -6,7 +6,7 @@
 use serde_json::json;
 use std::time::Duration;
 use tether_test_util::{http, process::ServerProcess, ws::WsClient};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
@@ -19,20 +19,11 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// Upgrades, subscribes to `channel`, then never reads again.
 async fn non_reader(addr: std::net::SocketAddr, channel: &str) -> tokio::net::TcpStream {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    // A small receive buffer so the kernel holds little on our side.
-    let req = format!(
-        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    tcp.write_all(req.as_bytes()).await.expect("write");
-    let mut buf = [0u8; 1024];
-    let n = tcp.read(&mut buf).await.expect("read");
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"));
+    let mut tcp = http::raw_websocket(addr, "/ws").await;
     let sub = json!({"type": "subscribe", "id": 1, "channel": channel}).to_string();
-    let mut frame = vec![0x81, 0x80 | sub.len() as u8, 0, 0, 0, 0];
-    frame.extend_from_slice(sub.as_bytes());
-    tcp.write_all(&frame).await.expect("subscribe");
+    tcp.write_all(&http::masked_text(&sub))
+        .await
+        .expect("subscribe");
     tcp
 }
 

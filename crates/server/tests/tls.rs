@@ -4,7 +4,7 @@
 
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
-use tether_test_util::TestServer;
+use tether_test_util::{tls::TestCert, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::{
     rustls::{self, pki_types::ServerName, RootCertStore},
@@ -12,32 +12,9 @@ use tokio_rustls::{
 };
 use tokio_websockets::{ClientBuilder, Message};
 
-struct Cert {
-    der: rustls::pki_types::CertificateDer<'static>,
-    cert_path: String,
-    key_path: String,
-}
-
-fn self_signed() -> Cert {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("tether-tls-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cert_path = dir.join("cert.pem");
-    let key_path = dir.join("key.pem");
-    std::fs::write(&cert_path, ck.cert.pem()).unwrap();
-    std::fs::write(&key_path, ck.key_pair.serialize_pem()).unwrap();
-    Cert {
-        der: ck.cert.der().clone(),
-        cert_path: cert_path.to_string_lossy().into_owned(),
-        key_path: key_path.to_string_lossy().into_owned(),
-    }
-}
-
-fn connector(cert: &Cert) -> TlsConnector {
+fn connector(cert: &TestCert) -> TlsConnector {
     let mut roots = RootCertStore::empty();
-    roots.add(cert.der.clone()).unwrap();
+    roots.add(cert.der.clone().into()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -49,9 +26,8 @@ fn connector(cert: &Cert) -> TlsConnector {
 
 #[tokio::test]
 async fn wss_connection_with_a_test_certificate() {
-    let cert = self_signed();
-    let server =
-        TestServer::start(&[("tls-cert", &cert.cert_path), ("tls-key", &cert.key_path)]).await;
+    let cert = TestCert::self_signed(&["localhost"]);
+    let server = TestServer::start_tls(&cert).await;
     let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let tls = connector(&cert)
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
@@ -86,9 +62,8 @@ async fn wss_connection_with_a_test_certificate() {
 
 #[tokio::test]
 async fn plain_tcp_to_a_tls_listener_is_refused_without_hurting_it() {
-    let cert = self_signed();
-    let server =
-        TestServer::start(&[("tls-cert", &cert.cert_path), ("tls-key", &cert.key_path)]).await;
+    let cert = TestCert::self_signed(&["localhost"]);
+    let server = TestServer::start_tls(&cert).await;
     let plain = tether_test_util::http::request(server.addr, "GET", "/healthz", &[], "").await;
     assert_ne!(plain.status, 200);
     let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();

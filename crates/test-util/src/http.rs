@@ -164,6 +164,39 @@ pub async fn upgrade_from(source: std::net::IpAddr, addr: SocketAddr, path: &str
     raw_on(tcp, req.as_bytes()).await
 }
 
+/// Completes a WebSocket upgrade by hand on a raw TCP connection and
+/// returns the socket: a peer whose every later byte the test controls
+/// (one that never reads, never answers pings, ...).
+pub async fn raw_websocket(addr: SocketAddr, path: &str) -> TcpStream {
+    use tokio::io::AsyncReadExt as _;
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = [0u8; 1024];
+    let n = timeout(STEP, tcp.read(&mut buf))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"),
+        "upgrade refused: {}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    tcp
+}
+
+/// A client text frame (under 126 bytes); the all-zero mask leaves the
+/// payload as it is.
+pub fn masked_text(text: &str) -> Vec<u8> {
+    assert!(text.len() < 126, "short frames only");
+    let mut frame = vec![0x81, 0x80 | text.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(text.as_bytes());
+    frame
+}
+
 /// `POST /api/publish`; returns the parsed answer.
 pub async fn publish(
     addr: SocketAddr,

@@ -6,6 +6,7 @@
 pub mod http;
 pub mod process;
 pub mod proxy;
+pub mod tls;
 pub mod ws;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -35,6 +36,12 @@ impl TestServer {
     /// Starts a server with `tether serve` flags on a free loopback port.
     pub async fn start(flags: &[(&str, &str)]) -> Self {
         Self::start_with(test_config(flags)).await
+    }
+
+    /// Starts a server serving `wss://`/`https://` with `cert`.
+    pub async fn start_tls(cert: &tls::TestCert) -> Self {
+        let [(c, cert_path), (k, key_path)] = cert.flags();
+        Self::start(&[(c, &cert_path), (k, &key_path)]).await
     }
 
     pub async fn start_with(config: Config) -> Self {

@@ -71,6 +71,32 @@ impl ServerProcess {
         ServerProcess { child, addr }
     }
 
+    /// Runs the server under `sh -c 'ulimit ULIMIT && exec tether ...'`,
+    /// e.g. `ulimit = "-n 256"`; stderr goes to `stderr` when given.
+    pub async fn start_with_ulimit(
+        args: &[&str],
+        ulimit: &str,
+        stderr: Option<std::fs::File>,
+    ) -> Self {
+        let bin = tether_bin();
+        let script = format!("ulimit {ulimit} && exec \"$0\" \"$@\"");
+        Self::start_with(args, move |cmd| {
+            let args: Vec<String> = cmd
+                .as_std()
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            let mut shell = Command::new("sh");
+            shell.arg("-c").arg(script).arg(&bin).args(&args);
+            shell.stdout(Stdio::piped()).kill_on_drop(true);
+            if let Some(file) = stderr {
+                shell.stderr(file);
+            }
+            *cmd = shell;
+        })
+        .await
+    }
+
     pub fn signal(&self, sig: &str) {
         let pid = self.child.id().expect("running").to_string();
         let ok = std::process::Command::new("kill")

@@ -117,6 +117,27 @@ impl MemoryBroker {
         }
     }
 
+    /// The channel's stream (created when new), with expired history pruned
+    /// and marked active. The name is allocated only for a new stream: this
+    /// runs on every publish.
+    fn stream_mut<'m>(
+        &self,
+        map: &'m mut StreamMap,
+        channel: &str,
+        now: Instant,
+    ) -> Result<&'m mut Stream, BrokerError> {
+        if !map.contains_key(channel) {
+            let name: Arc<str> = Arc::from(channel);
+            map.insert(name.clone(), Stream::new(name, now));
+        }
+        let stream = map
+            .get_mut(channel)
+            .ok_or_else(|| BrokerError::Unavailable("channel stream vanished".into()))?;
+        stream.prune(now, &self.cfg);
+        stream.last_active = now;
+        Ok(stream)
+    }
+
     /// Number of channel streams held (for tests and stats).
     pub fn stream_count(&self) -> usize {
         self.shards.iter().map(|s| s.lock().len()).sum()
@@ -133,11 +154,7 @@ impl Broker for MemoryBroker {
     ) -> Result<PublishOutcome, BrokerError> {
         let now = Instant::now();
         let mut map = self.shard(channel).lock();
-        let stream = map
-            .entry(Arc::from(channel))
-            .or_insert_with_key(|name| Stream::new(name.clone(), now));
-        stream.prune(now, &self.cfg);
-        stream.last_active = now;
+        let stream = self.stream_mut(&mut map, channel, now)?;
         if let Some(key) = key {
             if let Some(&offset) = stream.keys.get(key) {
                 return Ok(PublishOutcome {
@@ -168,13 +185,8 @@ impl Broker for MemoryBroker {
     }
 
     async fn subscribe(&self, channel: &str) -> Result<(), BrokerError> {
-        let now = Instant::now();
         let mut map = self.shard(channel).lock();
-        let stream = map
-            .entry(Arc::from(channel))
-            .or_insert_with_key(|name| Stream::new(name.clone(), now));
-        stream.interest += 1;
-        stream.last_active = now;
+        self.stream_mut(&mut map, channel, Instant::now())?.interest += 1;
         Ok(())
     }
 
@@ -194,11 +206,7 @@ impl Broker for MemoryBroker {
     ) -> Result<Recovery, BrokerError> {
         let now = Instant::now();
         let mut map = self.shard(channel).lock();
-        let stream = map
-            .entry(Arc::from(channel))
-            .or_insert_with_key(|name| Stream::new(name.clone(), now));
-        stream.prune(now, &self.cfg);
-        stream.last_active = now;
+        let stream = self.stream_mut(&mut map, channel, now)?;
         let mut recovery = Recovery {
             epoch: stream.epoch.to_string(),
             offset: stream.top,
