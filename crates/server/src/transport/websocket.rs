@@ -1,9 +1,9 @@
 //! One Tether session over a WebSocket: the per-connection state machine.
 //!
-//! A single task owns the socket and runs one `select!` over: a close
-//! request (slow consumer, from the hub), the node's drain signal, the
-//! heartbeat/expiry timer, inbound frames, and the bounded queue of
-//! publications to send. One task and one bounded queue per connection is
+//! A single task owns the socket and runs one `select!` over: the node's
+//! drain signal, the connection's outbox (publications to send, or a close
+//! request such as 4004 from the hub), the heartbeat/expiry timer and
+//! inbound frames. One small task and one bounded outbox per connection is
 //! what lets a node hold tens of thousands of idle connections.
 
 use super::{close_message, CLOSE_ACK_TIMEOUT, CLOSE_SEND_TIMEOUT};
