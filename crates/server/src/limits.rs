@@ -116,13 +116,15 @@ impl Admission {
         self.sockets.load(Ordering::Acquire)
     }
 
-    pub fn socket_budget(&self) -> usize {
-        self.socket_budget
+    /// Whether the open sockets (handshaking or upgraded) have reached the
+    /// budget the open-file limit allows: then new work is refused.
+    pub fn over_file_budget(&self) -> bool {
+        self.sockets() + self.connections() > self.socket_budget
     }
 
     /// Admits one WebSocket connection from `ip`, or says why not.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionPermit, Denied> {
-        if self.sockets() > self.socket_budget {
+        if self.over_file_budget() {
             return Err(Denied::FileLimit);
         }
         if self.connections() >= self.cfg.max_connections {

@@ -135,7 +135,7 @@ fn accept(
     peer: SocketAddr,
 ) {
     let socket = node.admission.socket();
-    if node.admission.sockets() + node.admission.connections() > node.admission.socket_budget() {
+    if node.admission.over_file_budget() {
         node.metrics.handshake("file_limit");
         node.tasks.spawn(refuse_raw(tcp, peer));
         return;

@@ -10,6 +10,16 @@ use tether_test_util::{
     TestServer,
 };
 
+/// `tether_handshakes_total{outcome}` as the server reports it.
+async fn handshakes(server: &TestServer, outcome: &str) -> f64 {
+    http::metric(
+        server.addr,
+        "tether_handshakes_total",
+        &[("outcome", outcome)],
+    )
+    .await
+}
+
 fn ip(last: u8) -> IpAddr {
     IpAddr::from([127, 0, 0, last])
 }
@@ -52,15 +62,7 @@ async fn per_ip_cap_answers_503_while_other_ips_connect() {
         http::upgrade_from(ip(2), server.addr, "/ws").await.status == 101
     })
     .await;
-    assert!(
-        http::metric(
-            server.addr,
-            "tether_handshakes_total",
-            &[("outcome", "ip_full")]
-        )
-        .await
-            >= 1.0
-    );
+    assert!(handshakes(&server, "ip_full").await >= 1.0);
 }
 
 #[tokio::test]
@@ -89,15 +91,7 @@ async fn handshake_bucket_answers_429_with_retry_after() {
         101,
         "other IPs unaffected"
     );
-    assert!(
-        http::metric(
-            server.addr,
-            "tether_handshakes_total",
-            &[("outcome", "rate_limited")]
-        )
-        .await
-            >= 1.0
-    );
+    assert!(handshakes(&server, "rate_limited").await >= 1.0);
 }
 
 #[tokio::test]
@@ -179,15 +173,7 @@ async fn foreign_origin_gets_403() {
         "{}",
         res.body
     );
-    assert_eq!(
-        http::metric(
-            server.addr,
-            "tether_handshakes_total",
-            &[("outcome", "forbidden")]
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(handshakes(&server, "forbidden").await, 1.0);
 }
 
 #[tokio::test]

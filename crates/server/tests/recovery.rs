@@ -6,6 +6,13 @@ use serde_json::json;
 use std::time::Duration;
 use tether_test_util::{http, ws::WsClient, TestServer};
 
+/// Subscribes once, notes the channel's epoch, and disconnects.
+async fn current_epoch(url: &str, channel: &str) -> String {
+    let (mut c, _) = WsClient::tether(url).await;
+    let reply = c.subscribe(1, channel, None).await;
+    reply["epoch"].as_str().expect("epoch").to_owned()
+}
+
 fn offsets(reply: &serde_json::Value) -> Vec<u64> {
     reply["publications"]
         .as_array()
@@ -81,12 +88,7 @@ async fn unknown_epoch_is_not_recovered() {
 async fn expired_history_is_not_recovered() {
     let server = TestServer::start(&[("history-ttl", "300ms")]).await;
     let url = server.ws_url("/ws");
-    let (mut c, _) = WsClient::tether(&url).await;
-    let epoch = c.subscribe(1, "feed", None).await["epoch"]
-        .as_str()
-        .expect("epoch")
-        .to_owned();
-    drop(c);
+    let epoch = current_epoch(&url, "feed").await;
     http::publish(server.addr, "feed", json!(1)).await;
     http::publish(server.addr, "feed", json!(2)).await;
     tokio::time::sleep(Duration::from_millis(400)).await; // let the history expire (the TTL is the subject)
@@ -100,12 +102,7 @@ async fn expired_history_is_not_recovered() {
 async fn trimmed_history_is_not_recovered() {
     let server = TestServer::start(&[("history-size", "3")]).await;
     let url = server.ws_url("/ws");
-    let (mut c, _) = WsClient::tether(&url).await;
-    let epoch = c.subscribe(1, "feed", None).await["epoch"]
-        .as_str()
-        .expect("epoch")
-        .to_owned();
-    drop(c);
+    let epoch = current_epoch(&url, "feed").await;
     for n in 1..=5 {
         http::publish(server.addr, "feed", json!(n)).await;
     }

@@ -3,11 +3,11 @@
 //! It sends no pings of its own, answers the peer's, and closes a peer silent
 //! for `ping_interval + pong_timeout` with 4003.
 
-use super::{close_message, CLOSE_ACK_TIMEOUT, CLOSE_SEND_TIMEOUT};
+use super::{drain_reason, CLOSE_SEND_TIMEOUT};
 use crate::{limits::ConnectionPermit, node::Node};
 use futures_util::{SinkExt, StreamExt};
 use std::{net::SocketAddr, sync::Arc};
-use tether_protocol::{CloseCode, RetryHint};
+use tether_protocol::CloseCode;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     time::timeout,
@@ -32,8 +32,7 @@ pub async fn run<S>(
         let close: Option<(CloseCode, String)> = loop {
             tokio::select! {
                 () = node.shutdown.cancelled() => {
-                    let jitter = node.config.server.drain_jitter.mul_f64(fastrand::f64());
-                    break Some((CloseCode::ServiceRestart, RetryHint(jitter).append_to("server restarting; reconnect")));
+                    break Some((CloseCode::ServiceRestart, drain_reason(&node.config.server)));
                 }
                 frame = timeout(silence, ws.next()) => match frame {
                     Err(_) => {
@@ -67,9 +66,7 @@ pub async fn run<S>(
         };
         if let Some((code, reason)) = close {
             node.metrics.close(code.as_u16());
-            if let Ok(Ok(())) = timeout(CLOSE_SEND_TIMEOUT, ws.send(close_message(code.as_u16(), &reason))).await {
-                let _ = timeout(CLOSE_ACK_TIMEOUT, async { while ws.next().await.is_some() {} }).await;
-            }
+            super::close(&mut ws, code.as_u16(), &reason).await;
         }
         node.metrics.connections.dec();
         drop(permit);

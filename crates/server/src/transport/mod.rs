@@ -5,16 +5,45 @@
 pub mod echo;
 pub mod websocket;
 
+use crate::config::ServerConfig;
+use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
-use tokio_websockets::{CloseCode as WsCloseCode, Message};
+use tether_protocol::RetryHint;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    time::timeout,
+};
+use tokio_websockets::{CloseCode as WsCloseCode, Message, WebSocketStream};
 
 /// How long a close frame may take to go out before the socket is just dropped.
 pub(crate) const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long we wait for the peer to answer our close frame.
-pub(crate) const CLOSE_ACK_TIMEOUT: Duration = Duration::from_secs(2);
+const CLOSE_ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A close frame for `code` (falling back to 1011 for codes the library refuses).
-pub(crate) fn close_message(code: u16, reason: &str) -> Message {
+fn close_message(code: u16, reason: &str) -> Message {
     let code = WsCloseCode::try_from(code).unwrap_or(WsCloseCode::INTERNAL_SERVER_ERROR);
     Message::close(Some(code), reason)
+}
+
+/// Sends a close frame and lets the peer answer it, so it sees a clean
+/// closure; gives up (and the socket is dropped) after the close timeouts.
+pub(crate) async fn close<S>(ws: &mut WebSocketStream<S>, code: u16, reason: &str)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if let Ok(Ok(())) = timeout(CLOSE_SEND_TIMEOUT, ws.send(close_message(code, reason))).await {
+        let _ = timeout(CLOSE_ACK_TIMEOUT, async {
+            while ws.next().await.is_some() {}
+        })
+        .await;
+    }
+}
+
+/// The 1012 reason of a drain: a reconnect delay picked at random up to
+/// `drain_jitter`, so that the clients of a restarting node do not all
+/// come back at once.
+pub(crate) fn drain_reason(server: &ServerConfig) -> String {
+    let jitter = server.drain_jitter.mul_f64(fastrand::f64());
+    RetryHint(jitter).append_to("server restarting; reconnect")
 }

@@ -6,7 +6,7 @@
 //! inbound frames. One small task and one bounded outbox per connection is
 //! what lets a node hold tens of thousands of idle connections.
 
-use super::{close_message, CLOSE_ACK_TIMEOUT, CLOSE_SEND_TIMEOUT};
+use super::{drain_reason, CLOSE_SEND_TIMEOUT};
 use crate::{
     auth::Grant,
     broker::Publication,
@@ -25,7 +25,7 @@ use std::{
     time::{Instant, SystemTime},
 };
 use tether_protocol::{
-    ClientMessage, CloseCode, ErrorCode, RetryHint, ServerMessage, StreamPosition, PROTOCOL_VERSION,
+    ClientMessage, CloseCode, ErrorCode, ServerMessage, StreamPosition, PROTOCOL_VERSION,
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -195,9 +195,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             tokio::select! {
                 biased;
                 () = &mut cancelled => {
-                    let jitter = self.node.config.server.drain_jitter.mul_f64(fastrand::f64());
-                    let reason = RetryHint(jitter).append_to("server restarting; reconnect");
-                    return End::Close(CloseCode::ServiceRestart, reason);
+                    return End::Close(CloseCode::ServiceRestart, drain_reason(&self.node.config.server));
                 }
                 () = &mut wake => {
                     wake.set(outbox.notified());
@@ -574,14 +572,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     info!(code = code.as_u16(), %reason, "closing");
                 }
                 self.node.metrics.close(code.as_u16());
-                let msg = close_message(code.as_u16(), &reason);
-                if let Ok(Ok(())) = timeout(CLOSE_SEND_TIMEOUT, self.ws.send(msg)).await {
-                    // Let the peer answer the close so it sees a clean closure.
-                    let _ = timeout(CLOSE_ACK_TIMEOUT, async {
-                        while self.ws.next().await.is_some() {}
-                    })
-                    .await;
-                }
+                super::close(&mut self.ws, code.as_u16(), &reason).await;
             }
         }
         let channels: Vec<Arc<str>> = self.subs.drain().map(|(c, _)| c).collect();
