@@ -126,6 +126,10 @@ pub enum ErrorCode {
     RateLimited,
     /// Binary frames are not part of the protocol.
     UnsupportedFrame,
+    /// The connection holds `max_subscriptions` already; unsubscribe first.
+    TooManySubscriptions,
+    /// The node is at a capacity limit (channels, history bytes); retry later.
+    OverCapacity,
     /// The server could not complete the request (e.g. the broker is unreachable); retry.
     Internal,
     /// Any code this client version does not know.
@@ -145,6 +149,8 @@ impl ErrorCode {
             ErrorCode::NotSubscribed => "not_subscribed",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::UnsupportedFrame => "unsupported_frame",
+            ErrorCode::TooManySubscriptions => "too_many_subscriptions",
+            ErrorCode::OverCapacity => "over_capacity",
             ErrorCode::Internal => "internal",
             ErrorCode::Unknown => "unknown",
         }
@@ -212,6 +218,38 @@ struct Envelope {
 
 /// Longest channel name accepted.
 pub const MAX_CHANNEL_LEN: usize = 255;
+/// Longest idempotency key accepted.
+pub const MAX_KEY_LEN: usize = 256;
+
+/// Checks a publish the same way on every path (WebSocket `publish`,
+/// `POST /api/publish`): channel name, `data` size, idempotency key length.
+/// The error is the code and sentence of the reply.
+pub fn validate_publish(
+    channel: &str,
+    data: &RawValue,
+    key: Option<&str>,
+    max_data_bytes: usize,
+) -> Result<(), (ErrorCode, String)> {
+    validate_channel(channel).map_err(|m| (ErrorCode::InvalidChannel, m))?;
+    if data.get().len() > max_data_bytes {
+        return Err((
+            ErrorCode::BadRequest,
+            format!(
+                "`data` is {} bytes; the limit is {max_data_bytes}",
+                data.get().len()
+            ),
+        ));
+    }
+    if let Some(key) = key {
+        if key.is_empty() || key.len() > MAX_KEY_LEN {
+            return Err((
+                ErrorCode::BadRequest,
+                format!("`key` must be a string of 1 to {MAX_KEY_LEN} bytes"),
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// Checks a channel name: 1–255 bytes of `[A-Za-z0-9_.:@/-]`.
 pub fn validate_channel(name: &str) -> Result<(), String> {

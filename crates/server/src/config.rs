@@ -46,7 +46,8 @@ const fn k(
 pub const KEYS: &[Key] = &[
     k("server", "listen", "listen", "address to listen on; port 0 picks a free port [default: 127.0.0.1:8080]"),
     Key { switch: true, ..k("server", "echo", "no-echo", "turn off the /echo diagnostic endpoint") },
-    k("server", "echo_max_message_bytes", "echo-max-message-bytes", "largest message /echo accepts [default: 16777216]"),
+    k("server", "echo_max_message_bytes", "echo-max-message-bytes", "largest message /echo accepts (default: the value of --max-message-bytes)"),
+    k("server", "echo_max_connections", "echo-max-connections", "connections /echo holds at once, apart from /ws [default: 1000]"),
     k("server", "drain_timeout", "drain-timeout", "how long shutdown waits for clients to leave [default: 10s]"),
     k("server", "drain_jitter", "drain-jitter", "clients told to reconnect within a random delay up to this [default: 5s]"),
     k("server", "node_id", "node-id", "this node's id in stats and logs [default: random]"),
@@ -55,15 +56,24 @@ pub const KEYS: &[Key] = &[
     k("history", "size", "history-size", "publications kept per channel for recovery; 0 disables [default: 100]"),
     k("history", "ttl", "history-ttl", "how long a publication stays in history [default: 10m]"),
     k("history", "meta_ttl", "history-meta-ttl", "how long an idle channel keeps its epoch and offset [default: 24h]"),
+    k("history", "max_channel_bytes", "history-max-channel-bytes", "history bytes kept per channel; the oldest go first [default: 1048576]"),
+    k("history", "max_bytes", "history-max-bytes", "history bytes kept on the node in all; past it new history is refused [default: 268435456]"),
+    k("history", "idempotency_window", "idempotency-window", "how long a publish's idempotency key is honoured [default: 5m]"),
+    k("history", "idempotency_max_keys", "idempotency-max-keys", "idempotency keys remembered on the node in all [default: 100000]"),
     k("limits", "max_connections", "max-connections", "connections the node accepts in all [default: 50000]"),
-    k("limits", "max_connections_per_ip", "max-connections-per-ip", "connections from one IP address [default: 5000]"),
+    k("limits", "max_connections_per_ip", "max-connections-per-ip", "sockets one client address holds (WebSocket or HTTP) [default: 5000]"),
+    k("limits", "ipv6_prefix", "ipv6-prefix", "IPv6 clients are grouped by this prefix length for per-address limits [default: 64]"),
+    k("limits", "max_channels", "max-channels", "channels the node holds in memory (subscribed or with history) [default: 100000]"),
+    k("limits", "max_subscriptions", "max-subscriptions", "subscriptions one connection may hold [default: 1024]"),
+    k("limits", "publish_rate_per_ip", "publish-rate-per-ip", "POST /api/publish requests per second from one address, sustained [default: 1000]"),
+    k("limits", "publish_burst_per_ip", "publish-burst-per-ip", "POST /api/publish requests one address may send at once [default: 2000]"),
     k("limits", "handshake_rate_per_ip", "handshake-rate-per-ip", "new connections per second from one IP, sustained [default: 100]"),
     k("limits", "handshake_burst_per_ip", "handshake-burst-per-ip", "new connections one IP may open at once [default: 200]"),
     k("limits", "max_message_bytes", "max-message-bytes", "largest message a client may send; larger closes with 1009 [default: 65536]"),
     k("limits", "messages_per_second", "messages-per-second", "messages per second one connection may send [default: 100]"),
     k("limits", "messages_burst", "messages-burst", "messages one connection may send at once [default: 200]"),
     k("limits", "send_queue", "send-queue", "messages queued for one slow client before closing it with 4004 [default: 1024]"),
-    k("limits", "handshake_timeout", "handshake-timeout", "time allowed for TLS and the HTTP upgrade [default: 10s]"),
+    k("limits", "handshake_timeout", "handshake-timeout", "time allowed for TLS, request headers and a request body [default: 10s]"),
     k("limits", "write_timeout", "write-timeout", "time allowed for one write to a client [default: 10s]"),
     k("auth", "allowed_origins", "allowed-origins", "comma-separated Origin allow-list, e.g. https://app.example.com,https://*.example.com [default: any]"),
     k("auth", "jwt_secret", "jwt-secret", "HS256 secret for client tokens"),
@@ -72,6 +82,8 @@ pub const KEYS: &[Key] = &[
     Key { switch: true, ..k("auth", "allow_anonymous", "allow-anonymous", "accept clients without a token, even when auth is configured or the listener is not loopback") },
     k("tls", "cert", "tls-cert", "PEM certificate chain; serves wss:// and https://"),
     k("tls", "key", "tls-key", "PEM private key for --tls-cert"),
+    k("proxy", "trusted", "trusted-proxies", "comma-separated CIDRs of proxies whose Forwarded/X-Forwarded-For (or PROXY header) names the client [default: none]"),
+    Key { switch: true, ..k("proxy", "protocol", "proxy-protocol", "expect a PROXY protocol v1/v2 header from peers in --trusted-proxies") },
     k("broker", "kind", "broker", "memory (one node) or redis (many nodes) [default: memory]"),
     k("broker", "redis_url", "redis-url", "Redis URL for --broker redis [default: redis://127.0.0.1:6379]"),
     k("log", "format", "log-format", "text or json [default: text]"),
@@ -88,6 +100,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
     pub tls: TlsConfig,
+    pub proxy: ProxyConfig,
     pub broker: BrokerConfig,
     pub log: LogConfig,
 }
@@ -97,7 +110,10 @@ pub struct Config {
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub echo: bool,
-    pub echo_max_message_bytes: usize,
+    /// `None`: the same as `limits.max_message_bytes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub echo_max_message_bytes: Option<usize>,
+    pub echo_max_connections: usize,
     #[serde(with = "duration")]
     pub drain_timeout: Duration,
     #[serde(with = "duration")]
@@ -111,7 +127,8 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             echo: true,
-            echo_max_message_bytes: 16 * 1024 * 1024,
+            echo_max_message_bytes: None,
+            echo_max_connections: 1000,
             drain_timeout: Duration::from_secs(10),
             drain_jitter: Duration::from_secs(5),
             node_id: None,
@@ -145,6 +162,11 @@ pub struct HistoryConfig {
     pub ttl: Duration,
     #[serde(with = "duration")]
     pub meta_ttl: Duration,
+    pub max_channel_bytes: usize,
+    pub max_bytes: usize,
+    #[serde(with = "duration")]
+    pub idempotency_window: Duration,
+    pub idempotency_max_keys: usize,
 }
 
 impl Default for HistoryConfig {
@@ -153,6 +175,10 @@ impl Default for HistoryConfig {
             size: 100,
             ttl: Duration::from_secs(600),
             meta_ttl: Duration::from_secs(24 * 3600),
+            max_channel_bytes: 1024 * 1024,
+            max_bytes: 256 * 1024 * 1024,
+            idempotency_window: Duration::from_secs(300),
+            idempotency_max_keys: 100_000,
         }
     }
 }
@@ -162,6 +188,11 @@ impl Default for HistoryConfig {
 pub struct LimitsConfig {
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    pub ipv6_prefix: u8,
+    pub max_channels: usize,
+    pub max_subscriptions: usize,
+    pub publish_rate_per_ip: f64,
+    pub publish_burst_per_ip: u32,
     pub handshake_rate_per_ip: f64,
     pub handshake_burst_per_ip: u32,
     pub max_message_bytes: usize,
@@ -179,6 +210,11 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_connections: 50_000,
             max_connections_per_ip: 5_000,
+            ipv6_prefix: 64,
+            max_channels: 100_000,
+            max_subscriptions: 1024,
+            publish_rate_per_ip: 1000.0,
+            publish_burst_per_ip: 2000,
             handshake_rate_per_ip: 100.0,
             handshake_burst_per_ip: 200,
             max_message_bytes: 64 * 1024,
@@ -219,6 +255,17 @@ pub struct TlsConfig {
     pub cert: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<PathBuf>,
+}
+
+/// Proxies in front of the node, whose word on the client's address is taken.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// CIDRs (`10.0.0.0/8`, `::1/128`, or a bare address).
+    #[serde(deserialize_with = "list::deserialize")]
+    pub trusted: Vec<String>,
+    /// Read a PROXY protocol v1/v2 header from trusted peers.
+    pub protocol: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

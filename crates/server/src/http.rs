@@ -215,7 +215,11 @@ async fn upgrade(
     let limits = &node.config.limits;
     let max_len = match endpoint {
         Endpoint::Tether => limits.max_message_bytes,
-        Endpoint::Echo => node.config.server.echo_max_message_bytes,
+        Endpoint::Echo => node
+            .config
+            .server
+            .echo_max_message_bytes
+            .unwrap_or(limits.max_message_bytes),
     };
     let builder = ServerBuilder::new()
         .limits(WsLimits::default().max_payload_len(Some(max_len)))

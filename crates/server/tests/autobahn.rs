@@ -9,7 +9,8 @@ async fn echo_passes_autobahn_cases_1_to_10() {
     let kosoku = which("kosoku").expect(
         "kosoku not found on PATH: run scripts/test (it installs it with `pip install kosoku`)",
     );
-    let server = ServerProcess::start(&[]).await;
+    // Autobahn sends messages of up to 16 MiB; /echo accepts --max-message-bytes by default.
+    let server = ServerProcess::start(&["--echo-max-message-bytes", "16777216"]).await;
     let outdir = std::env::temp_dir().join(format!("tether-autobahn-{}", std::process::id()));
     let output = tokio::process::Command::new(kosoku)
         .args(["-p", "4", "-x", "12.*", "-x", "13.*", "-o"])

@@ -264,6 +264,7 @@ mod tests {
             size,
             ttl,
             meta_ttl: Duration::from_secs(3600),
+            ..HistoryConfig::default()
         };
         (MemoryBroker::new(cfg, sink.clone()), sink)
     }
