@@ -216,6 +216,24 @@ pub async fn publish(
     res.json()
 }
 
+/// `POST /api/publish` from a chosen loopback source address.
+pub async fn publish_from(
+    source: std::net::IpAddr,
+    addr: SocketAddr,
+    channel: &str,
+    data: serde_json::Value,
+) -> serde_json::Value {
+    let body = serde_json::json!({"channel": channel, "data": data}).to_string();
+    let tcp = connect_from(source, addr).await.expect("connect");
+    let req = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let res = raw_on(tcp, req.as_bytes()).await;
+    assert_eq!(res.status, 200, "publish failed: {}", res.body);
+    res.json()
+}
+
 /// The value of a metric line (first match of `name` with all `labels`).
 pub async fn metric(addr: SocketAddr, name: &str, labels: &[(&str, &str)]) -> f64 {
     let res = request(addr, "GET", "/metrics", &[], "").await;

@@ -3,6 +3,7 @@
 //! test client speaking JSON, a raw HTTP helper, and fault-injecting proxies.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
+pub mod attack;
 pub mod http;
 pub mod process;
 pub mod proxy;
