@@ -27,6 +27,15 @@ pub struct Metrics {
     pub idle_cut_patterns: Counter,
     /// Requests or messages refused by a limit, by reason.
     pub refusals: Family<Labels, Counter>,
+    /// Channel streams the broker holds (subscribed, or with history or an
+    /// offset to remember); capped by `limits.max_channels`.
+    pub channel_streams: Gauge,
+    /// Bytes of publications held in history; capped by `history.max_bytes`.
+    pub history_bytes: Gauge,
+    /// Idempotency keys remembered; capped by `history.idempotency_max_keys`.
+    pub idempotency_keys: Gauge,
+    /// Keys forgotten before their window ended because a cap forced them out.
+    pub idempotency_evictions: Counter,
 }
 
 impl Default for Metrics {
@@ -50,6 +59,10 @@ impl Metrics {
             slow_consumers: Counter::default(),
             idle_cut_patterns: Counter::default(),
             refusals: Family::default(),
+            channel_streams: Gauge::default(),
+            history_bytes: Gauge::default(),
+            idempotency_keys: Gauge::default(),
+            idempotency_evictions: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -106,6 +119,26 @@ impl Metrics {
             "refusals",
             "Requests refused by a limit or check, by reason",
             m.refusals.clone(),
+        );
+        registry.register(
+            "channel_streams",
+            "Channel streams held in memory (subscribed, or with history or an offset to remember)",
+            m.channel_streams.clone(),
+        );
+        registry.register(
+            "history_bytes",
+            "Bytes of publications held in history",
+            m.history_bytes.clone(),
+        );
+        registry.register(
+            "idempotency_keys",
+            "Idempotency keys remembered",
+            m.idempotency_keys.clone(),
+        );
+        registry.register(
+            "idempotency_evictions",
+            "Idempotency keys forgotten before their window ended because a cap forced them out",
+            m.idempotency_evictions.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -41,7 +41,12 @@ impl Node {
         let verifier = Verifier::from_config(&config.auth)?;
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::new(metrics.clone()));
-        let memory = Arc::new(MemoryBroker::new(config.history.clone(), hub.clone()));
+        let memory = Arc::new(MemoryBroker::new(
+            config.history.clone(),
+            config.limits.max_channels,
+            hub.clone(),
+            metrics.clone(),
+        ));
         let id = config
             .server
             .node_id

@@ -75,6 +75,11 @@ pub struct Recovery {
 pub enum BrokerError {
     #[error("broker unavailable: {0}")]
     Unavailable(String),
+    /// A capacity limit (channels, history bytes, idempotency keys) was
+    /// reached: nothing was stored or delivered. Answered with
+    /// `over_capacity` (503 on the API); the client retries later.
+    #[error("{0}")]
+    OverCapacity(String),
 }
 
 /// Receives every publication for channels this node has subscribers on.
