@@ -39,10 +39,28 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("tether: {e:#}");
+            eprintln!("tether: {}", one_line(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes on one line, each cause once. `{:#}` alone
+/// repeats a cause whose text the message above it already includes
+/// (`cannot read config file F: No such file ...: No such file ...`).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(text.trim()) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn unreachable_subcommand(_: &ArgMatches) -> anyhow::Result<ExitCode> {
@@ -52,4 +70,19 @@ fn unreachable_subcommand(_: &ArgMatches) -> anyhow::Result<ExitCode> {
 /// A flag that takes a value.
 pub fn value_arg(name: &'static str, help: &'static str) -> Arg {
     Arg::new(name).long(name).help(help).action(ArgAction::Set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
+        let e = anyhow::Error::new(io).context("cannot listen on X: Address already in use");
+        assert_eq!(one_line(&e), "cannot listen on X: Address already in use");
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
+        let e = anyhow::Error::new(io).context("cannot listen on X");
+        assert_eq!(one_line(&e), "cannot listen on X: Address already in use");
+    }
 }

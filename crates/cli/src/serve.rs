@@ -66,10 +66,9 @@ pub fn run(m: &ArgMatches) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let listen = config.server.listen;
-        let server = Server::bind(config)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
+        // StartError already says what failed (and for a bind, the address);
+        // more context here would repeat it.
+        let server = Server::bind(config).await?;
         let addr = server.local_addr()?;
         tracing::info!(%addr, node = %server.node().id, "tether listening");
         println!("tether listening on {addr}");

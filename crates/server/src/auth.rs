@@ -65,8 +65,10 @@ fn matches_any(patterns: Option<&[String]>, channel: &str) -> bool {
 struct Claims {
     #[serde(default)]
     sub: Option<String>,
-    #[serde(default)]
-    exp: Option<u64>,
+    /// A JSON number of seconds since the epoch (RFC 7519 NumericDate: an
+    /// integer or not); kept as f64 so that no value can overflow here.
+    #[serde(default, deserialize_with = "numeric_date")]
+    exp: Option<f64>,
     /// Channel patterns the client may subscribe to; absent = any channel.
     #[serde(default)]
     subscribe: Option<Vec<String>>,
@@ -153,6 +155,14 @@ impl Verifier {
                 Err(AuthError::Missing)
             };
         };
+        // A JWT is base64url segments and dots. Saying so up front gives a
+        // `?token=` that percent-decoded to non-UTF-8 (now U+FFFD) or to any
+        // other non-ASCII text one clear reason.
+        if !token.is_ascii() {
+            return Err(AuthError::Malformed(
+                "a token is ASCII (base64url segments separated by dots)".into(),
+            ));
+        }
         let header = decode_header(token).map_err(|e| AuthError::Malformed(e.to_string()))?;
         // The key is chosen by our configuration, never by the token: an
         // HS256 token is checked only against the HS256 secret, so a token
@@ -177,8 +187,9 @@ impl Verifier {
             _ => AuthError::Malformed(e.to_string()),
         })?;
         let claims = data.claims;
-        let expires_at = claims.exp.map(|s| UNIX_EPOCH + Duration::from_secs(s));
-        if expires_at.is_some_and(|at| at <= SystemTime::now()) {
+        let now = SystemTime::now();
+        let expires_at = claims.exp.map(|exp| expiry(exp, now));
+        if expires_at.is_some_and(|at| at <= now) {
             return Err(AuthError::Expired);
         }
         Ok(Grant {
@@ -231,20 +242,71 @@ pub fn token_from_request(
     (header_token.or(query_token).or(proto_token), protocol)
 }
 
-/// Enough percent-decoding for a JWT in a query string.
+/// The furthest ahead a token's expiry is taken literally. A later `exp`
+/// (up to `u64::MAX` seconds, or `1e300`) means "no expiry we could ever
+/// reach" and is clamped to this, so that `expires_at` is always a time that
+/// `SystemTime` and `Instant` arithmetic can hold.
+pub const EXPIRY_HORIZON: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// When a token with `exp` (seconds since the epoch) expires, seen at `now`:
+/// never later than `now + EXPIRY_HORIZON`, and `now` when already past.
+fn expiry(exp: f64, now: SystemTime) -> SystemTime {
+    let since_epoch = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let left = exp - since_epoch;
+    // NaN (not producible from JSON, but cheap to rule out) counts as past.
+    if left.is_nan() || left <= 0.0 {
+        return now;
+    }
+    let left = Duration::try_from_secs_f64(left)
+        .unwrap_or(EXPIRY_HORIZON)
+        .min(EXPIRY_HORIZON);
+    // Cannot fail for a clock within a few centuries of today; if it ever
+    // did, treating the token as expired is the safe side.
+    now.checked_add(left).unwrap_or(now)
+}
+
+/// `exp` as any JSON number: unsigned, negative or fractional.
+fn numeric_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Num {
+        Unsigned(u64),
+        Signed(i64),
+        Float(f64),
+    }
+    Ok(Option::<Num>::deserialize(d)?.map(|n| match n {
+        Num::Unsigned(u) => u as f64,
+        Num::Signed(i) => i as f64,
+        Num::Float(f) => f,
+    }))
+}
+
+/// Enough percent-decoding for a JWT in a query string. Works on bytes, so
+/// any input is fine: a `%` followed by anything but two hex digits is kept
+/// as it is, and bytes that do not form UTF-8 become U+FFFD (which `verify`
+/// then refuses as a malformed token).
 fn percent_decode(s: &str) -> String {
+    fn hex(b: &u8) -> Option<u8> {
+        (*b as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
+    }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            if let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).and_then(hex),
+                bytes.get(i + 2).and_then(hex),
+            ) {
+                out.push(hi << 4 | lo);
                 i += 3;
                 continue;
             }
         }
-        out.push(bytes[i]);
+        out.push(b);
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
@@ -337,5 +399,61 @@ mod tests {
         assert_eq!(p.as_deref(), Some("tether"));
         let (t, _) = token_from_request(&HeaderMap::new(), Some("x=1&token=a%2Eb"));
         assert_eq!(t.as_deref(), Some("a.b"));
+    }
+
+    #[test]
+    fn percent_decoding_is_total() {
+        assert_eq!(percent_decode("a%2E"), "a.");
+        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("%4"), "%4");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        // A multi-byte character right after `%` used to be sliced mid-char.
+        assert_eq!(percent_decode("%€€"), "%€€");
+        assert_eq!(percent_decode("%4€"), "%4€");
+        // Percent-encoded bytes that are not UTF-8.
+        assert_eq!(percent_decode("%ff%fe"), "\u{fffd}\u{fffd}");
+        let v = hs_verifier();
+        for q in ["token=%€€", "token=%ff%fe.a.b", "token=%C3%A9"] {
+            let (t, _) = token_from_request(&HeaderMap::new(), Some(q));
+            assert!(
+                matches!(v.verify(t.as_deref()), Err(AuthError::Malformed(_))),
+                "{q}"
+            );
+        }
+    }
+
+    fn sign(claims: serde_json::Value) -> String {
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"k"),
+        )
+        .unwrap_or_default()
+    }
+
+    #[test]
+    fn far_future_expiry_is_clamped_to_the_horizon() {
+        let v = hs_verifier();
+        for exp in [
+            serde_json::json!(u64::MAX),
+            serde_json::json!(1e19),
+            serde_json::json!(1e300),
+            serde_json::json!(now() + 100 * 365 * 24 * 3600 + 1),
+        ] {
+            let g = v
+                .verify(Some(&sign(serde_json::json!({ "exp": exp }))))
+                .unwrap_or_else(|e| panic!("exp {exp}: {e}"));
+            let at = g.expires_at.unwrap_or(UNIX_EPOCH);
+            let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+            assert!(left <= EXPIRY_HORIZON, "exp {exp}");
+            assert!(left > EXPIRY_HORIZON - Duration::from_secs(60), "exp {exp}");
+            // What the session does with it must be representable.
+            assert!(std::time::Instant::now().checked_add(left).is_some());
+        }
+        // Fractional and negative NumericDates are numbers too.
+        let g = v.verify(Some(&sign(serde_json::json!({"exp": now() as f64 + 60.5}))));
+        assert!(g.is_ok_and(|g| g.expires_at.is_some()));
+        let neg = sign(serde_json::json!({"exp": -5}));
+        assert_eq!(v.verify(Some(&neg)).err(), Some(AuthError::Expired));
     }
 }

@@ -316,6 +316,14 @@ impl Default for LogConfig {
     }
 }
 
+/// The smallest rate (per second) a rate setting accepts: one per 1000 s.
+/// Smaller values are almost certainly a typo, and make waits overflow.
+pub const MIN_RATE: f64 = 0.001;
+
+/// The longest duration any setting accepts (one year): every duration is
+/// added to the current time somewhere, and that must not overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Why a configuration could not be used; each says what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -450,35 +458,100 @@ impl Config {
         if self.limits.max_message_bytes < 64 {
             return bad("limits.max_message_bytes must be at least 64".into());
         }
-        if self.limits.messages_per_second.is_nan()
-            || self.limits.messages_per_second <= 0.0
-            || self.limits.handshake_rate_per_ip.is_nan()
-            || self.limits.handshake_rate_per_ip <= 0.0
-        {
-            return bad(
-                "limits.messages_per_second and limits.handshake_rate_per_ip must be positive"
-                    .into(),
-            );
+        for (name, rate) in [
+            (
+                "limits.messages_per_second",
+                self.limits.messages_per_second,
+            ),
+            (
+                "limits.handshake_rate_per_ip",
+                self.limits.handshake_rate_per_ip,
+            ),
+            (
+                "limits.publish_rate_per_ip",
+                self.limits.publish_rate_per_ip,
+            ),
+        ] {
+            // `inf` and `nan` are valid TOML floats, so both can arrive from
+            // a flag or a file.
+            if !rate.is_finite() || rate < MIN_RATE {
+                return bad(format!(
+                    "{name} must be a finite number of at least {MIN_RATE} per second (one per \
+                     1000 s), not {rate}"
+                ));
+            }
+        }
+        for (name, d) in [
+            ("server.drain_timeout", self.server.drain_timeout),
+            ("server.drain_jitter", self.server.drain_jitter),
+            ("heartbeat.ping_interval", self.heartbeat.ping_interval),
+            ("heartbeat.pong_timeout", self.heartbeat.pong_timeout),
+            ("history.ttl", self.history.ttl),
+            ("history.meta_ttl", self.history.meta_ttl),
+            (
+                "history.idempotency_window",
+                self.history.idempotency_window,
+            ),
+            ("limits.handshake_timeout", self.limits.handshake_timeout),
+            ("limits.write_timeout", self.limits.write_timeout),
+        ] {
+            // Durations are added to `Instant::now()`; a value of billions of
+            // years (`--ping-interval 18446744073709551615`) would overflow.
+            if d > MAX_DURATION {
+                return bad(format!(
+                    "{name} must be at most {}d (365 days), not {}s",
+                    MAX_DURATION.as_secs() / 86_400,
+                    d.as_secs()
+                ));
+            }
+        }
+        if self.limits.ipv6_prefix > 128 {
+            return bad(format!(
+                "limits.ipv6_prefix is a prefix length, 0 to 128, not {}",
+                self.limits.ipv6_prefix
+            ));
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return bad("TLS needs both --tls-cert and --tls-key".into());
         }
-        let auth_configured = self.auth.jwt_configured() || self.auth.api_key.is_some();
-        if !self.server.listen.ip().is_loopback() && !auth_configured && !self.auth.allow_anonymous
-        {
-            return bad(format!(
-                "refusing to listen on {} without authentication: anyone who can reach it could \
-                 subscribe and publish. Configure --jwt-secret/--jwt-public-key and --api-key, \
-                 or pass --allow-anonymous if that is what you want",
-                self.server.listen
-            ));
-        }
+        self.validate_exposure()?;
         if self.broker.kind == BrokerKind::Redis {
             return bad(
                 "--broker redis is not available in this build yet; use --broker memory".into(),
             );
         }
         Ok(())
+    }
+
+    /// A listener other people can reach needs both halves of auth: JWT for
+    /// `/ws` and an API key for the publish API. Either one missing leaves
+    /// that half open to anyone, so it is refused like no auth at all,
+    /// unless `--allow-anonymous` says the openness is intended.
+    fn validate_exposure(&self) -> Result<(), ConfigError> {
+        let listen = self.server.listen;
+        if listen.ip().is_loopback() || self.auth.allow_anonymous {
+            return Ok(());
+        }
+        let why = match (self.auth.jwt_configured(), self.auth.api_key.is_some()) {
+            (true, true) => return Ok(()),
+            (false, false) => format!(
+                "refusing to listen on {listen} without authentication: anyone who can reach it \
+                 could subscribe and publish. Configure --jwt-secret/--jwt-public-key and \
+                 --api-key, or pass --allow-anonymous if that is what you want"
+            ),
+            (true, false) => format!(
+                "refusing to listen on {listen} with a JWT key but no --api-key: anyone who can \
+                 reach it could publish to any channel through POST /api/publish. Add \
+                 --api-key KEY, or pass --allow-anonymous if that is what you want"
+            ),
+            (false, true) => format!(
+                "refusing to listen on {listen} with --api-key but no JWT key: anyone who can \
+                 reach it could connect to /ws and subscribe and publish without a token. Add \
+                 --jwt-secret or --jwt-public-key, or pass --allow-anonymous if that is what \
+                 you want"
+            ),
+        };
+        Err(ConfigError::Invalid(why))
     }
 
     /// The configuration as TOML, as `--print-config` shows it (secrets masked).
@@ -613,6 +686,88 @@ mod tests {
         let mut flags = flags;
         flags.push(("allow-anonymous".to_owned(), String::new()));
         assert!(load(None, no_env, &flags).is_ok());
+    }
+
+    fn flags(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn public_bind_needs_both_halves_of_auth() {
+        let public = ("listen", "0.0.0.0:8080");
+        let jwt_only = load(None, no_env, &flags(&[public, ("jwt-secret", "s")]))
+            .unwrap_err()
+            .to_string();
+        assert!(jwt_only.contains("no --api-key"), "{jwt_only}");
+        assert!(jwt_only.contains("Add --api-key"), "{jwt_only}");
+        let rsa_only = load(
+            None,
+            no_env,
+            &flags(&[("listen", "[::]:8080"), ("jwt-public-key", "/k.pem")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(rsa_only.contains("no --api-key"), "{rsa_only}");
+        let key_only = load(None, no_env, &flags(&[public, ("api-key", "k")]))
+            .unwrap_err()
+            .to_string();
+        assert!(key_only.contains("no JWT key"), "{key_only}");
+        assert!(key_only.contains("Add --jwt-secret"), "{key_only}");
+        for err in [&jwt_only, &key_only] {
+            assert!(err.contains("--allow-anonymous"), "{err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+        let both = flags(&[public, ("jwt-secret", "s"), ("api-key", "k")]);
+        assert!(load(None, no_env, &both).is_ok());
+        for half in [("jwt-secret", "s"), ("api-key", "k")] {
+            let open = flags(&[public, half, ("allow-anonymous", "")]);
+            assert!(load(None, no_env, &open).is_ok(), "{half:?}");
+            // Loopback stays as easy as before.
+            let local = flags(&[("listen", "127.0.0.1:8080"), half]);
+            assert!(load(None, no_env, &local).is_ok(), "{half:?}");
+        }
+    }
+
+    #[test]
+    fn absurd_rates_are_refused() {
+        for key in [
+            "messages-per-second",
+            "handshake-rate-per-ip",
+            "publish-rate-per-ip",
+        ] {
+            for value in [
+                "1e-300", "1e-320", "0.0009", "0", "-1", "nan", "inf", "-inf",
+            ] {
+                let err = load(None, no_env, &flags(&[(key, value)]))
+                    .map(|_| ())
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains("at least 0.001"), "--{key} {value}: {err}");
+                assert!(err.contains(&key.replace('-', "_")), "{err}");
+            }
+            assert!(load(None, no_env, &flags(&[(key, "0.001")])).is_ok());
+            assert!(load(None, no_env, &flags(&[(key, "1e9")])).is_ok());
+        }
+    }
+
+    #[test]
+    fn absurd_durations_are_refused() {
+        for key in ["ping-interval", "history-ttl", "write-timeout"] {
+            let err = load(None, no_env, &flags(&[(key, "9223372036854775807")]))
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("must be at most 365d"), "--{key}: {err}");
+        }
+        assert!(load(None, no_env, &flags(&[("history-meta-ttl", "365d")])).is_ok());
+        let err = load(None, no_env, &flags(&[("ipv6-prefix", "129")]))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("0 to 128"), "{err}");
     }
 
     #[test]

@@ -32,13 +32,18 @@ pub struct Server {
 }
 
 /// Why the server could not start; each names what to fix.
+///
+/// Each cause appears once in `{:#}` (anyhow's chain): a variant either
+/// shows its cause in its own message or exposes it as `source()`, never
+/// both. `Auth` and `Tls` messages already name the flag and file.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen on {addr}: {source}")]
+    /// The OS error is the `source()`, printed after this by `{:#}`.
+    #[error("cannot listen on {addr}")]
     Bind { addr: SocketAddr, source: io::Error },
-    #[error("auth: {0}")]
+    #[error(transparent)]
     Auth(#[from] crate::auth::KeyError),
-    #[error("tls: {0}")]
+    #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
 }
 

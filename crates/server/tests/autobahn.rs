@@ -1,13 +1,14 @@
 //! `/echo` passes the Autobahn TestSuite cases 1–10 (run natively by the
-//! `kosoku` package from PyPI, which scripts/test installs) with zero FAILED.
+//! `kosoku` package from PyPI, which scripts/setup installs in target/kosoku-venv) with zero FAILED.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use tether_test_util::process::ServerProcess;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn echo_passes_autobahn_cases_1_to_10() {
-    let kosoku = which("kosoku").expect(
-        "kosoku not found on PATH: run scripts/test (it installs it with `pip install kosoku`)",
+    let kosoku = kosoku().expect(
+        "kosoku not found in target/kosoku-venv or on PATH: run scripts/setup (it installs \
+         the pinned version in target/kosoku-venv)",
     );
     // Autobahn sends messages of up to 16 MiB; /echo accepts --max-message-bytes by default.
     let server = ServerProcess::start(&["--echo-max-message-bytes", "16777216"]).await;
@@ -43,6 +44,17 @@ async fn echo_passes_autobahn_cases_1_to_10() {
     let _ = std::fs::remove_dir_all(&outdir);
     assert!(ok > 240, "only {ok} cases reported");
     assert!(failed.is_empty(), "FAILED cases: {failed:?}");
+}
+
+/// The pinned kosoku that scripts/setup installs in the workspace's
+/// `target/kosoku-venv` (so `cargo nextest` by hand finds it), else PATH.
+fn kosoku() -> Option<std::path::PathBuf> {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/kosoku-venv/bin/kosoku");
+    if venv.exists() {
+        return Some(venv);
+    }
+    which("kosoku")
 }
 
 fn which(name: &str) -> Option<std::path::PathBuf> {

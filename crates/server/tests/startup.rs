@@ -57,6 +57,74 @@ fn public_address_without_auth_is_refused_with_an_explanation() {
     assert!(err.contains("--allow-anonymous"), "{err}");
 }
 
+/// Runs `tether serve ARGS`, expects it to refuse to start (exit 2), and
+/// returns stderr after checking that `cause` appears in it exactly once.
+fn refused_once(args: &[&str], cause: &str) -> String {
+    let out = serve(args, &[]);
+    assert_eq!(out.status.code(), Some(2), "{args:?}");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.matches(cause).count(), 1, "{cause:?} once in:\n{err}");
+    // Log lines (the open-file limit) may come first; the refusal is one line.
+    let said: Vec<_> = err.lines().filter(|l| l.starts_with("tether: ")).collect();
+    assert_eq!(said.len(), 1, "one line:\n{err}");
+    err
+}
+
+#[test]
+fn public_address_with_half_the_auth_is_refused_once_each() {
+    let err = refused_once(
+        &["--listen", "0.0.0.0:0", "--jwt-secret", "s"],
+        "refusing to listen",
+    );
+    assert!(err.contains("Add --api-key"), "{err}");
+    let err = refused_once(
+        &["--listen", "0.0.0.0:0", "--api-key", "k"],
+        "refusing to listen",
+    );
+    assert!(
+        err.contains("Add --jwt-secret or --jwt-public-key"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_busy_port_says_address_in_use_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let err = refused_once(&["--listen", &addr], "Address already in use");
+    assert_eq!(err.matches(&addr).count(), 1, "{err}");
+}
+
+#[test]
+fn missing_files_and_bad_config_say_their_cause_once() {
+    let missing = "No such file or directory";
+    let err = refused_once(&["--config", "/nonexistent/tether.toml"], missing);
+    assert!(err.contains("/nonexistent/tether.toml"), "{err}");
+    let err = refused_once(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--jwt-public-key",
+            "/nonexistent/k.pem",
+        ],
+        missing,
+    );
+    assert!(err.contains("--jwt-public-key /nonexistent/k.pem"), "{err}");
+    let err = refused_once(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            "/nonexistent/c.pem",
+            "--tls-key",
+            "/nonexistent/k.pem",
+        ],
+        missing,
+    );
+    assert!(err.contains("--tls-cert /nonexistent/c.pem"), "{err}");
+    refused_once(&["--messages-per-second", "1e-300"], "at least 0.001");
+}
+
 #[test]
 fn bad_values_are_explained() {
     let out = serve(&["--ping-interval", "soon"], &[]);
