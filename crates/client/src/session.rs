@@ -92,10 +92,36 @@ impl Core {
         for channel in channels {
             self.send_subscribe(ws, &channel, limit).await?;
         }
+        self.expire_publishes();
         for i in 0..self.pending.len() {
             self.send_publish(ws, i, limit).await?;
         }
         Ok(())
+    }
+
+    /// Fails the unacked publishes first sent longer ago than the server
+    /// remembers idempotency keys: resent now, they could be stored twice.
+    /// Publishes never sent cannot be duplicates and stay queued.
+    fn expire_publishes(&mut self) {
+        let window = self.config.idempotency_window;
+        let now = Instant::now();
+        let expired = |p: &crate::driver::Pending| {
+            p.first_sent
+                .is_some_and(|sent| now.saturating_duration_since(sent) >= window)
+        };
+        if !self.pending.iter().any(expired) {
+            return;
+        }
+        let (gone, kept) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(expired);
+        self.pending = kept;
+        for p in Vec::from(gone) {
+            warn!(channel = %p.channel, key = %p.key, "not resending a publish past the idempotency window");
+            let _ = p
+                .reply
+                .send(Err(Error::IdempotencyWindowExpired { window }));
+        }
     }
 
     async fn send_subscribe(
@@ -128,6 +154,7 @@ impl Core {
             return Ok(());
         };
         p.sent_as = Some(id);
+        p.first_sent.get_or_insert_with(Instant::now);
         let msg = ClientMessage::Publish {
             id,
             channel: p.channel.clone(),
