@@ -552,13 +552,17 @@ impl ClientMessage {
                 let channel = f.channel(Some(id))?;
                 let recover = match f.recover {
                     None => None,
-                    Some(raw) => read::<Option<StreamPosition>>(raw).ok_or_else(|| {
-                        DecodeError::new(
-                            Some(id),
-                            ErrorCode::BadRequest,
-                            "`recover` must be {\"epoch\": string, \"offset\": integer}",
-                        )
-                    })?,
+                    // Objects only: serde also reads a struct from an array
+                    // (`["e", 41]`), which is not the documented shape.
+                    Some(raw) => read::<Option<StreamPosition>>(raw)
+                        .filter(|_| raw.get() == "null" || raw.get().starts_with('{'))
+                        .ok_or_else(|| {
+                            DecodeError::new(
+                                Some(id),
+                                ErrorCode::BadRequest,
+                                "`recover` must be {\"epoch\": string, \"offset\": integer}",
+                            )
+                        })?,
                 };
                 Ok(ClientMessage::Subscribe {
                     id,
@@ -871,6 +875,7 @@ mod tests {
             r#"{"type":"subscribe","id":3}"#,
             r#"{"type":"subscribe","id":3,"channel":"a","recover":"x"}"#,
             r#"{"type":"subscribe","id":3,"channel":"a","recover":{"epoch":"e"}}"#,
+            r#"{"type":"subscribe","id":3,"channel":"a","recover":["e",41]}"#,
             r#"{"type":"unsubscribe","id":3,"channel":""}"#,
             r#"{"type":"publish","id":3,"channel":"a","key":9}"#,
             r#"{"type":"publish","id":3,"channel":"a","data":1,"key":""}"#,
