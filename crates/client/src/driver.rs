@@ -41,6 +41,9 @@ pub(crate) struct Config {
     pub refresher: Option<TokenRefresher>,
     pub subscription_buffer: usize,
     pub connect_timeout: Duration,
+    /// How long the server remembers an idempotency key; an unacked publish
+    /// first sent longer ago than this is failed instead of resent.
+    pub idempotency_window: Duration,
     pub jitter: Jitter,
     /// Set for `wss://` URLs.
     pub tls: Option<tokio_rustls::TlsConnector>,
@@ -75,6 +78,9 @@ pub(crate) struct Pending {
     pub permit: OwnedSemaphorePermit,
     /// The request id on the current connection, once sent.
     pub sent_as: Option<u64>,
+    /// When it was first written to a connection (tokio's clock, so tests can
+    /// pause it): the server's idempotency window starts no earlier.
+    pub first_sent: Option<tokio::time::Instant>,
 }
 
 pub(crate) struct Sub {

@@ -35,6 +35,14 @@ pub enum Error {
     /// forbids it, or the attempt limit). Build a new client to try again.
     #[error("disconnected for good ({code}): {reason}")]
     Disconnected { code: u16, reason: String },
+    /// The publish was sent, its connection died before the ack, and by the
+    /// reconnect more than `window` (the client's `idempotency_window`) had
+    /// passed since it was first sent. The server remembers idempotency keys
+    /// only that long, so a resend could be stored twice: the client did not
+    /// resend it. It may or may not have been stored; check (e.g. read the
+    /// channel) before publishing it again.
+    #[error("publish not resent: its ack was lost and more than {} ms (the idempotency window) passed since it was sent, so the server could store a resend twice; it may or may not have been stored", window.as_millis())]
+    IdempotencyWindowExpired { window: std::time::Duration },
     /// The client was closed with [`Client::close`](crate::Client::close)
     /// (or every handle was dropped).
     #[error("the client is closed")]

@@ -131,7 +131,7 @@ fn refused(status: u16, head: &[u8]) -> Ended {
     let retry_after = lines
         .filter_map(|l| l.split_once(':'))
         .find(|(k, _)| k.trim().eq_ignore_ascii_case("retry-after"))
-        .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+        .and_then(|(_, v)| retry_after_secs(v.trim()))
         .map(Duration::from_secs);
     let reason = body
         .lines()
@@ -149,6 +149,16 @@ fn refused(status: u16, head: &[u8]) -> Ended {
         retry_after,
         reason,
     }
+}
+
+/// `Retry-After` in whole seconds; more digits than a u64 holds saturate (the
+/// backoff cuts any hint to `max_delay`). The HTTP-date form is not used by
+/// Tether servers and is ignored.
+fn retry_after_secs(v: &str) -> Option<u64> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(v.parse::<u64>().unwrap_or(u64::MAX))
 }
 
 /// A stream that keeps a copy of the first [`HEAD_LIMIT`] bytes it reads.
@@ -208,5 +218,29 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Recorded<S> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn retry_after(head: &str) -> Option<Duration> {
+        match refused(503, head.as_bytes()) {
+            Ended::Refused { retry_after, .. } => retry_after,
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn retry_after_is_read_and_saturates() {
+        let head = |v: &str| format!("HTTP/1.1 503 Busy\r\nRetry-After: {v}\r\n\r\nbusy\n");
+        assert_eq!(retry_after(&head("2")), Some(Duration::from_secs(2)));
+        assert_eq!(
+            retry_after(&head("99999999999999999999999")),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        assert_eq!(retry_after(&head("Wed, 21 Oct 2015 07:28:00 GMT")), None);
+        assert_eq!(retry_after(&head("-1")), None);
     }
 }

@@ -82,6 +82,7 @@ pub struct ClientBuilder {
     publish_queue: usize,
     subscription_buffer: usize,
     connect_timeout: Duration,
+    idempotency_window: Duration,
     jitter: Jitter,
     extra_roots: Vec<Vec<u8>>,
 }
@@ -152,6 +153,17 @@ impl ClientBuilder {
         self
     }
 
+    /// How long the server remembers a publish's idempotency key: set it to
+    /// match the server's `--idempotency-window`. Default 5 min (the server's
+    /// default). A publish whose ack was lost with its connection is resent
+    /// after the reconnect only while it was first sent less than this long
+    /// ago; later the server would store the resend as a new publication, so
+    /// the publish fails with [`Error::IdempotencyWindowExpired`] instead.
+    pub fn idempotency_window(mut self, d: Duration) -> Self {
+        self.idempotency_window = d;
+        self
+    }
+
     /// The randomness used for backoff jitter (uniform in `[0, 1)`); tests
     /// inject a fixed sequence. Default: `fastrand::f64`.
     pub fn jitter(mut self, jitter: impl Fn() -> f64 + Send + Sync + 'static) -> Self {
@@ -177,6 +189,7 @@ impl ClientBuilder {
             refresher: self.refresher,
             subscription_buffer: self.subscription_buffer,
             connect_timeout: self.connect_timeout,
+            idempotency_window: self.idempotency_window,
             jitter: self.jitter,
             tls,
         };
@@ -194,6 +207,9 @@ impl ClientBuilder {
         })
     }
 }
+
+/// The server's default `--idempotency-window`.
+const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(300);
 
 /// Commands from handles to the connection task. Bounded: publishes are
 /// bounded by `publish_queue` before they get here, and a full queue only
@@ -271,6 +287,7 @@ impl Client {
             publish_queue: 1024,
             subscription_buffer: 1024,
             connect_timeout: Duration::from_secs(10),
+            idempotency_window: DEFAULT_IDEMPOTENCY_WINDOW,
             jitter: Arc::new(fastrand::f64),
             extra_roots: Vec::new(),
         }
@@ -307,7 +324,9 @@ impl Client {
     ///
     /// While disconnected the publish waits in the client's bounded queue and
     /// is sent after the reconnect; an unacknowledged publish is resent with
-    /// the same idempotency key, so it is stored once. Wrap the call in a
+    /// the same idempotency key, so it is stored once — within the
+    /// server's idempotency window (see [`ClientBuilder::idempotency_window`]);
+    /// past it the publish fails with [`Error::IdempotencyWindowExpired`]. Wrap the call in a
     /// timeout to bound the wait; a publish whose caller gave up may still be
     /// delivered.
     pub async fn publish(&self, channel: &str, data: serde_json::Value) -> Result<u64, Error> {
@@ -329,6 +348,7 @@ impl Client {
             reply,
             permit,
             sent_as: None,
+            first_sent: None,
         }))
         .await?;
         answer.await.map_err(|_| self.ended())?

@@ -228,8 +228,8 @@ mod tests {
     #[test]
     fn try_again_later_hint_is_a_floor() {
         let mut p = policy(&[0.0], None);
-        let ended = closed(1013, "overloaded retry_after_ms=1500");
-        assert_eq!(delays(&mut p, 1, &ended), [MS(1500)]);
+        let ended = closed(1013, "overloaded retry_after_ms=700");
+        assert_eq!(delays(&mut p, 1, &ended), [MS(700)]);
         // A jittered delay above the floor wins.
         let mut p = policy(&[0.5], None);
         let ended = closed(1013, "overloaded retry_after_ms=10");
@@ -244,15 +244,41 @@ mod tests {
     }
 
     #[test]
+    fn hints_beyond_max_delay_are_cut_to_it() {
+        // max_delay is 1000 ms in these tests.
+        for reason in [
+            "overloaded retry_after_ms=86400000",
+            "overloaded retry_after_ms=18446744073709551615",
+            "overloaded retry_after_ms=99999999999999999999999999",
+        ] {
+            for code in [1012, 1013] {
+                let mut p = policy(&[0.0], None);
+                assert_eq!(
+                    delays(&mut p, 1, &closed(code, reason)),
+                    [MS(1000)],
+                    "{code} {reason}"
+                );
+            }
+        }
+        let mut p = policy(&[0.0], None);
+        let ended = Ended::Refused {
+            status: 503,
+            retry_after: Some(Duration::from_secs(u64::MAX)),
+            reason: "busy".into(),
+        };
+        assert_eq!(delays(&mut p, 1, &ended), [MS(1000)]);
+    }
+
+    #[test]
     fn retry_after_on_429_and_503_is_a_floor() {
         for status in [429, 503] {
             let mut p = policy(&[0.0], None);
             let ended = Ended::Refused {
                 status,
-                retry_after: Some(Duration::from_secs(2)),
+                retry_after: Some(MS(800)),
                 reason: "busy".into(),
             };
-            assert_eq!(delays(&mut p, 1, &ended), [Duration::from_secs(2)]);
+            assert_eq!(delays(&mut p, 1, &ended), [MS(800)]);
         }
     }
 

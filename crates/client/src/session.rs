@@ -92,10 +92,36 @@ impl Core {
         for channel in channels {
             self.send_subscribe(ws, &channel, limit).await?;
         }
+        self.expire_publishes();
         for i in 0..self.pending.len() {
             self.send_publish(ws, i, limit).await?;
         }
         Ok(())
+    }
+
+    /// Fails the unacked publishes first sent longer ago than the server
+    /// remembers idempotency keys: resent now, they could be stored twice.
+    /// Publishes never sent cannot be duplicates and stay queued.
+    fn expire_publishes(&mut self) {
+        let window = self.config.idempotency_window;
+        let now = Instant::now();
+        let expired = |p: &crate::driver::Pending| {
+            p.first_sent
+                .is_some_and(|sent| now.saturating_duration_since(sent) >= window)
+        };
+        if !self.pending.iter().any(expired) {
+            return;
+        }
+        let (gone, kept) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(expired);
+        self.pending = kept;
+        for p in Vec::from(gone) {
+            warn!(channel = %p.channel, key = %p.key, "not resending a publish past the idempotency window");
+            let _ = p
+                .reply
+                .send(Err(Error::IdempotencyWindowExpired { window }));
+        }
     }
 
     async fn send_subscribe(
@@ -128,6 +154,7 @@ impl Core {
             return Ok(());
         };
         p.sent_as = Some(id);
+        p.first_sent.get_or_insert_with(Instant::now);
         let msg = ClientMessage::Publish {
             id,
             channel: p.channel.clone(),
@@ -336,11 +363,17 @@ impl Core {
         if offset <= pos.offset {
             return Ok(()); // already delivered (replayed by recovery or resent)
         }
-        if offset > pos.offset + 1 {
+        // Checked: `offset > pos.offset` rules out overflow today, but the
+        // position must never wrap if that test changes. At u64::MAX (which no
+        // real channel reaches) nothing can follow, so every later offset is
+        // dropped as already delivered above.
+        let Some(expected) = pos.offset.checked_add(1) else {
+            return Ok(());
+        };
+        if offset > expected {
             return Err(Ended::Lost {
                 reason: format!(
-                    "gap in {channel:?}: expected offset {} but got {offset}; reconnecting to recover",
-                    pos.offset + 1
+                    "gap in {channel:?}: expected offset {expected} but got {offset}; reconnecting to recover"
                 ),
             });
         }
@@ -368,6 +401,19 @@ impl Core {
         }
         Ok(())
     }
+}
+
+/// The longest `ping_interval` and `pong_timeout` the client accepts from a
+/// `welcome`. Larger values are cut to it: the deadline arithmetic (`Instant`
+/// plus both) must not overflow, and a connection silent for two hours is
+/// dead whatever the server claims. Real servers use seconds (25 s and 10 s
+/// by default).
+pub(crate) const MAX_HEARTBEAT: Duration = Duration::from_secs(3600);
+
+/// The heartbeat timings from a `welcome`, each within 1 ms ..= [`MAX_HEARTBEAT`].
+pub(crate) fn heartbeat(ping_interval_ms: u64, pong_timeout_ms: u64) -> (Duration, Duration) {
+    let clamp = |ms: u64| Duration::from_millis(ms.max(1)).min(MAX_HEARTBEAT);
+    (clamp(ping_interval_ms), clamp(pong_timeout_ms))
 }
 
 /// Waits for the `welcome`; returns the server's heartbeat timings.
@@ -398,10 +444,7 @@ async fn welcome(ws: &mut Ws) -> Result<(Duration, Duration), Ended> {
                 ping_interval_ms,
                 pong_timeout_ms,
                 ..
-            }) => Ok((
-                Duration::from_millis(ping_interval_ms.max(1)),
-                Duration::from_millis(pong_timeout_ms.max(1)),
-            )),
+            }) => Ok(heartbeat(ping_interval_ms, pong_timeout_ms)),
             _ => Err(Ended::Lost {
                 reason: format!("expected a welcome, got {text:.100}"),
             }),
@@ -418,5 +461,26 @@ async fn send(ws: &mut Ws, msg: &ClientMessage, limit: Duration) -> Result<(), E
         Err(_) => Err(Ended::Lost {
             reason: format!("a write did not finish within {} ms", limit.as_millis()),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeat_from_a_welcome_is_clamped() {
+        assert_eq!(
+            heartbeat(25_000, 10_000),
+            (Duration::from_secs(25), Duration::from_secs(10))
+        );
+        assert_eq!(
+            heartbeat(0, 0),
+            (Duration::from_millis(1), Duration::from_millis(1))
+        );
+        let (ping, pong) = heartbeat(u64::MAX, u64::MAX);
+        assert_eq!((ping, pong), (MAX_HEARTBEAT, MAX_HEARTBEAT));
+        // The session's deadline arithmetic stays in range.
+        assert!(Instant::now().checked_add(ping + pong).is_some());
     }
 }

@@ -1,5 +1,6 @@
 //! A server's advised delay is a floor for the next reconnect: 1013 with
-//! `retry_after_ms`, and a 503 handshake refusal with `Retry-After`.
+//! `retry_after_ms`, and a 503 handshake refusal with `Retry-After`; a hint
+//! beyond `max_delay` is cut to it.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
 mod common;
@@ -15,10 +16,11 @@ use tokio::{
 };
 
 fn client(url: String) -> Client {
-    // Without the floor, a retry would come within 20 ms.
+    // Without the floor, the first retry would come within 20 ms (min_delay);
+    // max_delay is above every hint here (hints are cut to it).
     Client::builder(url)
         .min_delay(Duration::from_millis(20))
-        .max_delay(Duration::from_millis(20))
+        .max_delay(Duration::from_secs(10))
         .build()
         .expect("client")
 }
@@ -87,4 +89,40 @@ async fn retry_after_on_503_is_waited_out() {
         .expect("second")
         .expect("accept");
     assert!(refused_at.elapsed() >= Duration::from_millis(990));
+}
+
+#[tokio::test]
+async fn a_hint_beyond_max_delay_is_cut_to_it() {
+    let (addr, mut accepted) = scripted_server(|n| {
+        (n == 0).then(|| {
+            (
+                1013,
+                "overloaded retry_after_ms=99999999999999999999".to_owned(),
+            )
+        })
+    })
+    .await;
+    let client = Client::builder(format!("ws://{addr}/ws"))
+        .min_delay(Duration::from_millis(20))
+        .max_delay(Duration::from_millis(300))
+        .build()
+        .expect("client");
+    let mut state = client.state();
+    let waiting = wait_state(&mut state, "reconnecting", |s| {
+        matches!(s, State::Reconnecting { .. })
+    })
+    .await;
+    assert_eq!(
+        waiting,
+        State::Reconnecting {
+            attempt: 1,
+            next_delay: Duration::from_millis(300)
+        }
+    );
+    for _ in 0..2 {
+        timeout(STEP, accepted.recv())
+            .await
+            .expect("reconnected after max_delay")
+            .expect("open");
+    }
 }

@@ -37,11 +37,19 @@ impl Backoff {
     }
 
     /// The delay before retry `attempt`, given `unit` uniform in `[0, 1)`,
-    /// never below `floor` (a server's `Retry-After` or 1013 hint).
+    /// never below `floor` (a server's `Retry-After` or 1013 hint) and never
+    /// above `max_delay`: a hint beyond `max_delay` is cut to it, so a
+    /// hostile or misconfigured server cannot park a client for days.
     pub fn delay(&self, attempt: u32, unit: f64, floor: Option<Duration>) -> Duration {
-        let jittered = self.ceiling(attempt).mul_f64(unit.clamp(0.0, 1.0));
+        // `mul_f64` panics on NaN; `clamp` passes NaN through.
+        let unit = if unit.is_nan() {
+            0.0
+        } else {
+            unit.clamp(0.0, 1.0)
+        };
+        let jittered = self.ceiling(attempt).mul_f64(unit);
         match floor {
-            Some(floor) => jittered.max(floor),
+            Some(floor) => jittered.max(floor.min(self.max_delay)),
             None => jittered,
         }
     }
@@ -71,5 +79,19 @@ mod tests {
             b.delay(0, 0.0, Some(Duration::from_secs(5))),
             Duration::from_secs(5)
         );
+    }
+
+    #[test]
+    fn a_hint_beyond_max_delay_is_cut_to_it() {
+        let b = Backoff::default();
+        for hint in [
+            Duration::from_secs(31),
+            Duration::from_secs(u64::MAX),
+            Duration::MAX,
+        ] {
+            assert_eq!(b.delay(0, 0.0, Some(hint)), b.max_delay);
+            assert_eq!(b.delay(9, 0.999, Some(hint)), b.max_delay);
+        }
+        assert_eq!(b.delay(2, f64::NAN, None), Duration::ZERO);
     }
 }

@@ -160,10 +160,13 @@ impl RetryHint {
             .chars()
             .take_while(char::is_ascii_digit)
             .collect();
-        digits
-            .parse::<u64>()
-            .ok()
-            .map(|ms| RetryHint(Duration::from_millis(ms)))
+        if digits.is_empty() {
+            return None;
+        }
+        // More digits than a u64 holds is still "a very long delay" (which
+        // the backoff then cuts to its `max_delay`), not "no hint".
+        let ms = digits.parse::<u64>().unwrap_or(u64::MAX);
+        Some(RetryHint(Duration::from_millis(ms)))
     }
 }
 
@@ -207,6 +210,11 @@ mod tests {
             Some(RetryHint(Duration::from_millis(1234)))
         );
         assert_eq!(RetryHint::parse("server restarting"), None);
+        assert_eq!(RetryHint::parse("x retry_after_ms="), None);
+        assert_eq!(
+            RetryHint::parse("x retry_after_ms=99999999999999999999999"),
+            Some(RetryHint(Duration::from_millis(u64::MAX)))
+        );
     }
 
     /// The vector file is what the JS client checks its own table against.

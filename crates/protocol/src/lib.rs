@@ -12,6 +12,6 @@ pub mod message;
 pub use backoff::Backoff;
 pub use close::{CloseCode, Reconnect, RetryHint};
 pub use message::{
-    ClientMessage, DecodeError, ErrorCode, PublicationEntry, ServerMessage, StreamPosition,
-    PROTOCOL_VERSION,
+    decode_publish_body, ClientMessage, DecodeError, ErrorCode, PublicationEntry, PublishBody,
+    ServerMessage, StreamPosition, PROTOCOL_VERSION,
 };

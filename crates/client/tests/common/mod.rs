@@ -102,3 +102,61 @@ pub async fn scripted_server(
     });
     (addr, rx)
 }
+
+/// The server side of one connection to [`fake_server`].
+pub type ServerWs = tokio_websockets::WebSocketStream<tokio::net::TcpStream>;
+
+/// A `welcome` with the default heartbeat.
+pub const WELCOME: &str = r#"{"type":"welcome","client":"fake","ping_interval_ms":25000,"pong_timeout_ms":10000,"version":1}"#;
+
+/// A hand-rolled server for behaviour no real server shows (hostile or
+/// future ones): `conn(n, ws)` runs the n-th accepted connection (0-based)
+/// after the upgrade and sends whatever it likes, welcome included.
+pub async fn fake_server<F, Fut>(conn: F) -> std::net::SocketAddr
+where
+    F: Fn(usize, ServerWs) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    use tokio_websockets::ServerBuilder;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((tcp, _)) = listener.accept().await {
+            let Ok((_req, ws)) = ServerBuilder::new().accept(tcp).await else {
+                continue;
+            };
+            tokio::spawn(conn(n, ws));
+            n += 1;
+        }
+    });
+    addr
+}
+
+/// Sends one text frame.
+pub async fn send_text(ws: &mut ServerWs, text: &str) {
+    use futures_util::SinkExt;
+    let _ = ws
+        .send(tokio_websockets::Message::text(text.to_owned()))
+        .await;
+}
+
+/// The next text frame from the client as JSON; `None` when it closed.
+pub async fn recv_json(ws: &mut ServerWs) -> Option<serde_json::Value> {
+    while let Some(Ok(msg)) = ws.next().await {
+        if let Some(text) = msg.as_text() {
+            return Some(serde_json::from_str(text).expect("client sends JSON"));
+        }
+    }
+    None
+}
+
+/// Reads frames until one of type `kind` arrives; `None` when it closed.
+pub async fn recv_type(ws: &mut ServerWs, kind: &str) -> Option<serde_json::Value> {
+    loop {
+        let v = recv_json(ws).await?;
+        if v["type"] == kind {
+            return Some(v);
+        }
+    }
+}
