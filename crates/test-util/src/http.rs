@@ -298,7 +298,24 @@ pub async fn publish_from(
 /// The value of a metric line (first match of `name` with all `labels`).
 pub async fn metric(addr: SocketAddr, name: &str, labels: &[(&str, &str)]) -> f64 {
     let res = request(addr, "GET", "/metrics", &[], "").await;
-    let _ = timeout(STEP, async {}).await;
+    metric_value(&res, name, labels)
+}
+
+/// Like `metric`, scraped from `source` (when 127.0.0.1 is a trusted proxy
+/// expected to send a PROXY header, say).
+pub async fn metric_from(
+    source: std::net::IpAddr,
+    addr: SocketAddr,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    let tcp = connect_from(source, addr).await.expect("connect");
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let res = raw_on(tcp, req.as_bytes()).await;
+    metric_value(&res, name, labels)
+}
+
+fn metric_value(res: &HttpResponse, name: &str, labels: &[(&str, &str)]) -> f64 {
     res.body
         .lines()
         .filter(|l| !l.starts_with('#'))
