@@ -511,6 +511,25 @@ impl Config {
                 self.limits.ipv6_prefix
             ));
         }
+        if self.limits.publish_rate_per_ip.is_nan() || self.limits.publish_rate_per_ip <= 0.0 {
+            return bad("limits.publish_rate_per_ip must be positive".into());
+        }
+        if !(1..=128).contains(&self.limits.ipv6_prefix) {
+            return bad(format!(
+                "limits.ipv6_prefix (--ipv6-prefix) is {}; it must be 1 to 128 (64: one subscriber's network)",
+                self.limits.ipv6_prefix
+            ));
+        }
+        if let Err(e) = crate::client_addr::TrustedProxies::parse(&self.proxy.trusted) {
+            return bad(format!("proxy.trusted (--trusted-proxies): {e}"));
+        }
+        if self.proxy.protocol && self.proxy.trusted.is_empty() {
+            return bad(
+                "--proxy-protocol needs --trusted-proxies: the PROXY header is only read from \
+                 trusted peers (e.g. --trusted-proxies 10.0.0.5 for your HAProxy)"
+                    .into(),
+            );
+        }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return bad("TLS needs both --tls-cert and --tls-key".into());
         }
@@ -768,6 +787,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("0 to 128"), "{err}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_validated() {
+        let flags = vec![(
+            "trusted-proxies".to_owned(),
+            "10.0.0.0/8, 192.168.1.300".to_owned(),
+        )];
+        let err = load(None, no_env, &flags).unwrap_err().to_string();
+        assert!(
+            err.contains("192.168.1.300") && err.contains("--trusted-proxies"),
+            "{err}"
+        );
+        let flags = vec![(
+            "trusted-proxies".to_owned(),
+            "10.0.0.0/8,::1,127.0.0.1".to_owned(),
+        )];
+        let c = load(None, no_env, &flags).expect("CIDRs and bare addresses");
+        assert_eq!(c.proxy.trusted.len(), 3);
+        let flags = vec![("proxy-protocol".to_owned(), String::new())];
+        let err = load(None, no_env, &flags).unwrap_err().to_string();
+        assert!(err.contains("--trusted-proxies"), "{err}");
+        let flags = vec![("ipv6-prefix".to_owned(), "129".to_owned())];
+        let err = load(None, no_env, &flags).unwrap_err().to_string();
+        assert!(err.contains("ipv6_prefix"), "{err}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use crate::{
     auth::{self, Grant},
     handshake::{switching_protocols, validate_upgrade, Refusal},
-    limits::Denied,
+    limits::{Denied, Lane, SocketGuard},
     node::Node,
     transport::{self, websocket::Session},
 };
@@ -16,16 +16,94 @@ use axum::{
     routing::{get, post},
     Extension, Json, Router,
 };
+use bytes::Bytes;
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::{json, value::RawValue};
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 use tokio_websockets::{Config as WsConfig, Limits as WsLimits, ServerBuilder};
 use tracing::{debug, info};
 
-/// The peer's address, put into every request by the listener.
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub SocketAddr);
+/// Who sent a request, put into every request by the listener.
+#[derive(Clone)]
+pub struct PeerAddr {
+    /// The client's address: the TCP peer, or, when the peer is a trusted
+    /// proxy, the client it named (PROXY header, `Forwarded`,
+    /// `X-Forwarded-For`). Every per-address limit and log line uses it.
+    pub addr: SocketAddr,
+    /// The socket's place in the admission counts; an upgrade takes it over.
+    pub socket: Arc<SocketGuard>,
+}
+
+impl std::fmt::Debug for PeerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("PeerAddr").field(&self.addr).finish()
+    }
+}
+
+/// A request body was not received within `handshake_timeout` of its head.
+#[derive(Debug, thiserror::Error)]
+#[error("request body not received within the handshake timeout")]
+pub struct BodyTimeout;
+
+/// A request body with a deadline: once `handshake_timeout` has passed
+/// since the head arrived, reading it fails with [`BodyTimeout`], so a
+/// client that trickles or stalls its body cannot hold a socket and a
+/// handler for longer than one that stalls its headers.
+pub struct DeadlineBody {
+    inner: Incoming,
+    // Boxed, and only for bodies that have data to come (not GETs).
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl DeadlineBody {
+    pub fn new(inner: Incoming, wait: Duration) -> Self {
+        let deadline = (!inner.is_end_stream()).then(|| Box::pin(tokio::time::sleep(wait)));
+        DeadlineBody { inner, deadline }
+    }
+}
+
+impl HttpBody for DeadlineBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
+            Poll::Pending => {
+                let expired = match &mut this.deadline {
+                    Some(d) => d.as_mut().poll(cx).is_ready(),
+                    None => false,
+                };
+                if expired {
+                    Poll::Ready(Some(Err(Box::new(BodyTimeout))))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 pub fn router(node: Arc<Node>) -> Router {
     let mut router = Router::new()
@@ -73,7 +151,7 @@ fn refuse(node: &Node, peer: SocketAddr, path: &str, refusal: Refusal) -> Respon
     refusal.into_response()
 }
 
-fn denied_to_refusal(denied: Denied) -> Refusal {
+pub fn denied_to_refusal(denied: Denied) -> Refusal {
     let retry = Duration::from_secs(1) + Duration::from_millis(fastrand::u64(0..4000));
     match denied {
         Denied::NodeFull => Refusal::Unavailable {
@@ -84,6 +162,11 @@ fn denied_to_refusal(denied: Denied) -> Refusal {
         Denied::FileLimit => Refusal::Unavailable {
             reason: "file_limit",
             message: "server near its open-file limit".into(),
+            retry_after: retry,
+        },
+        Denied::EchoFull => Refusal::Unavailable {
+            reason: "echo_full",
+            message: "/echo is at its connection limit".into(),
             retry_after: retry,
         },
         Denied::IpFull => Refusal::Unavailable {
@@ -154,7 +237,7 @@ async fn ws_route(
     Extension(peer): Extension<PeerAddr>,
     req: Request,
 ) -> Response {
-    upgrade(node, peer.0, req, Endpoint::Tether).await
+    upgrade(node, peer, req, Endpoint::Tether).await
 }
 
 async fn echo_route(
@@ -162,15 +245,18 @@ async fn echo_route(
     Extension(peer): Extension<PeerAddr>,
     req: Request,
 ) -> Response {
-    upgrade(node, peer.0, req, Endpoint::Echo).await
+    upgrade(node, peer, req, Endpoint::Echo).await
 }
 
+/// Both WebSocket endpoints pass the same gate: origin, token, handshake
+/// rate and the per-address cap; `/echo` has a connection cap of its own.
 async fn upgrade(
     node: Arc<Node>,
-    peer: SocketAddr,
+    from: PeerAddr,
     mut req: Request,
     endpoint: Endpoint,
 ) -> Response {
+    let peer = from.addr;
     let path = req.uri().path().to_owned();
     let accept = match validate_upgrade(req.method(), req.headers()) {
         Ok(a) => a,
@@ -179,27 +265,23 @@ async fn upgrade(
     if node.is_draining() {
         return refuse(&node, peer, &path, draining_refusal());
     }
-    let mut protocol = None;
-    let grant = match endpoint {
-        Endpoint::Echo => Grant::anonymous(),
-        Endpoint::Tether => {
-            if let Err(r) = origin_allowed(&node.config.auth.allowed_origins, req.headers()) {
-                return refuse(&node, peer, &path, r);
-            }
-            let (token, offered) = auth::token_from_request(req.headers(), req.uri().query());
-            protocol = offered.and_then(|p| HeaderValue::from_str(&p).ok());
-            match &node.verifier {
-                None => Grant::anonymous(),
-                Some(verifier) => match verifier.verify(token.as_deref()) {
-                    Ok(grant) => grant,
-                    Err(e) => {
-                        return refuse(&node, peer, &path, Refusal::Unauthorized(e.to_string()))
-                    }
-                },
-            }
-        }
+    if let Err(r) = origin_allowed(&node.config.auth.allowed_origins, req.headers()) {
+        return refuse(&node, peer, &path, r);
+    }
+    let (token, offered) = auth::token_from_request(req.headers(), req.uri().query());
+    let protocol = offered.and_then(|p| HeaderValue::from_str(&p).ok());
+    let grant = match &node.verifier {
+        None => Grant::anonymous(),
+        Some(verifier) => match verifier.verify(token.as_deref()) {
+            Ok(grant) => grant,
+            Err(e) => return refuse(&node, peer, &path, Refusal::Unauthorized(e.to_string())),
+        },
     };
-    let permit = match node.admission.admit(peer.ip()) {
+    let lane = match endpoint {
+        Endpoint::Tether => Lane::Tether,
+        Endpoint::Echo => Lane::Echo,
+    };
+    let permit = match node.admission.admit_on(peer.ip(), Some(&from.socket), lane) {
         Ok(p) => p,
         Err(denied) => return refuse(&node, peer, &path, denied_to_refusal(denied)),
     };
@@ -296,14 +378,45 @@ struct PublishBody {
     key: Option<String>,
 }
 
+/// Whether `err` (from reading a body) is the body deadline.
+fn is_body_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.is::<BodyTimeout>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
 async fn publish_route(
     State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    Extension(peer): Extension<PeerAddr>,
+    req: Request,
 ) -> Response {
-    if let Err(r) = check_api_key(&node, &headers) {
+    if let Err(r) = check_api_key(&node, req.headers()) {
         return *r;
     }
+    // Counted per client address before the body is read, so a flood costs
+    // the server a header parse per request and nothing more.
+    if let Err(wait) = node.admission.take_publish(peer.addr.ip()) {
+        node.metrics.refusal("publish_rate");
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let mut res = api_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            &format!("too many publishes from your address; retry in {secs} s"),
+        );
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return res;
+    }
+    let limit = node.config.limits.max_message_bytes + 1024;
+    let body = match axum::body::to_bytes(req.into_body(), limit).await {
+        Ok(b) => b,
+        Err(e) => return body_error(&node, peer.addr, &e),
+    };
     let body: PublishBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
@@ -314,8 +427,14 @@ async fn publish_route(
             )
         }
     };
-    if let Err(m) = tether_protocol::message::validate_channel(&body.channel) {
-        return api_error(StatusCode::BAD_REQUEST, "invalid_channel", &m);
+    // The same check as a WebSocket `publish`.
+    if let Err((code, message)) = tether_protocol::message::validate_publish(
+        &body.channel,
+        &body.data,
+        body.key.as_deref(),
+        node.config.limits.max_message_bytes,
+    ) {
+        return api_error(StatusCode::BAD_REQUEST, code.as_str(), &message);
     }
     match node
         .broker
@@ -334,6 +453,43 @@ async fn publish_route(
             &e.to_string(),
         ),
     }
+}
+
+/// A body that could not be read: too slow (408, and the connection is
+/// closed so its socket is freed), too large (413), or broken (400).
+fn body_error(node: &Node, peer: SocketAddr, err: &axum::Error) -> Response {
+    if is_body_timeout(err) {
+        node.metrics.refusal("body_timeout");
+        info!(%peer, "request body not received within the handshake timeout; closing");
+        let mut res = api_error(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "request body not received in time",
+        );
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return res;
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if e.is::<http_body_util::LengthLimitError>() {
+            node.metrics.refusal("body_too_large");
+            let mut res = api_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "bad_request",
+                "request body too large (limit: --max-message-bytes plus 1 KiB)",
+            );
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return res;
+        }
+        cur = e.source();
+    }
+    api_error(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        &format!("cannot read the request body: {err}"),
+    )
 }
 
 async fn stats_route(State(node): State<Arc<Node>>, headers: HeaderMap) -> Response {

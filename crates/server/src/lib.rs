@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod client_addr;
 pub mod config;
 pub mod fdlimit;
 pub mod handshake;
@@ -17,6 +18,7 @@ pub mod listener;
 pub mod metrics;
 pub mod node;
 pub mod outbox;
+pub mod proxy_protocol;
 pub mod tls;
 pub mod transport;
 

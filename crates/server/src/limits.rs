@@ -1,6 +1,10 @@
-//! Admission limits: connection caps (global, per IP, and the open-file
-//! budget), the per-IP handshake token bucket, and the per-connection message
-//! bucket.
+//! Admission limits: connection caps (global, per client address, `/echo`'s,
+//! and the open-file budget), the per-address handshake and API-publish token
+//! buckets, and the per-connection message bucket.
+//!
+//! Per address means per [`Admission::key`]: IPv4 addresses as they are,
+//! IPv6 by `ipv6_prefix`. Every socket counts under its address from accept
+//! on, HTTP or WebSocket; an upgraded socket is one place, not two.
 //!
 //! Everything here refuses *new* work; nothing here ever touches a
 //! connection that is already established, so overload degrades into
@@ -12,7 +16,7 @@ use std::{
     collections::HashMap,
     net::IpAddr,
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
     time::{Duration, Instant},
@@ -85,25 +89,51 @@ impl TokenBucket {
 pub enum Denied {
     /// The node holds `max_connections`.
     NodeFull,
+    /// `/echo` holds `echo_max_connections`.
+    EchoFull,
     /// The process is near its open-file limit.
     FileLimit,
-    /// This IP holds `max_connections_per_ip`.
+    /// This address holds `max_connections_per_ip` sockets.
     IpFull,
-    /// This IP opened connections faster than its bucket allows.
+    /// This address opened connections faster than its bucket allows.
     HandshakeRate { retry_after: Duration },
 }
 
-struct IpState {
-    connections: usize,
-    bucket: TokenBucket,
+/// Which WebSocket endpoint a connection is for: `/echo` has a cap of its
+/// own, so diagnosis traffic cannot crowd out `/ws` and the other way round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Tether,
+    Echo,
 }
 
-/// Counts connections and handshakes and decides admission.
+/// What one client address (see [`crate::client_addr::group`]) holds.
+struct IpState {
+    /// Sockets from this address: HTTP connections in any stage plus
+    /// WebSocket connections. An upgraded socket is counted once.
+    held: usize,
+    bucket: TokenBucket,
+    /// `POST /api/publish` bucket, created on first use.
+    publish: Option<TokenBucket>,
+}
+
+impl IpState {
+    fn is_idle(&mut self, now: Instant) -> bool {
+        self.held == 0
+            && self.bucket.is_full(now)
+            && self.publish.as_mut().is_none_or(|b| b.is_full(now))
+    }
+}
+
+/// Counts sockets, connections and handshakes and decides admission.
 pub struct Admission {
     cfg: LimitsConfig,
-    /// Established WebSocket connections.
+    echo_max_connections: usize,
+    /// Established WebSocket connections (`/ws` and `/echo`).
     connections: AtomicUsize,
-    /// Open TCP sockets (accepted, any stage), against the file budget.
+    /// Of which on `/echo`.
+    echo_connections: AtomicUsize,
+    /// Open TCP sockets not (yet) upgraded, against the file budget.
     sockets: AtomicUsize,
     /// Sockets the process may hold before refusing new handshakes.
     socket_budget: usize,
@@ -111,28 +141,69 @@ pub struct Admission {
 }
 
 impl Admission {
-    pub fn new(cfg: LimitsConfig, socket_budget: usize) -> Arc<Self> {
+    pub fn new(cfg: LimitsConfig, echo_max_connections: usize, socket_budget: usize) -> Arc<Self> {
         Arc::new(Admission {
             cfg,
+            echo_max_connections,
             connections: AtomicUsize::new(0),
+            echo_connections: AtomicUsize::new(0),
             sockets: AtomicUsize::new(0),
             socket_budget,
             per_ip: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Registers an accepted TCP socket for as long as the guard lives.
-    pub fn socket(self: &Arc<Self>) -> SocketGuard {
+    /// The key `ip` is counted under (IPv6 grouped by `ipv6_prefix`).
+    pub fn key(&self, ip: IpAddr) -> IpAddr {
+        crate::client_addr::group(ip, self.cfg.ipv6_prefix)
+    }
+
+    fn new_state(&self, now: Instant) -> IpState {
+        IpState {
+            held: 0,
+            bucket: TokenBucket::new(
+                self.cfg.handshake_rate_per_ip,
+                self.cfg.handshake_burst_per_ip,
+                now,
+            ),
+            publish: None,
+        }
+    }
+
+    /// Registers an accepted TCP socket, counted globally (file budget)
+    /// and, when `client` is given, against that address's cap. `None` is
+    /// for sockets from a trusted proxy whose client is not known yet (or
+    /// is only named per request, by `X-Forwarded-For`): counting them
+    /// under the proxy's address would lump every client behind it together.
+    pub fn socket(self: &Arc<Self>, client: Option<IpAddr>) -> Result<SocketGuard, Denied> {
+        let mut guard = SocketGuard {
+            admission: self.clone(),
+            key: None,
+            transferred: AtomicBool::new(false),
+        };
         self.sockets.fetch_add(1, Ordering::AcqRel);
-        SocketGuard(self.clone())
+        if let Some(ip) = client {
+            guard.assign(ip)?;
+        }
+        Ok(guard)
     }
 
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Acquire)
     }
 
+    pub fn echo_connections(&self) -> usize {
+        self.echo_connections.load(Ordering::Acquire)
+    }
+
     pub fn sockets(&self) -> usize {
         self.sockets.load(Ordering::Acquire)
+    }
+
+    /// Sockets held by the address `ip` belongs to (HTTP and WebSocket).
+    pub fn held_by(&self, ip: IpAddr) -> usize {
+        let key = self.key(ip);
+        self.per_ip.lock().get(&key).map_or(0, |s| s.held)
     }
 
     /// Whether the open sockets (handshaking or upgraded) have reached the
@@ -141,78 +212,168 @@ impl Admission {
         self.sockets() + self.connections() > self.socket_budget
     }
 
-    /// Admits one WebSocket connection from `ip`, or says why not.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionPermit, Denied> {
-        if self.over_file_budget() {
-            return Err(Denied::FileLimit);
-        }
-        if self.connections() >= self.cfg.max_connections {
-            return Err(Denied::NodeFull);
-        }
-        let now = Instant::now();
+    /// Takes one place for `key` if it has room.
+    fn hold(&self, key: IpAddr) -> Result<(), Denied> {
         let mut map = self.per_ip.lock();
-        let state = map.entry(ip).or_insert_with(|| IpState {
-            connections: 0,
-            bucket: TokenBucket::new(
-                self.cfg.handshake_rate_per_ip,
-                self.cfg.handshake_burst_per_ip,
-                now,
-            ),
-        });
-        if state.connections >= self.cfg.max_connections_per_ip {
+        let state = map
+            .entry(key)
+            .or_insert_with(|| self.new_state(Instant::now()));
+        if state.held >= self.cfg.max_connections_per_ip {
             return Err(Denied::IpFull);
         }
-        state
-            .bucket
-            .take(now)
-            .map_err(|retry_after| Denied::HandshakeRate { retry_after })?;
-        state.connections += 1;
-        self.connections.fetch_add(1, Ordering::AcqRel);
-        Ok(ConnectionPermit {
-            admission: self.clone(),
-            ip,
-        })
+        state.held += 1;
+        Ok(())
     }
 
-    fn release(&self, ip: IpAddr) {
-        self.connections.fetch_sub(1, Ordering::AcqRel);
+    fn unhold(&self, key: IpAddr) {
         let mut map = self.per_ip.lock();
         let now = Instant::now();
-        if let Some(state) = map.get_mut(&ip) {
-            state.connections = state.connections.saturating_sub(1);
-            // Forget idle IPs whose bucket has refilled, so the map stays small.
-            if state.connections == 0 && state.bucket.is_full(now) {
-                map.remove(&ip);
+        if let Some(state) = map.get_mut(&key) {
+            state.held = state.held.saturating_sub(1);
+            // Forget idle addresses whose buckets have refilled, so the map stays small.
+            if state.is_idle(now) {
+                map.remove(&key);
             }
         }
     }
 
-    /// Drops per-IP entries that hold nothing; called periodically.
+    /// Admits one `/ws` connection from `ip` (no socket to take over; for
+    /// tests and transports that have none).
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionPermit, Denied> {
+        self.admit_on(ip, None, Lane::Tether)
+    }
+
+    /// Admits one WebSocket connection from client `ip` on `lane`, or says
+    /// why not. When `socket` is the connection's own socket and is already
+    /// counted under the same address, the connection takes its place over
+    /// (one socket, counted once); otherwise it takes a place of its own.
+    pub fn admit_on(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        socket: Option<&SocketGuard>,
+        lane: Lane,
+    ) -> Result<ConnectionPermit, Denied> {
+        if self.over_file_budget() {
+            return Err(Denied::FileLimit);
+        }
+        let echo = self.echo_connections();
+        match lane {
+            Lane::Tether if self.connections().saturating_sub(echo) >= self.cfg.max_connections => {
+                return Err(Denied::NodeFull)
+            }
+            Lane::Echo if echo >= self.echo_max_connections => return Err(Denied::EchoFull),
+            _ => {}
+        }
+        let key = self.key(ip);
+        let takes_over = socket.is_some_and(|s| s.key == Some(key));
+        let now = Instant::now();
+        {
+            let mut map = self.per_ip.lock();
+            let state = map.entry(key).or_insert_with(|| self.new_state(now));
+            if !takes_over && state.held >= self.cfg.max_connections_per_ip {
+                return Err(Denied::IpFull);
+            }
+            state
+                .bucket
+                .take(now)
+                .map_err(|retry_after| Denied::HandshakeRate { retry_after })?;
+            // Taking over must happen under the lock, so the place is
+            // never counted twice nor dropped in between.
+            let took_over =
+                takes_over && socket.is_some_and(|s| !s.transferred.swap(true, Ordering::AcqRel));
+            if !took_over {
+                state.held += 1;
+            }
+        }
+        self.connections.fetch_add(1, Ordering::AcqRel);
+        if lane == Lane::Echo {
+            self.echo_connections.fetch_add(1, Ordering::AcqRel);
+        }
+        Ok(ConnectionPermit {
+            admission: self.clone(),
+            key,
+            lane,
+        })
+    }
+
+    /// Takes one token from `ip`'s `POST /api/publish` bucket, or says how
+    /// long until one is free.
+    pub fn take_publish(&self, ip: IpAddr) -> Result<(), Duration> {
+        let key = self.key(ip);
+        let now = Instant::now();
+        let mut map = self.per_ip.lock();
+        let state = map.entry(key).or_insert_with(|| self.new_state(now));
+        state
+            .publish
+            .get_or_insert_with(|| {
+                TokenBucket::new(
+                    self.cfg.publish_rate_per_ip,
+                    self.cfg.publish_burst_per_ip,
+                    now,
+                )
+            })
+            .take(now)
+    }
+
+    fn release(&self, key: IpAddr, lane: Lane) {
+        self.connections.fetch_sub(1, Ordering::AcqRel);
+        if lane == Lane::Echo {
+            self.echo_connections.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.unhold(key);
+    }
+
+    /// Drops per-address entries that hold nothing; called periodically.
     pub fn sweep(&self) {
         let now = Instant::now();
-        self.per_ip
-            .lock()
-            .retain(|_, s| s.connections > 0 || !s.bucket.is_full(now));
+        self.per_ip.lock().retain(|_, s| !s.is_idle(now));
     }
 }
 
 /// Holds one established connection's place; released on drop.
 pub struct ConnectionPermit {
     admission: Arc<Admission>,
-    ip: IpAddr,
+    key: IpAddr,
+    lane: Lane,
 }
 
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
-        self.admission.release(self.ip);
+        self.admission.release(self.key, self.lane);
     }
 }
 
-pub struct SocketGuard(Arc<Admission>);
+/// One accepted socket's place: globally always, and under its client
+/// address once that is known. Released on drop, except for a place a
+/// WebSocket connection took over.
+pub struct SocketGuard {
+    admission: Arc<Admission>,
+    key: Option<IpAddr>,
+    transferred: AtomicBool,
+}
+
+impl SocketGuard {
+    /// Counts this socket under client `ip` from now on (once the PROXY
+    /// header has named it). Refused when that address is at its cap.
+    pub fn assign(&mut self, ip: IpAddr) -> Result<(), Denied> {
+        if self.key.is_some() {
+            return Ok(());
+        }
+        let key = self.admission.key(ip);
+        self.admission.hold(key)?;
+        self.key = Some(key);
+        Ok(())
+    }
+}
 
 impl Drop for SocketGuard {
     fn drop(&mut self) {
-        self.0.sockets.fetch_sub(1, Ordering::AcqRel);
+        self.admission.sockets.fetch_sub(1, Ordering::AcqRel);
+        if let Some(key) = self.key {
+            if !self.transferred.load(Ordering::Acquire) {
+                self.admission.unhold(key);
+            }
+        }
     }
 }
 
@@ -276,7 +437,7 @@ mod tests {
 
     #[test]
     fn per_ip_and_global_caps() {
-        let a = Admission::new(cfg(), 1000);
+        let a = Admission::new(cfg(), 1, 1000);
         let ip1: IpAddr = [10, 0, 0, 1].into();
         let ip2: IpAddr = [10, 0, 0, 2].into();
         let p1 = a.admit(ip1).expect("first");
@@ -293,7 +454,7 @@ mod tests {
         let mut c = cfg();
         c.max_connections_per_ip = 100;
         c.max_connections = 100;
-        let a = Admission::new(c, 1000);
+        let a = Admission::new(c, 1, 1000);
         let ip: IpAddr = [10, 0, 0, 1].into();
         let _a = a.admit(ip).expect("1");
         let _b = a.admit(ip).expect("2");
@@ -302,9 +463,80 @@ mod tests {
 
     #[test]
     fn socket_budget_refuses_before_the_file_limit() {
-        let a = Admission::new(cfg(), 1);
-        let _s1 = a.socket();
-        let _s2 = a.socket();
+        let a = Admission::new(cfg(), 1, 1);
+        let _s1 = a.socket(None).expect("s1");
+        let _s2 = a.socket(None).expect("s2");
         assert_eq!(a.admit([10, 0, 0, 1].into()).err(), Some(Denied::FileLimit));
+    }
+
+    #[test]
+    fn sockets_count_per_address_and_an_upgrade_counts_once() {
+        let a = Admission::new(cfg(), 1, 1000);
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let s1 = a.socket(Some(ip)).expect("first socket");
+        let _s2 = a.socket(Some(ip)).expect("second socket");
+        assert_eq!(a.socket(Some(ip)).err().map(|_| ()), Some(()));
+        // Another address is unaffected.
+        let _other = a.socket(Some([10, 0, 0, 2].into())).expect("other address");
+        // Upgrading s1 takes its place over: still two held, no refusal.
+        let permit = a.admit_on(ip, Some(&s1), Lane::Tether).expect("upgrade");
+        assert_eq!(a.held_by(ip), 2);
+        drop(s1);
+        assert_eq!(a.held_by(ip), 2, "the connection keeps the socket's place");
+        drop(permit);
+        assert_eq!(a.held_by(ip), 1);
+        // An unkeyed socket (a trusted proxy's) counts nowhere per address.
+        let proxied = a.socket(None).expect("proxy socket");
+        let _p = a
+            .admit_on(ip, Some(&proxied), Lane::Tether)
+            .expect("room for one more");
+        assert_eq!(a.held_by(ip), 2);
+        assert_eq!(
+            a.admit_on(ip, Some(&proxied), Lane::Tether).err(),
+            Some(Denied::IpFull)
+        );
+    }
+
+    #[test]
+    fn echo_has_its_own_cap() {
+        let mut c = cfg();
+        c.max_connections_per_ip = 100;
+        c.handshake_burst_per_ip = 100;
+        let a = Admission::new(c, 1, 1000);
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let _e = a.admit_on(ip, None, Lane::Echo).expect("echo");
+        assert_eq!(
+            a.admit_on(ip, None, Lane::Echo).err(),
+            Some(Denied::EchoFull)
+        );
+        let _w: Vec<_> = (0..3)
+            .map(|_| a.admit(ip).expect("ws unaffected"))
+            .collect();
+        assert_eq!(a.admit(ip).err(), Some(Denied::NodeFull));
+    }
+
+    #[test]
+    fn ipv6_addresses_share_their_prefix() {
+        let mut c = cfg();
+        c.max_connections_per_ip = 1;
+        let a = Admission::new(c, 1, 1000);
+        let _s = a
+            .socket(Some("2001:db8::1".parse().unwrap()))
+            .expect("first");
+        assert!(a.socket(Some("2001:db8::ffff:2".parse().unwrap())).is_err());
+        assert!(a.socket(Some("2001:db8:0:1::1".parse().unwrap())).is_ok());
+    }
+
+    #[test]
+    fn publish_bucket_per_address() {
+        let mut c = cfg();
+        c.publish_rate_per_ip = 1.0;
+        c.publish_burst_per_ip = 2;
+        let a = Admission::new(c, 1, 1000);
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        assert!(a.take_publish(ip).is_ok());
+        assert!(a.take_publish(ip).is_ok());
+        assert!(a.take_publish(ip).is_err());
+        assert!(a.take_publish([10, 0, 0, 2].into()).is_ok());
     }
 }

@@ -1,22 +1,30 @@
 //! The listener: accepts TCP connections, serves HTTP/1.1 on each (with the
 //! upgrade to WebSocket), and runs the graceful drain.
 //!
-//! Near the open-file limit a new socket is answered with a raw 503 and
-//! closed at once, so the node keeps a descriptor to say "try later" with
-//! and never fails the connections it already holds.
+//! Every accepted socket is counted from accept on: globally (the open-file
+//! budget) and under its client address (`max_connections_per_ip`). Near the
+//! open-file limit, or when its address is at its cap, a new socket is
+//! answered with a raw 503 and closed at once, so the node keeps a
+//! descriptor to say "try later" with and never fails the connections it
+//! already holds. With `--proxy-protocol`, trusted peers' sockets start with
+//! a PROXY header, read here before TLS and HTTP.
 
 use crate::{
+    client_addr::TrustedProxies,
     config::Config,
     fdlimit,
-    http::{router, PeerAddr},
+    handshake::Refusal,
+    http::{denied_to_refusal, router, DeadlineBody, PeerAddr},
+    limits::{Denied, SocketGuard},
     node::Node,
+    proxy_protocol::{self, Source},
 };
 use axum::body::Body;
 use hyper::{body::Incoming, server::conn::http1, service::service_fn, Request};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::{
-    io::AsyncWriteExt,
+    io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     time::timeout,
 };
@@ -29,6 +37,7 @@ pub struct Server {
     node: Arc<Node>,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
+    trusted: Arc<TrustedProxies>,
 }
 
 /// Why the server could not start; each names what to fix.
@@ -45,6 +54,8 @@ pub enum StartError {
     Auth(#[from] crate::auth::KeyError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error("--trusted-proxies: {0}")]
+    TrustedProxies(String),
 }
 
 impl Server {
@@ -53,6 +64,8 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         let limit = fdlimit::raise_to_hard_limit();
         let tls = crate::tls::acceptor(&config.tls)?;
+        let trusted =
+            TrustedProxies::parse(&config.proxy.trusted).map_err(StartError::TrustedProxies)?;
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -62,6 +75,7 @@ impl Server {
             node,
             listener,
             tls,
+            trusted: Arc::new(trusted),
         })
     }
 
@@ -85,8 +99,14 @@ impl Server {
             node,
             listener,
             tls,
+            trusted,
         } = self;
-        let app = router(node.clone());
+        let edge = Arc::new(Edge {
+            node: node.clone(),
+            app: router(node.clone()),
+            tls,
+            trusted,
+        });
         let sweeper = tokio::spawn({
             let node = node.clone();
             async move {
@@ -102,7 +122,7 @@ impl Server {
             tokio::select! {
                 () = &mut signal => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((tcp, peer)) => accept(&node, &app, tls.as_ref(), tcp, peer),
+                    Ok((tcp, peer)) => accept(&edge, tcp, peer),
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
                         warn!(error = %e, "accept failed");
@@ -132,62 +152,130 @@ impl Server {
     }
 }
 
-fn accept(
-    node: &Arc<Node>,
-    app: &axum::Router,
-    tls: Option<&TlsAcceptor>,
-    tcp: TcpStream,
-    peer: SocketAddr,
-) {
-    let socket = node.admission.socket();
+/// What every connection task needs besides the node.
+struct Edge {
+    node: Arc<Node>,
+    app: axum::Router,
+    tls: Option<TlsAcceptor>,
+    trusted: Arc<TrustedProxies>,
+}
+
+fn accept(edge: &Arc<Edge>, tcp: TcpStream, peer: SocketAddr) {
+    let node = &edge.node;
+    // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d.
+    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+    // Counted globally at once, so the budget check sees this socket too.
+    let Ok(mut socket) = node.admission.socket(None) else {
+        return;
+    };
     if node.admission.over_file_budget() {
-        node.metrics.handshake("file_limit");
-        node.tasks.spawn(refuse_raw(tcp, peer));
+        let refusal = denied_to_refusal(Denied::FileLimit);
+        node.metrics.handshake(refusal.outcome());
+        node.tasks.spawn(refuse_raw(tcp, peer, refusal, socket));
         return;
     }
+    let trusted = edge.trusted.contains(peer.ip());
+    // A trusted proxy's socket is not counted under the proxy's address:
+    // that would put every client behind it under one cap. Its client is
+    // counted once known (PROXY header below, or per upgrade from
+    // X-Forwarded-For/Forwarded).
+    if !trusted {
+        if let Err(denied) = socket.assign(peer.ip()) {
+            let refusal = denied_to_refusal(denied);
+            node.metrics.handshake(refusal.outcome());
+            node.tasks.spawn(refuse_raw(tcp, peer, refusal, socket));
+            return;
+        }
+    }
     let _ = tcp.set_nodelay(true);
-    let node = node.clone();
-    let app = app.clone();
-    let tls = tls.cloned();
+    let edge = edge.clone();
     node.clone().tasks.spawn(async move {
-        let _socket = socket;
-        match tls {
-            None => serve_http(node, app, tcp, peer).await,
-            Some(acceptor) => {
-                // The handshake timeout covers TLS too: a peer that stalls
-                // mid-handshake holds a socket, so it gets the same budget.
-                match timeout(node.config.limits.handshake_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => serve_http(node, app, stream, peer).await,
-                    Ok(Err(e)) => info!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => info!(%peer, "handshake timed out during TLS"),
+        if !(trusted && edge.node.config.proxy.protocol) {
+            return serve(edge, tcp, peer, socket).await;
+        }
+        let wait = edge.node.config.limits.handshake_timeout;
+        match timeout(wait, proxy_protocol::read_header(tcp)).await {
+            Ok(Ok((source, stream))) => {
+                let client = match source {
+                    Source::Client(c) => SocketAddr::new(c.ip().to_canonical(), c.port()),
+                    Source::Local => peer,
+                };
+                if !edge.trusted.contains(client.ip()) {
+                    if let Err(denied) = socket.assign(client.ip()) {
+                        let refusal = denied_to_refusal(denied);
+                        edge.node.metrics.handshake(refusal.outcome());
+                        return refuse_raw(stream, client, refusal, socket).await;
+                    }
                 }
+                serve(edge, stream, client, socket).await
+            }
+            Ok(Err(e)) => {
+                edge.node.metrics.refusal("proxy_header");
+                warn!(%peer, error = %e, "dropping a connection from a trusted proxy: --proxy-protocol is on and it sent no valid PROXY header");
+            }
+            Err(_) => {
+                edge.node.metrics.refusal("proxy_header");
+                warn!(%peer, "dropping a connection from a trusted proxy: --proxy-protocol is on and no PROXY header arrived within the handshake timeout");
             }
         }
     });
 }
 
-/// Serves HTTP/1.1 (with upgrades) on one accepted stream.
-async fn serve_http<I>(node: Arc<Node>, app: axum::Router, io: I, peer: SocketAddr)
+/// Serves one stream whose connection-level client is `client` (the peer,
+/// or what its PROXY header said): TLS first when configured, then HTTP.
+async fn serve<I>(edge: Arc<Edge>, io: I, client: SocketAddr, socket: SocketGuard)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    {
-        let service = service_fn(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(PeerAddr(peer));
-            app.clone().oneshot(req.map(Body::new))
-        });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(node.config.limits.handshake_timeout)
-            .serve_connection(TokioIo::new(io), service)
-            .with_upgrades();
-        tokio::pin!(conn);
-        tokio::select! {
-            res = conn.as_mut() => log_conn_end(peer, res),
-            () = node.shutdown.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                let _ = timeout(Duration::from_secs(2), conn).await;
+    let socket = Arc::new(socket);
+    match edge.tls.clone() {
+        None => serve_http(edge, io, client, socket).await,
+        Some(acceptor) => {
+            // The handshake timeout covers TLS too: a peer that stalls
+            // mid-handshake holds a socket, so it gets the same budget.
+            let wait = edge.node.config.limits.handshake_timeout;
+            match timeout(wait, acceptor.accept(io)).await {
+                Ok(Ok(stream)) => serve_http(edge, stream, client, socket).await,
+                Ok(Err(e)) => info!(peer = %client, error = %e, "TLS handshake failed"),
+                Err(_) => info!(peer = %client, "handshake timed out during TLS"),
             }
+        }
+    }
+}
+
+/// Serves HTTP/1.1 (with upgrades) on one accepted stream.
+///
+/// Time bounds, all `handshake_timeout`: the request head (and, because
+/// hyper starts that timer whenever it waits for a head, an idle keep-alive
+/// socket between requests), and each request body ([`DeadlineBody`]).
+async fn serve_http<I>(edge: Arc<Edge>, io: I, client: SocketAddr, socket: Arc<SocketGuard>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let wait = edge.node.config.limits.handshake_timeout;
+    let app = edge.app.clone();
+    let trusted = edge.trusted.clone();
+    let service = service_fn(move |req: Request<Incoming>| {
+        // Headers only count when the hop that sent them is trusted.
+        let addr = trusted.client(client, req.headers());
+        let mut req = req.map(|body| Body::new(DeadlineBody::new(body, wait)));
+        req.extensions_mut().insert(PeerAddr {
+            addr,
+            socket: socket.clone(),
+        });
+        app.clone().oneshot(req)
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(wait)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => log_conn_end(client, res),
+        () = edge.node.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = timeout(Duration::from_secs(2), conn).await;
         }
     }
 }
@@ -195,21 +283,53 @@ where
 fn log_conn_end(peer: SocketAddr, res: Result<(), hyper::Error>) {
     if let Err(e) = res {
         if e.is_timeout() {
-            info!(%peer, "handshake timed out: request headers not received in time");
+            info!(%peer, "connection closed: no request head within the handshake timeout (slow or idle client)");
         } else {
             tracing::debug!(%peer, error = %e, "http connection ended with an error");
         }
     }
 }
 
-/// Answers a socket the node has no room for with a 503 and closes it.
-async fn refuse_raw(mut tcp: TcpStream, peer: SocketAddr) {
-    info!(%peer, status = 503, reason = "server near its open-file limit", "handshake refused");
-    let body = "server near its open-file limit; retry in 2 s\n";
+/// Answers a socket the node has no room for with a short 503 and closes
+/// it, holding its place (`_socket`) until then. Nothing of the request is
+/// parsed; what the client sent is read and discarded for a moment after
+/// the answer, because closing with unread data makes the kernel send a
+/// reset that can destroy the answer before the client reads it.
+async fn refuse_raw<I>(mut io: I, peer: SocketAddr, refusal: Refusal, _socket: SocketGuard)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let status = refusal.status();
+    let reason = refusal.message();
+    info!(%peer, status = status.as_u16(), %reason, "connection refused");
+    let body = format!("{reason}\n");
+    let retry = match &refusal {
+        Refusal::RateLimited { retry_after } | Refusal::Unavailable { retry_after, .. } => {
+            format!(
+                "Retry-After: {}\r\n",
+                retry_after.as_secs_f64().ceil().max(1.0) as u64
+            )
+        }
+        _ => String::new(),
+    };
     let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 2\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\n{retry}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
         body.len()
     );
-    let _ = timeout(Duration::from_secs(1), tcp.write_all(response.as_bytes())).await;
-    let _ = tcp.shutdown().await;
+    let _ = timeout(Duration::from_secs(1), async {
+        io.write_all(response.as_bytes()).await?;
+        io.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut left: usize = 64 * 1024;
+        while left > 0 {
+            match io.read(&mut sink).await? {
+                0 => break,
+                n => left = left.saturating_sub(n),
+            }
+        }
+        Ok::<_, io::Error>(())
+    })
+    .await;
 }

@@ -54,7 +54,11 @@ impl Node {
             .unwrap_or_else(|| format!("{:08x}", fastrand::u32(..)));
         Ok(Arc::new(Node {
             verifier,
-            admission: Admission::new(config.limits.clone(), socket_budget),
+            admission: Admission::new(
+                config.limits.clone(),
+                config.server.echo_max_connections,
+                socket_budget,
+            ),
             config: Arc::new(config),
             id,
             metrics,

@@ -36,7 +36,12 @@ impl Bystander {
     }
 
     pub async fn join_channel(addr: SocketAddr, channel: &str) -> Self {
-        let mut client = WsClient::connect_from(BYSTANDER_IP, &format!("ws://{addr}/ws"))
+        Self::join_path(addr, "/ws", channel).await
+    }
+
+    /// Connects to `path` (e.g. `/ws?token=...` when auth is on).
+    pub async fn join_path(addr: SocketAddr, path: &str, channel: &str) -> Self {
+        let mut client = WsClient::connect_from(BYSTANDER_IP, &format!("ws://{addr}{path}"))
             .await
             .expect("bystander connects");
         assert_eq!(client.recv().await["type"], "welcome");

@@ -164,6 +164,67 @@ pub async fn upgrade_from(source: std::net::IpAddr, addr: SocketAddr, path: &str
     raw_on(tcp, req.as_bytes()).await
 }
 
+/// A WebSocket upgrade request for `path` with extra header lines
+/// (`"X-Forwarded-For: 192.0.2.1"`), sent from `source` on a fresh socket.
+/// Returns the response and the socket, which a 101 keeps open.
+pub async fn upgrade_with(
+    source: std::net::IpAddr,
+    addr: SocketAddr,
+    path: &str,
+    extra: &[&str],
+) -> (HttpResponse, TcpStream) {
+    let tcp = connect_from(source, addr).await.expect("connect");
+    upgrade_on(tcp, addr, path, extra).await
+}
+
+/// Like `upgrade_with`, on a socket the caller opened (and may already
+/// have written a PROXY header to).
+pub async fn upgrade_on(
+    mut tcp: TcpStream,
+    addr: SocketAddr,
+    path: &str,
+    extra: &[&str],
+) -> (HttpResponse, TcpStream) {
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    );
+    for line in extra {
+        req.push_str(line);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    tcp.write_all(req.as_bytes()).await.expect("write");
+    let buf = read_response(&mut tcp).await;
+    (parse(&buf), tcp)
+}
+
+/// Reads one response (head plus a Content-Length body, or a 101 head, or
+/// until the server closes), within `STEP`, leaving the socket open.
+pub async fn read_response(tcp: &mut TcpStream) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 8192];
+        loop {
+            let n = tcp.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if complete(&buf) {
+                break;
+            }
+        }
+    };
+    let _ = timeout(STEP, read).await;
+    buf
+}
+
+/// Parses raw response bytes (as `read_response` returns them).
+pub fn parse_response(buf: &[u8]) -> HttpResponse {
+    parse(buf)
+}
+
 /// Completes a WebSocket upgrade by hand on a raw TCP connection and
 /// returns the socket: a peer whose every later byte the test controls
 /// (one that never reads, never answers pings, ...).
@@ -237,7 +298,24 @@ pub async fn publish_from(
 /// The value of a metric line (first match of `name` with all `labels`).
 pub async fn metric(addr: SocketAddr, name: &str, labels: &[(&str, &str)]) -> f64 {
     let res = request(addr, "GET", "/metrics", &[], "").await;
-    let _ = timeout(STEP, async {}).await;
+    metric_value(&res, name, labels)
+}
+
+/// Like `metric`, scraped from `source` (when 127.0.0.1 is a trusted proxy
+/// expected to send a PROXY header, say).
+pub async fn metric_from(
+    source: std::net::IpAddr,
+    addr: SocketAddr,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    let tcp = connect_from(source, addr).await.expect("connect");
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let res = raw_on(tcp, req.as_bytes()).await;
+    metric_value(&res, name, labels)
+}
+
+fn metric_value(res: &HttpResponse, name: &str, labels: &[(&str, &str)]) -> f64 {
     res.body
         .lines()
         .filter(|l| !l.starts_with('#'))

@@ -5,6 +5,7 @@
 
 pub mod attack;
 pub mod http;
+pub mod nginx;
 pub mod process;
 pub mod proxy;
 pub mod tls;

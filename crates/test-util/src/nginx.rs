@@ -1,0 +1,90 @@
+//! A real nginx in front of a server under test, on a free loopback port,
+//! with its own prefix and configuration; killed on drop.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+pub const NGINX: &str = "/usr/sbin/nginx";
+
+pub struct Nginx {
+    pub port: u16,
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Nginx {
+    /// Whether nginx is installed (scripts/setup installs it).
+    pub fn available() -> bool {
+        Path::new(NGINX).exists()
+    }
+
+    /// Starts nginx with `location` as the body of `location / { ... }`.
+    pub async fn start(location: &str) -> Self {
+        assert!(
+            Self::available(),
+            "{NGINX} not found: run scripts/setup, or apt-get install -y nginx"
+        );
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir =
+            std::env::temp_dir().join(format!("tether-nginx-{}-{nanos:x}", std::process::id()));
+        for sub in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
+            std::fs::create_dir_all(dir.join(sub)).expect("nginx dirs");
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let d = dir.display();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\nerror_log {d}/error.log info;\npid {d}/nginx.pid;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/client_body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+             \x20 server {{\n    listen 127.0.0.1:{port};\n    location / {{\n{location}\n    }}\n  }}\n}}\n"
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).expect("nginx.conf");
+        let child = Command::new(NGINX)
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let mut nginx = Nginx { port, child, dir };
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return nginx;
+            }
+            if let Ok(Some(status)) = nginx.child.try_wait() {
+                let log = std::fs::read_to_string(nginx.dir.join("error.log")).unwrap_or_default();
+                panic!("nginx exited with {status}:\n{log}");
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("nginx did not listen on 127.0.0.1:{port} within 5 s");
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
