@@ -3,6 +3,7 @@
 
 use crate::{
     auth::{self, Grant},
+    broker::BrokerError,
     handshake::{switching_protocols, validate_upgrade, Refusal},
     limits::{Denied, Lane, SocketGuard},
     node::Node,
@@ -19,8 +20,7 @@ use axum::{
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
-use serde::Deserialize;
-use serde_json::{json, value::RawValue};
+use serde_json::json;
 use std::{
     future::Future,
     net::SocketAddr,
@@ -369,15 +369,6 @@ fn api_error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(json!({"error": code, "message": message}))).into_response()
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PublishBody {
-    channel: String,
-    data: Box<RawValue>,
-    #[serde(default)]
-    key: Option<String>,
-}
-
 /// Whether `err` (from reading a body) is the body deadline.
 fn is_body_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(err);
@@ -417,25 +408,12 @@ async fn publish_route(
         Ok(b) => b,
         Err(e) => return body_error(&node, peer.addr, &e),
     };
-    let body: PublishBody = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => {
-            return api_error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                &format!("body must be {{\"channel\": \"...\", \"data\": <any JSON>}}: {e}"),
-            )
-        }
-    };
-    // The same check as a WebSocket `publish`.
-    if let Err((code, message)) = tether_protocol::message::validate_publish(
-        &body.channel,
-        &body.data,
-        body.key.as_deref(),
-        node.config.limits.max_message_bytes,
-    ) {
-        return api_error(StatusCode::BAD_REQUEST, code.as_str(), &message);
-    }
+    // The same decoder and checks as a WebSocket `publish`.
+    let body =
+        match tether_protocol::decode_publish_body(&body, node.config.limits.max_message_bytes) {
+            Ok(b) => b,
+            Err(e) => return api_error(StatusCode::BAD_REQUEST, e.code.as_str(), &e.message),
+        };
     match node
         .broker
         .publish(&body.channel, &body.data, body.key.as_deref())
@@ -446,6 +424,16 @@ async fn publish_route(
                 node.metrics.publications.inc();
             }
             Json(json!({"offset": out.offset, "epoch": out.epoch})).into_response()
+        }
+        Err(e @ BrokerError::OverCapacity(_)) => {
+            let mut res = api_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "over_capacity",
+                &e.to_string(),
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(5u64));
+            res
         }
         Err(e) => api_error(
             StatusCode::SERVICE_UNAVAILABLE,
