@@ -107,7 +107,8 @@ async fn fanout_delivers_everything_at_a_low_rate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_counts_round_trips() {
-    let server = TestServer::start(&[]).await;
+    // /echo takes the same per-connection message rate as /ws.
+    let server = TestServer::start(BENCH_LIMITS).await;
     let (code, r) = bench(&[
         "echo",
         &server.ws_url("/echo"),

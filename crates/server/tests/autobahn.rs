@@ -11,7 +11,17 @@ async fn echo_passes_autobahn_cases_1_to_10() {
          the pinned version in target/kosoku-venv)",
     );
     // Autobahn sends messages of up to 16 MiB; /echo accepts --max-message-bytes by default.
-    let server = ServerProcess::start(&["--echo-max-message-bytes", "16777216"]).await;
+    // Autobahn sends messages of up to 16 MiB and thousands of frames per
+    // case; /echo takes --max-message-bytes and the /ws message rate.
+    let server = ServerProcess::start(&[
+        "--echo-max-message-bytes",
+        "16777216",
+        "--messages-per-second",
+        "1000000",
+        "--messages-burst",
+        "1000000",
+    ])
+    .await;
     let outdir = std::env::temp_dir().join(format!("tether-autobahn-{}", std::process::id()));
     let output = tokio::process::Command::new(kosoku)
         .args(["-p", "4", "-x", "12.*", "-x", "13.*", "-o"])

@@ -79,12 +79,14 @@ async fn non_reading_client_is_closed_with_4004_and_others_get_everything() {
     );
 
     assert_eq!(
-        http::metric(addr, "tether_closes_total", &[("code", "4004")]).await,
-        1.0
-    );
-    assert_eq!(
         http::metric(addr, "tether_slow_consumers_total", &[]).await,
         1.0
+    );
+    // Its socket buffers were full, so the 4004 close frame could not go
+    // out: close metrics count only close frames actually sent.
+    assert_eq!(
+        http::metric(addr, "tether_closes_total", &[("code", "4004")]).await,
+        0.0
     );
     tether_test_util::eventually("stuck client released", || async {
         http::metric(addr, "tether_connections", &[]).await == 1.0
@@ -109,7 +111,7 @@ async fn a_write_that_never_finishes_is_cut_at_the_write_timeout() {
             == 1
     })
     .await;
-    let payload = "y".repeat(64 * 1024);
+    let payload = "y".repeat(60 * 1024);
     // Enough to fill the socket buffers on both sides many times over.
     for _ in 0..300 {
         http::publish(addr, "big", json!(payload)).await;

@@ -258,6 +258,24 @@ pub fn masked_text(text: &str) -> Vec<u8> {
     frame
 }
 
+/// Any client frame: `opcode` (1 text, 2 binary, 0 continuation, 8 close,
+/// 9 ping, 10 pong), the FIN bit, and a payload of up to 64 KiB; the
+/// all-zero mask leaves the payload as it is.
+pub fn masked_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![opcode | if fin { 0x80 } else { 0 }];
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n => {
+            let n = u16::try_from(n).expect("at most 64 KiB");
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&n.to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend_from_slice(payload);
+    frame
+}
+
 /// `POST /api/publish`; returns the parsed answer.
 pub async fn publish(
     addr: SocketAddr,

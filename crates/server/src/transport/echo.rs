@@ -2,9 +2,17 @@
 //! unchanged). Used by `tether doctor` and by the Autobahn conformance run.
 //! It sends no pings of its own, answers the peer's, and closes a peer silent
 //! for `ping_interval + pong_timeout` with 4003.
+//!
+//! Every frame, control frames included, takes a token from the same
+//! per-connection message bucket as `/ws` (`--messages-per-second`,
+//! `--messages-burst`): a message over the rate is not echoed, and
+//! [`MAX_STRIKES`] over-rate frames in a row close the connection with 4005.
 
-use super::{drain_reason, CLOSE_SEND_TIMEOUT};
-use crate::{limits::ConnectionPermit, node::Node};
+use super::{drain_reason, websocket::MAX_STRIKES, CLOSE_SEND_TIMEOUT};
+use crate::{
+    limits::{ConnectionPermit, TokenBucket},
+    node::Node,
+};
 use futures_util::{SinkExt, StreamExt};
 use std::{net::SocketAddr, sync::Arc};
 use tether_protocol::CloseCode;
@@ -28,7 +36,14 @@ pub async fn run<S>(
         node.metrics.connections.inc();
         let hb = &node.config.heartbeat;
         let silence = hb.ping_interval + hb.pong_timeout;
-        let write_timeout = node.config.limits.write_timeout;
+        let limits = &node.config.limits;
+        let write_timeout = limits.write_timeout;
+        let mut bucket = TokenBucket::new(
+            limits.messages_per_second,
+            limits.messages_burst,
+            tokio::time::Instant::now().into_std(),
+        );
+        let mut strikes = 0u32;
         let close: Option<(CloseCode, String)> = loop {
             tokio::select! {
                 () = node.shutdown.cancelled() => {
@@ -44,13 +59,28 @@ pub async fn run<S>(
                         let (code, why) = super::websocket::read_error(e);
                         debug!(%why, "echo read error");
                         if let Some(code) = code {
-                            node.metrics.close(code);
                             // Send the close frame the library queued.
-                            let _ = timeout(CLOSE_SEND_TIMEOUT, ws.flush()).await;
+                            if let Ok(Ok(())) = timeout(CLOSE_SEND_TIMEOUT, ws.flush()).await {
+                                node.metrics.close(code);
+                            }
                         }
                         break None;
                     }
                     Ok(Some(Ok(msg))) => {
+                        if msg.is_close() {
+                            // Let the library send its answer before the TCP close.
+                            let _ = timeout(CLOSE_SEND_TIMEOUT, ws.flush()).await;
+                            break None;
+                        }
+                        if bucket.take(tokio::time::Instant::now().into_std()).is_err() {
+                            node.metrics.refusal("message_rate");
+                            strikes += 1;
+                            if strikes >= MAX_STRIKES {
+                                break Some((CloseCode::RateLimited, "message rate limit exceeded repeatedly".into()));
+                            }
+                            continue;
+                        }
+                        strikes = 0;
                         if msg.is_text() || msg.is_binary() {
                             node.metrics.messages_in.inc();
                             match timeout(write_timeout, ws.send(msg)).await {
@@ -65,8 +95,9 @@ pub async fn run<S>(
             }
         };
         if let Some((code, reason)) = close {
-            node.metrics.close(code.as_u16());
-            super::close(&mut ws, code.as_u16(), &reason).await;
+            if super::close(&mut ws, code.as_u16(), &reason).await {
+                node.metrics.close(code.as_u16());
+            }
         }
         node.metrics.connections.dec();
         drop(permit);

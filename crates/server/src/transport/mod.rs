@@ -28,16 +28,22 @@ fn close_message(code: u16, reason: &str) -> Message {
 
 /// Sends a close frame and lets the peer answer it, so it sees a clean
 /// closure; gives up (and the socket is dropped) after the close timeouts.
-pub(crate) async fn close<S>(ws: &mut WebSocketStream<S>, code: u16, reason: &str)
+/// Returns whether the close frame went out (only those are counted).
+pub(crate) async fn close<S>(ws: &mut WebSocketStream<S>, code: u16, reason: &str) -> bool
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    if let Ok(Ok(())) = timeout(CLOSE_SEND_TIMEOUT, ws.send(close_message(code, reason))).await {
+    let sent = matches!(
+        timeout(CLOSE_SEND_TIMEOUT, ws.send(close_message(code, reason))).await,
+        Ok(Ok(()))
+    );
+    if sent {
         let _ = timeout(CLOSE_ACK_TIMEOUT, async {
             while ws.next().await.is_some() {}
         })
         .await;
     }
+    sent
 }
 
 /// The 1012 reason of a drain: a reconnect delay picked at random up to

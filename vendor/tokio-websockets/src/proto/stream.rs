@@ -84,6 +84,24 @@ impl FrameQueue {
         }
     }
 
+    /// Tether patch: drops a queued pong that has not started going out, so
+    /// a peer that floods pings and never reads holds at most one pong (the
+    /// latest, as tungstenite does) instead of an unbounded queue.
+    fn remove_unsent_pong(&mut self) {
+        let first_unsent = usize::from(self.bytes_written > 0);
+        let pong = self
+            .queue
+            .iter()
+            .skip(first_unsent)
+            .position(|f| f.header[0] & 0x0F == u8::from(OpCode::Pong))
+            .map(|i| i + first_unsent);
+        if let Some(i) = pong {
+            if let Some(frame) = self.queue.remove(i) {
+                self.pending_bytes -= frame.len();
+            }
+        }
+    }
+
     /// Queue a frame to be sent.
     fn push(&mut self, item: EncodedFrame) {
         self.pending_bytes += item.len();
@@ -371,6 +389,8 @@ where
                 let mut frame = frame.clone();
                 frame.opcode = OpCode::Pong;
 
+                // Tether patch: at most one pong pending (see remove_unsent_pong).
+                self.frame_queue.remove_unsent_pong();
                 self.queue_frame(frame);
             }
             _ => {}
@@ -450,6 +470,20 @@ where
                 self.partial_opcode = opcode;
                 self.partial_payload = BytesMut::from(payload);
             } else if len > max_len {
+                // Tether patch: a message assembled from fragments that grows
+                // past the limit is answered with 1009 like a single oversized
+                // frame (upstream returned the error without a close frame).
+                self.partial_payload = BytesMut::new();
+                if self.state == StreamState::Active {
+                    self.state = StreamState::ClosedByPeer;
+                    self.queue_frame(
+                        Message::close(
+                            Some(CloseCode::MESSAGE_TOO_BIG),
+                            &format!("max length: {max_len}"),
+                        )
+                        .into(),
+                    );
+                }
                 return Poll::Ready(Some(Err(Error::PayloadTooLong { len, max_len })));
             } else {
                 self.partial_payload.extend_from_slice(&payload);

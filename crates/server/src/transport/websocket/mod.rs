@@ -1,0 +1,369 @@
+//! One Tether session over a WebSocket: the per-connection state machine.
+//!
+//! A single task owns the socket and runs one `select!` over: the node's
+//! drain signal, the connection's outbox (publications to send, or a close
+//! request such as 4004 from the hub), the heartbeat/expiry timer and
+//! inbound frames. One small task and one bounded outbox per connection is
+//! what lets a node hold tens of thousands of idle connections.
+//!
+//! The loop is fair: inbound frames are read before each write batch, so a
+//! connection receiving a steady stream of publications still sees its
+//! peer's pongs, unsubscribes and close frames every turn, and a healthy
+//! client is never timed out because the loop was busy writing. Clocks are
+//! tokio's, so tests can run the heartbeat on paused time.
+
+mod requests;
+mod subscriptions;
+
+use super::{drain_reason, CLOSE_SEND_TIMEOUT};
+use crate::{
+    auth::Grant,
+    broker::Publication,
+    limits::{ConnectionPermit, TokenBucket},
+    node::Node,
+    outbox::Outbox,
+};
+use futures_util::{SinkExt, StreamExt};
+use std::{net::SocketAddr, pin::pin, sync::Arc, time::SystemTime};
+use subscriptions::Subscriptions;
+use tether_protocol::{CloseCode, ServerMessage, PROTOCOL_VERSION};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    time::{sleep_until, timeout, Instant},
+};
+use tokio_websockets::{Message, WebSocketStream};
+use tracing::{debug, info, Instrument};
+
+/// Consecutive invalid or over-limit messages (or control frames) tolerated,
+/// each answered with an error, before the connection is closed.
+pub(crate) const MAX_STRIKES: u32 = 10;
+/// Publications written per batch before reading again.
+const WRITE_BATCH: usize = 256;
+
+/// How a session ended.
+enum End {
+    /// The socket ended without a close frame (or failed); nothing to send.
+    Peer(String),
+    /// The peer sent a close frame; the library queued the answer, which
+    /// must go out before the socket is dropped (RFC 6455 §5.5.1) so the
+    /// client sees a clean close with its code.
+    PeerClosed(u16, String),
+    /// The server closes with this code and reason.
+    Close(CloseCode, String),
+    /// A write did not finish in time: the peer is not reading. Drop it.
+    WriteTimeout,
+    /// The peer broke the WebSocket protocol (or sent an oversized message);
+    /// the library has already queued the close frame with this code.
+    Violation(u16, String),
+}
+
+/// Maps a read error to how the session ends.
+pub(crate) fn read_error(e: tokio_websockets::Error) -> (Option<u16>, String) {
+    match e {
+        tokio_websockets::Error::PayloadTooLong { len, max_len } => (
+            Some(1009),
+            format!("message of {len} bytes exceeds the limit of {max_len}"),
+        ),
+        tokio_websockets::Error::Protocol(p) => (Some(1002), format!("protocol violation: {p}")),
+        other => (None, format!("read error: {other}")),
+    }
+}
+
+/// One connection's session. Built synchronously and then run as the
+/// connection's only task, so nothing is held twice in the task's state.
+pub struct Session<S> {
+    node: Arc<Node>,
+    ws: WebSocketStream<S>,
+    conn_id: u64,
+    grant: Grant,
+    subs: Subscriptions,
+    outbox: Arc<Outbox>,
+    last_seen: Instant,
+    /// Silence before the read that ended the session without a close
+    /// frame (EOF or read error); fed to the node's idle-cut detector.
+    cut_after: Option<std::time::Duration>,
+    peer: SocketAddr,
+    bucket: TokenBucket,
+    strikes: u32,
+    /// The connection's place under the limits, released when the session ends.
+    _permit: ConnectionPermit,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    pub fn new(
+        node: Arc<Node>,
+        ws: WebSocketStream<S>,
+        peer: SocketAddr,
+        grant: Grant,
+        permit: ConnectionPermit,
+    ) -> Self {
+        let limits = &node.config.limits;
+        let now = Instant::now();
+        Session {
+            bucket: TokenBucket::new(
+                limits.messages_per_second,
+                limits.messages_burst,
+                now.into_std(),
+            ),
+            outbox: Arc::new(Outbox::new(limits.send_queue)),
+            conn_id: node.next_conn_id(),
+            node,
+            ws,
+            grant,
+            subs: Subscriptions::default(),
+            last_seen: now,
+            cut_after: None,
+            peer,
+            strikes: 0,
+            _permit: permit,
+        }
+    }
+
+    /// Runs the session to its end. The session is boxed, and the future
+    /// only holds the box: an `async fn` taking `self` by value would keep
+    /// two copies of it in the task's state (rust-lang/rust#62958).
+    pub fn run(self: Box<Self>) -> impl std::future::Future<Output = ()> {
+        let span = tracing::info_span!(
+            "session",
+            peer = %self.peer,
+            client = %format_args!("{}-{:x}", self.node.id, self.conn_id)
+        );
+        self.drive().instrument(span)
+    }
+
+    async fn drive(mut self: Box<Self>) {
+        self.node.metrics.connections.inc();
+        let client_id = format!("{}-{:x}", self.node.id, self.conn_id);
+        let end = self.serve(client_id).await;
+        // Boxed: the close path is large and runs once; keeping it out of
+        // the task's inline state keeps every idle connection smaller.
+        Box::pin(self.finish(end)).await;
+        self.node.metrics.connections.dec();
+    }
+
+    async fn serve(&mut self, client_id: String) -> End {
+        let hb = self.node.config.heartbeat.clone();
+        let welcome = ServerMessage::Welcome {
+            client: client_id,
+            ping_interval_ms: hb.ping_interval.as_millis() as u64,
+            pong_timeout_ms: hb.pong_timeout.as_millis() as u64,
+            version: PROTOCOL_VERSION,
+        };
+        if let Err(end) = Box::pin(self.send(welcome.encode())).await {
+            return end;
+        }
+        let silence_limit = hb.ping_interval + hb.pong_timeout;
+        let mut next_ping = Instant::now() + hb.ping_interval;
+        let expires_at = self.grant.expires_at.and_then(instant_of);
+        let deadline = |next_ping: Instant, last_seen: Instant| {
+            next_ping
+                .min(last_seen + silence_limit)
+                .min(expires_at.unwrap_or(next_ping))
+        };
+        // Every future below is created once and polled in place: re-creating
+        // them on each turn of the loop (re-registering the timer, taking the
+        // Notify locks) was a measurable share of the fan-out cost.
+        let outbox = self.outbox.clone();
+        let token = self.node.shutdown.clone();
+        let mut cancelled = pin!(token.cancelled());
+        let mut wake = pin!(outbox.notified());
+        let mut timer = pin!(sleep_until(deadline(next_ping, self.last_seen)));
+        let mut batch: Vec<Arc<Publication>> = Vec::new();
+        loop {
+            // Biased, in this order: the drain; then inbound frames, so a
+            // busy outbox can never starve pongs, unsubscribes and close
+            // frames (their rate is bounded by the message bucket); then the
+            // heartbeat timer; then publications.
+            tokio::select! {
+                biased;
+                () = &mut cancelled => {
+                    return End::Close(CloseCode::ServiceRestart, drain_reason(&self.node.config.server));
+                }
+                frame = self.ws.next() => {
+                    let now = Instant::now();
+                    let silent_for = now.saturating_duration_since(self.last_seen);
+                    self.last_seen = now;
+                    match frame {
+                        None => {
+                            self.cut_after = Some(silent_for);
+                            return End::Peer("connection closed".into());
+                        }
+                        Some(Err(e)) => return match read_error(e) {
+                            (Some(code), why) => End::Violation(code, why),
+                            (None, why) => {
+                                self.cut_after = Some(silent_for);
+                                End::Peer(why)
+                            }
+                        },
+                        Some(Ok(msg)) => {
+                            if let Some((code, reason)) = msg.as_close() {
+                                return End::PeerClosed(u16::from(code), reason.to_owned());
+                            }
+                            // Boxed: request handling has deep futures, and
+                            // idle connections never need them.
+                            if let Err(end) = Box::pin(self.on_frame(msg)).await {
+                                return end;
+                            }
+                        }
+                    }
+                }
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if expires_at.is_some_and(|at| now >= at) {
+                        return End::Close(CloseCode::TokenExpired, "token expired; reconnect with a fresh token".into());
+                    }
+                    if now >= self.last_seen + silence_limit {
+                        self.node.metrics.heartbeat_timeouts.inc();
+                        return End::Close(
+                            CloseCode::HeartbeatTimeout,
+                            format!("no message or pong for {} ms", silence_limit.as_millis()),
+                        );
+                    }
+                    if now >= next_ping {
+                        next_ping = now + hb.ping_interval;
+                        if let Err(end) = Box::pin(self.send_raw(Message::ping(bytes::Bytes::new()))).await {
+                            return end;
+                        }
+                    }
+                    // Inbound frames move `last_seen` without touching the
+                    // timer; it is re-aimed only here, when it fires.
+                    timer.as_mut().reset(deadline(next_ping, self.last_seen));
+                }
+                () = &mut wake => {
+                    wake.set(outbox.notified());
+                    if let Err(code) = outbox.take(&mut batch, WRITE_BATCH) {
+                        return slow_consumer(code);
+                    }
+                    if !batch.is_empty() {
+                        if let Err(end) = Box::pin(self.write_publications(&mut batch)).await {
+                            return end;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes a batch of publications in one flush, emptying `batch`.
+    async fn write_publications(&mut self, batch: &mut Vec<Arc<Publication>>) -> Result<(), End> {
+        let write_timeout = self.node.config.limits.write_timeout;
+        let mut sent = 0u64;
+        let write = async {
+            for publication in batch.drain(..) {
+                if let Some(floor) = self.subs.get_mut(&publication.channel) {
+                    // Skip what `subscribed` already carried (or a duplicate).
+                    if publication.offset > *floor {
+                        *floor = publication.offset;
+                        self.ws
+                            .feed(Message::text(publication.frame.clone()))
+                            .await?;
+                        sent += 1;
+                    }
+                }
+            }
+            self.ws.flush().await
+        };
+        // A client that stops reading blocks this write once the kernel
+        // buffers are full; meanwhile its outbox overflows and asks for
+        // 4004, which must win over waiting out the write timeout.
+        let outbox = self.outbox.clone();
+        let overflowed = async {
+            loop {
+                if let Some(code) = outbox.close_requested() {
+                    return code;
+                }
+                outbox.notified().await;
+            }
+        };
+        let result = tokio::select! {
+            r = timeout(write_timeout, write) => r,
+            code = overflowed => return Err(slow_consumer(code)),
+        };
+        batch.clear();
+        // Wake-ups consumed while writing may have announced new
+        // publications: look again rather than wait for the next one.
+        outbox.wake();
+        match result {
+            Ok(Ok(())) => {
+                self.node.metrics.messages_out.inc_by(sent);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(End::Peer(format!("write error: {e}"))),
+            Err(_) => Err(End::WriteTimeout),
+        }
+    }
+
+    async fn send(&mut self, text: String) -> Result<(), End> {
+        self.send_raw(Message::text(text)).await?;
+        self.node.metrics.messages_out.inc();
+        Ok(())
+    }
+
+    async fn send_raw(&mut self, msg: Message) -> Result<(), End> {
+        match timeout(self.node.config.limits.write_timeout, self.ws.send(msg)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(End::Peer(format!("write error: {e}"))),
+            Err(_) => Err(End::WriteTimeout),
+        }
+    }
+
+    async fn finish(&mut self, end: End) {
+        // Nothing more will be sent: free the queue and refuse new pushes.
+        self.outbox.finish();
+        match end {
+            End::Peer(why) => {
+                debug!(%why, "session ended by peer");
+                if let Some(idle) = self.cut_after {
+                    self.node.note_abnormal_end(self.peer.ip(), idle);
+                }
+            }
+            End::WriteTimeout => {
+                info!("closing: write timed out, the client is not reading");
+                self.node.metrics.refusal("write_timeout");
+            }
+            End::PeerClosed(code, why) => {
+                debug!(code, %why, "peer closed");
+                // Send the answer the library queued before the TCP close.
+                let _ = timeout(CLOSE_SEND_TIMEOUT, self.ws.flush()).await;
+            }
+            End::Violation(code, why) => {
+                info!(code, %why, "closing");
+                // Send the close frame the library queued; count it if it went.
+                if let Ok(Ok(())) = timeout(CLOSE_SEND_TIMEOUT, self.ws.flush()).await {
+                    self.node.metrics.close(code);
+                }
+            }
+            End::Close(code, reason) => {
+                if code == CloseCode::ServiceRestart {
+                    debug!(code = code.as_u16(), %reason, "closing");
+                } else {
+                    info!(code = code.as_u16(), %reason, "closing");
+                }
+                if super::close(&mut self.ws, code.as_u16(), &reason).await {
+                    self.node.metrics.close(code.as_u16());
+                }
+            }
+        }
+        let channels: Vec<Arc<str>> = self.subs.drain().map(|(c, _)| c).collect();
+        for channel in channels {
+            self.leave(&channel).await;
+        }
+    }
+}
+
+fn slow_consumer(code: CloseCode) -> End {
+    End::Close(
+        code,
+        "send queue overflowed: the client reads too slowly".into(),
+    )
+}
+
+/// Converts a wall-clock expiry into a monotonic deadline; `None` when it is
+/// too far away for the clock to hold (no expiry within any horizon).
+fn instant_of(at: SystemTime) -> Option<Instant> {
+    let now = Instant::now();
+    match at.duration_since(SystemTime::now()) {
+        Ok(left) => now.checked_add(left),
+        Err(_) => Some(now),
+    }
+}
