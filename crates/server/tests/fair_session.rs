@@ -1,0 +1,106 @@
+//! A fair session loop: a connection receiving a steady stream of
+//! publications still reads its inbound frames (pongs, pings, unsubscribe)
+//! every turn, so a healthy client is never closed with 4003 because the
+//! server was busy writing. Heartbeat deadlines run on tokio's clock, so the
+//! 35 s default can be tested on paused time.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::{json, value::RawValue};
+use std::time::Duration;
+use tether_test_util::{http, ws::WsClient, TestServer};
+use tokio::{io::AsyncReadExt, time::Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_connection_still_reads_its_pongs() {
+    // Silence is fatal after 300 ms.
+    let server = TestServer::start(&[
+        ("ping-interval", "150ms"),
+        ("pong-timeout", "150ms"),
+        ("history-size", "0"),
+        ("send-queue", "10000000"),
+    ])
+    .await;
+    let (mut c, _) = WsClient::tether(&server.ws_url("/ws")).await;
+    c.subscribe(1, "firehose", None).await;
+    // A burst far faster than the client reads: the server's outbox stays
+    // non-empty for seconds, many times the 300 ms silence limit.
+    const N: u64 = 200_000;
+    let node = server.node.clone();
+    let publisher = tokio::spawn(async move {
+        let data = RawValue::from_string("{\"n\":1}".into()).unwrap();
+        for n in 1..=N {
+            node.broker
+                .publish("firehose", &data, None)
+                .await
+                .expect("publish");
+            if n % 1024 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    // The client only reads (its library answers the server's pings).
+    for expected in 1..=N {
+        match c.try_recv(Duration::from_secs(2)).await {
+            Some(m) => assert_eq!(m["offset"], expected, "{m}"),
+            None => panic!(
+                "connection closed while busy, after {} messages",
+                expected - 1
+            ),
+        }
+    }
+    publisher.await.expect("publisher");
+    assert_eq!(
+        http::metric(server.addr, "tether_heartbeat_timeouts_total", &[]).await,
+        0.0
+    );
+    c.send(json!({"type": "ping"})).await;
+    c.recv_type("pong").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_heartbeat_runs_on_tokio_clock() {
+    // Default intervals: ping every 25 s, closed after 35 s of silence.
+    let server = TestServer::start(&[]).await;
+    let mut raw = http::raw_websocket(server.addr, "/ws").await;
+    let start = Instant::now();
+    // Read server frames until the close frame; never answer anything.
+    let mut buf = Vec::new();
+    let code = loop {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(60), raw.read(&mut chunk))
+            .await
+            .expect("the server closes within 60 s of virtual time")
+            .expect("read");
+        assert!(n > 0, "closed without a close frame");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(code) = close_code(&buf) {
+            break code;
+        }
+    };
+    assert_eq!(code, 4003);
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_secs(35) && waited < Duration::from_secs(40),
+        "closed after {waited:?} of virtual time"
+    );
+}
+
+/// The code of the first close frame in a stream of unmasked server frames.
+fn close_code(mut buf: &[u8]) -> Option<u16> {
+    while buf.len() >= 2 {
+        let (opcode, len) = (buf[0] & 0x0F, usize::from(buf[1] & 0x7F));
+        let (head, len) = match len {
+            126 if buf.len() >= 4 => (4, usize::from(u16::from_be_bytes([buf[2], buf[3]]))),
+            126 | 127 => return None,
+            n => (2, n),
+        };
+        if buf.len() < head + len {
+            return None;
+        }
+        if opcode == 8 && len >= 2 {
+            return Some(u16::from_be_bytes([buf[head], buf[head + 1]]));
+        }
+        buf = &buf[head + len..];
+    }
+    None
+}
