@@ -1,0 +1,306 @@
+//! Protocol messages: one JSON object per text frame.
+//!
+//! Decoding goes through a flat envelope rather than a serde-tagged enum for two
+//! reasons: `data` stays raw JSON (`RawValue`, never re-parsed on the server's
+//! hot path), and a bad message still yields its `id`, so the error reply can
+//! name the request it answers.
+//!
+//! This module holds the message types, their encoding and [`ErrorCode`];
+//! decoding lives in `decode`, the publish checks shared with
+//! `POST /api/publish` in `publish`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::fmt;
+
+mod decode;
+mod publish;
+#[cfg(test)]
+mod tests;
+
+pub use publish::{
+    decode_publish_body, validate_channel, validate_publish, PublishBody, MAX_CHANNEL_LEN,
+    MAX_KEY_LEN,
+};
+
+/// The protocol version announced in `welcome`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A position in a channel's stream: the history generation and an offset in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamPosition {
+    pub epoch: String,
+    pub offset: u64,
+}
+
+/// One publication as replayed inside `subscribed`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PublicationEntry {
+    pub offset: u64,
+    pub data: Box<RawValue>,
+}
+
+impl PartialEq for PublicationEntry {
+    fn eq(&self, other: &Self) -> bool {
+        self.offset == other.offset && self.data.get() == other.data.get()
+    }
+}
+
+/// Messages a client sends.
+#[derive(Debug, Clone)]
+pub enum ClientMessage {
+    Subscribe {
+        id: u64,
+        channel: String,
+        recover: Option<StreamPosition>,
+    },
+    Unsubscribe {
+        id: u64,
+        channel: String,
+    },
+    Publish {
+        id: u64,
+        channel: String,
+        data: Box<RawValue>,
+        key: Option<String>,
+    },
+    Ping,
+}
+
+// `Box<RawValue>` has no PartialEq; compare the encoded text.
+impl PartialEq for ClientMessage {
+    fn eq(&self, other: &Self) -> bool {
+        self.encode() == other.encode()
+    }
+}
+
+impl PartialEq for ServerMessage {
+    fn eq(&self, other: &Self) -> bool {
+        self.encode() == other.encode()
+    }
+}
+
+/// Messages the server sends.
+#[derive(Debug, Clone)]
+pub enum ServerMessage {
+    Welcome {
+        client: String,
+        ping_interval_ms: u64,
+        pong_timeout_ms: u64,
+        version: u32,
+    },
+    Subscribed {
+        id: u64,
+        channel: String,
+        epoch: String,
+        offset: u64,
+        recovered: bool,
+        publications: Vec<PublicationEntry>,
+    },
+    Unsubscribed {
+        id: u64,
+        channel: String,
+    },
+    Message {
+        channel: String,
+        offset: u64,
+        data: Box<RawValue>,
+    },
+    Ack {
+        id: u64,
+        offset: u64,
+    },
+    Error {
+        id: Option<u64>,
+        code: ErrorCode,
+        message: String,
+    },
+    Pong,
+}
+
+/// Machine-readable error codes carried by `error` replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame was not a JSON object.
+    MalformedJson,
+    /// `type` missing or not one this server knows.
+    UnknownType,
+    /// A required field is missing or has the wrong type.
+    BadRequest,
+    /// The channel name is empty, too long, or has characters outside `[A-Za-z0-9_.:@/-]`.
+    InvalidChannel,
+    /// The client is not allowed to do this on this channel.
+    Forbidden,
+    /// Subscribe to a channel this connection already subscribes to.
+    AlreadySubscribed,
+    /// Unsubscribe from a channel this connection is not subscribed to.
+    NotSubscribed,
+    /// Too many requests; slow down.
+    RateLimited,
+    /// Binary frames are not part of the protocol.
+    UnsupportedFrame,
+    /// The connection holds `max_subscriptions` already; unsubscribe first.
+    TooManySubscriptions,
+    /// The node is at a capacity limit (channels, history bytes); retry later.
+    OverCapacity,
+    /// The server could not complete the request (e.g. the broker is unreachable); retry.
+    Internal,
+    /// Any code this client version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedJson => "malformed_json",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::InvalidChannel => "invalid_channel",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::AlreadySubscribed => "already_subscribed",
+            ErrorCode::NotSubscribed => "not_subscribed",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::UnsupportedFrame => "unsupported_frame",
+            ErrorCode::TooManySubscriptions => "too_many_subscriptions",
+            ErrorCode::OverCapacity => "over_capacity",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a frame could not be decoded; `id` is set when the frame carried one,
+/// so the error reply can be matched to its request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct DecodeError {
+    pub id: Option<u64>,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl DecodeError {
+    fn new(id: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Self {
+        DecodeError {
+            id,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The `error` reply for this failure.
+    pub fn into_reply(self) -> ServerMessage {
+        ServerMessage::Error {
+            id: self.id,
+            code: self.code,
+            message: self.message,
+        }
+    }
+}
+
+impl ClientMessage {
+    /// Encodes this message as a JSON text frame.
+    pub fn encode(&self) -> String {
+        let value = match self {
+            ClientMessage::Subscribe {
+                id,
+                channel,
+                recover,
+            } => {
+                let mut v = serde_json::json!({"type": "subscribe", "id": id, "channel": channel});
+                if let Some(pos) = recover {
+                    v["recover"] = serde_json::json!(pos);
+                }
+                v
+            }
+            ClientMessage::Unsubscribe { id, channel } => {
+                serde_json::json!({"type": "unsubscribe", "id": id, "channel": channel})
+            }
+            ClientMessage::Publish {
+                id,
+                channel,
+                data,
+                key,
+            } => {
+                let mut v = serde_json::json!({"type": "publish", "id": id, "channel": channel, "data": data});
+                if let Some(key) = key {
+                    v["key"] = serde_json::json!(key);
+                }
+                v
+            }
+            ClientMessage::Ping => serde_json::json!({"type": "ping"}),
+        };
+        value.to_string()
+    }
+}
+
+impl ServerMessage {
+    /// Encodes this message as a JSON text frame.
+    pub fn encode(&self) -> String {
+        let value = match self {
+            ServerMessage::Welcome {
+                client,
+                ping_interval_ms,
+                pong_timeout_ms,
+                version,
+            } => serde_json::json!({
+                "type": "welcome", "client": client, "ping_interval_ms": ping_interval_ms,
+                "pong_timeout_ms": pong_timeout_ms, "version": version,
+            }),
+            ServerMessage::Subscribed {
+                id,
+                channel,
+                epoch,
+                offset,
+                recovered,
+                publications,
+            } => serde_json::json!({
+                "type": "subscribed", "id": id, "channel": channel, "epoch": epoch,
+                "offset": offset, "recovered": recovered, "publications": publications,
+            }),
+            ServerMessage::Unsubscribed { id, channel } => {
+                serde_json::json!({"type": "unsubscribed", "id": id, "channel": channel})
+            }
+            ServerMessage::Message {
+                channel,
+                offset,
+                data,
+            } => return encode_message_frame(channel, *offset, data.get()),
+            ServerMessage::Ack { id, offset } => {
+                serde_json::json!({"type": "ack", "id": id, "offset": offset})
+            }
+            ServerMessage::Error { id, code, message } => {
+                let mut v = serde_json::json!({"type": "error", "code": code, "message": message});
+                if let Some(id) = id {
+                    v["id"] = serde_json::json!(id);
+                }
+                v
+            }
+            ServerMessage::Pong => serde_json::json!({"type": "pong"}),
+        };
+        value.to_string()
+    }
+}
+
+/// Encodes a `message` frame from its parts. The server calls this once per
+/// publication and shares the bytes among all subscribers.
+pub fn encode_message_frame(channel: &str, offset: u64, raw_data: &str) -> String {
+    let channel = serde_json::Value::String(channel.to_owned()).to_string();
+    let mut out = String::with_capacity(48 + channel.len() + raw_data.len());
+    out.push_str("{\"type\":\"message\",\"channel\":");
+    out.push_str(&channel);
+    out.push_str(",\"offset\":");
+    out.push_str(&offset.to_string());
+    out.push_str(",\"data\":");
+    out.push_str(raw_data);
+    out.push('}');
+    out
+}

@@ -1,0 +1,153 @@
+//! The memory budget: what a history entry costs, pruning a stream to its
+//! count, age, byte and key limits, forgetting idle streams at the channel
+//! cap, and fitting a new publication or idempotency key into the node's
+//! totals.
+
+use super::{MemoryBroker, Stream, MAX_KEYS_PER_CHANNEL};
+use crate::broker::{BrokerError, Publication};
+use std::{
+    sync::{atomic::Ordering, Arc},
+    time::{Duration, Instant},
+};
+
+/// Bytes a history entry costs beyond its frame (queue slot, Arc, struct).
+const ENTRY_OVERHEAD: usize = 96;
+/// At the channel cap with nothing to forget, look again at most this often
+/// (a scan visits every stream).
+const EVICTION_RESCAN: Duration = Duration::from_secs(1);
+
+/// The memory a history entry is charged for.
+pub(super) fn cost(p: &Publication) -> usize {
+    p.frame.len() + p.channel.len() + ENTRY_OVERHEAD
+}
+
+impl MemoryBroker {
+    /// Drops expired, over-count and over-bytes history and expired or
+    /// over-cap keys, keeping the node-wide gauges in step.
+    pub(super) fn prune(&self, s: &mut Stream, now: Instant) {
+        let cfg = &self.cfg;
+        while let Some((at, p)) = s.history.front() {
+            let over = s.history.len() > cfg.size || s.history_bytes > cfg.max_channel_bytes;
+            if !over && now.saturating_duration_since(*at) < cfg.ttl {
+                break;
+            }
+            let c = cost(p);
+            s.history.pop_front();
+            s.history_bytes -= c;
+            self.metrics.history_bytes.dec_by(c as i64);
+        }
+        while let Some((at, _)) = s.key_order.front() {
+            let expired = now.saturating_duration_since(*at) >= cfg.idempotency_window;
+            if !expired && s.key_order.len() <= MAX_KEYS_PER_CHANNEL {
+                break;
+            }
+            if !expired {
+                self.metrics.idempotency_evictions.inc();
+            }
+            self.forget_oldest_key(s);
+        }
+    }
+
+    fn forget_oldest_key(&self, s: &mut Stream) -> bool {
+        match s.key_order.pop_front() {
+            Some((_, key)) => {
+                s.keys.remove(&key);
+                self.metrics.idempotency_keys.dec();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets a stream entirely, releasing what it was charged for.
+    pub(super) fn release(&self, s: Stream) {
+        self.metrics.channel_streams.dec();
+        self.metrics.history_bytes.dec_by(s.history_bytes as i64);
+        self.metrics
+            .idempotency_keys
+            .dec_by(s.key_order.len() as i64);
+        if s.top > 0 {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    pub(super) fn at_channel_cap(&self) -> bool {
+        self.metrics.channel_streams.get() >= self.max_channels as i64
+    }
+
+    /// At the channel cap, forgets idle streams (no subscriber, no history)
+    /// so that a new channel fits. Takes one shard lock at a time; never
+    /// called with a shard locked.
+    pub(super) fn make_room(&self, channel: &str) {
+        if !self.at_channel_cap() || self.shard(channel).lock().contains_key(channel) {
+            return;
+        }
+        let now = Instant::now();
+        {
+            let mut last = self.barren_scan.lock();
+            if last.is_some_and(|at| now.saturating_duration_since(at) < EVICTION_RESCAN) {
+                return;
+            }
+            *last = None;
+        }
+        let mut freed = 0usize;
+        for shard in self.shards.iter() {
+            let mut map = shard.lock();
+            let idle: Vec<Arc<str>> = map
+                .iter_mut()
+                .filter_map(|(k, s)| {
+                    self.prune(s, now);
+                    s.is_idle().then(|| k.clone())
+                })
+                .collect();
+            for k in idle {
+                if let Some(s) = map.remove(&k) {
+                    self.release(s);
+                    freed += 1;
+                }
+            }
+        }
+        if freed == 0 {
+            *self.barren_scan.lock() = Some(now);
+        }
+    }
+
+    /// Checks that a publication of `c` bytes fits the node's history budget,
+    /// dropping this stream's own oldest entries if that makes it fit.
+    pub(super) fn fit_history(&self, stream: &mut Stream, c: usize) -> Result<(), BrokerError> {
+        let max = self.cfg.max_bytes;
+        let used = self.metrics.history_bytes.get().max(0) as usize;
+        if used.saturating_sub(stream.history_bytes) + c > max {
+            self.metrics.refusal("history_full");
+            return Err(BrokerError::OverCapacity(format!(
+                "the server's history is full ({max} bytes); retry later"
+            )));
+        }
+        while self.metrics.history_bytes.get().max(0) as usize + c > max {
+            let Some((_, p)) = stream.history.pop_front() else {
+                break;
+            };
+            let freed = cost(&p);
+            stream.history_bytes -= freed;
+            self.metrics.history_bytes.dec_by(freed as i64);
+        }
+        Ok(())
+    }
+
+    /// Checks that one more idempotency key fits, forgetting this stream's
+    /// own oldest key if the node-wide cap is reached.
+    pub(super) fn fit_key(&self, stream: &mut Stream) -> Result<(), BrokerError> {
+        if self.metrics.idempotency_keys.get() < self.cfg.idempotency_max_keys as i64 {
+            return Ok(());
+        }
+        if self.forget_oldest_key(stream) {
+            self.metrics.idempotency_evictions.inc();
+            return Ok(());
+        }
+        self.metrics.refusal("idempotency_keys_full");
+        Err(BrokerError::OverCapacity(format!(
+            "the server remembers its maximum of {} idempotency keys; retry later",
+            self.cfg.idempotency_max_keys
+        )))
+    }
+}

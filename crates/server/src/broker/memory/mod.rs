@@ -1,0 +1,355 @@
+//! The embedded one-node broker: channel streams in memory.
+//!
+//! Each channel has a stream: an epoch (the generation of its history), the
+//! last offset, the recent publications and the idempotency keys seen
+//! recently. Everything a peer can make it hold is bounded:
+//!
+//! - **streams**: at most `limits.max_channels`. A stream exists while the
+//!   channel has a local subscriber, history, or an offset worth
+//!   remembering. A stream that never had a publication is dropped as soon as
+//!   its last subscriber leaves; one whose history has expired is forgotten
+//!   after `history.meta_ttl`, or at once when the cap needs room. At the cap
+//!   with nothing to forget, creating a stream is refused (`over_capacity`).
+//! - **history**: per channel by count (`history.size`), age (`history.ttl`)
+//!   and bytes (`history.max_channel_bytes`), oldest first; in all by
+//!   `history.max_bytes` — a channel may make room by dropping its own oldest
+//!   entries, never another channel's; a publish that cannot fit is refused.
+//! - **idempotency keys**: honoured for `history.idempotency_window`, at most
+//!   [`MAX_KEYS_PER_CHANNEL`] per channel and `history.idempotency_max_keys`
+//!   in all. A key forced out before its window ends is counted in
+//!   `tether_idempotency_evictions_total`.
+//!
+//! Epochs: a new stream takes the node's current *empty epoch*, a boot id
+//! plus a generation bumped whenever a stream that had publications is
+//! forgotten. So a channel whose stream was dropped while empty comes back
+//! with the same epoch at offset 0 (a client recovering from offset 0 is told
+//! `recovered: true`, which is exact), while a channel that lost publications
+//! can never be recovered into by mistake.
+//!
+//! This module holds the streams, the broker and its [`Broker`] impl; what
+//! a stream and the node are charged for, and how room is made, is in
+//! `budget`.
+
+use super::{Broker, BrokerError, Delivery, Publication, PublishOutcome, Recovery};
+use crate::{config::HistoryConfig, metrics::Metrics};
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use serde_json::value::RawValue;
+use std::{
+    collections::{HashMap, VecDeque},
+    hash::{BuildHasher, RandomState},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Instant,
+};
+use tether_protocol::StreamPosition;
+
+mod budget;
+#[cfg(test)]
+mod tests;
+
+use budget::cost;
+
+/// Most idempotency keys remembered per channel (oldest forgotten first).
+pub const MAX_KEYS_PER_CHANNEL: usize = 10_000;
+const SHARDS: usize = 64;
+
+struct Stream {
+    /// The channel name, shared by every publication on it.
+    name: Arc<str>,
+    epoch: Arc<str>,
+    top: u64,
+    history: VecDeque<(Instant, Arc<Publication>)>,
+    /// Sum of `cost` over `history`.
+    history_bytes: usize,
+    keys: HashMap<Arc<str>, u64>,
+    key_order: VecDeque<(Instant, Arc<str>)>,
+    last_active: Instant,
+    /// Local subscriber interest; a stream with interest is never forgotten.
+    interest: usize,
+}
+
+impl Stream {
+    /// Whether forgetting this stream loses nothing a client could recover.
+    fn is_idle(&self) -> bool {
+        self.interest == 0 && self.history.is_empty() && self.keys.is_empty()
+    }
+}
+
+/// A fresh random id.
+pub fn new_epoch() -> String {
+    format!("{:016x}", fastrand::u64(..))
+}
+
+type StreamMap = HashMap<Arc<str>, Stream>;
+
+pub struct MemoryBroker {
+    shards: Box<[Mutex<StreamMap>]>,
+    hasher: RandomState,
+    cfg: HistoryConfig,
+    max_channels: usize,
+    delivery: Arc<dyn Delivery>,
+    /// Counts streams, history bytes and keys (the gauges are the budget).
+    metrics: Arc<Metrics>,
+    /// Random per broker instance: epochs never repeat across restarts.
+    boot: String,
+    /// Bumped when a stream with publications is forgotten (see module docs).
+    generation: AtomicU64,
+    /// When a scan for streams to forget last found none.
+    barren_scan: Mutex<Option<Instant>>,
+}
+
+impl MemoryBroker {
+    pub fn new(
+        cfg: HistoryConfig,
+        max_channels: usize,
+        delivery: Arc<dyn Delivery>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        MemoryBroker {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            cfg,
+            max_channels,
+            delivery,
+            metrics,
+            boot: format!("{:012x}", fastrand::u64(..) >> 16),
+            generation: AtomicU64::new(0),
+            barren_scan: Mutex::new(None),
+        }
+    }
+
+    fn shard(&self, channel: &str) -> &Mutex<StreamMap> {
+        let i = (self.hasher.hash_one(channel) as usize) % self.shards.len();
+        &self.shards[i]
+    }
+
+    /// The epoch a new stream takes now.
+    fn empty_epoch(&self) -> String {
+        format!(
+            "{}{:04x}",
+            self.boot,
+            self.generation.load(Ordering::Acquire)
+        )
+    }
+
+    /// The channel's stream, created when new (if the channel cap allows),
+    /// pruned and marked active.
+    fn stream_mut<'m>(
+        &self,
+        map: &'m mut StreamMap,
+        channel: &str,
+        now: Instant,
+    ) -> Result<&'m mut Stream, BrokerError> {
+        if !map.contains_key(channel) {
+            if self.at_channel_cap() {
+                self.metrics.refusal("channels_full");
+                return Err(BrokerError::OverCapacity(format!(
+                    "the server holds its maximum of {} channels; retry later",
+                    self.max_channels
+                )));
+            }
+            let name: Arc<str> = Arc::from(channel);
+            self.metrics.channel_streams.inc();
+            map.insert(
+                name.clone(),
+                Stream {
+                    name,
+                    epoch: self.empty_epoch().into(),
+                    top: 0,
+                    history: VecDeque::new(),
+                    history_bytes: 0,
+                    keys: HashMap::new(),
+                    key_order: VecDeque::new(),
+                    last_active: now,
+                    interest: 0,
+                },
+            );
+        }
+        let stream = map
+            .get_mut(channel)
+            .ok_or_else(|| BrokerError::Unavailable("channel stream vanished".into()))?;
+        self.prune(stream, now);
+        stream.last_active = now;
+        Ok(stream)
+    }
+
+    /// Drops the stream if it holds nothing worth keeping: no subscriber and
+    /// never a publication.
+    fn drop_if_unused(&self, map: &mut StreamMap, channel: &str) {
+        if map
+            .get(channel)
+            .is_some_and(|s| s.interest == 0 && s.top == 0)
+        {
+            if let Some(s) = map.remove(channel) {
+                self.release(s);
+            }
+        }
+    }
+
+    /// Forgets streams idle for longer than `meta_ttl` and drops expired
+    /// history everywhere; called periodically by the node.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        for shard in self.shards.iter() {
+            let mut map = shard.lock();
+            let gone: Vec<Arc<str>> = map
+                .iter_mut()
+                .filter_map(|(k, s)| {
+                    self.prune(s, now);
+                    let stale = s.interest == 0
+                        && (s.top == 0
+                            || now.saturating_duration_since(s.last_active) >= self.cfg.meta_ttl);
+                    stale.then(|| k.clone())
+                })
+                .collect();
+            for k in gone {
+                if let Some(s) = map.remove(&k) {
+                    self.release(s);
+                }
+            }
+        }
+    }
+
+    /// Number of channel streams held (for tests and stats).
+    pub fn stream_count(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
+    fn publish_locked(
+        &self,
+        map: &mut StreamMap,
+        channel: &str,
+        data: &RawValue,
+        key: Option<&str>,
+        now: Instant,
+    ) -> Result<PublishOutcome, BrokerError> {
+        let stream = self.stream_mut(map, channel, now)?;
+        if let Some(key) = key {
+            if let Some(&offset) = stream.keys.get(key) {
+                return Ok(PublishOutcome {
+                    offset,
+                    epoch: stream.epoch.to_string(),
+                    duplicate: true,
+                });
+            }
+            self.fit_key(stream)?;
+        }
+        let publication = Arc::new(Publication::new(stream.name.clone(), stream.top + 1, data));
+        if self.cfg.size > 0 {
+            let c = cost(&publication);
+            self.fit_history(stream, c)?;
+            stream.history.push_back((now, publication.clone()));
+            stream.history_bytes += c;
+            self.metrics.history_bytes.inc_by(c as i64);
+        }
+        stream.top += 1;
+        if let Some(key) = key {
+            let key: Arc<str> = Arc::from(key);
+            stream.keys.insert(key.clone(), stream.top);
+            stream.key_order.push_back((now, key));
+            self.metrics.idempotency_keys.inc();
+        }
+        self.prune(stream, now);
+        let outcome = PublishOutcome {
+            offset: stream.top,
+            epoch: stream.epoch.to_string(),
+            duplicate: false,
+        };
+        // Delivered under the stream lock so subscribers see offsets in order.
+        self.delivery.deliver(publication);
+        Ok(outcome)
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    async fn publish(
+        &self,
+        channel: &str,
+        data: &RawValue,
+        key: Option<&str>,
+    ) -> Result<PublishOutcome, BrokerError> {
+        self.make_room(channel);
+        let mut map = self.shard(channel).lock();
+        let result = self.publish_locked(&mut map, channel, data, key, Instant::now());
+        if result.is_err() {
+            // A refused publish to a new channel leaves nothing behind.
+            self.drop_if_unused(&mut map, channel);
+        }
+        result
+    }
+
+    async fn subscribe(&self, channel: &str) -> Result<(), BrokerError> {
+        self.make_room(channel);
+        let mut map = self.shard(channel).lock();
+        self.stream_mut(&mut map, channel, Instant::now())?.interest += 1;
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, channel: &str) -> Result<(), BrokerError> {
+        let mut map = self.shard(channel).lock();
+        if let Some(stream) = map.get_mut(channel) {
+            stream.interest = stream.interest.saturating_sub(1);
+            stream.last_active = Instant::now();
+        }
+        self.drop_if_unused(&mut map, channel);
+        Ok(())
+    }
+
+    async fn recover(
+        &self,
+        channel: &str,
+        since: Option<&StreamPosition>,
+    ) -> Result<Recovery, BrokerError> {
+        let now = Instant::now();
+        let mut map = self.shard(channel).lock();
+        let Some(stream) = map.get_mut(channel) else {
+            // Nothing held (not subscribed here): a position at the empty
+            // epoch, created nowhere.
+            let epoch = self.empty_epoch();
+            let recovered = since.is_some_and(|s| s.epoch == epoch && s.offset == 0);
+            return Ok(Recovery {
+                epoch,
+                offset: 0,
+                recovered,
+                publications: Vec::new(),
+            });
+        };
+        self.prune(stream, now);
+        let mut recovery = Recovery {
+            epoch: stream.epoch.to_string(),
+            offset: stream.top,
+            recovered: false,
+            publications: Vec::new(),
+        };
+        let Some(since) = since else {
+            return Ok(recovery);
+        };
+        if since.epoch != *stream.epoch || since.offset > stream.top {
+            return Ok(recovery);
+        }
+        let first_needed = since.offset.saturating_add(1);
+        let oldest_held = stream
+            .history
+            .front()
+            .map(|(_, p)| p.offset)
+            .unwrap_or(stream.top.saturating_add(1));
+        if first_needed >= oldest_held || since.offset == stream.top {
+            recovery.recovered = true;
+            recovery.publications = stream
+                .history
+                .iter()
+                .filter(|(_, p)| p.offset >= first_needed)
+                .map(|(_, p)| p.clone())
+                .collect();
+        }
+        Ok(recovery)
+    }
+
+    fn is_healthy(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,380 @@
+//! Configuration: defaults < TOML file < `TETHER_SECTION_KEY` environment < flags.
+//!
+//! Every setting is listed once in [`KEYS`]; the CLI builds its `serve` flags
+//! from that table and the environment is read from it, so a key cannot exist
+//! in one place and be missing in another.
+//!
+//! This module holds the settings' types and [`load`]; the key table is in
+//! `keys`, the checks on a loaded configuration in `validate`, and the
+//! `duration` and `list` serde helpers in files of their own.
+
+use serde::{Deserialize, Serialize};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+mod duration;
+mod keys;
+mod list;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+pub use keys::{Key, KEYS};
+pub use validate::{MAX_DURATION, MIN_RATE};
+
+/// The effective configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub heartbeat: HeartbeatConfig,
+    pub history: HistoryConfig,
+    pub limits: LimitsConfig,
+    pub auth: AuthConfig,
+    pub tls: TlsConfig,
+    pub proxy: ProxyConfig,
+    pub broker: BrokerConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub echo: bool,
+    /// `None`: the same as `limits.max_message_bytes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub echo_max_message_bytes: Option<usize>,
+    pub echo_max_connections: usize,
+    #[serde(with = "duration")]
+    pub drain_timeout: Duration,
+    #[serde(with = "duration")]
+    pub drain_jitter: Duration,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            echo: true,
+            echo_max_message_bytes: None,
+            echo_max_connections: 1000,
+            drain_timeout: Duration::from_secs(10),
+            drain_jitter: Duration::from_secs(5),
+            node_id: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    #[serde(with = "duration")]
+    pub ping_interval: Duration,
+    #[serde(with = "duration")]
+    pub pong_timeout: Duration,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig {
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryConfig {
+    pub size: usize,
+    #[serde(with = "duration")]
+    pub ttl: Duration,
+    #[serde(with = "duration")]
+    pub meta_ttl: Duration,
+    pub max_channel_bytes: usize,
+    pub max_bytes: usize,
+    #[serde(with = "duration")]
+    pub idempotency_window: Duration,
+    pub idempotency_max_keys: usize,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            size: 100,
+            ttl: Duration::from_secs(600),
+            meta_ttl: Duration::from_secs(24 * 3600),
+            max_channel_bytes: 1024 * 1024,
+            max_bytes: 256 * 1024 * 1024,
+            idempotency_window: Duration::from_secs(300),
+            idempotency_max_keys: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub ipv6_prefix: u8,
+    pub max_channels: usize,
+    pub max_subscriptions: usize,
+    pub publish_rate_per_ip: f64,
+    pub publish_burst_per_ip: u32,
+    pub handshake_rate_per_ip: f64,
+    pub handshake_burst_per_ip: u32,
+    pub max_message_bytes: usize,
+    pub messages_per_second: f64,
+    pub messages_burst: u32,
+    pub send_queue: usize,
+    #[serde(with = "duration")]
+    pub handshake_timeout: Duration,
+    #[serde(with = "duration")]
+    pub write_timeout: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 50_000,
+            max_connections_per_ip: 5_000,
+            ipv6_prefix: 64,
+            max_channels: 100_000,
+            max_subscriptions: 1024,
+            publish_rate_per_ip: 1000.0,
+            publish_burst_per_ip: 2000,
+            handshake_rate_per_ip: 100.0,
+            handshake_burst_per_ip: 200,
+            max_message_bytes: 64 * 1024,
+            messages_per_second: 100.0,
+            messages_burst: 200,
+            send_queue: 1024,
+            handshake_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(deserialize_with = "list::deserialize")]
+    pub allowed_origins: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_secret: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_public_key: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    pub allow_anonymous: bool,
+}
+
+impl AuthConfig {
+    /// Whether clients must present a token.
+    pub fn jwt_configured(&self) -> bool {
+        self.jwt_secret.is_some() || self.jwt_public_key.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+}
+
+/// Proxies in front of the node, whose word on the client's address is taken.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// CIDRs (`10.0.0.0/8`, `::1/128`, or a bare address).
+    #[serde(deserialize_with = "list::deserialize")]
+    pub trusted: Vec<String>,
+    /// Read a PROXY protocol v1/v2 header from trusted peers.
+    pub protocol: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerKind {
+    #[default]
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    pub kind: BrokerKind,
+    pub redis_url: String,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            kind: BrokerKind::Memory,
+            redis_url: "redis://127.0.0.1:6379".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Why a configuration could not be used; each says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Where a value came from, for error messages.
+fn describe(key: &Key, origin: &str) -> String {
+    match origin {
+        "env" => format!("{} ({}.{})", key.env_var(), key.section, key.key),
+        "flag" => format!("--{} ({}.{})", key.flag, key.section, key.key),
+        _ => format!("{}.{}", key.section, key.key),
+    }
+}
+
+/// Reads a scalar the way a user writes it on a command line: a TOML literal
+/// when it is one (`100`, `true`, `1.5`), otherwise a string (`25s`, `127.0.0.1:80`).
+fn parse_scalar(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => match t.remove("v") {
+            Some(
+                v @ (toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_)),
+            ) => v,
+            _ => toml::Value::String(raw.to_owned()),
+        },
+        Err(_) => toml::Value::String(raw.to_owned()),
+    }
+}
+
+fn set(table: &mut toml::Table, key: &Key, value: toml::Value) {
+    let section = table
+        .entry(key.section)
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let toml::Value::Table(section) = section {
+        section.insert(key.key.to_owned(), value);
+    }
+}
+
+fn switch_value(key: &Key) -> toml::Value {
+    // `--no-echo` means echo = false; other switches mean true.
+    toml::Value::Boolean(!key.flag.starts_with("no-"))
+}
+
+/// Builds the effective configuration.
+///
+/// `flags` are `(flag name, value)` pairs from the command line; switches carry
+/// an empty value. `env` is the process environment (injected for tests).
+pub fn load(
+    file: Option<&std::path::Path>,
+    env: impl Fn(&str) -> Option<String>,
+    flags: &[(String, String)],
+) -> Result<Config, ConfigError> {
+    let mut table = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            text.parse::<toml::Table>()
+                .map_err(|source| ConfigError::Parse {
+                    path: path.to_owned(),
+                    source: Box::new(source),
+                })?
+        }
+        None => toml::Table::new(),
+    };
+    let mut origins: Vec<(&Key, &str)> = Vec::new();
+    for key in KEYS {
+        if let Some(raw) = env(&key.env_var()) {
+            set(&mut table, key, parse_scalar(&raw));
+            origins.push((key, "env"));
+        }
+    }
+    for (flag, raw) in flags {
+        let key = KEYS
+            .iter()
+            .find(|k| k.flag == flag)
+            .ok_or_else(|| ConfigError::Invalid(format!("unknown flag --{flag}")))?;
+        let value = if key.switch {
+            switch_value(key)
+        } else {
+            parse_scalar(raw)
+        };
+        set(&mut table, key, value);
+        origins.push((key, "flag"));
+    }
+    let config: Config = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| {
+            // Name the flag or variable the bad value came from, when we know it.
+            let msg = e.message().to_owned();
+            let culprit = origins
+                .iter()
+                .rev()
+                .find(|(k, _)| msg.contains(k.key) || e.to_string().contains(k.key));
+            match culprit {
+                Some((key, origin)) => {
+                    ConfigError::Invalid(format!("{}: {msg}", describe(key, origin)))
+                }
+                None => ConfigError::Invalid(e.to_string().trim().replace('\n', " ")),
+            }
+        })?;
+    config.validate()?;
+    Ok(config)
+}
+
+impl Config {
+    /// The configuration as TOML, as `--print-config` shows it (secrets masked).
+    pub fn to_toml(&self) -> String {
+        let mut shown = self.clone();
+        if shown.auth.jwt_secret.is_some() {
+            shown.auth.jwt_secret = Some("<set>".into());
+        }
+        if shown.auth.api_key.is_some() {
+            shown.auth.api_key = Some("<set>".into());
+        }
+        toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+    }
+}

@@ -1,0 +1,226 @@
+//! Unit tests of configuration loading, validation and the key table.
+
+use super::*;
+use std::collections::HashMap;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+#[test]
+fn defaults_load_with_nothing_given() {
+    let c = load(None, no_env, &[]).expect("defaults are valid");
+    assert_eq!(c.heartbeat.ping_interval, Duration::from_secs(25));
+    assert_eq!(c.server.listen.port(), 8080);
+    assert!(c.server.echo);
+}
+
+#[test]
+fn flags_beat_env_beat_file() {
+    let dir = std::env::temp_dir().join(format!("tether-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let file = dir.join("t.toml");
+    std::fs::write(
+        &file,
+        "[heartbeat]\nping_interval = \"5s\"\npong_timeout = \"3s\"\n[limits]\nsend_queue = 7\n",
+    )
+    .expect("write");
+    let env: HashMap<String, String> = [
+        ("TETHER_HEARTBEAT_PING_INTERVAL", "4s"),
+        ("TETHER_LIMITS_SEND_QUEUE", "8"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    .collect();
+    let flags = vec![
+        ("ping-interval".to_owned(), "1500ms".to_owned()),
+        ("no-echo".to_owned(), String::new()),
+        (
+            "allowed-origins".to_owned(),
+            "https://a.example, https://*.b.example".to_owned(),
+        ),
+    ];
+    let c = load(Some(&file), |k| env.get(k).cloned(), &flags).expect("valid");
+    assert_eq!(c.heartbeat.ping_interval, Duration::from_millis(1500));
+    assert_eq!(c.heartbeat.pong_timeout, Duration::from_secs(3));
+    assert_eq!(c.limits.send_queue, 8);
+    assert!(!c.server.echo);
+    assert_eq!(
+        c.auth.allowed_origins,
+        vec!["https://a.example", "https://*.b.example"]
+    );
+}
+
+#[test]
+fn bad_values_name_their_source() {
+    let flags = vec![("ping-interval".to_owned(), "soon".to_owned())];
+    let err = load(None, no_env, &flags).unwrap_err().to_string();
+    assert!(err.contains("--ping-interval"), "{err}");
+    assert!(err.contains("25s"), "{err}");
+}
+
+#[test]
+fn public_bind_without_auth_is_refused_unless_anonymous() {
+    let flags = vec![("listen".to_owned(), "0.0.0.0:8080".to_owned())];
+    let err = load(None, no_env, &flags).unwrap_err().to_string();
+    assert!(err.contains("--allow-anonymous"), "{err}");
+    let mut flags = flags;
+    flags.push(("allow-anonymous".to_owned(), String::new()));
+    assert!(load(None, no_env, &flags).is_ok());
+}
+
+fn flags(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn public_bind_needs_both_halves_of_auth() {
+    let public = ("listen", "0.0.0.0:8080");
+    let jwt_only = load(None, no_env, &flags(&[public, ("jwt-secret", "s")]))
+        .unwrap_err()
+        .to_string();
+    assert!(jwt_only.contains("no --api-key"), "{jwt_only}");
+    assert!(jwt_only.contains("Add --api-key"), "{jwt_only}");
+    let rsa_only = load(
+        None,
+        no_env,
+        &flags(&[("listen", "[::]:8080"), ("jwt-public-key", "/k.pem")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(rsa_only.contains("no --api-key"), "{rsa_only}");
+    let key_only = load(None, no_env, &flags(&[public, ("api-key", "k")]))
+        .unwrap_err()
+        .to_string();
+    assert!(key_only.contains("no JWT key"), "{key_only}");
+    assert!(key_only.contains("Add --jwt-secret"), "{key_only}");
+    for err in [&jwt_only, &key_only] {
+        assert!(err.contains("--allow-anonymous"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+    let both = flags(&[public, ("jwt-secret", "s"), ("api-key", "k")]);
+    assert!(load(None, no_env, &both).is_ok());
+    for half in [("jwt-secret", "s"), ("api-key", "k")] {
+        let open = flags(&[public, half, ("allow-anonymous", "")]);
+        assert!(load(None, no_env, &open).is_ok(), "{half:?}");
+        // Loopback stays as easy as before.
+        let local = flags(&[("listen", "127.0.0.1:8080"), half]);
+        assert!(load(None, no_env, &local).is_ok(), "{half:?}");
+    }
+}
+
+#[test]
+fn absurd_rates_are_refused() {
+    for key in [
+        "messages-per-second",
+        "handshake-rate-per-ip",
+        "publish-rate-per-ip",
+    ] {
+        for value in [
+            "1e-300", "1e-320", "0.0009", "0", "-1", "nan", "inf", "-inf",
+        ] {
+            let err = load(None, no_env, &flags(&[(key, value)]))
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("at least 0.001"), "--{key} {value}: {err}");
+            assert!(err.contains(&key.replace('-', "_")), "{err}");
+        }
+        assert!(load(None, no_env, &flags(&[(key, "0.001")])).is_ok());
+        assert!(load(None, no_env, &flags(&[(key, "1e9")])).is_ok());
+    }
+}
+
+#[test]
+fn absurd_durations_are_refused() {
+    for key in ["ping-interval", "history-ttl", "write-timeout"] {
+        let err = load(None, no_env, &flags(&[(key, "9223372036854775807")]))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must be at most 365d"), "--{key}: {err}");
+    }
+    assert!(load(None, no_env, &flags(&[("history-meta-ttl", "365d")])).is_ok());
+    let err = load(None, no_env, &flags(&[("ipv6-prefix", "129")]))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("0 to 128"), "{err}");
+}
+
+#[test]
+fn trusted_proxies_are_validated() {
+    let flags = vec![(
+        "trusted-proxies".to_owned(),
+        "10.0.0.0/8, 192.168.1.300".to_owned(),
+    )];
+    let err = load(None, no_env, &flags).unwrap_err().to_string();
+    assert!(
+        err.contains("192.168.1.300") && err.contains("--trusted-proxies"),
+        "{err}"
+    );
+    let flags = vec![(
+        "trusted-proxies".to_owned(),
+        "10.0.0.0/8,::1,127.0.0.1".to_owned(),
+    )];
+    let c = load(None, no_env, &flags).expect("CIDRs and bare addresses");
+    assert_eq!(c.proxy.trusted.len(), 3);
+    let flags = vec![("proxy-protocol".to_owned(), String::new())];
+    let err = load(None, no_env, &flags).unwrap_err().to_string();
+    assert!(err.contains("--trusted-proxies"), "{err}");
+    let flags = vec![("ipv6-prefix".to_owned(), "129".to_owned())];
+    let err = load(None, no_env, &flags).unwrap_err().to_string();
+    assert!(err.contains("ipv6_prefix"), "{err}");
+}
+
+#[test]
+fn print_config_round_trips_and_masks_secrets() {
+    let flags = vec![("api-key".to_owned(), "hunter2".to_owned())];
+    let c = load(None, no_env, &flags).expect("valid");
+    let text = c.to_toml();
+    assert!(!text.contains("hunter2"));
+    let back: Config = toml::from_str(&text).expect("printed config parses");
+    assert_eq!(back.heartbeat.ping_interval, c.heartbeat.ping_interval);
+}
+
+/// docs/configuration.md documents every flag and variable.
+#[test]
+fn every_key_is_documented() {
+    let doc = include_str!("../../../../docs/configuration.md");
+    for key in KEYS {
+        assert!(
+            doc.contains(&format!("`--{}`", key.flag)),
+            "--{} undocumented",
+            key.flag
+        );
+        assert!(
+            doc.contains(&key.env_var()),
+            "{} undocumented",
+            key.env_var()
+        );
+    }
+}
+
+#[test]
+fn every_key_has_a_unique_flag_and_env_var() {
+    let mut flags: Vec<_> = KEYS.iter().map(|k| k.flag).collect();
+    flags.sort_unstable();
+    flags.dedup();
+    assert_eq!(flags.len(), KEYS.len());
+    // every key exists in the printed default config or is optional
+    let printed = Config::default().to_toml();
+    for key in KEYS
+        .iter()
+        .filter(|k| !k.help.contains("[default: random]"))
+    {
+        let optional = !key.help.contains("[default:") && !key.switch;
+        assert!(
+            optional || printed.contains(&format!("{} =", key.key)),
+            "{}",
+            key.key
+        );
+    }
+}
