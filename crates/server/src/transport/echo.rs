@@ -6,7 +6,7 @@
 //! Every frame, control frames included, takes a token from the same
 //! per-connection message bucket as `/ws` (`--messages-per-second`,
 //! `--messages-burst`): a message over the rate is not echoed, and
-//! [`MAX_STRIKES`] over-rate frames in a row close the connection with 4005.
+//! ten over-rate frames in a row (`MAX_STRIKES`) close the connection with 4005.
 
 use super::{drain_reason, websocket::MAX_STRIKES, CLOSE_SEND_TIMEOUT};
 use crate::{
