@@ -148,7 +148,7 @@ fn absurd_durations_are_refused() {
         .map(|_| ())
         .unwrap_err()
         .to_string();
-    assert!(err.contains("0 to 128"), "{err}");
+    assert!(err.contains("1 to 128"), "{err}");
 }
 
 #[test]
@@ -223,4 +223,29 @@ fn every_key_has_a_unique_flag_and_env_var() {
             key.key
         );
     }
+}
+
+#[test]
+fn history_byte_caps_must_hold_a_publication() {
+    let err = load(
+        None,
+        no_env,
+        &flags(&[("history-max-channel-bytes", "1000")]),
+    )
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("--max-message-bytes + 1024"), "{err}");
+    let err = load(
+        None,
+        no_env,
+        &flags(&[
+            ("history-max-channel-bytes", "2000000"),
+            ("history-max-bytes", "1000000"),
+        ]),
+    )
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("--history-max-bytes"), "{err}");
 }

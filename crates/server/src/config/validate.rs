@@ -75,14 +75,20 @@ impl Config {
                 ));
             }
         }
-        if self.limits.ipv6_prefix > 128 {
+        // A publication must fit in its channel's history, and a channel's
+        // history in the node's: otherwise history silently holds nothing.
+        let largest = self.limits.max_message_bytes + 1024;
+        if self.history.max_channel_bytes < largest {
             return bad(format!(
-                "limits.ipv6_prefix is a prefix length, 0 to 128, not {}",
-                self.limits.ipv6_prefix
+                "history.max_channel_bytes (--history-max-channel-bytes) is {}; it must be at                  least --max-message-bytes + 1024 ({largest}) so that one publication fits",
+                self.history.max_channel_bytes
             ));
         }
-        if self.limits.publish_rate_per_ip.is_nan() || self.limits.publish_rate_per_ip <= 0.0 {
-            return bad("limits.publish_rate_per_ip must be positive".into());
+        if self.history.max_bytes < self.history.max_channel_bytes {
+            return bad(format!(
+                "history.max_bytes (--history-max-bytes) is {}; it must be at least                  --history-max-channel-bytes ({})",
+                self.history.max_bytes, self.history.max_channel_bytes
+            ));
         }
         if !(1..=128).contains(&self.limits.ipv6_prefix) {
             return bad(format!(

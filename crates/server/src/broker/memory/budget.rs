@@ -112,9 +112,10 @@ impl MemoryBroker {
         }
     }
 
-    /// Checks that a publication of `c` bytes fits the node's history budget,
-    /// dropping this stream's own oldest entries if that makes it fit.
-    pub(super) fn fit_history(&self, stream: &mut Stream, c: usize) -> Result<(), BrokerError> {
+    /// Whether a publication of `c` bytes can fit the node's history
+    /// budget, counting what this stream could give up of its own. Checks
+    /// only: nothing changes until every check of a publish has passed.
+    pub(super) fn check_history(&self, stream: &Stream, c: usize) -> Result<(), BrokerError> {
         let max = self.cfg.max_bytes;
         let used = self.metrics.history_bytes.get().max(0) as usize;
         if used.saturating_sub(stream.history_bytes) + c > max {
@@ -123,7 +124,12 @@ impl MemoryBroker {
                 "the server's history is full ({max} bytes); retry later"
             )));
         }
-        while self.metrics.history_bytes.get().max(0) as usize + c > max {
+        Ok(())
+    }
+
+    /// Drops this stream's own oldest entries until `c` more bytes fit.
+    pub(super) fn make_history_room(&self, stream: &mut Stream, c: usize) {
+        while self.metrics.history_bytes.get().max(0) as usize + c > self.cfg.max_bytes {
             let Some((_, p)) = stream.history.pop_front() else {
                 break;
             };
@@ -131,17 +137,16 @@ impl MemoryBroker {
             stream.history_bytes -= freed;
             self.metrics.history_bytes.dec_by(freed as i64);
         }
-        Ok(())
     }
 
-    /// Checks that one more idempotency key fits, forgetting this stream's
-    /// own oldest key if the node-wide cap is reached.
-    pub(super) fn fit_key(&self, stream: &mut Stream) -> Result<(), BrokerError> {
-        if self.metrics.idempotency_keys.get() < self.cfg.idempotency_max_keys as i64 {
-            return Ok(());
-        }
-        if self.forget_oldest_key(stream) {
-            self.metrics.idempotency_evictions.inc();
+    fn keys_full(&self) -> bool {
+        self.metrics.idempotency_keys.get() >= self.cfg.idempotency_max_keys as i64
+    }
+
+    /// Whether one more idempotency key can be remembered: below the
+    /// node-wide cap, or by forgetting one of this stream's own. Checks only.
+    pub(super) fn check_key(&self, stream: &Stream) -> Result<(), BrokerError> {
+        if !self.keys_full() || !stream.key_order.is_empty() {
             return Ok(());
         }
         self.metrics.refusal("idempotency_keys_full");
@@ -149,5 +154,13 @@ impl MemoryBroker {
             "the server remembers its maximum of {} idempotency keys; retry later",
             self.cfg.idempotency_max_keys
         )))
+    }
+
+    /// At the node-wide cap, forgets this stream's oldest key (counted: it
+    /// goes before its window ends).
+    pub(super) fn make_key_room(&self, stream: &mut Stream) {
+        if self.keys_full() && self.forget_oldest_key(stream) {
+            self.metrics.idempotency_evictions.inc();
+        }
     }
 }

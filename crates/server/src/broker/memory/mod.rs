@@ -235,18 +235,25 @@ impl MemoryBroker {
                     duplicate: true,
                 });
             }
-            self.fit_key(stream)?;
         }
         let publication = Arc::new(Publication::new(stream.name.clone(), stream.top + 1, data));
+        let c = cost(&publication);
+        // Every check first: a refused publish changes nothing.
         if self.cfg.size > 0 {
-            let c = cost(&publication);
-            self.fit_history(stream, c)?;
+            self.check_history(stream, c)?;
+        }
+        if key.is_some() {
+            self.check_key(stream)?;
+        }
+        if self.cfg.size > 0 {
+            self.make_history_room(stream, c);
             stream.history.push_back((now, publication.clone()));
             stream.history_bytes += c;
             self.metrics.history_bytes.inc_by(c as i64);
         }
         stream.top += 1;
         if let Some(key) = key {
+            self.make_key_room(stream);
             let key: Arc<str> = Arc::from(key);
             stream.keys.insert(key.clone(), stream.top);
             stream.key_order.push_back((now, key));

@@ -335,3 +335,58 @@ fn encode_subscribed(id: u64, channel: &str, r: &Recovery, offset: u64) -> Strin
     out.push_str("]}");
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recovery(sizes: &[usize]) -> Recovery {
+        let publications = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let data = RawValue::from_string(format!("\"{}\"", "x".repeat(*n)))
+                    .unwrap_or_else(|_| unreachable!());
+                Arc::new(Publication::new(Arc::from("c"), i as u64 + 11, &data))
+            })
+            .collect::<Vec<_>>();
+        Recovery {
+            epoch: "e".into(),
+            offset: 10 + sizes.len() as u64,
+            recovered: true,
+            publications,
+        }
+    }
+
+    #[test]
+    fn a_short_replay_is_carried_whole() {
+        let mut r = recovery(&[100, 100]);
+        let (rest, position) = split_replay(&mut r);
+        assert!(rest.is_empty());
+        assert_eq!((r.publications.len(), position), (2, 12));
+    }
+
+    #[test]
+    fn a_long_replay_is_cut_where_the_reply_is_full() {
+        let mut r = recovery(&[30_000, 30_000, 30_000, 30_000]);
+        let (rest, position) = split_replay(&mut r);
+        assert_eq!(r.publications.len(), 2);
+        assert_eq!(
+            rest.iter().map(|p| p.offset).collect::<Vec<_>>(),
+            vec![13, 14]
+        );
+        assert_eq!(position, 12, "the last offset carried");
+    }
+
+    #[test]
+    fn a_first_publication_over_the_cap_leaves_the_position_where_it_was() {
+        let mut r = recovery(&[REPLAY_REPLY_BYTES + 1, 10]);
+        let (rest, position) = split_replay(&mut r);
+        assert!(r.publications.is_empty());
+        assert_eq!(rest.len(), 2);
+        assert_eq!(
+            position, 10,
+            "the offset recovered from; everything follows as messages"
+        );
+    }
+}
