@@ -20,18 +20,8 @@ async fn gauge(addr: SocketAddr, name: &str) -> f64 {
     http::metric(addr, name, &[]).await
 }
 
-/// `POST /api/publish` that may be refused; returns the status and body.
 async fn try_publish(addr: SocketAddr, channel: &str, data: Value) -> (u16, Value) {
-    let body = json!({"channel": channel, "data": data}).to_string();
-    let res = http::request(
-        addr,
-        "POST",
-        "/api/publish",
-        &[("Content-Type", "application/json")],
-        &body,
-    )
-    .await;
-    (res.status, res.json())
+    http::try_publish(addr, &json!({"channel": channel, "data": data})).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,6 +221,7 @@ async fn a_long_replay_is_not_one_huge_reply() {
 #[tokio::test]
 async fn the_subscription_cap_has_its_own_error_code() {
     let server = TestServer::start(&[("max-subscriptions", "3")]).await;
+    let mut bystander = Bystander::join(server.addr).await;
     let (mut c, _) = WsClient::tether(&server.ws_url("/ws")).await;
     for (id, ch) in [(1, "a"), (2, "b"), (3, "c")] {
         assert_eq!(c.subscribe(id, ch, None).await["type"], "subscribed");
@@ -241,4 +232,5 @@ async fn the_subscription_cap_has_its_own_error_code() {
         .await;
     assert_eq!(c.recv().await["type"], "unsubscribed");
     assert_eq!(c.subscribe(6, "d", None).await["type"], "subscribed");
+    bystander.still_served().await;
 }

@@ -18,6 +18,7 @@ use tokio_websockets::{ClientBuilder, CloseCode, Config, Message};
 #[tokio::test]
 async fn a_client_close_is_answered_with_a_close_frame() {
     let server = TestServer::start(&[]).await;
+    let mut bystander = Bystander::join(server.addr).await;
     for path in ["/ws", "/echo"] {
         let mut c = WsClient::connect(&server.ws_url(path)).await;
         c.ws.send(Message::close(Some(CloseCode::NORMAL_CLOSURE), "bye"))
@@ -29,6 +30,7 @@ async fn a_client_close_is_answered_with_a_close_frame() {
             "{path}: the server answers the close frame"
         );
     }
+    bystander.still_served().await;
     // Answering a client's close is not a close the server initiated.
     assert_eq!(
         http::metric(server.addr, "tether_closes_total", &[("code", "1000")]).await,

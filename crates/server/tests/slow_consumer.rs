@@ -5,17 +5,8 @@
 
 use serde_json::json;
 use std::time::Duration;
-use tether_test_util::{http, process::ServerProcess, ws::WsClient};
+use tether_test_util::{attack::rss_kib, http, process::ServerProcess, ws::WsClient};
 use tokio::io::AsyncWriteExt;
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
 
 /// Upgrades, subscribes to `channel`, then never reads again.
 async fn non_reader(addr: std::net::SocketAddr, channel: &str) -> tokio::net::TcpStream {

@@ -73,24 +73,9 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> HttpResponse {
 /// Like `raw`, on an existing connection.
 pub async fn raw_on(mut tcp: TcpStream, bytes: &[u8]) -> HttpResponse {
     tcp.write_all(bytes).await.expect("write");
-    let mut buf = Vec::new();
-    // Read until the server closes, or until a complete response with a
-    // Content-Length has arrived (upgrade answers keep the socket open).
-    let read = async {
-        let mut chunk = [0u8; 8192];
-        loop {
-            let n = tcp.read(&mut chunk).await.unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            if complete(&buf) {
-                break;
-            }
-        }
-    };
-    let _ = timeout(STEP, read).await;
-    parse(&buf)
+    // Until the server closes, or a complete response with a Content-Length
+    // has arrived (upgrade answers keep the socket open).
+    parse(&read_response(&mut tcp).await)
 }
 
 fn complete(buf: &[u8]) -> bool {
@@ -274,6 +259,20 @@ pub fn masked_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
     frame.extend_from_slice(&[0, 0, 0, 0]);
     frame.extend_from_slice(payload);
     frame
+}
+
+/// `POST /api/publish` with `body` that may be refused: the status and the
+/// parsed answer.
+pub async fn try_publish(addr: SocketAddr, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let res = request(
+        addr,
+        "POST",
+        "/api/publish",
+        &[("Content-Type", "application/json")],
+        &body.to_string(),
+    )
+    .await;
+    (res.status, res.json())
 }
 
 /// `POST /api/publish`; returns the parsed answer.

@@ -76,6 +76,11 @@ impl Nginx {
         panic!("nginx did not listen on 127.0.0.1:{port} within 5 s");
     }
 
+    /// `ws://` URL of `path` through nginx.
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://127.0.0.1:{}{path}", self.port)
+    }
+
     pub fn addr(&self) -> std::net::SocketAddr {
         std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
     }

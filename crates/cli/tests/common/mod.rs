@@ -7,8 +7,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use std::{
     net::SocketAddr,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::PathBuf,
     time::Duration,
 };
 use tether_test_util::process::tether_bin;
@@ -17,7 +16,8 @@ use tokio::{
     net::TcpListener,
 };
 
-pub const NGINX: &str = "/usr/sbin/nginx";
+#[allow(unused_imports)] // each test uses a subset
+pub use tether_test_util::nginx::NGINX;
 
 /// Runs `tether doctor ARGS --json`, bounded in time; returns the exit
 /// status and the report.
@@ -120,77 +120,9 @@ impl Drop for TempDir {
     }
 }
 
-/// A real nginx on a free loopback port with its own prefix and config,
-/// stopped (killed) on drop.
-pub struct Nginx {
-    pub port: u16,
-    child: Child,
-    _dir: TempDir,
-}
-
-impl Nginx {
-    /// `location` is the body of `location / { ... }`.
-    pub async fn start(location: &str) -> Self {
-        assert!(
-            Path::new(NGINX).exists(),
-            "{NGINX} not found: run scripts/test (installs nginx), or apt-get install -y nginx"
-        );
-        let dir = TempDir::new("nginx");
-        let port = free_port();
-        let d = dir.0.display();
-        for sub in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
-            std::fs::create_dir_all(dir.path(sub)).unwrap();
-        }
-        let conf = format!(
-            "daemon off;\nmaster_process off;\nworker_processes 1;\nerror_log {d}/error.log info;\npid {d}/nginx.pid;\n\
-             events {{ worker_connections 128; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {d}/client_body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-             \x20 server {{\n    listen 127.0.0.1:{port};\n    location / {{\n{location}\n    }}\n  }}\n}}\n"
-        );
-        std::fs::write(dir.path("nginx.conf"), conf).unwrap();
-        let child = Command::new(NGINX)
-            .arg("-p")
-            .arg(&dir.0)
-            .arg("-c")
-            .arg(dir.path("nginx.conf"))
-            .arg("-e")
-            .arg(dir.path("error.log"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start nginx");
-        let mut nginx = Nginx {
-            port,
-            child,
-            _dir: dir,
-        };
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return nginx;
-            }
-            if let Ok(Some(status)) = nginx.child.try_wait() {
-                let log = std::fs::read_to_string(nginx._dir.path("error.log")).unwrap_or_default();
-                panic!("nginx exited with {status}:\n{log}");
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("nginx did not listen on 127.0.0.1:{port} within 5 s");
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("ws://127.0.0.1:{}{path}", self.port)
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// A real nginx on a free loopback port (shared with the server tests).
+#[allow(unused_imports)]
+pub use tether_test_util::nginx::Nginx;
 
 /// A plain HTTP server that answers every request `200 OK` with a page: a
 /// web server where a WebSocket endpoint was expected.
