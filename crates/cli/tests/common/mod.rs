@@ -5,11 +5,7 @@
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use std::{
-    net::SocketAddr,
-    path::PathBuf,
-    time::Duration,
-};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use tether_test_util::process::tether_bin;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
