@@ -1,14 +1,17 @@
 //! The hub: which local connections subscribe to which channel.
 //!
-//! A sharded registry (a read-mostly lock per shard) mapping channel names to
-//! the send queues of subscribed connections. Delivery never blocks: each
-//! queue is bounded, and a connection whose queue is full is told to close
-//! with 4004 (slow consumer) instead of holding up the publisher or growing
-//! memory.
+//! A sharded registry mapping channel names to their delivery logs
+//! ([`ChannelLog`]). Delivering a publication appends it once to the
+//! channel's log; the subscribers are woken by the broker after it has
+//! released its locks ([`Wakeup::ring`]), and each connection then writes
+//! from its own position. Nothing is copied per connection, and a slow
+//! reader never holds up the publisher or anyone else.
 
-use crate::broker::{Delivery, Publication};
-use crate::metrics::Metrics;
-use crate::outbox::{Outbox, Pushed};
+use crate::{
+    broker::{Delivery, Publication},
+    channel_log::{ChannelLog, Cursor, Wakeup, Window},
+    doorbell::Doorbell,
+};
 use parking_lot::RwLock;
 use std::{
     collections::HashMap,
@@ -18,23 +21,21 @@ use std::{
 
 const SHARDS: usize = 64;
 
-/// A subscribed connection, as the hub sees it: its outbox.
-pub type Subscriber = Arc<Outbox>;
-
-type ChannelMap = HashMap<Arc<str>, HashMap<u64, Subscriber>>;
+type ChannelMap = HashMap<Arc<str>, Arc<ChannelLog>>;
 
 pub struct Hub {
     shards: Box<[RwLock<ChannelMap>]>,
     hasher: RandomState,
-    metrics: Arc<Metrics>,
+    window: Window,
 }
 
 impl Hub {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    /// `window`: how far a subscriber may fall behind its channel.
+    pub fn new(window: Window) -> Self {
         Hub {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
-            metrics,
+            window,
         }
     }
 
@@ -42,24 +43,26 @@ impl Hub {
         &self.shards[(self.hasher.hash_one(channel) as usize) % self.shards.len()]
     }
 
-    /// Adds a subscriber; returns true if it is the channel's first on this node.
-    pub fn add(&self, channel: &str, conn_id: u64, subscriber: Subscriber) -> bool {
+    /// Subscribes a connection; returns its cursor, and whether it is the
+    /// channel's first subscriber on this node.
+    pub fn add(&self, channel: &str, conn_id: u64, bell: Arc<Doorbell>) -> (Arc<Cursor>, bool) {
         let mut map = self.shard(channel).write();
-        let subs = map.entry(Arc::from(channel)).or_default();
-        subs.insert(conn_id, subscriber);
-        subs.len() == 1
+        let log = map
+            .entry(Arc::from(channel))
+            .or_insert_with_key(|name| ChannelLog::new(name.clone(), self.window))
+            .clone();
+        let cursor = log.join(conn_id, bell);
+        (cursor, log.subscriber_count() == 1)
     }
 
-    /// Removes a subscriber; returns true if the channel has none left here.
+    /// Unsubscribes a connection; returns true if the channel has no
+    /// subscriber left here.
     pub fn remove(&self, channel: &str, conn_id: u64) -> bool {
         let mut map = self.shard(channel).write();
-        let Some(subs) = map.get_mut(channel) else {
+        let Some(log) = map.get(channel) else {
             return false;
         };
-        if subs.remove(&conn_id).is_none() {
-            return false;
-        }
-        if subs.is_empty() {
+        if log.leave(conn_id) == 0 {
             map.remove(channel);
             true
         } else {
@@ -75,7 +78,7 @@ impl Hub {
             .flat_map(|s| {
                 s.read()
                     .iter()
-                    .map(|(k, v)| (k.to_string(), v.len()))
+                    .map(|(k, v)| (k.to_string(), v.subscriber_count()))
                     .collect::<Vec<_>>()
             })
             .collect();
@@ -89,17 +92,15 @@ impl Hub {
 }
 
 impl Delivery for Hub {
-    fn deliver(&self, publication: Arc<Publication>) {
-        let map = self.shard(&publication.channel).read();
-        let Some(subs) = map.get(&publication.channel) else {
-            return;
-        };
-        for outbox in subs.values() {
-            // A dropped push means the connection is closing and will
-            // unsubscribe itself.
-            if outbox.push(publication.clone()) == Pushed::Overflowed {
-                self.metrics.slow_consumers.inc();
-            }
+    fn deliver(&self, publication: Arc<Publication>) -> Wakeup {
+        let log = self
+            .shard(&publication.channel)
+            .read()
+            .get(&publication.channel)
+            .cloned();
+        match log {
+            Some(log) => log.append(publication),
+            None => Wakeup::none(),
         }
     }
 }

@@ -6,8 +6,10 @@
 
 pub mod auth;
 pub mod broker;
+pub mod channel_log;
 pub mod client_addr;
 pub mod config;
+pub mod doorbell;
 pub mod fdlimit;
 pub mod handshake;
 pub mod http;
@@ -17,7 +19,6 @@ pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod node;
-pub mod outbox;
 pub mod proxy_protocol;
 pub mod tls;
 pub mod transport;

@@ -40,7 +40,12 @@ impl Node {
     pub fn new(config: Config, socket_budget: usize) -> Result<Arc<Self>, KeyError> {
         let verifier = Verifier::from_config(&config.auth)?;
         let metrics = Arc::new(Metrics::new());
-        let hub = Arc::new(Hub::new(metrics.clone()));
+        // How far a subscriber may fall behind its channel before it is
+        // resynchronised: `send_queue` publications, `max_channel_bytes`.
+        let hub = Arc::new(Hub::new(crate::channel_log::Window {
+            publications: config.limits.send_queue,
+            bytes: config.history.max_channel_bytes,
+        }));
         let memory = Arc::new(MemoryBroker::new(
             config.history.clone(),
             config.limits.max_channels,

@@ -18,7 +18,10 @@ async fn a_busy_connection_still_reads_its_pongs() {
         ("ping-interval", "250ms"),
         ("pong-timeout", "250ms"),
         ("history-size", "0"),
+        // A channel log long enough for the whole backlog.
         ("send-queue", "10000000"),
+        ("history-max-channel-bytes", "268435456"),
+        ("history-max-bytes", "268435456"),
     ])
     .await;
     let (mut c, _) = WsClient::tether(&server.ws_url("/ws")).await;

@@ -113,6 +113,25 @@ impl WsClient {
         }
     }
 
+    /// The next JSON text message, or how the connection ended.
+    pub async fn ws_next_json(&mut self, wait: Duration) -> Result<Value, Ended> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => panic!("nothing within {wait:?}"),
+                Ok(None) | Ok(Some(Err(_))) => return Err(Ended::Abnormal),
+                Ok(Some(Ok(msg))) => {
+                    if let Some((code, reason)) = msg.as_close() {
+                        return Err(Ended::Closed(u16::from(code), reason.to_owned()));
+                    }
+                    if let Some(text) = msg.as_text() {
+                        return Ok(serde_json::from_str(text).expect("server sends JSON"));
+                    }
+                }
+            }
+        }
+    }
+
     /// Waits for a message with `"type": kind`, skipping others.
     pub async fn recv_type(&mut self, kind: &str) -> Value {
         loop {

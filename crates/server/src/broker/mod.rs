@@ -84,7 +84,10 @@ pub enum BrokerError {
 
 /// Receives every publication for channels this node has subscribers on.
 pub trait Delivery: Send + Sync + 'static {
-    fn deliver(&self, publication: Arc<Publication>);
+    /// Appends to the channel's delivery log (called in offset order, under
+    /// the broker's lock for the channel); returns the subscribers to wake,
+    /// which the broker rings after releasing its locks.
+    fn deliver(&self, publication: Arc<Publication>) -> crate::channel_log::Wakeup;
 }
 
 #[async_trait]

@@ -31,6 +31,7 @@
 //! `budget`.
 
 use super::{Broker, BrokerError, Delivery, Publication, PublishOutcome, Recovery};
+use crate::channel_log::Wakeup;
 use crate::{config::HistoryConfig, metrics::Metrics};
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -225,15 +226,16 @@ impl MemoryBroker {
         data: &RawValue,
         key: Option<&str>,
         now: Instant,
-    ) -> Result<PublishOutcome, BrokerError> {
+    ) -> Result<(PublishOutcome, Wakeup), BrokerError> {
         let stream = self.stream_mut(map, channel, now)?;
         if let Some(key) = key {
             if let Some(&offset) = stream.keys.get(key) {
-                return Ok(PublishOutcome {
+                let duplicate = PublishOutcome {
                     offset,
                     epoch: stream.epoch.to_string(),
                     duplicate: true,
-                });
+                };
+                return Ok((duplicate, Wakeup::none()));
             }
         }
         let publication = Arc::new(Publication::new(stream.name.clone(), stream.top + 1, data));
@@ -265,9 +267,10 @@ impl MemoryBroker {
             epoch: stream.epoch.to_string(),
             duplicate: false,
         };
-        // Delivered under the stream lock so subscribers see offsets in order.
-        self.delivery.deliver(publication);
-        Ok(outcome)
+        // Appended to the delivery log under the lock, so offsets arrive in
+        // order; the subscribers are woken by the caller once it is released.
+        let wakeup = self.delivery.deliver(publication);
+        Ok((outcome, wakeup))
     }
 }
 
@@ -286,7 +289,13 @@ impl Broker for MemoryBroker {
             // A refused publish to a new channel leaves nothing behind.
             self.drop_if_unused(&mut map, channel);
         }
-        result
+        drop(map);
+        // Fan-out happens outside every broker lock: a channel with
+        // thousands of subscribers holds up no other channel's publish.
+        result.map(|(outcome, wakeup)| {
+            wakeup.ring();
+            outcome
+        })
     }
 
     async fn subscribe(&self, channel: &str) -> Result<(), BrokerError> {

@@ -7,8 +7,9 @@ use std::time::Duration;
 #[derive(Default)]
 struct Collect(Mutex<Vec<u64>>);
 impl Delivery for Collect {
-    fn deliver(&self, p: Arc<Publication>) {
+    fn deliver(&self, p: Arc<Publication>) -> crate::channel_log::Wakeup {
         self.0.lock().push(p.offset);
+        crate::channel_log::Wakeup::none()
     }
 }
 

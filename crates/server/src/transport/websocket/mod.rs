@@ -1,10 +1,12 @@
 //! One Tether session over a WebSocket: the per-connection state machine.
 //!
 //! A single task owns the socket and runs one `select!` over: the node's
-//! drain signal, the connection's outbox (publications to send, or a close
-//! request such as 4004 from the hub), the heartbeat/expiry timer and
-//! inbound frames. One small task and one bounded outbox per connection is
-//! what lets a node hold tens of thousands of idle connections.
+//! drain signal, the connection's doorbell (subscriptions whose channel log
+//! has something new), the heartbeat/expiry timer and inbound frames.
+//! Publications are written straight from the channels' shared logs at the
+//! connection's own pace ([`crate::channel_log`]); one small task and no
+//! queue per connection is what lets a node hold tens of thousands of idle
+//! connections, and a burst close nobody whose lag stays within the log.
 //!
 //! The loop is fair: inbound frames are read before each write batch, so a
 //! connection receiving a steady stream of publications still sees its
@@ -19,9 +21,10 @@ use super::{drain_reason, CLOSE_SEND_TIMEOUT};
 use crate::{
     auth::Grant,
     broker::Publication,
+    channel_log::{Behind, Cursor},
+    doorbell::Doorbell,
     limits::{ConnectionPermit, TokenBucket},
     node::Node,
-    outbox::Outbox,
 };
 use futures_util::{SinkExt, StreamExt};
 use std::{net::SocketAddr, pin::pin, sync::Arc, time::SystemTime};
@@ -77,7 +80,7 @@ pub struct Session<S> {
     conn_id: u64,
     grant: Grant,
     subs: Subscriptions,
-    outbox: Arc<Outbox>,
+    bell: Arc<Doorbell>,
     last_seen: Instant,
     /// Silence before the read that ended the session without a close
     /// frame (EOF or read error); fed to the node's idle-cut detector.
@@ -105,7 +108,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 limits.messages_burst,
                 now.into_std(),
             ),
-            outbox: Arc::new(Outbox::new(limits.send_queue)),
+            bell: Arc::new(Doorbell::new()),
             conn_id: node.next_conn_id(),
             node,
             ws,
@@ -163,11 +166,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // Every future below is created once and polled in place: re-creating
         // them on each turn of the loop (re-registering the timer, taking the
         // Notify locks) was a measurable share of the fan-out cost.
-        let outbox = self.outbox.clone();
+        let bell = self.bell.clone();
         let token = self.node.shutdown.clone();
         let mut cancelled = pin!(token.cancelled());
-        let mut wake = pin!(outbox.notified());
+        let mut wake = pin!(bell.notified());
         let mut timer = pin!(sleep_until(deadline(next_ping, self.last_seen)));
+        let mut rung: Vec<Arc<Cursor>> = Vec::new();
         let mut batch: Vec<Arc<Publication>> = Vec::new();
         loop {
             // Biased, in this order: the drain; then inbound frames, so a
@@ -230,12 +234,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     timer.as_mut().reset(deadline(next_ping, self.last_seen));
                 }
                 () = &mut wake => {
-                    wake.set(outbox.notified());
-                    if let Err(code) = outbox.take(&mut batch, WRITE_BATCH) {
-                        return slow_consumer(code);
+                    wake.set(bell.notified());
+                    if bell.take(&mut rung).is_err() {
+                        return End::Peer("session finished".into());
                     }
-                    if !batch.is_empty() {
-                        if let Err(end) = Box::pin(self.write_publications(&mut batch)).await {
+                    if !rung.is_empty() {
+                        if let Err(end) = Box::pin(self.write_rung(&mut rung, &mut batch)).await {
                             return end;
                         }
                     }
@@ -244,45 +248,69 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    /// Writes a batch of publications in one flush, emptying `batch`.
-    async fn write_publications(&mut self, batch: &mut Vec<Arc<Publication>>) -> Result<(), End> {
+    /// Writes what the rung subscriptions have new, from their channels'
+    /// logs: at most `WRITE_BATCH` publications per subscription per turn;
+    /// one with more is rung again, so inbound frames are read in between.
+    async fn write_rung(
+        &mut self,
+        rung: &mut Vec<Arc<Cursor>>,
+        batch: &mut Vec<Arc<Publication>>,
+    ) -> Result<(), End> {
+        for cursor in std::mem::take(rung) {
+            // Cleared before reading: an append from now on rings again.
+            cursor.clear_pending();
+            let more = cursor
+                .log
+                .read_after(cursor.position(), WRITE_BATCH, batch)
+                .map_err(|b| self.fell_behind(&cursor, b))?;
+            if !batch.is_empty() {
+                self.write_publications(&cursor, batch).await?;
+            }
+            if more {
+                cursor.ring();
+            }
+        }
+        Ok(())
+    }
+
+    /// The connection fell off the start of its channel's log: it is closed
+    /// with 4004 and recovers through the ordinary path on reconnect.
+    fn fell_behind(&self, cursor: &Cursor, b: Behind) -> End {
+        self.node.metrics.slow_consumers.inc();
+        debug!(channel = %cursor.log.name, position = b.position, first_held = b.first_held, "fell behind the channel log");
+        End::Close(
+            CloseCode::SlowConsumer,
+            "fell behind the channel: the client reads too slowly; reconnect and recover".into(),
+        )
+    }
+
+    /// Writes publications of one subscription in one flush (skipping what
+    /// it already has), advancing its position; empties `batch`.
+    async fn write_publications(
+        &mut self,
+        cursor: &Cursor,
+        batch: &mut Vec<Arc<Publication>>,
+    ) -> Result<(), End> {
         let write_timeout = self.node.config.limits.write_timeout;
         let mut sent = 0u64;
+        let mut last = cursor.position();
         let write = async {
             for publication in batch.drain(..) {
-                if let Some(floor) = self.subs.get_mut(&publication.channel) {
-                    // Skip what `subscribed` already carried (or a duplicate).
-                    if publication.offset > *floor {
-                        *floor = publication.offset;
-                        self.ws
-                            .feed(Message::text(publication.frame.clone()))
-                            .await?;
-                        sent += 1;
-                    }
+                if publication.offset > last {
+                    last = publication.offset;
+                    self.ws
+                        .feed(Message::text(publication.frame.clone()))
+                        .await?;
+                    sent += 1;
                 }
             }
             self.ws.flush().await
         };
         // A client that stops reading blocks this write once the kernel
-        // buffers are full; meanwhile its outbox overflows and asks for
-        // 4004, which must win over waiting out the write timeout.
-        let outbox = self.outbox.clone();
-        let overflowed = async {
-            loop {
-                if let Some(code) = outbox.close_requested() {
-                    return code;
-                }
-                outbox.notified().await;
-            }
-        };
-        let result = tokio::select! {
-            r = timeout(write_timeout, write) => r,
-            code = overflowed => return Err(slow_consumer(code)),
-        };
+        // buffers are full, and is cut at the write timeout.
+        let result = timeout(write_timeout, write).await;
         batch.clear();
-        // Wake-ups consumed while writing may have announced new
-        // publications: look again rather than wait for the next one.
-        outbox.wake();
+        cursor.advance_to(last);
         match result {
             Ok(Ok(())) => {
                 self.node.metrics.messages_out.inc_by(sent);
@@ -309,7 +337,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn finish(&mut self, end: End) {
         // Nothing more will be sent: free the queue and refuse new pushes.
-        self.outbox.finish();
+        self.bell.finish();
         match end {
             End::Peer(why) => {
                 debug!(%why, "session ended by peer");
@@ -349,13 +377,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.leave(&channel).await;
         }
     }
-}
-
-fn slow_consumer(code: CloseCode) -> End {
-    End::Close(
-        code,
-        "send queue overflowed: the client reads too slowly".into(),
-    )
 }
 
 /// Converts a wall-clock expiry into a monotonic deadline; `None` when it is

@@ -161,13 +161,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 )
                 .await;
         }
-        // Join the hub before reading history: anything published from now on
-        // is queued, and offsets the reply already covers are skipped on send.
-        if self
-            .node
-            .hub
-            .add(&channel, self.conn_id, self.outbox.clone())
-        {
+        // Join the channel's log before reading history: anything published
+        // from now on is kept for this cursor, and offsets the reply already
+        // covers are skipped on send.
+        let (cursor, first) = self.node.hub.add(&channel, self.conn_id, self.bell.clone());
+        if first {
             if let Err(e) = self.node.broker.subscribe(&channel).await {
                 self.node.hub.remove(&channel, self.conn_id);
                 return self
@@ -189,12 +187,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // as ordinary `message` frames, written from the history entries
         // already shared with every subscriber (no copy per connection).
         let (mut rest, position) = split_replay(&mut recovery);
-        self.subs.insert(Arc::from(channel.as_str()), position);
+        cursor.advance_to(position);
+        self.subs
+            .insert(Arc::from(channel.as_str()), cursor.clone());
         let frame = encode_subscribed(id, &channel, &recovery, position);
         self.send(frame).await?;
         if !rest.is_empty() {
-            self.write_publications(&mut rest).await?;
+            self.write_publications(&cursor, &mut rest).await?;
         }
+        // Whatever the log got meanwhile is written on the next turn.
+        cursor.ring();
         Ok(())
     }
 

@@ -1,6 +1,8 @@
-//! A connection's subscriptions: channel → highest offset already sent to it
-//! (or covered by its `subscribed` reply), so nothing is written twice.
+//! A connection's subscriptions: channel → its cursor in the channel's log
+//! (the highest offset already sent, or covered by its `subscribed` reply,
+//! so nothing is written twice).
 
+use crate::channel_log::Cursor;
 use std::{
     collections::HashMap,
     hash::{BuildHasherDefault, Hasher},
@@ -11,7 +13,7 @@ use std::{
 /// channel names are short and not attacker-chosen keys of a shared table
 /// (each connection only holds its own subscriptions, at most
 /// `limits.max_subscriptions`).
-pub(super) type Subscriptions = HashMap<Arc<str>, u64, BuildHasherDefault<Fnv1a>>;
+pub(super) type Subscriptions = HashMap<Arc<str>, Arc<Cursor>, BuildHasherDefault<Fnv1a>>;
 
 #[derive(Default)]
 pub(super) struct Fnv1a(u64);

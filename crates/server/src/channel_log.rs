@@ -1,0 +1,346 @@
+//! A channel's delivery log: the recent publications of one channel that
+//! has subscribers on this node, in offset order, shared by all of them.
+//!
+//! Each subscription is a [`Cursor`]: the offset its connection has sent up
+//! to. Publishing appends once and rings each subscriber's doorbell (from a
+//! snapshot of the subscriber list, after every lock is released); each
+//! session then writes from its own position at its own pace. A reader that
+//! falls behind costs nothing per connection — the publications are shared —
+//! and the log keeps what the slowest reader still needs, up to a window of
+//! `limits.send_queue` publications and `history.max_channel_bytes` bytes.
+//! A reader that falls off the start of the window is told so
+//! ([`Behind`]) and resynchronised through the ordinary recovery path.
+
+use crate::{broker::Publication, doorbell::Doorbell};
+use parking_lot::Mutex;
+use std::{
+    collections::VecDeque,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+};
+
+/// How many publications and bytes the log may hold at most.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub publications: usize,
+    pub bytes: usize,
+}
+
+/// Recompute the slowest reader's position (one load per subscriber) at
+/// most once per this many appends.
+const TRIM_EVERY: u64 = 32;
+
+pub struct ChannelLog {
+    pub name: Arc<str>,
+    window: Window,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    /// Consecutive offsets: `ring[i].offset == first + i`.
+    ring: VecDeque<Arc<Publication>>,
+    bytes: usize,
+    /// The offset of the last publication appended (0: none yet).
+    top: u64,
+    appends: u64,
+    /// Who to wake; replaced (not mutated) on join and leave, so a publish
+    /// takes a snapshot with one reference-count increment.
+    subscribers: Arc<[Arc<Cursor>]>,
+}
+
+/// One subscription: a connection's position in a channel's log.
+pub struct Cursor {
+    pub log: Arc<ChannelLog>,
+    bell: Arc<Doorbell>,
+    conn_id: u64,
+    /// The highest offset written to the connection (or covered by its
+    /// `subscribed` reply). Written only by the session.
+    position: AtomicU64,
+    /// Already rung and not yet read: rings are not repeated.
+    pending: AtomicBool,
+}
+
+/// The reader's position is before the start of the log: publications it
+/// has not seen were dropped from the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Behind {
+    pub position: u64,
+    pub first_held: u64,
+}
+
+/// The subscribers to wake for one publication; ring it after releasing
+/// every lock.
+#[must_use = "subscribers are only woken by ring()"]
+pub struct Wakeup(Option<Arc<[Arc<Cursor>]>>);
+
+impl Wakeup {
+    pub fn none() -> Self {
+        Wakeup(None)
+    }
+
+    pub fn ring(self) {
+        for cursor in self.0.iter().flat_map(|s| s.iter()) {
+            cursor.ring();
+        }
+    }
+}
+
+impl ChannelLog {
+    pub fn new(name: Arc<str>, window: Window) -> Arc<Self> {
+        Arc::new(ChannelLog {
+            name,
+            window,
+            inner: Mutex::new(Inner {
+                ring: VecDeque::new(),
+                bytes: 0,
+                top: 0,
+                appends: 0,
+                subscribers: Arc::from(Vec::new()),
+            }),
+        })
+    }
+
+    /// Adds a subscriber. Its position starts at 0 — the log keeps what
+    /// arrives from now on — until the session sets it from the broker's
+    /// answer to its subscribe ([`Cursor::advance_to`]).
+    pub fn join(self: &Arc<Self>, conn_id: u64, bell: Arc<Doorbell>) -> Arc<Cursor> {
+        let mut inner = self.inner.lock();
+        let cursor = Arc::new(Cursor {
+            log: self.clone(),
+            bell,
+            conn_id,
+            position: AtomicU64::new(0),
+            pending: AtomicBool::new(false),
+        });
+        let mut subs = inner.subscribers.to_vec();
+        subs.push(cursor.clone());
+        inner.subscribers = subs.into();
+        cursor
+    }
+
+    /// Removes a connection's subscriber; returns how many are left.
+    pub fn leave(&self, conn_id: u64) -> usize {
+        let mut inner = self.inner.lock();
+        let subs: Vec<Arc<Cursor>> = inner
+            .subscribers
+            .iter()
+            .filter(|c| c.conn_id != conn_id)
+            .cloned()
+            .collect();
+        let left = subs.len();
+        inner.subscribers = subs.into();
+        if left == 0 {
+            inner.ring = VecDeque::new();
+            inner.bytes = 0;
+        }
+        left
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.inner.lock().subscribers.len()
+    }
+
+    /// Appends a publication (offsets arrive in order from the broker) and
+    /// returns who to wake.
+    pub fn append(&self, publication: Arc<Publication>) -> Wakeup {
+        let mut inner = self.inner.lock();
+        if inner.subscribers.is_empty() {
+            return Wakeup::none();
+        }
+        if publication.offset != inner.top.wrapping_add(1) && !inner.ring.is_empty() {
+            // Not the next offset (a new epoch): the old entries cannot be
+            // continued from.
+            inner.ring.clear();
+            inner.bytes = 0;
+        }
+        inner.top = publication.offset;
+        inner.bytes += publication.frame.len();
+        inner.ring.push_back(publication);
+        inner.appends += 1;
+        if inner.appends.is_multiple_of(TRIM_EVERY) || self.over_window(&inner) {
+            Self::trim_read(&mut inner);
+        }
+        while self.over_window(&inner) && inner.ring.len() > 1 {
+            Self::pop(&mut inner);
+        }
+        Wakeup(Some(inner.subscribers.clone()))
+    }
+
+    fn over_window(&self, inner: &Inner) -> bool {
+        inner.ring.len() > self.window.publications || inner.bytes > self.window.bytes
+    }
+
+    fn pop(inner: &mut Inner) {
+        if let Some(p) = inner.ring.pop_front() {
+            inner.bytes -= p.frame.len();
+        }
+    }
+
+    /// Drops what every subscriber has already written.
+    fn trim_read(inner: &mut Inner) {
+        let slowest = inner
+            .subscribers
+            .iter()
+            .map(|c| c.position())
+            .min()
+            .unwrap_or(u64::MAX);
+        while inner.ring.front().is_some_and(|p| p.offset <= slowest) {
+            Self::pop(inner);
+        }
+        if inner.ring.is_empty() && inner.ring.capacity() > 64 {
+            inner.ring = VecDeque::new();
+        }
+    }
+
+    /// Copies into `out` up to `max` publications after `position`; returns
+    /// whether more remain.
+    pub fn read_after(
+        &self,
+        position: u64,
+        max: usize,
+        out: &mut Vec<Arc<Publication>>,
+    ) -> Result<bool, Behind> {
+        let inner = self.inner.lock();
+        let Some(first) = inner.ring.front().map(|p| p.offset) else {
+            return Ok(false);
+        };
+        if position >= inner.top {
+            return Ok(false);
+        }
+        if position.saturating_add(1) < first {
+            return Err(Behind {
+                position,
+                first_held: first,
+            });
+        }
+        let start = (position + 1 - first) as usize;
+        let end = inner.ring.len().min(start.saturating_add(max));
+        out.extend(inner.ring.range(start..end).cloned());
+        Ok(end < inner.ring.len())
+    }
+
+    /// Publications held (for tests and stats).
+    pub fn held(&self) -> usize {
+        self.inner.lock().ring.len()
+    }
+}
+
+impl Cursor {
+    pub fn position(&self) -> u64 {
+        self.position.load(Ordering::Acquire)
+    }
+
+    /// Moves the position forward (never back).
+    pub fn advance_to(&self, offset: u64) {
+        self.position.fetch_max(offset, Ordering::AcqRel);
+    }
+
+    /// Marks the cursor as read: the next append rings again.
+    pub fn clear_pending(&self) {
+        self.pending.store(false, Ordering::Release);
+    }
+
+    /// Rings the connection's doorbell, once until it reads.
+    pub fn ring(self: &Arc<Self>) {
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            self.bell.ring(self.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::value::RawValue;
+
+    fn publication(offset: u64) -> Arc<Publication> {
+        let data = RawValue::from_string("1".into()).unwrap_or_else(|_| unreachable!());
+        Arc::new(Publication::new(Arc::from("c"), offset, &data))
+    }
+
+    fn log(publications: usize) -> Arc<ChannelLog> {
+        ChannelLog::new(
+            Arc::from("c"),
+            Window {
+                publications,
+                bytes: 1 << 20,
+            },
+        )
+    }
+
+    #[test]
+    fn readers_read_at_their_own_pace_and_the_log_keeps_what_the_slowest_needs() {
+        let log = log(100);
+        let bell = Arc::new(Doorbell::new());
+        let fast = log.join(1, bell.clone());
+        let slow = log.join(2, bell.clone());
+        for o in 1..=50 {
+            log.append(publication(o)).ring();
+        }
+        let mut out = Vec::new();
+        assert_eq!(log.read_after(fast.position(), 100, &mut out), Ok(false));
+        assert_eq!(out.len(), 50);
+        fast.advance_to(50);
+        out.clear();
+        assert_eq!(log.read_after(slow.position(), 10, &mut out), Ok(true));
+        assert_eq!(
+            out.iter().map(|p| p.offset).collect::<Vec<_>>(),
+            (1..=10).collect::<Vec<_>>()
+        );
+        slow.advance_to(10);
+        for o in 51..=64 {
+            log.append(publication(o)).ring();
+        }
+        // Everything after the slowest reader is still held.
+        assert_eq!(log.held(), 54);
+    }
+
+    #[test]
+    fn a_reader_past_the_window_is_told_it_is_behind() {
+        let log = log(8);
+        let bell = Arc::new(Doorbell::new());
+        let stuck = log.join(1, bell);
+        for o in 1..=20 {
+            log.append(publication(o)).ring();
+        }
+        assert!(log.held() <= 8);
+        let mut out = Vec::new();
+        assert_eq!(
+            log.read_after(stuck.position(), 100, &mut out),
+            Err(Behind {
+                position: 0,
+                first_held: 13
+            })
+        );
+    }
+
+    #[test]
+    fn a_ring_is_not_repeated_until_read() {
+        let log = log(100);
+        let bell = Arc::new(Doorbell::new());
+        let cursor = log.join(1, bell.clone());
+        for o in 1..=5 {
+            log.append(publication(o)).ring();
+        }
+        let mut dirty = Vec::new();
+        assert!(bell.take(&mut dirty).is_ok());
+        assert_eq!(dirty.len(), 1, "one ring for five appends");
+        cursor.clear_pending();
+        log.append(publication(6)).ring();
+        dirty.clear();
+        assert!(bell.take(&mut dirty).is_ok());
+        assert_eq!(dirty.len(), 1);
+    }
+
+    #[test]
+    fn leaving_frees_the_log() {
+        let log = log(100);
+        let bell = Arc::new(Doorbell::new());
+        log.join(1, bell);
+        log.append(publication(1)).ring();
+        assert_eq!(log.leave(1), 0);
+        assert_eq!(log.held(), 0);
+    }
+}
