@@ -42,7 +42,7 @@ pub enum CloseCode {
     TokenExpired,
     /// 4003: the peer was silent longer than `ping_interval + pong_timeout`.
     HeartbeatTimeout,
-    /// 4004: the connection's send queue overflowed (slow consumer).
+    /// 4004: the connection fell too far behind its channel (slow consumer).
     SlowConsumer,
     /// 4005: the peer sent more messages than its rate allows.
     RateLimited,

@@ -107,7 +107,7 @@ impl Metrics {
         );
         registry.register(
             "slow_consumers",
-            "Connections closed because their send queue overflowed (4004)",
+            "Connections closed because they fell off their channel's delivery log (4004)",
             m.slow_consumers.clone(),
         );
         registry.register(

@@ -66,7 +66,7 @@ pub const KEYS: &[Key] = &[
     k("limits", "max_message_bytes", "max-message-bytes", "largest message a client may send; larger closes with 1009 [default: 65536]"),
     k("limits", "messages_per_second", "messages-per-second", "messages per second one connection may send [default: 100]"),
     k("limits", "messages_burst", "messages-burst", "messages one connection may send at once [default: 200]"),
-    k("limits", "send_queue", "send-queue", "messages queued for one slow client before closing it with 4004 [default: 1024]"),
+    k("limits", "send_queue", "send-queue", "publications a subscriber may fall behind its channel before it is closed with 4004 [default: 4096]"),
     k("limits", "handshake_timeout", "handshake-timeout", "time allowed for TLS, request headers and a request body [default: 10s]"),
     k("limits", "write_timeout", "write-timeout", "time allowed for one write to a client [default: 10s]"),
     k("auth", "allowed_origins", "allowed-origins", "comma-separated Origin allow-list, e.g. https://app.example.com,https://*.example.com [default: any]"),

@@ -151,7 +151,7 @@ impl Default for LimitsConfig {
             max_message_bytes: 64 * 1024,
             messages_per_second: 100.0,
             messages_burst: 200,
-            send_queue: 1024,
+            send_queue: 4096,
             handshake_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
         }

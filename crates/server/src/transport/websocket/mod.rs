@@ -175,7 +175,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut batch: Vec<Arc<Publication>> = Vec::new();
         loop {
             // Biased, in this order: the drain; then inbound frames, so a
-            // busy outbox can never starve pongs, unsubscribes and close
+            // busy doorbell can never starve pongs, unsubscribes and close
             // frames (their rate is bounded by the message bucket); then the
             // heartbeat timer; then publications.
             tokio::select! {
