@@ -110,7 +110,23 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
                             return out;
                         }
                     };
-                    tokio::time::sleep_until(start_at.into()).await;
+                    // Wait for the start, reading meanwhile (Socket.IO pings).
+                    let start = tokio::time::sleep_until(start_at.into());
+                    tokio::pin!(start);
+                    loop {
+                        tokio::select! {
+                            () = &mut start => break,
+                            m = ws.next() => match m {
+                                Some(Ok(m)) if !m.is_close() => {
+                                    chatter(c, &mut ws, &m).await;
+                                }
+                                _ => {
+                                    out.ended_early = true;
+                                    return out;
+                                }
+                            }
+                        }
+                    }
                     while Instant::now() < end_at {
                         let t0 = Instant::now();
                         if ws.send(Message::text(payload.to_owned())).await.is_err() {
