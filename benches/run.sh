@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: Tether against a bare tokio-websockets server
-# (crates/cli/examples/baseline.rs) and Node `ws` (benches/node), in one run,
+# (crates/cli/examples/baseline.rs), Node `ws` (benches/node) and Socket.IO 4
+# over its websocket transport (benches/socketio), in one run,
 # alternating server by server within each round, so that drift on a shared
 # machine hits all of them alike. Each server runs pinned to CPU 0 and the
 # load (`tether bench`) to CPU 1; every server is a fresh process per
 # scenario, so its RSS starts from the same point.
 #
-# Usage: benches/run.sh [scenario...]      scenarios: idle fanout saturate overload echo storm
-# Environment: ROUNDS (2), CONNS (10000), SERVERS ("tether baseline node"),
+# Usage: benches/run.sh [scenario...]      scenarios: idle fanout burst2k burst4k echo storm
+# Environment: ROUNDS (2), CONNS (10000), SERVERS ("tether baseline node socketio"),
 #              OUT (target/bench), SERVER_CPU (0), LOAD_CPU (1)
 # Results: $OUT/results.jsonl (one JSON report per run) and a summary with
 # medians and ratios printed at the end ($OUT/summary.txt).
@@ -16,11 +17,20 @@ cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-2}
 CONNS=${CONNS:-10000}
-SERVERS=${SERVERS:-"tether baseline node"}
+SERVERS=${SERVERS:-"tether baseline node socketio"}
 OUT=${OUT:-target/bench}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
-SCENARIOS=${*:-"idle fanout saturate overload echo storm"}
+SCENARIOS=${*:-"idle fanout burst2k burst4k echo storm"}
+for s in $SCENARIOS; do
+  case $s in
+    idle | fanout | burst2k | burst4k | echo | storm) ;;
+    saturate | overload)
+      echo "scenario $s is now burst2k / burst4k (1,000 subscribers × 2,000 / 4,000 msg/s, 5 s)" >&2
+      exit 2 ;;
+    *) echo "unknown scenario $s (expected idle fanout burst2k burst4k echo storm)" >&2; exit 2 ;;
+  esac
+done
 TETHER=target/release/tether
 BASELINE=target/release/examples/baseline
 
@@ -28,14 +38,16 @@ mkdir -p "$OUT"
 : >"$OUT/results.jsonl"
 
 cargo build --release -p tether --bin tether --example baseline
-if [[ " $SERVERS " == *" node "* ]]; then
+# The Node servers, each installed from its committed lock file.
+for js in node socketio; do
+  [[ " $SERVERS " == *" $js "* ]] || continue
   if command -v node >/dev/null && command -v npm >/dev/null; then
-    (cd benches/node && npm ci --no-audit --no-fund --silent)
+    (cd "benches/$js" && npm ci --no-audit --no-fund --silent)
   else
-    echo "node/npm not found: skipping the Node ws baseline" >&2
-    SERVERS=${SERVERS//node/}
+    echo "node/npm not found: skipping the $js baseline (benches/$js)" >&2
+    SERVERS=$(echo " $SERVERS " | sed "s/ $js / /")
   fi
-fi
+done
 
 # Limits that would otherwise refuse a benchmark's own load (it comes from
 # a handful of loopback addresses at full speed). The storm scenario runs
@@ -47,7 +59,7 @@ BENCH_LIMITS=(--max-connections 100000 --max-connections-per-ip 100000
 PORT=18080
 SERVER_PID=""
 
-# start_server NAME [defaults] -> sets SERVER_PID, URL_WS, URL_ECHO, PROTO
+# start_server NAME [defaults] -> sets SERVER_PID, URL_WS, URL_ECHO, PROTO, ECHO_PROTO
 start_server() {
   local name=$1 mode=${2:-bench} log="$OUT/server-$1.log"
   PORT=$((PORT + 1))
@@ -64,10 +76,22 @@ start_server() {
     node)
       taskset -c "$SERVER_CPU" node benches/node/server.js "$addr" >"$log" 2>&1 &
       PROTO=raw ;;
+    socketio)
+      taskset -c "$SERVER_CPU" node benches/socketio/server.js "$addr" >"$log" 2>&1 &
+      PROTO=socketio ;;
+    *)
+      echo "unknown server $name (expected tether, baseline, node or socketio)" >&2
+      exit 2 ;;
   esac
   SERVER_PID=$!
   URL_WS="ws://$addr/ws"
   URL_ECHO="ws://$addr/echo"
+  ECHO_PROTO=raw
+  if [[ $PROTO == socketio ]]; then # one endpoint; events tell echo from publish
+    URL_WS="ws://$addr/socket.io/?EIO=4&transport=websocket"
+    URL_ECHO=$URL_WS
+    ECHO_PROTO=socketio
+  fi
   for _ in $(seq 100); do
     grep -q "listening on" "$log" 2>/dev/null && return 0
     sleep 0.1
@@ -112,17 +136,20 @@ for round in $(seq "$ROUNDS"); do
           start_server "$server"
           load "$round" "$server" fanout fanout "$URL_WS" --protocol "$PROTO" \
             --subscribers 2000 --rate 25 --duration 10s --server-pid "$SERVER_PID" ;;
-        saturate) # offered 2M deliveries/s: near what the load CPU can read
+        burst2k) # open loop, 1,000 × 2,000 msg/s for 5 s = 2M deliveries/s offered:
+          # about what one server CPU can write and the load CPU can read
           start_server "$server"
-          load "$round" "$server" saturate fanout "$URL_WS" --protocol "$PROTO" \
+          load "$round" "$server" burst2k fanout "$URL_WS" --protocol "$PROTO" \
             --subscribers 1000 --rate 2000 --duration 5s --server-pid "$SERVER_PID" ;;
-        overload) # offered 4M deliveries/s: more than the subscribers can read
+        burst4k) # open loop, 1,000 × 4,000 msg/s for 5 s = 4M deliveries/s offered:
+          # more than the subscribers can read; who is closed, what is buffered
           start_server "$server"
-          load "$round" "$server" overload fanout "$URL_WS" --protocol "$PROTO" \
-            --subscribers 1000 --rate 4000 --duration 3s --server-pid "$SERVER_PID" ;;
+          load "$round" "$server" burst4k fanout "$URL_WS" --protocol "$PROTO" \
+            --subscribers 1000 --rate 4000 --duration 5s --server-pid "$SERVER_PID" ;;
         echo)
           start_server "$server"
-          load "$round" "$server" echo echo "$URL_ECHO" --connections 100 --size 20 --duration 5s --server-pid "$SERVER_PID" ;;
+          load "$round" "$server" echo echo "$URL_ECHO" --protocol "$ECHO_PROTO" \
+            --connections 100 --size 20 --duration 5s --server-pid "$SERVER_PID" ;;
         storm) # Tether with its default limits; 5,000 clients from 10 addresses
           start_server "$server" defaults
           load "$round" "$server" storm storm "$URL_WS" --protocol "$PROTO" \

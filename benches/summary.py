@@ -1,11 +1,23 @@
 #!/usr/bin/env python3
 """Summarises benches/run.sh results: per scenario, each server's figures
-(median over rounds, with the range) and Tether's ratio to each baseline,
+(median over rounds, with the range) and Tether's ratio to each baseline
+(tether / baseline, tether / node, tether / socketio: whichever ran),
 computed from the medians of one run."""
 import json
 import statistics
 import sys
 from collections import defaultdict
+
+# Figures of an open-loop burst (a fanout run past or near saturation).
+BURST = [
+    ("subscribers closed", ("closed_early",), False),
+    ("deliveries/s", ("deliveries_per_sec",), True),
+    ("p50 ms", ("latency", "p50_ms"), False),
+    ("p99 ms", ("latency", "p99_ms"), False),
+    ("server RSS growth KiB", ("server_rss_growth_kib",), False),
+    ("not delivered", ("lost",), False),
+    ("deliveries/server CPU-s", ("deliveries_per_server_cpu_sec",), True),
+]
 
 # scenario -> [(label, field path, higher is better)]
 FIGURES = {
@@ -24,21 +36,13 @@ FIGURES = {
         ("server CPU s", ("server_cpu_secs",), False),
         ("deliveries/server CPU-s", ("deliveries_per_server_cpu_sec",), True),
     ],
-    "saturate": [
-        ("deliveries/s", ("deliveries_per_sec",), True),
-        ("deliveries/server CPU-s", ("deliveries_per_server_cpu_sec",), True),
-        ("subscribers closed", ("closed_early",), False),
-        ("p50 ms", ("latency", "p50_ms"), False),
-        ("p99 ms", ("latency", "p99_ms"), False),
-        ("lost", ("lost",), False),
-    ],
-    "overload": [
-        ("deliveries/s", ("deliveries_per_sec",), True),
-        ("subscribers closed", ("closed_early",), False),
-        ("not delivered", ("lost",), False),
-        ("p50 ms", ("latency", "p50_ms"), False),
-        ("p99 ms", ("latency", "p99_ms"), False),
-    ],
+    # Open-loop bursts: 1,000 subscribers × 2,000 / 4,000 msg/s for 5 s.
+    "burst2k": BURST,
+    "burst4k": BURST,
+    # Their names in runs A-E (benches/results/run-*-2026-11-2*.jsonl):
+    # saturate = burst2k, overload = 1,000 × 4,000 msg/s for 3 s.
+    "saturate": BURST,
+    "overload": BURST,
     "echo": [
         ("msg/s", ("messages_per_sec",), True),
         ("msg/server CPU-s", ("messages_per_server_cpu_sec",), True),

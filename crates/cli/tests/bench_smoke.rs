@@ -182,3 +182,163 @@ async fn refuses_more_connections_than_it_can_hold() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("open files"), "{out}");
 }
+
+/// A fake Socket.IO 4 server, just enough for `--protocol socketio`: the
+/// websocket transport at `/socket.io/?EIO=4&transport=websocket`, the
+/// default namespace, `pub` relayed to all others as `msg`, `echo` sent
+/// back, and a ping every 100 ms that must be answered before the next one
+/// (or the connection is closed, as Engine.IO does after `pingTimeout`).
+mod fake_socketio {
+    use futures_util::{SinkExt, StreamExt};
+    use std::sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    };
+    use std::time::Duration;
+    use tokio::{net::TcpListener, sync::broadcast};
+    use tokio_websockets::{Message, ServerBuilder};
+
+    pub struct Server {
+        pub url: String,
+        /// Pongs received, all connections together.
+        pub pongs: Arc<AtomicU64>,
+        /// Connections closed for a missed pong.
+        pub timed_out: Arc<AtomicU64>,
+    }
+
+    pub async fn start() -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}", listener.local_addr().unwrap());
+        let (pongs, timed_out) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (group, _) = broadcast::channel::<(u64, String)>(4096);
+        let (p, t) = (pongs.clone(), timed_out.clone());
+        tokio::spawn(async move {
+            let mut next_id = 0;
+            while let Ok((tcp, _)) = listener.accept().await {
+                next_id += 1;
+                let (group, p, t) = (group.clone(), p.clone(), t.clone());
+                tokio::spawn(serve(tcp, next_id, group, p, t));
+            }
+        });
+        Server {
+            url,
+            pongs,
+            timed_out,
+        }
+    }
+
+    async fn serve(
+        tcp: tokio::net::TcpStream,
+        me: u64,
+        group: broadcast::Sender<(u64, String)>,
+        pongs: Arc<AtomicU64>,
+        timed_out: Arc<AtomicU64>,
+    ) -> Option<()> {
+        let (req, mut ws) = ServerBuilder::new().accept(tcp).await.ok()?;
+        let query = req.uri().query().unwrap_or("");
+        if req.uri().path() != "/socket.io/"
+            || !query.contains("EIO=4")
+            || !query.contains("transport=websocket")
+        {
+            return None;
+        }
+        let open = r#"0{"sid":"s","upgrades":[],"pingInterval":100,"pingTimeout":100,"maxPayload":1000000}"#;
+        ws.send(Message::text(open)).await.ok()?;
+        let first = ws.next().await?.ok()?;
+        if first.as_text() != Some("40") {
+            return None;
+        }
+        ws.send(Message::text(r#"40{"sid":"n"}"#)).await.ok()?;
+        let mut rx = group.subscribe();
+        let mut ping = tokio::time::interval(Duration::from_millis(100));
+        ping.tick().await;
+        let mut awaiting_pong = false;
+        loop {
+            tokio::select! {
+                m = ws.next() => {
+                    let m = m?.ok()?;
+                    let Some(text) = m.as_text() else { continue };
+                    if text == "3" {
+                        awaiting_pong = false;
+                        pongs.fetch_add(1, Ordering::Relaxed);
+                    } else if let Some(payload) = text.strip_prefix("42[\"pub\",") {
+                        let _ = group.send((me, format!("42[\"msg\",{payload}")));
+                    } else if text.starts_with("42[\"echo\",") {
+                        ws.send(Message::text(text.to_owned())).await.ok()?;
+                    }
+                }
+                item = rx.recv() => {
+                    let (from, text) = item.ok()?;
+                    if from != me {
+                        ws.send(Message::text(text)).await.ok()?;
+                    }
+                }
+                _ = ping.tick() => {
+                    if awaiting_pong {
+                        timed_out.fetch_add(1, Ordering::Relaxed);
+                        return None;
+                    }
+                    awaiting_pong = true;
+                    ws.send(Message::text("2")).await.ok()?;
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socketio_protocol_connects_answers_pings_relays_and_echoes() {
+    let server = fake_socketio::start().await;
+    // A bare ws://HOST:PORT gets the websocket transport's path.
+    let (code, r) = bench(&[
+        "idle",
+        &server.url,
+        "--protocol",
+        "socketio",
+        "--connections",
+        "10",
+        "--hold",
+        "2s",
+    ])
+    .await;
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["protocol"], "socketio");
+    assert_eq!(num(&r, &["established"]), 10.0);
+    assert_eq!(num(&r, &["dropped_during_hold"]), 0.0);
+    let url = format!("{}/socket.io/?EIO=4&transport=websocket", server.url);
+    // The /socket.io/ path alone picks the protocol.
+    let (code, r) = bench(&[
+        "fanout",
+        &url,
+        "--subscribers",
+        "10",
+        "--rate",
+        "50",
+        "--duration",
+        "1s",
+    ])
+    .await;
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["protocol"], "socketio");
+    assert_eq!(num(&r, &["delivered"]), 500.0);
+    assert_eq!(num(&r, &["lost"]), 0.0);
+    assert_eq!(num(&r, &["gaps"]), 0.0);
+    assert_eq!(num(&r, &["latency", "samples"]), 500.0);
+    let (code, r) = bench(&[
+        "echo",
+        &url,
+        "--connections",
+        "2",
+        "--size",
+        "30",
+        "--duration",
+        "1s",
+    ])
+    .await;
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(num(&r, &["mismatches"]), 0.0);
+    assert!(num(&r, &["round_trips"]) > 50.0, "{r}");
+    use std::sync::atomic::Ordering;
+    assert!(server.pongs.load(Ordering::Relaxed) > 100);
+    assert_eq!(server.timed_out.load(Ordering::Relaxed), 0);
+}

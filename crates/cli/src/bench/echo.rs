@@ -3,7 +3,9 @@
 //! second and their latency. Works against any RFC 6455 echo endpoint
 //! (Tether's `/echo`, or a baseline server).
 
-use super::{close, failure_label, number, stats, Common, Outcome, Protocol, HANDSHAKE_LIMIT};
+use super::{
+    chatter, close, failure_label, frame, number, stats, Common, Outcome, Protocol, HANDSHAKE_LIMIT,
+};
 use clap::ArgMatches;
 use futures_util::{stream::FuturesUnordered, SinkExt, StreamExt};
 use serde::Serialize;
@@ -74,7 +76,13 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
         + HANDSHAKE_LIMIT
             .min(Duration::from_secs(2) + Duration::from_micros(o.connections as u64 * 500));
     let end_at = start_at + duration;
+    // The payload goes as it is; Socket.IO carries it as a JSON string in an
+    // `echo` event, and the server emits the same packet back.
     let payload = "e".repeat(o.size);
+    let payload = match c.protocol {
+        Protocol::Socketio => frame(c, "echo", format!("\"{payload}\"")),
+        _ => payload,
+    };
     let pid = o.server_pid.clone();
     let cpu_at_start = tokio::spawn(async move {
         tokio::time::sleep_until(start_at.into()).await;
@@ -102,7 +110,23 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
                             return out;
                         }
                     };
-                    tokio::time::sleep_until(start_at.into()).await;
+                    // Wait for the start, reading meanwhile (Socket.IO pings).
+                    let start = tokio::time::sleep_until(start_at.into());
+                    tokio::pin!(start);
+                    loop {
+                        tokio::select! {
+                            () = &mut start => break,
+                            m = ws.next() => match m {
+                                Some(Ok(m)) if !m.is_close() => {
+                                    chatter(c, &mut ws, &m).await;
+                                }
+                                _ => {
+                                    out.ended_early = true;
+                                    return out;
+                                }
+                            }
+                        }
+                    }
                     while Instant::now() < end_at {
                         let t0 = Instant::now();
                         if ws.send(Message::text(payload.to_owned())).await.is_err() {
@@ -111,6 +135,7 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
                         }
                         let echoed = loop {
                             match ws.next().await {
+                                Some(Ok(m)) if chatter(c, &mut ws, &m).await => continue,
                                 Some(Ok(m)) if m.is_text() || m.is_binary() => break Some(m),
                                 Some(Ok(m)) if !m.is_close() => continue,
                                 _ => break None,

@@ -3,7 +3,9 @@
 //! Reports deliveries/s, end-to-end latency (publisher send → subscriber
 //! read, one clock) and losses (sequence gaps plus what never arrived).
 
-use super::{close, failure_label, number, ready, stats, Common, Outcome, Protocol};
+use super::{
+    chatter, close, failure_label, frame, number, ready, stats, Common, Outcome, Protocol,
+};
 use anyhow::Context;
 use clap::ArgMatches;
 use conn_stamp::{field, stamp};
@@ -25,6 +27,8 @@ const WORKERS: usize = 8;
 const DRAIN: Duration = Duration::from_secs(5);
 /// Messages written before one flush when the publisher is behind schedule.
 const BURST: u64 = 256;
+/// How often the server's VmRSS is sampled while publishing and draining.
+const RSS_SAMPLE: Duration = Duration::from_millis(50);
 
 pub struct Options {
     pub subscribers: usize,
@@ -84,6 +88,13 @@ pub struct Report {
     /// draining, and deliveries per server CPU-second.
     pub server_cpu_secs: Option<f64>,
     pub deliveries_per_server_cpu_sec: Option<f64>,
+    /// With --server-pid: the server's VmRSS with every subscriber
+    /// connected, just before publishing; its highest VmRSS sampled every
+    /// 50 ms while publishing and draining; and the growth between the two
+    /// (what the server buffered for subscribers that fell behind).
+    pub server_rss_before_kib: Option<u64>,
+    pub server_rss_peak_kib: Option<u64>,
+    pub server_rss_growth_kib: Option<i64>,
 }
 
 /// One subscriber's view of the stream.
@@ -136,6 +147,9 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
                                 if m.is_close() {
                                     return (None, seen, true);
                                 }
+                                if chatter(c, &mut ws, &m).await {
+                                    continue;
+                                }
                                 let Some(text) = m.as_text() else { continue };
                                 let (Some(seq), Some(t)) = (field(text, "\"seq\":"), field(text, "\"t\":")) else {
                                     continue;
@@ -187,6 +201,34 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
     let duration = o.duration.min(c.timeout.saturating_sub(started.elapsed()));
     let total = (o.rate * duration.as_secs_f64()).round() as u64;
     let cpu_before = o.server_pid.as_deref().and_then(stats::cpu_secs);
+    let rss_before = o
+        .server_pid
+        .as_deref()
+        .and_then(stats::memory)
+        .map(|m| m.vm_rss_kib);
+    let rss_sampler = o
+        .server_pid
+        .clone()
+        .filter(|_| rss_before.is_some())
+        .map(|pid| {
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                let mut peak = 0;
+                loop {
+                    if let Some(m) = stats::memory(&pid) {
+                        peak = peak.max(m.vm_rss_kib);
+                    }
+                    tokio::select! {
+                        _ = stop.changed() => break,
+                        () = tokio::time::sleep(RSS_SAMPLE) => {}
+                    }
+                }
+                if let Some(m) = stats::memory(&pid) {
+                    peak = peak.max(m.vm_rss_kib);
+                }
+                peak
+            })
+        });
     let publish_started = Instant::now();
     let published = publish(c, &o, total, o.subscribers).await?;
     let expected = published.sent * ready_subs as u64;
@@ -199,6 +241,10 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
         .zip(o.server_pid.as_deref().and_then(stats::cpu_secs))
         .map(|(b, a)| ((a - b) * 100.0).round() / 100.0);
     let _ = stop_tx.send(true);
+    let rss_peak = match rss_sampler {
+        Some(s) => s.await.ok().filter(|p| *p > 0),
+        None => None,
+    };
 
     let mut failures = BTreeMap::new();
     let (mut gaps, mut out_of_order, mut closed_early) = (0, 0, 0);
@@ -238,6 +284,9 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
         latency: latency.summary_ms(),
         server_cpu_secs: cpu,
         deliveries_per_server_cpu_sec: stats::per_cpu_sec(got, cpu),
+        server_rss_before_kib: rss_before,
+        server_rss_peak_kib: rss_peak,
+        server_rss_growth_kib: rss_before.zip(rss_peak).map(|(b, p)| p as i64 - b as i64),
     };
     let ok = report.subscribed == o.subscribers
         && report.lost == 0
@@ -274,6 +323,9 @@ async fn publish(c: &Common, o: &Options, total: u64, index: usize) -> anyhow::R
             biased;
             m = ws.next() => {
                 let Some(Ok(m)) = m else { anyhow::bail!("the server closed the publisher's connection") };
+                if chatter(c, &mut ws, &m).await {
+                    continue;
+                }
                 if let Some(text) = m.as_text() {
                     if text.contains("\"type\":\"ack\"") {
                         acked += 1;
@@ -290,7 +342,7 @@ async fn publish(c: &Common, o: &Options, total: u64, index: usize) -> anyhow::R
                     let body = stamp(sent, &pad);
                     let frame = match &channel_of(c, o) {
                         Some(ch) => format!("{{\"type\":\"publish\",\"id\":{},\"channel\":{ch},\"data\":{body}}}", sent + 1),
-                        None => body,
+                        None => frame(c, "pub", body),
                     };
                     ws.feed(Message::text(frame)).await?;
                     sent += 1;
@@ -347,6 +399,15 @@ fn human(r: &Report) -> String {
     if let (Some(cpu), Some(per)) = (r.server_cpu_secs, r.deliveries_per_server_cpu_sec) {
         s.push_str(&format!(
             "  server CPU {cpu:.2} s = {per} deliveries per CPU-second\n"
+        ));
+    }
+    if let (Some(b), Some(p), Some(g)) = (
+        r.server_rss_before_kib,
+        r.server_rss_peak_kib,
+        r.server_rss_growth_kib,
+    ) {
+        s.push_str(&format!(
+            "  server VmRSS {b} KiB before publishing, peak {p} KiB: grew {g} KiB\n"
         ));
     }
     if !r.failed.is_empty() {

@@ -4,7 +4,7 @@
 //! The connections live as futures in a few worker tasks (not a task or a
 //! client object each), so the load generator stays lean at 10k+ sockets.
 
-use super::{close, failure_label, number, ready, stats, Common, Outcome, Protocol};
+use super::{chatter, close, failure_label, number, ready, stats, Common, Outcome, Protocol};
 use clap::ArgMatches;
 use futures_util::{stream::FuturesUnordered, StreamExt};
 use serde::Serialize;
@@ -122,7 +122,10 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
                         tokio::select! {
                             _ = stop.changed() => break,
                             m = ws.next() => match m {
-                                Some(Ok(m)) if !m.is_close() => continue,
+                                Some(Ok(m)) if !m.is_close() => {
+                                    chatter(c, &mut ws, &m).await;
+                                    continue;
+                                }
                                 _ => {
                                     dropped.fetch_add(1, Ordering::Relaxed);
                                     return (None, Some(took));

@@ -5,13 +5,15 @@
 //! (deliveries/s, latency and losses for N subscribers of one channel),
 //! `echo` (round trips/s against `/echo`), `storm` (N clients at once,
 //! retrying as told by `Retry-After`). The same scenarios run against a bare
-//! WebSocket server (`--protocol raw`), so Tether can be compared with a
-//! baseline in one run (see `benches/run.sh` and BENCHMARKS.md).
+//! WebSocket server (`--protocol raw`) and against Socket.IO 4
+//! (`--protocol socketio`), so Tether can be compared with baselines in one
+//! run (see `benches/run.sh` and BENCHMARKS.md).
 
 mod conn;
 mod echo;
 mod fanout;
 mod idle;
+mod socketio;
 mod stats;
 mod storm;
 
@@ -28,11 +30,11 @@ pub fn command() -> Command {
         Arg::new("url")
             .required(true)
             .value_name("URL")
-            .help("ws://HOST:PORT/PATH of the server under test (/ws speaks Tether's protocol)")
+            .help("ws://HOST:PORT/PATH of the server under test (/ws speaks Tether's protocol, /socket.io/ Socket.IO's)")
     };
     let common = |c: Command| {
         c.arg(url())
-            .arg(value_arg("protocol", "tether (subscribe/publish JSON) or raw (bare frames, for a baseline server); default: tether for a /ws path, raw otherwise").value_name("tether|raw"))
+            .arg(value_arg("protocol", "tether (subscribe/publish JSON), raw (bare frames, for a baseline server) or socketio (Engine.IO v4 / Socket.IO v5 events over the websocket transport; a bare ws://HOST:PORT gets /socket.io/?EIO=4&transport=websocket); default: tether for a /ws path, socketio for /socket.io/, raw otherwise").value_name("tether|raw|socketio"))
             .arg(value_arg("sources", "spread connections over 127.0.0.1..127.0.0.K (default: one per 20,000 connections)").value_name("K"))
             .arg(value_arg("timeout", "give up on the run after this long").value_name("DURATION").default_value("120s"))
             .arg(Arg::new("json").long("json").help("print one machine-readable JSON object").action(ArgAction::SetTrue))
@@ -73,6 +75,9 @@ pub enum Protocol {
     Tether,
     /// Bare frames: whatever a subscriber receives is the payload itself.
     Raw,
+    /// Socket.IO 4 over the websocket transport: `42["event",payload]`
+    /// packets, Engine.IO pings answered (see `socketio.rs`).
+    Socketio,
 }
 
 /// What every scenario needs.
@@ -114,14 +119,19 @@ fn server_pid(m: &ArgMatches) -> anyhow::Result<Option<String>> {
 
 fn common(m: &ArgMatches, connections: usize) -> anyhow::Result<Common> {
     let url = m.get_one::<String>("url").context("URL is required")?;
-    let target = Target::parse(url)?;
+    let mut target = Target::parse(url)?;
     let protocol = match m.get_one::<String>("protocol").map(String::as_str) {
         Some("tether") => Protocol::Tether,
         Some("raw") => Protocol::Raw,
-        Some(other) => bail!("--protocol {other:?}: expected tether or raw"),
+        Some("socketio") => Protocol::Socketio,
+        Some(other) => bail!("--protocol {other:?}: expected tether, raw or socketio"),
         None if target.path.split('?').next() == Some("/ws") => Protocol::Tether,
+        None if target.path.starts_with("/socket.io/") => Protocol::Socketio,
         None => Protocol::Raw,
     };
+    if protocol == Protocol::Socketio && target.path == "/" {
+        target.path = socketio::DEFAULT_PATH.to_owned();
+    }
     let k = match m.get_one::<String>("sources") {
         Some(_) => number::<usize>(m, "sources")?,
         None => connections.div_ceil(20_000),
@@ -223,7 +233,8 @@ pub fn failure_label(e: &anyhow::Error) -> String {
 }
 
 /// Opens one connection and, for the Tether protocol, reads the welcome and
-/// subscribes to `channel` (when given). A refusal is an error here.
+/// subscribes to `channel` (when given); for Socket.IO, connects to the
+/// default namespace. A refusal is an error here.
 pub async fn ready(
     c: &Common,
     target: &Target,
@@ -248,7 +259,32 @@ pub async fn ready(
         .await
         .context("no welcome/subscribed within 10s")??;
     }
+    if c.protocol == Protocol::Socketio {
+        tokio::time::timeout(HANDSHAKE_LIMIT, socketio::handshake(&mut ws))
+            .await
+            .context("no Socket.IO open/connect within 10s")??;
+    }
     Ok(ws)
+}
+
+/// Protocol chatter a reader skips: for Socket.IO, Engine.IO pings (which it
+/// answers here) and any packet that is not an event. Raw and Tether frames
+/// are never chatter (WebSocket pings are answered by the library).
+pub async fn chatter(c: &Common, ws: &mut Ws, m: &Message) -> bool {
+    match (c.protocol, m.as_text()) {
+        // A failed pong shows up as the next read's error.
+        (Protocol::Socketio, Some(text)) => socketio::control(ws, text).await.unwrap_or(true),
+        _ => false,
+    }
+}
+
+/// The frame that carries `payload` (JSON) as event `name`: a Socket.IO
+/// event packet, or the payload itself for the other protocols.
+pub fn frame(c: &Common, name: &str, payload: String) -> String {
+    match c.protocol {
+        Protocol::Socketio => socketio::event(name, &payload),
+        _ => payload,
+    }
 }
 
 /// Reads until a text message of `kind` arrives (pings are answered by the
