@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: Tether against a bare tokio-websockets server
-# (crates/cli/examples/baseline.rs), Node `ws` (benches/node) and Socket.IO 4
+# (benches/baseline: upstream tokio-websockets, unpatched), Node `ws` (benches/node) and Socket.IO 4
 # over its websocket transport (benches/socketio), in one run,
 # alternating server by server within each round, so that drift on a shared
 # machine hits all of them alike. Each server runs pinned to CPU 0 and the
@@ -32,12 +32,14 @@ for s in $SCENARIOS; do
   esac
 done
 TETHER=target/release/tether
-BASELINE=target/release/examples/baseline
+BASELINE=benches/baseline/target/release/tether-bench-baseline
 
 mkdir -p "$OUT"
 : >"$OUT/results.jsonl"
 
-cargo build --release -p tether --bin tether --example baseline
+cargo build --release -p tether --bin tether
+# Upstream tokio-websockets, outside this workspace and its vendored patches.
+cargo build --release --manifest-path benches/baseline/Cargo.toml
 # The Node servers, each installed from its committed lock file.
 for js in node socketio; do
   [[ " $SERVERS " == *" $js "* ]] || continue

@@ -238,8 +238,9 @@ where
         Self {
             // Tether patch: start the read buffer at 1 KiB instead of
             // tokio-util's 8 KiB. It grows on demand (the decoder reserves
-            // the whole frame), but an idle connection, the common case for
-            // a gateway, keeps only 1 KiB. See vendor/README.md.
+            // the whole frame), and is released whenever a poll finds
+            // nothing to read (see poll_next_frame), so an idle connection,
+            // the common case for a gateway, holds none. See vendor/README.md.
             inner: FramedRead::with_capacity(
                 stream,
                 WebSocketProtocol::new(role, limits),
@@ -343,7 +344,20 @@ where
             ))?;
         }
 
-        let frame = match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
+        // Tether patch: an idle connection holds no read buffer. It is
+        // allocated for a poll and released when the poll finds nothing to
+        // read (readiness stays registered with the reactor, so the next
+        // poll comes when there is data). See vendor/README.md.
+        if self.inner.read_buffer().capacity() == 0 {
+            self.inner
+                .read_buffer_mut()
+                .reserve(READ_BUFFER_INITIAL_CAPACITY);
+        }
+        let polled = Pin::new(&mut self.inner).poll_next(cx);
+        if polled.is_pending() && self.inner.read_buffer().is_empty() {
+            *self.inner.read_buffer_mut() = BytesMut::new();
+        }
+        let frame = match ready!(polled) {
             Some(Ok(frame)) => frame,
             Some(Err(e)) => {
                 if matches!(e, Error::Io(_)) || self.state == StreamState::ClosedByUs {

@@ -3,7 +3,7 @@
 //! `/echo` echoes every message; any other path joins one broadcast group in
 //! which every message a connection sends goes to all the others.
 //!
-//! Run with: `cargo run --release -p tether --example baseline -- 127.0.0.1:18081`
+//! Run with: `cargo run --release --manifest-path benches/baseline/Cargo.toml -- 127.0.0.1:18081`
 //! (prints `baseline listening on ADDR` when ready).
 
 use futures_util::{SinkExt, StreamExt};
