@@ -89,3 +89,41 @@ async fn a_reader_past_the_log_recovers_through_the_normal_path() {
     http::publish(server.addr, "feed", json!("after")).await;
     assert_eq!(again.recv_type("message").await["offset"], N + 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_written_for_a_channel_after_unsubscribed() {
+    const N: u64 = 2000;
+    let server = TestServer::start(&[
+        ("send-queue", "4096"),
+        ("history-max-channel-bytes", "33554432"),
+        ("history-max-bytes", "33554432"),
+    ])
+    .await;
+    let (mut c, _) = WsClient::tether(&server.ws_url("/ws")).await;
+    c.subscribe(1, "big", None).await;
+    c.subscribe(2, "a", None).await;
+    // The session is stuck writing "big" to a client that is not reading...
+    for _ in 0..N {
+        http::publish(server.addr, "big", payload()).await;
+    }
+    // ...when "a" gets a publication (its doorbell rings) and, before the
+    // session gets to it, the client unsubscribes from "a".
+    http::publish(server.addr, "a", json!("ring")).await;
+    c.send(json!({"type": "unsubscribe", "id": 3, "channel": "a"}))
+        .await;
+    let (mut big, mut unsubscribed) = (0, false);
+    while big < N || !unsubscribed {
+        let m = c.recv().await;
+        match m["type"].as_str() {
+            Some("unsubscribed") => unsubscribed = true,
+            Some("message") if m["channel"] == "big" => big += 1,
+            Some("message") => assert!(
+                !unsubscribed,
+                "a message for {} after unsubscribed",
+                m["channel"]
+            ),
+            _ => {}
+        }
+    }
+    assert!(c.try_recv(Duration::from_millis(200)).await.is_none());
+}

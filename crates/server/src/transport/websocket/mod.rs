@@ -257,6 +257,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         batch: &mut Vec<Arc<Publication>>,
     ) -> Result<(), End> {
         for cursor in std::mem::take(rung) {
+            // Rung before an unsubscribe (or a resubscribe replaced it):
+            // nothing more is written for it.
+            if !self
+                .subs
+                .get(&cursor.log.name)
+                .is_some_and(|c| Arc::ptr_eq(c, &cursor))
+            {
+                continue;
+            }
             // Cleared before reading: an append from now on rings again.
             cursor.clear_pending();
             let more = cursor
