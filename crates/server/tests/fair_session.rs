@@ -27,7 +27,7 @@ async fn a_busy_connection_still_reads_its_pongs() {
     let (mut c, _) = WsClient::tether(&server.ws_url("/ws")).await;
     c.subscribe(1, "firehose", None).await;
     // A backlog: the client stops reading while N publications arrive, so
-    // the server's outbox holds most of them; then it reads as fast as it
+    // the channel's log holds most of them; then it reads as fast as it
     // can. Writing the backlog takes longer than the silence limit, and all
     // the while the client's pongs wait to be read.
     const N: u64 = 500_000;
