@@ -94,3 +94,25 @@ async fn application_ping_gets_a_pong_and_keeps_the_connection() {
         tokio::time::sleep(Duration::from_millis(200)).await; // pacing the client, not synchronising
     }
 }
+
+#[tokio::test]
+async fn echo_closes_a_silent_peer_with_4003_and_keeps_a_talking_one() {
+    let server = TestServer::start(&[("ping-interval", "200ms"), ("pong-timeout", "200ms")]).await;
+    let mut silent = WsClient::connect(&server.ws_url("/echo")).await;
+    let mut talking = WsClient::connect(&server.ws_url("/echo")).await;
+    let since = Instant::now();
+    // The talking peer sends (and reads back) a message every 100 ms for
+    // 1 s, well past the 400 ms silence limit.
+    for i in 0..10 {
+        talking.send(json!({"n": i})).await;
+        assert_eq!(talking.recv().await["n"], i);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    match silent.ended(Duration::from_secs(5)).await {
+        tether_test_util::ws::Ended::Closed(code, _) => assert_eq!(code, 4003),
+        other => panic!("expected 4003, got {other:?}"),
+    }
+    assert!(since.elapsed() >= Duration::from_millis(400));
+    talking.send(json!({"still": true})).await;
+    assert_eq!(talking.recv().await["still"], true);
+}

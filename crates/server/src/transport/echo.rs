@@ -14,11 +14,12 @@ use crate::{
     node::Node,
 };
 use futures_util::{SinkExt, StreamExt};
+use std::{future::Future, pin::pin, task::Poll};
 use std::{net::SocketAddr, sync::Arc};
 use tether_protocol::CloseCode;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    time::timeout,
+    time::{sleep_until, timeout, Instant},
 };
 use tokio_websockets::WebSocketStream;
 use tracing::{debug, Instrument};
@@ -44,53 +45,65 @@ pub async fn run<S>(
             tokio::time::Instant::now().into_std(),
         );
         let mut strikes = 0u32;
+        // Created once and polled in place, like the session's: a timer per
+        // message (and a drain waiter per turn) was a measurable share of
+        // the echo path. The silence timer is re-aimed only when it fires.
+        let mut last_seen = Instant::now();
+        let mut cancelled = pin!(node.shutdown.cancelled());
+        let mut silence_timer = pin!(sleep_until(last_seen + silence));
         let close: Option<(CloseCode, String)> = loop {
             tokio::select! {
-                () = node.shutdown.cancelled() => {
+                biased;
+                () = &mut cancelled => {
                     break Some((CloseCode::ServiceRestart, drain_reason(&node.config.server)));
                 }
-                frame = timeout(silence, ws.next()) => match frame {
-                    Err(_) => {
+                frame = ws.next() => {
+                    last_seen = Instant::now();
+                    match frame {
+                        None => break None,
+                        Some(Err(e)) => {
+                            let (code, why) = super::websocket::read_error(e);
+                            debug!(%why, "echo read error");
+                            if let Some(code) = code {
+                                // Send the close frame the library queued.
+                                if let Ok(Ok(())) = timeout(CLOSE_SEND_TIMEOUT, ws.flush()).await {
+                                    node.metrics.close(code);
+                                }
+                            }
+                            break None;
+                        }
+                        Some(Ok(msg)) => {
+                            if msg.is_close() {
+                                // Let the library send its answer before the TCP close.
+                                let _ = timeout(CLOSE_SEND_TIMEOUT, ws.flush()).await;
+                                break None;
+                            }
+                            if bucket.take(last_seen.into_std()).is_err() {
+                                node.metrics.refusal("message_rate");
+                                strikes += 1;
+                                if strikes >= MAX_STRIKES {
+                                    break Some((CloseCode::RateLimited, "message rate limit exceeded repeatedly".into()));
+                                }
+                                continue;
+                            }
+                            strikes = 0;
+                            if msg.is_text() || msg.is_binary() {
+                                node.metrics.messages_in.inc();
+                                if send(&mut ws, msg, write_timeout).await.is_err() {
+                                    break None;
+                                }
+                                node.metrics.messages_out.inc();
+                            }
+                        }
+                    }
+                }
+                () = &mut silence_timer => {
+                    let deadline = last_seen + silence;
+                    if Instant::now() >= deadline {
                         node.metrics.heartbeat_timeouts.inc();
                         break Some((CloseCode::HeartbeatTimeout, format!("silent for {} ms", silence.as_millis())));
                     }
-                    Ok(None) => break None,
-                    Ok(Some(Err(e))) => {
-                        let (code, why) = super::websocket::read_error(e);
-                        debug!(%why, "echo read error");
-                        if let Some(code) = code {
-                            // Send the close frame the library queued.
-                            if let Ok(Ok(())) = timeout(CLOSE_SEND_TIMEOUT, ws.flush()).await {
-                                node.metrics.close(code);
-                            }
-                        }
-                        break None;
-                    }
-                    Ok(Some(Ok(msg))) => {
-                        if msg.is_close() {
-                            // Let the library send its answer before the TCP close.
-                            let _ = timeout(CLOSE_SEND_TIMEOUT, ws.flush()).await;
-                            break None;
-                        }
-                        if bucket.take(tokio::time::Instant::now().into_std()).is_err() {
-                            node.metrics.refusal("message_rate");
-                            strikes += 1;
-                            if strikes >= MAX_STRIKES {
-                                break Some((CloseCode::RateLimited, "message rate limit exceeded repeatedly".into()));
-                            }
-                            continue;
-                        }
-                        strikes = 0;
-                        if msg.is_text() || msg.is_binary() {
-                            node.metrics.messages_in.inc();
-                            match timeout(write_timeout, ws.send(msg)).await {
-                                Ok(Ok(())) => {
-                                    node.metrics.messages_out.inc();
-                                }
-                                _ => break None,
-                            }
-                        }
-                    }
+                    silence_timer.as_mut().reset(deadline);
                 }
             }
         };
@@ -104,4 +117,24 @@ pub async fn run<S>(
     }
     .instrument(span)
     .await
+}
+
+/// Sends one message; only a send that does not finish at once is given a
+/// timer (`write_timeout`), so the common case costs no timer at all.
+async fn send<S>(
+    ws: &mut WebSocketStream<S>,
+    msg: tokio_websockets::Message,
+    write_timeout: std::time::Duration,
+) -> Result<(), ()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut sending = pin!(ws.send(msg));
+    match std::future::poll_fn(|cx| Poll::Ready(sending.as_mut().poll(cx))).await {
+        Poll::Ready(r) => r.map_err(drop),
+        Poll::Pending => match timeout(write_timeout, sending).await {
+            Ok(r) => r.map_err(drop),
+            Err(_) => Err(()),
+        },
+    }
 }
