@@ -403,6 +403,22 @@ async fn publish_route(
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         return res;
     }
+    // A body is held in memory while it arrives: at most MAX_BODIES_PER_IP
+    // of them per client address at once.
+    let Some(_receiving) = node.admission.receive_body(peer.addr.ip()) else {
+        node.metrics.refusal("bodies_in_flight");
+        let mut res = api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            &format!(
+                "{} publish bodies from your address are still arriving; retry in 1 s",
+                crate::limits::MAX_BODIES_PER_IP
+            ),
+        );
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(1u64));
+        return res;
+    };
     let limit = node.config.limits.max_message_bytes + 1024;
     let body = match axum::body::to_bytes(req.into_body(), limit).await {
         Ok(b) => b,

@@ -115,11 +115,19 @@ struct IpState {
     bucket: TokenBucket,
     /// `POST /api/publish` bucket, created on first use.
     publish: Option<TokenBucket>,
+    /// Publish bodies being received from this address.
+    bodies: usize,
 }
+
+/// `POST /api/publish` bodies one client address may have in flight at once:
+/// each is held in memory while it arrives (up to `--max-message-bytes` +
+/// 1 KiB), so one address can make the node hold at most this many.
+pub const MAX_BODIES_PER_IP: usize = 64;
 
 impl IpState {
     fn is_idle(&mut self, now: Instant) -> bool {
         self.held == 0
+            && self.bodies == 0
             && self.bucket.is_full(now)
             && self.publish.as_mut().is_none_or(|b| b.is_full(now))
     }
@@ -167,6 +175,7 @@ impl Admission {
                 now,
             ),
             publish: None,
+            bodies: 0,
         }
     }
 
@@ -315,6 +324,23 @@ impl Admission {
             .take(now)
     }
 
+    /// Takes one of the address's places for a publish body being received
+    /// ([`MAX_BODIES_PER_IP`]); `None` when all are taken. Released on drop.
+    pub fn receive_body(self: &Arc<Self>, ip: IpAddr) -> Option<BodyPermit> {
+        let key = self.key(ip);
+        let now = Instant::now();
+        let mut map = self.per_ip.lock();
+        let state = map.entry(key).or_insert_with(|| self.new_state(now));
+        if state.bodies >= MAX_BODIES_PER_IP {
+            return None;
+        }
+        state.bodies += 1;
+        Some(BodyPermit {
+            admission: self.clone(),
+            key,
+        })
+    }
+
     fn release(&self, key: IpAddr, lane: Lane) {
         self.connections.fetch_sub(1, Ordering::AcqRel);
         if lane == Lane::Echo {
@@ -327,6 +353,20 @@ impl Admission {
     pub fn sweep(&self) {
         let now = Instant::now();
         self.per_ip.lock().retain(|_, s| !s.is_idle(now));
+    }
+}
+
+/// One publish body being received; its place is released on drop.
+pub struct BodyPermit {
+    admission: Arc<Admission>,
+    key: IpAddr,
+}
+
+impl Drop for BodyPermit {
+    fn drop(&mut self) {
+        if let Some(state) = self.admission.per_ip.lock().get_mut(&self.key) {
+            state.bodies = state.bodies.saturating_sub(1);
+        }
     }
 }
 
