@@ -68,11 +68,6 @@ impl Doorbell {
         self.notify.notified()
     }
 
-    /// Makes the next `notified()` resolve at once (the task looks again).
-    pub fn wake(&self) {
-        self.notify.notify_one();
-    }
-
     /// The session ended: drop what is rung and refuse further rings (the
     /// cursors hold the doorbell, and the doorbell would hold them).
     pub fn finish(&self) {

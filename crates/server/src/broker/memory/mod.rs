@@ -79,11 +79,6 @@ impl Stream {
     }
 }
 
-/// A fresh random id.
-pub fn new_epoch() -> String {
-    format!("{:016x}", fastrand::u64(..))
-}
-
 type StreamMap = HashMap<Arc<str>, Stream>;
 
 pub struct MemoryBroker {
