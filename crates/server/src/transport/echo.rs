@@ -14,8 +14,7 @@ use crate::{
     node::Node,
 };
 use futures_util::{SinkExt, StreamExt};
-use std::{future::Future, pin::pin, task::Poll};
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, pin::pin, sync::Arc};
 use tether_protocol::CloseCode;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -89,7 +88,7 @@ pub async fn run<S>(
                             strikes = 0;
                             if msg.is_text() || msg.is_binary() {
                                 node.metrics.messages_in.inc();
-                                if send(&mut ws, msg, write_timeout).await.is_err() {
+                                if super::send_within(&mut ws, msg, write_timeout).await.is_err() {
                                     break None;
                                 }
                                 node.metrics.messages_out.inc();
@@ -117,24 +116,4 @@ pub async fn run<S>(
     }
     .instrument(span)
     .await
-}
-
-/// Sends one message; only a send that does not finish at once is given a
-/// timer (`write_timeout`), so the common case costs no timer at all.
-async fn send<S>(
-    ws: &mut WebSocketStream<S>,
-    msg: tokio_websockets::Message,
-    write_timeout: std::time::Duration,
-) -> Result<(), ()>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut sending = pin!(ws.send(msg));
-    match std::future::poll_fn(|cx| Poll::Ready(sending.as_mut().poll(cx))).await {
-        Poll::Ready(r) => r.map_err(drop),
-        Poll::Pending => match timeout(write_timeout, sending).await {
-            Ok(r) => r.map_err(drop),
-            Err(_) => Err(()),
-        },
-    }
 }

@@ -7,7 +7,7 @@ pub mod websocket;
 
 use crate::config::ServerConfig;
 use futures_util::{SinkExt, StreamExt};
-use std::time::Duration;
+use std::{future::Future, pin::pin, task::Poll, time::Duration};
 use tether_protocol::RetryHint;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -44,6 +44,34 @@ where
         .await;
     }
     sent
+}
+
+/// Why [`send_within`] failed.
+pub(crate) enum SendError {
+    Write(tokio_websockets::Error),
+    TimedOut,
+}
+
+/// Sends one message within `write_timeout`. Only a send that does not
+/// finish at once gets a timer: on the common path (the socket has room) a
+/// message costs no timer registration at all.
+pub(crate) async fn send_within<S>(
+    ws: &mut WebSocketStream<S>,
+    msg: Message,
+    write_timeout: Duration,
+) -> Result<(), SendError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut sending = pin!(ws.send(msg));
+    let first = std::future::poll_fn(|cx| Poll::Ready(sending.as_mut().poll(cx))).await;
+    let result = match first {
+        Poll::Ready(r) => r,
+        Poll::Pending => timeout(write_timeout, sending)
+            .await
+            .map_err(|_| SendError::TimedOut)?,
+    };
+    result.map_err(SendError::Write)
 }
 
 /// The 1012 reason of a drain: a reconnect delay picked at random up to

@@ -337,11 +337,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     async fn send_raw(&mut self, msg: Message) -> Result<(), End> {
-        match timeout(self.node.config.limits.write_timeout, self.ws.send(msg)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(End::Peer(format!("write error: {e}"))),
-            Err(_) => Err(End::WriteTimeout),
-        }
+        let write_timeout = self.node.config.limits.write_timeout;
+        super::send_within(&mut self.ws, msg, write_timeout)
+            .await
+            .map_err(|e| match e {
+                super::SendError::Write(e) => End::Peer(format!("write error: {e}")),
+                super::SendError::TimedOut => End::WriteTimeout,
+            })
     }
 
     async fn finish(&mut self, end: End) {
