@@ -369,16 +369,24 @@ fn api_error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(json!({"error": code, "message": message}))).into_response()
 }
 
-/// Whether `err` (from reading a body) is the body deadline.
-fn is_body_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+/// Whether `err` or anything in its source chain is a `T`.
+fn caused_by<T: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(err);
     while let Some(e) = cur {
-        if e.is::<BodyTimeout>() {
+        if e.is::<T>() {
             return true;
         }
         cur = e.source();
     }
     false
+}
+
+/// An API error that tells the client when to retry.
+fn api_error_retry(status: StatusCode, code: &str, message: &str, retry_secs: u64) -> Response {
+    let mut res = api_error(status, code, message);
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_secs));
+    res
 }
 
 async fn publish_route(
@@ -394,30 +402,26 @@ async fn publish_route(
     if let Err(wait) = node.admission.take_publish(peer.addr.ip()) {
         node.metrics.refusal("publish_rate");
         let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-        let mut res = api_error(
+        return api_error_retry(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
             &format!("too many publishes from your address; retry in {secs} s"),
+            secs,
         );
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        return res;
     }
     // A body is held in memory while it arrives: at most MAX_BODIES_PER_IP
     // of them per client address at once.
     let Some(_receiving) = node.admission.receive_body(peer.addr.ip()) else {
         node.metrics.refusal("bodies_in_flight");
-        let mut res = api_error(
+        return api_error_retry(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             &format!(
                 "{} publish bodies from your address are still arriving; retry in 1 s",
                 crate::limits::MAX_BODIES_PER_IP
             ),
+            1,
         );
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(1u64));
-        return res;
     };
     let limit = node.config.limits.max_message_bytes + 1024;
     let body = match axum::body::to_bytes(req.into_body(), limit).await {
@@ -441,16 +445,12 @@ async fn publish_route(
             }
             Json(json!({"offset": out.offset, "epoch": out.epoch})).into_response()
         }
-        Err(e @ BrokerError::OverCapacity(_)) => {
-            let mut res = api_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "over_capacity",
-                &e.to_string(),
-            );
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(5u64));
-            res
-        }
+        Err(e @ BrokerError::OverCapacity(_)) => api_error_retry(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "over_capacity",
+            &e.to_string(),
+            5,
+        ),
         Err(e) => api_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
@@ -462,7 +462,7 @@ async fn publish_route(
 /// A body that could not be read: too slow (408, and the connection is
 /// closed so its socket is freed), too large (413), or broken (400).
 fn body_error(node: &Node, peer: SocketAddr, err: &axum::Error) -> Response {
-    if is_body_timeout(err) {
+    if caused_by::<BodyTimeout>(err) {
         node.metrics.refusal("body_timeout");
         info!(%peer, "request body not received within the handshake timeout; closing");
         let mut res = api_error(
@@ -474,20 +474,16 @@ fn body_error(node: &Node, peer: SocketAddr, err: &axum::Error) -> Response {
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return res;
     }
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if e.is::<http_body_util::LengthLimitError>() {
-            node.metrics.refusal("body_too_large");
-            let mut res = api_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "bad_request",
-                "request body too large (limit: --max-message-bytes plus 1 KiB)",
-            );
-            res.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return res;
-        }
-        cur = e.source();
+    if caused_by::<http_body_util::LengthLimitError>(err) {
+        node.metrics.refusal("body_too_large");
+        let mut res = api_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "bad_request",
+            "request body too large (limit: --max-message-bytes plus 1 KiB)",
+        );
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return res;
     }
     api_error(
         StatusCode::BAD_REQUEST,
