@@ -56,8 +56,9 @@ impl Bystander {
     }
 
     /// Publishes to the bystander's channel over the API and waits for the
-    /// message, then pings and waits for the pong: the connection is alive
-    /// and the server answers it within `STEP`.
+    /// message, then pings and waits for the pong, then asks `/healthz`: the
+    /// connection is alive, the server answers it within `STEP`, and the
+    /// node reports itself alive.
     pub async fn still_served(&mut self) {
         let n = self.seen + 1;
         let answer =
@@ -73,5 +74,8 @@ impl Bystander {
         self.client.send(json!({"type": "ping"})).await;
         let pong = tokio::time::timeout(STEP, self.client.recv_type("pong")).await;
         assert!(pong.is_ok(), "bystander got no pong");
+        // And the node as a whole answers: liveness over plain HTTP.
+        let health = http::request_from(BYSTANDER_IP, self.addr, "GET", "/healthz", &[], "").await;
+        assert_eq!(health.status, 200, "the server is not alive");
     }
 }

@@ -30,14 +30,14 @@ impl HttpResponse {
     }
 }
 
-/// Sends one request and reads the whole response (`Connection: close`).
-pub async fn request(
+/// One request as text, with `Connection: close`.
+fn request_text(
     addr: SocketAddr,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: &str,
-) -> HttpResponse {
+) -> String {
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -47,7 +47,39 @@ pub async fn request(
     }
     req.push_str("\r\n");
     req.push_str(body);
-    raw(addr, req.as_bytes()).await
+    req
+}
+
+/// Sends one request and reads the whole response (`Connection: close`).
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpResponse {
+    raw(
+        addr,
+        request_text(addr, method, path, headers, body).as_bytes(),
+    )
+    .await
+}
+
+/// Like `request`, from a chosen loopback source address (e.g. 127.0.0.2).
+pub async fn request_from(
+    source: std::net::IpAddr,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpResponse {
+    let tcp = connect_from(source, addr).await.expect("connect");
+    raw_on(
+        tcp,
+        request_text(addr, method, path, headers, body).as_bytes(),
+    )
+    .await
 }
 
 /// A TCP connection from a chosen local address (e.g. 127.0.0.2).
@@ -281,17 +313,10 @@ pub async fn publish(
     channel: &str,
     data: serde_json::Value,
 ) -> serde_json::Value {
-    let body = serde_json::json!({"channel": channel, "data": data}).to_string();
-    let res = request(
-        addr,
-        "POST",
-        "/api/publish",
-        &[("Content-Type", "application/json")],
-        &body,
-    )
-    .await;
-    assert_eq!(res.status, 200, "publish failed: {}", res.body);
-    res.json()
+    let (status, answer) =
+        try_publish(addr, &serde_json::json!({"channel": channel, "data": data})).await;
+    assert_eq!(status, 200, "publish failed: {answer}");
+    answer
 }
 
 /// `POST /api/publish` from a chosen loopback source address.
@@ -302,12 +327,8 @@ pub async fn publish_from(
     data: serde_json::Value,
 ) -> serde_json::Value {
     let body = serde_json::json!({"channel": channel, "data": data}).to_string();
-    let tcp = connect_from(source, addr).await.expect("connect");
-    let req = format!(
-        "POST /api/publish HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let res = raw_on(tcp, req.as_bytes()).await;
+    let headers = [("Content-Type", "application/json")];
+    let res = request_from(source, addr, "POST", "/api/publish", &headers, &body).await;
     assert_eq!(res.status, 200, "publish failed: {}", res.body);
     res.json()
 }
@@ -326,9 +347,7 @@ pub async fn metric_from(
     name: &str,
     labels: &[(&str, &str)],
 ) -> f64 {
-    let tcp = connect_from(source, addr).await.expect("connect");
-    let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    let res = raw_on(tcp, req.as_bytes()).await;
+    let res = request_from(source, addr, "GET", "/metrics", &[], "").await;
     metric_value(&res, name, labels)
 }
 
