@@ -109,7 +109,7 @@ impl Refusal {
 }
 
 /// `Retry-After` is whole seconds; never advise 0.
-fn retry_secs(d: Duration) -> u64 {
+pub(crate) fn retry_secs(d: Duration) -> u64 {
     d.as_secs_f64().ceil().max(1.0) as u64
 }
 

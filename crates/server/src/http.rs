@@ -401,7 +401,7 @@ async fn publish_route(
     // the server a header parse per request and nothing more.
     if let Err(wait) = node.admission.take_publish(peer.addr.ip()) {
         node.metrics.refusal("publish_rate");
-        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let secs = crate::handshake::retry_secs(wait);
         return api_error_retry(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",

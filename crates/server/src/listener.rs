@@ -13,7 +13,7 @@ use crate::{
     client_addr::TrustedProxies,
     config::Config,
     fdlimit,
-    handshake::Refusal,
+    handshake::{retry_secs, Refusal},
     http::{denied_to_refusal, router, DeadlineBody, PeerAddr},
     limits::{Denied, SocketGuard},
     node::Node,
@@ -169,9 +169,13 @@ fn accept(edge: &Arc<Edge>, tcp: TcpStream, peer: SocketAddr) {
         return;
     };
     if node.admission.over_file_budget() {
-        let refusal = denied_to_refusal(Denied::FileLimit);
-        node.metrics.handshake(refusal.outcome());
-        node.tasks.spawn(refuse_raw(tcp, peer, refusal, socket));
+        node.tasks.spawn(refuse_raw(
+            node.clone(),
+            tcp,
+            peer,
+            Denied::FileLimit,
+            socket,
+        ));
         return;
     }
     let trusted = edge.trusted.contains(peer.ip());
@@ -181,9 +185,8 @@ fn accept(edge: &Arc<Edge>, tcp: TcpStream, peer: SocketAddr) {
     // X-Forwarded-For/Forwarded).
     if !trusted {
         if let Err(denied) = socket.assign(peer.ip()) {
-            let refusal = denied_to_refusal(denied);
-            node.metrics.handshake(refusal.outcome());
-            node.tasks.spawn(refuse_raw(tcp, peer, refusal, socket));
+            node.tasks
+                .spawn(refuse_raw(node.clone(), tcp, peer, denied, socket));
             return;
         }
     }
@@ -202,9 +205,8 @@ fn accept(edge: &Arc<Edge>, tcp: TcpStream, peer: SocketAddr) {
                 };
                 if !edge.trusted.contains(client.ip()) {
                     if let Err(denied) = socket.assign(client.ip()) {
-                        let refusal = denied_to_refusal(denied);
-                        edge.node.metrics.handshake(refusal.outcome());
-                        return refuse_raw(stream, client, refusal, socket).await;
+                        let node = edge.node.clone();
+                        return refuse_raw(node, stream, client, denied, socket).await;
                     }
                 }
                 serve(edge, stream, client, socket).await
@@ -295,20 +297,24 @@ fn log_conn_end(peer: SocketAddr, res: Result<(), hyper::Error>) {
 /// parsed; what the client sent is read and discarded for a moment after
 /// the answer, because closing with unread data makes the kernel send a
 /// reset that can destroy the answer before the client reads it.
-async fn refuse_raw<I>(mut io: I, peer: SocketAddr, refusal: Refusal, _socket: SocketGuard)
-where
+async fn refuse_raw<I>(
+    node: Arc<Node>,
+    mut io: I,
+    peer: SocketAddr,
+    denied: Denied,
+    _socket: SocketGuard,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    let refusal = denied_to_refusal(denied);
+    node.metrics.handshake(refusal.outcome());
     let status = refusal.status();
     let reason = refusal.message();
     info!(%peer, status = status.as_u16(), %reason, "connection refused");
     let body = format!("{reason}\n");
     let retry = match &refusal {
         Refusal::RateLimited { retry_after } | Refusal::Unavailable { retry_after, .. } => {
-            format!(
-                "Retry-After: {}\r\n",
-                retry_after.as_secs_f64().ceil().max(1.0) as u64
-            )
+            format!("Retry-After: {}\r\n", retry_secs(*retry_after))
         }
         _ => String::new(),
     };
