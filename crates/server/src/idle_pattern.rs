@@ -14,7 +14,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     fmt,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::IpAddr,
     time::{Duration, Instant},
 };
 
@@ -37,17 +37,9 @@ pub struct Subnet(IpAddr);
 
 impl Subnet {
     pub fn of(ip: IpAddr) -> Self {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6
-                .to_ipv4_mapped()
-                .map(IpAddr::V4)
-                .unwrap_or(IpAddr::V6(v6)),
-            v4 => v4,
-        };
-        Subnet(match ip {
-            IpAddr::V4(v4) => IpAddr::V4(Ipv4Addr::from(u32::from(v4) & 0xffff_ff00)),
-            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
-        })
+        let ip = ip.to_canonical();
+        let prefix = if ip.is_ipv4() { 24 } else { 64 };
+        Subnet(crate::client_addr::mask(ip, prefix))
     }
 }
 
