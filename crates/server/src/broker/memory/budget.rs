@@ -6,7 +6,7 @@
 use super::{MemoryBroker, Stream, MAX_KEYS_PER_CHANNEL};
 use crate::broker::{BrokerError, Publication};
 use std::{
-    sync::{atomic::Ordering, Arc},
+    sync::atomic::Ordering,
     time::{Duration, Instant},
 };
 
@@ -60,7 +60,7 @@ impl MemoryBroker {
     }
 
     /// Forgets a stream entirely, releasing what it was charged for.
-    pub(super) fn release(&self, s: Stream) {
+    pub(super) fn release(&self, s: &Stream) {
         self.metrics.channel_streams.dec();
         self.metrics.history_bytes.dec_by(s.history_bytes as i64);
         self.metrics
@@ -90,26 +90,27 @@ impl MemoryBroker {
             }
             *last = None;
         }
-        let mut freed = 0usize;
-        for shard in self.shards.iter() {
-            let mut map = shard.lock();
-            let idle: Vec<Arc<str>> = map
-                .iter_mut()
-                .filter_map(|(k, s)| {
-                    self.prune(s, now);
-                    s.is_idle().then(|| k.clone())
-                })
-                .collect();
-            for k in idle {
-                if let Some(s) = map.remove(&k) {
-                    self.release(s);
-                    freed += 1;
-                }
-            }
-        }
-        if freed == 0 {
+        if self.forget_where(now, Stream::is_idle) == 0 {
             *self.barren_scan.lock() = Some(now);
         }
+    }
+
+    /// Prunes every stream and forgets those `forget` picks, one shard lock
+    /// at a time; returns how many were forgotten.
+    pub(super) fn forget_where(&self, now: Instant, forget: impl Fn(&Stream) -> bool) -> usize {
+        let mut forgotten = 0;
+        for shard in self.shards.iter() {
+            shard.lock().retain(|_, s| {
+                self.prune(s, now);
+                let gone = forget(s);
+                if gone {
+                    self.release(s);
+                    forgotten += 1;
+                }
+                !gone
+            });
+        }
+        forgotten
     }
 
     /// Whether a publication of `c` bytes can fit the node's history

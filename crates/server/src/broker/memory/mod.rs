@@ -180,7 +180,7 @@ impl MemoryBroker {
             .is_some_and(|s| s.interest == 0 && s.top == 0)
         {
             if let Some(s) = map.remove(channel) {
-                self.release(s);
+                self.release(&s);
             }
         }
     }
@@ -189,24 +189,10 @@ impl MemoryBroker {
     /// history everywhere; called periodically by the node.
     pub fn sweep(&self) {
         let now = Instant::now();
-        for shard in self.shards.iter() {
-            let mut map = shard.lock();
-            let gone: Vec<Arc<str>> = map
-                .iter_mut()
-                .filter_map(|(k, s)| {
-                    self.prune(s, now);
-                    let stale = s.interest == 0
-                        && (s.top == 0
-                            || now.saturating_duration_since(s.last_active) >= self.cfg.meta_ttl);
-                    stale.then(|| k.clone())
-                })
-                .collect();
-            for k in gone {
-                if let Some(s) = map.remove(&k) {
-                    self.release(s);
-                }
-            }
-        }
+        self.forget_where(now, |s| {
+            s.interest == 0
+                && (s.top == 0 || now.saturating_duration_since(s.last_active) >= self.cfg.meta_ttl)
+        });
     }
 
     /// Number of channel streams held (for tests and stats).
