@@ -208,9 +208,6 @@ impl ClientBuilder {
     }
 }
 
-/// The server's default `--idempotency-window`.
-const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(300);
-
 /// Commands from handles to the connection task. Bounded: publishes are
 /// bounded by `publish_queue` before they get here, and a full queue only
 /// makes callers wait.
@@ -287,7 +284,7 @@ impl Client {
             publish_queue: 1024,
             subscription_buffer: 1024,
             connect_timeout: Duration::from_secs(10),
-            idempotency_window: DEFAULT_IDEMPOTENCY_WINDOW,
+            idempotency_window: tether_protocol::DEFAULT_IDEMPOTENCY_WINDOW,
             jitter: Arc::new(fastrand::f64),
             extra_roots: Vec::new(),
         }

@@ -9,6 +9,11 @@ pub mod backoff;
 pub mod close;
 pub mod message;
 
+/// How long a server honours a publish's idempotency key by default
+/// (`--idempotency-window`); the Rust client's default matches it, since a
+/// resend after the window would be stored twice.
+pub const DEFAULT_IDEMPOTENCY_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
+
 pub use backoff::Backoff;
 pub use close::{CloseCode, Reconnect, RetryHint};
 pub use message::{

@@ -108,7 +108,7 @@ impl Default for HistoryConfig {
             meta_ttl: Duration::from_secs(24 * 3600),
             max_channel_bytes: 1024 * 1024,
             max_bytes: 256 * 1024 * 1024,
-            idempotency_window: Duration::from_secs(300),
+            idempotency_window: tether_protocol::DEFAULT_IDEMPOTENCY_WINDOW,
             idempotency_max_keys: 100_000,
         }
     }
