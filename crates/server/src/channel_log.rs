@@ -241,6 +241,12 @@ impl Cursor {
         self.position.fetch_max(offset, Ordering::AcqRel);
     }
 
+    /// Puts the position anywhere, back included: a long-polling client
+    /// names its position in every poll, and a lost answer is read again.
+    pub fn set_position(&self, offset: u64) {
+        self.position.store(offset, Ordering::Release);
+    }
+
     /// Marks the cursor as read: the next append rings again.
     pub fn clear_pending(&self) {
         self.pending.store(false, Ordering::Release);

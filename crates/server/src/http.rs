@@ -113,7 +113,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready_route))
         .route("/metrics", get(metrics_route))
-        .route("/", get(index_route));
+        .route("/", get(index_route))
+        .merge(transport::longpoll::routes());
     if node.config.server.echo {
         router = router.route("/echo", get(echo_route));
     }
@@ -178,7 +179,7 @@ pub fn denied_to_refusal(denied: Denied) -> Refusal {
     }
 }
 
-fn draining_refusal() -> Refusal {
+pub(crate) fn draining_refusal() -> Refusal {
     Refusal::Unavailable {
         reason: "draining",
         message: "server is restarting".into(),
@@ -461,7 +462,7 @@ async fn publish_route(
 
 /// A body that could not be read: too slow (408, and the connection is
 /// closed so its socket is freed), too large (413), or broken (400).
-fn body_error(node: &Node, peer: SocketAddr, err: &axum::Error) -> Response {
+pub(crate) fn body_error(node: &Node, peer: SocketAddr, err: &axum::Error) -> Response {
     if caused_by::<BodyTimeout>(err) {
         node.metrics.refusal("body_timeout");
         info!(%peer, "request body not received within the handshake timeout; closing");

@@ -20,6 +20,7 @@ pub mod listener;
 pub mod metrics;
 pub mod node;
 pub mod proxy_protocol;
+pub mod session;
 pub mod tls;
 pub mod transport;
 

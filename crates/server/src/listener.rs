@@ -110,7 +110,11 @@ impl Server {
         let sweeper = tokio::spawn({
             let node = node.clone();
             async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(10));
+                // Often enough that a long-polling session expires within a
+                // quarter of its silence limit after it.
+                let hb = &node.config.heartbeat;
+                let every = Duration::from_secs(10).min((hb.ping_interval + hb.pong_timeout) / 4);
+                let mut tick = tokio::time::interval(every);
                 loop {
                     tick.tick().await;
                     node.sweep();

@@ -10,8 +10,10 @@ type Labels = Vec<(&'static str, String)>;
 
 pub struct Metrics {
     registry: Registry,
-    /// Open WebSocket connections (`/ws` and `/echo`).
+    /// Open connections (`/ws`, `/echo`, and long-polling sessions).
     pub connections: Gauge,
+    /// Long-polling sessions on this node (also counted in `connections`).
+    pub longpoll_sessions: Gauge,
     /// Channels with at least one local subscriber (updated at scrape time).
     pub channels: Gauge,
     /// Handshakes by outcome: `accepted` or the refusal reason.
@@ -49,6 +51,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("tether");
         let m = Metrics {
             connections: Gauge::default(),
+            longpoll_sessions: Gauge::default(),
             channels: Gauge::default(),
             handshakes: Family::default(),
             closes: Family::default(),
@@ -67,8 +70,13 @@ impl Metrics {
         };
         registry.register(
             "connections",
-            "Open WebSocket connections",
+            "Open connections: WebSocket sessions and long-polling sessions",
             m.connections.clone(),
+        );
+        registry.register(
+            "longpoll_sessions",
+            "Long-polling sessions on this node",
+            m.longpoll_sessions.clone(),
         );
         registry.register(
             "channels",

@@ -28,6 +28,8 @@ pub struct Node {
     /// Cancelled when the node starts draining: sessions close with 1012.
     pub shutdown: CancellationToken,
     draining: AtomicBool,
+    /// Long-polling clients' sessions on this node.
+    pub longpoll: crate::transport::longpoll::Registry,
     /// Every connection task, so the drain can wait for them.
     pub tasks: TaskTracker,
     next_conn_id: AtomicU64,
@@ -73,6 +75,7 @@ impl Node {
             shutdown: CancellationToken::new(),
             draining: AtomicBool::new(false),
             tasks: TaskTracker::new(),
+            longpoll: Default::default(),
             next_conn_id: AtomicU64::new(1),
             idle_patterns: Default::default(),
         }))
@@ -88,13 +91,15 @@ impl Node {
 
     /// Starts the drain: readiness turns false, new handshakes get 503, and
     /// every session is told to close with 1012.
-    pub fn start_drain(&self) {
+    pub fn start_drain(self: &Arc<Self>) {
         self.draining.store(true, Ordering::Release);
         self.shutdown.cancel();
+        self.longpoll.clear(self);
     }
 
     /// Periodic housekeeping: expired history, idle per-IP state.
-    pub fn sweep(&self) {
+    pub fn sweep(self: &Arc<Self>) {
+        self.longpoll.expire(self);
         if let Some(m) = &self.memory_broker {
             m.sweep();
         }

@@ -46,6 +46,7 @@ pub const KEYS: &[Key] = &[
     k("server", "drain_jitter", "drain-jitter", "clients told to reconnect within a random delay up to this [default: 5s]"),
     k("server", "node_id", "node-id", "this node's id in stats and logs [default: random]"),
     k("heartbeat", "ping_interval", "ping-interval", "server ping period [default: 25s]"),
+    k("heartbeat", "long_poll_timeout", "long-poll-timeout", "how long a long poll (/lp/poll) waits for publications before answering [] [default: 25s]"),
     k("heartbeat", "pong_timeout", "pong-timeout", "extra silence tolerated after a ping before closing with 4003 [default: 10s]"),
     k("history", "size", "history-size", "publications kept per channel for recovery; 0 disables [default: 100]"),
     k("history", "ttl", "history-ttl", "how long a publication stays in history [default: 10m]"),

@@ -74,6 +74,9 @@ pub struct HeartbeatConfig {
     pub ping_interval: Duration,
     #[serde(with = "duration")]
     pub pong_timeout: Duration,
+    /// How long a long poll waits for publications before answering `[]`.
+    #[serde(with = "duration")]
+    pub long_poll_timeout: Duration,
 }
 
 impl Default for HeartbeatConfig {
@@ -81,6 +84,7 @@ impl Default for HeartbeatConfig {
         HeartbeatConfig {
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(10),
+            long_poll_timeout: Duration::from_secs(25),
         }
     }
 }

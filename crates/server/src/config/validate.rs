@@ -56,6 +56,10 @@ impl Config {
             ("server.drain_jitter", self.server.drain_jitter),
             ("heartbeat.ping_interval", self.heartbeat.ping_interval),
             ("heartbeat.pong_timeout", self.heartbeat.pong_timeout),
+            (
+                "heartbeat.long_poll_timeout",
+                self.heartbeat.long_poll_timeout,
+            ),
             ("history.ttl", self.history.ttl),
             ("history.meta_ttl", self.history.meta_ttl),
             (

@@ -8,7 +8,8 @@
 //! `--messages-burst`): a message over the rate is not echoed, and
 //! ten over-rate frames in a row (`MAX_STRIKES`) close the connection with 4005.
 
-use super::{drain_reason, websocket::MAX_STRIKES, CLOSE_SEND_TIMEOUT};
+use super::{drain_reason, websocket::read_error, CLOSE_SEND_TIMEOUT};
+use crate::session::MAX_STRIKES;
 use crate::{
     limits::{ConnectionPermit, TokenBucket},
     node::Node,
@@ -61,7 +62,7 @@ pub async fn run<S>(
                     match frame {
                         None => break None,
                         Some(Err(e)) => {
-                            let (code, why) = super::websocket::read_error(e);
+                            let (code, why) = read_error(e);
                             debug!(%why, "echo read error");
                             if let Some(code) = code {
                                 // Send the close frame the library queued.

@@ -3,6 +3,7 @@
 //! echo on `/echo` used for diagnosis and conformance.
 
 pub mod echo;
+pub mod longpoll;
 pub mod websocket;
 
 use crate::config::ServerConfig;

@@ -14,21 +14,17 @@
 //! client is never timed out because the loop was busy writing. Clocks are
 //! tokio's, so tests can run the heartbeat on paused time.
 
-mod requests;
-mod subscriptions;
-
 use super::{drain_reason, CLOSE_SEND_TIMEOUT};
 use crate::{
     auth::Grant,
     broker::Publication,
-    channel_log::{Behind, Cursor},
-    doorbell::Doorbell,
-    limits::{ConnectionPermit, TokenBucket},
+    channel_log::Cursor,
+    limits::ConnectionPermit,
     node::Node,
+    session::{Closing, Out, Session as Engine, Style},
 };
 use futures_util::{SinkExt, StreamExt};
 use std::{net::SocketAddr, pin::pin, sync::Arc, time::SystemTime};
-use subscriptions::Subscriptions;
 use tether_protocol::{CloseCode, ServerMessage, PROTOCOL_VERSION};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -37,10 +33,7 @@ use tokio::{
 use tokio_websockets::{Message, WebSocketStream};
 use tracing::{debug, info, Instrument};
 
-/// Consecutive invalid or over-limit messages (or control frames) tolerated,
-/// each answered with an error, before the connection is closed.
-pub(crate) const MAX_STRIKES: u32 = 10;
-/// Publications written per batch before reading again.
+/// Publications written per subscription per batch before reading again.
 const WRITE_BATCH: usize = 256;
 
 /// How a session ended.
@@ -60,6 +53,12 @@ enum End {
     Violation(u16, String),
 }
 
+impl From<Closing> for End {
+    fn from(c: Closing) -> Self {
+        End::Close(c.code, c.reason)
+    }
+}
+
 /// Maps a read error to how the session ends.
 pub(crate) fn read_error(e: tokio_websockets::Error) -> (Option<u16>, String) {
     match e {
@@ -72,24 +71,17 @@ pub(crate) fn read_error(e: tokio_websockets::Error) -> (Option<u16>, String) {
     }
 }
 
-/// One connection's session. Built synchronously and then run as the
-/// connection's only task, so nothing is held twice in the task's state.
+/// One connection's session: the engine, and the socket it speaks over.
+/// Built synchronously and then run as the connection's only task, so
+/// nothing is held twice in the task's state.
 pub struct Session<S> {
-    node: Arc<Node>,
+    engine: Engine,
     ws: WebSocketStream<S>,
-    conn_id: u64,
-    grant: Grant,
-    subs: Subscriptions,
-    bell: Arc<Doorbell>,
     last_seen: Instant,
     /// Silence before the read that ended the session without a close
     /// frame (EOF or read error); fed to the node's idle-cut detector.
     cut_after: Option<std::time::Duration>,
     peer: SocketAddr,
-    bucket: TokenBucket,
-    strikes: u32,
-    /// The connection's place under the limits, released when the session ends.
-    _permit: ConnectionPermit,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -100,25 +92,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         grant: Grant,
         permit: ConnectionPermit,
     ) -> Self {
-        let limits = &node.config.limits;
-        let now = Instant::now();
         Session {
-            bucket: TokenBucket::new(
-                limits.messages_per_second,
-                limits.messages_burst,
-                now.into_std(),
-            ),
-            bell: Arc::new(Doorbell::new()),
-            conn_id: node.next_conn_id(),
-            node,
+            engine: Engine::new(node, grant, permit, Style::Connection),
             ws,
-            grant,
-            subs: Subscriptions::default(),
-            last_seen: now,
+            last_seen: Instant::now(),
             cut_after: None,
             peer,
-            strikes: 0,
-            _permit: permit,
         }
     }
 
@@ -129,23 +108,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let span = tracing::info_span!(
             "session",
             peer = %self.peer,
-            client = %format_args!("{}-{:x}", self.node.id, self.conn_id)
+            client = %format_args!("{}-{:x}", self.engine.node.id, self.engine.conn_id)
         );
         self.drive().instrument(span)
     }
 
     async fn drive(mut self: Box<Self>) {
-        self.node.metrics.connections.inc();
-        let client_id = format!("{}-{:x}", self.node.id, self.conn_id);
+        let node = self.engine.node.clone();
+        node.metrics.connections.inc();
+        let client_id = self.engine.client_id();
         let end = self.serve(client_id).await;
         // Boxed: the close path is large and runs once; keeping it out of
         // the task's inline state keeps every idle connection smaller.
         Box::pin(self.finish(end)).await;
-        self.node.metrics.connections.dec();
+        node.metrics.connections.dec();
     }
 
     async fn serve(&mut self, client_id: String) -> End {
-        let hb = self.node.config.heartbeat.clone();
+        let node = self.engine.node.clone();
+        let hb = node.config.heartbeat.clone();
         let welcome = ServerMessage::Welcome {
             client: client_id,
             ping_interval_ms: hb.ping_interval.as_millis() as u64,
@@ -157,7 +138,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let silence_limit = hb.ping_interval + hb.pong_timeout;
         let mut next_ping = Instant::now() + hb.ping_interval;
-        let expires_at = self.grant.expires_at.and_then(instant_of);
+        let expires_at = self.engine.grant.expires_at.and_then(instant_of);
         let deadline = |next_ping: Instant, last_seen: Instant| {
             next_ping
                 .min(last_seen + silence_limit)
@@ -166,13 +147,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // Every future below is created once and polled in place: re-creating
         // them on each turn of the loop (re-registering the timer, taking the
         // Notify locks) was a measurable share of the fan-out cost.
-        let bell = self.bell.clone();
-        let token = self.node.shutdown.clone();
+        let bell = self.engine.bell.clone();
+        let token = node.shutdown.clone();
         let mut cancelled = pin!(token.cancelled());
         let mut wake = pin!(bell.notified());
         let mut timer = pin!(sleep_until(deadline(next_ping, self.last_seen)));
         let mut rung: Vec<Arc<Cursor>> = Vec::new();
         let mut batch: Vec<Arc<Publication>> = Vec::new();
+        let mut out = Out::new();
         loop {
             // Biased, in this order: the drain; then inbound frames, so a
             // busy doorbell can never starve pongs, unsubscribes and close
@@ -181,7 +163,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             tokio::select! {
                 biased;
                 () = &mut cancelled => {
-                    return End::Close(CloseCode::ServiceRestart, drain_reason(&self.node.config.server));
+                    return End::Close(CloseCode::ServiceRestart, drain_reason(&node.config.server));
                 }
                 frame = self.ws.next() => {
                     let now = Instant::now();
@@ -205,7 +187,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                             }
                             // Boxed: request handling has deep futures, and
                             // idle connections never need them.
-                            if let Err(end) = Box::pin(self.on_frame(msg)).await {
+                            if let Err(end) = Box::pin(self.on_frame(msg, &mut out)).await {
                                 return end;
                             }
                         }
@@ -217,7 +199,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         return End::Close(CloseCode::TokenExpired, "token expired; reconnect with a fresh token".into());
                     }
                     if now >= self.last_seen + silence_limit {
-                        self.node.metrics.heartbeat_timeouts.inc();
+                        node.metrics.heartbeat_timeouts.inc();
                         return End::Close(
                             CloseCode::HeartbeatTimeout,
                             format!("no message or pong for {} ms", silence_limit.as_millis()),
@@ -239,7 +221,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         return End::Peer("session finished".into());
                     }
                     if !rung.is_empty() {
-                        if let Err(end) = Box::pin(self.write_rung(&mut rung, &mut batch)).await {
+                        if let Err(c) = self.engine.read_rung(&mut rung, WRITE_BATCH, &mut batch, &mut out) {
+                            return End::from(c);
+                        }
+                        if let Err(end) = Box::pin(self.write_out(&mut out)).await {
                             return end;
                         }
                     }
@@ -248,81 +233,47 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    /// Writes what the rung subscriptions have new, from their channels'
-    /// logs: at most `WRITE_BATCH` publications per subscription per turn;
-    /// one with more is rung again, so inbound frames are read in between.
-    async fn write_rung(
-        &mut self,
-        rung: &mut Vec<Arc<Cursor>>,
-        batch: &mut Vec<Arc<Publication>>,
-    ) -> Result<(), End> {
-        for cursor in std::mem::take(rung) {
-            // Rung before an unsubscribe (or a resubscribe replaced it):
-            // nothing more is written for it.
-            if !self
-                .subs
-                .get(&cursor.log.name)
-                .is_some_and(|c| Arc::ptr_eq(c, &cursor))
-            {
-                continue;
-            }
-            // Cleared before reading: an append from now on rings again.
-            cursor.clear_pending();
-            let more = cursor
-                .log
-                .read_after(cursor.position(), WRITE_BATCH, batch)
-                .map_err(|b| self.fell_behind(&cursor, b))?;
-            if !batch.is_empty() {
-                self.write_publications(&cursor, batch).await?;
-            }
-            if more {
-                cursor.ring();
-            }
-        }
-        Ok(())
-    }
-
-    /// The connection fell off the start of its channel's log: it is closed
-    /// with 4004 and recovers through the ordinary path on reconnect.
-    fn fell_behind(&self, cursor: &Cursor, b: Behind) -> End {
-        self.node.metrics.slow_consumers.inc();
-        debug!(channel = %cursor.log.name, position = b.position, first_held = b.first_held, "fell behind the channel log");
-        End::Close(
-            CloseCode::SlowConsumer,
-            "fell behind the channel: the client reads too slowly; reconnect and recover".into(),
-        )
-    }
-
-    /// Writes publications of one subscription in one flush (skipping what
-    /// it already has), advancing its position; empties `batch`.
-    async fn write_publications(
-        &mut self,
-        cursor: &Cursor,
-        batch: &mut Vec<Arc<Publication>>,
-    ) -> Result<(), End> {
-        let write_timeout = self.node.config.limits.write_timeout;
-        let mut sent = 0u64;
-        let mut last = cursor.position();
-        let write = async {
-            for publication in batch.drain(..) {
-                if publication.offset > last {
-                    last = publication.offset;
-                    self.ws
-                        .feed(Message::text(publication.frame.clone()))
-                        .await?;
-                    sent += 1;
-                }
-            }
-            self.ws.flush().await
+    /// Handles one inbound data frame through the engine and writes its
+    /// replies.
+    async fn on_frame(&mut self, msg: Message, out: &mut Out) -> Result<(), End> {
+        let handled = if msg.is_ping() || msg.is_pong() {
+            // Control frames cost a token too: a ping flood is throttled and
+            // then closed like a message flood (the library answers pings
+            // itself, keeping at most one pong pending).
+            self.engine.take_token(out)
+        } else if let Some(text) = msg.as_text() {
+            self.engine.on_text(text, out).await
+        } else {
+            self.engine.on_binary(out)
         };
-        // A client that stops reading blocks this write once the kernel
-        // buffers are full, and is cut at the write timeout.
+        // Replies given before a strike closed the session still go out.
+        let written = self.write_out(out).await;
+        handled.map_err(End::from)?;
+        written
+    }
+
+    /// Writes `out` in one flush and empties it. A client that stops reading
+    /// blocks this write once the kernel buffers are full, and is cut at the
+    /// write timeout.
+    async fn write_out(&mut self, out: &mut Out) -> Result<(), End> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        let node = &self.engine.node;
+        let write_timeout = node.config.limits.write_timeout;
+        let sent = out.len() as u64;
+        let ws = &mut self.ws;
+        let write = async {
+            for frame in out.drain(..) {
+                ws.feed(Message::text(frame)).await?;
+            }
+            ws.flush().await
+        };
         let result = timeout(write_timeout, write).await;
-        batch.clear();
-        cursor.advance_to(last);
+        out.clear();
         match result {
             Ok(Ok(())) => {
-                self.node.metrics.messages_out.inc_by(sent);
+                node.metrics.messages_out.inc_by(sent);
                 Ok(())
             }
             Ok(Err(e)) => Err(End::Peer(format!("write error: {e}"))),
@@ -332,12 +283,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn send(&mut self, text: String) -> Result<(), End> {
         self.send_raw(Message::text(text)).await?;
-        self.node.metrics.messages_out.inc();
+        self.engine.node.metrics.messages_out.inc();
         Ok(())
     }
 
     async fn send_raw(&mut self, msg: Message) -> Result<(), End> {
-        let write_timeout = self.node.config.limits.write_timeout;
+        let write_timeout = self.engine.node.config.limits.write_timeout;
         super::send_within(&mut self.ws, msg, write_timeout)
             .await
             .map_err(|e| match e {
@@ -347,18 +298,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     async fn finish(&mut self, end: End) {
-        // Nothing more will be sent: free the queue and refuse new pushes.
-        self.bell.finish();
+        let node = self.engine.node.clone();
         match end {
             End::Peer(why) => {
                 debug!(%why, "session ended by peer");
                 if let Some(idle) = self.cut_after {
-                    self.node.note_abnormal_end(self.peer.ip(), idle);
+                    node.note_abnormal_end(self.peer.ip(), idle);
                 }
             }
             End::WriteTimeout => {
                 info!("closing: write timed out, the client is not reading");
-                self.node.metrics.refusal("write_timeout");
+                node.metrics.refusal("write_timeout");
             }
             End::PeerClosed(code, why) => {
                 debug!(code, %why, "peer closed");
@@ -369,7 +319,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 info!(code, %why, "closing");
                 // Send the close frame the library queued; count it if it went.
                 if let Ok(Ok(())) = timeout(CLOSE_SEND_TIMEOUT, self.ws.flush()).await {
-                    self.node.metrics.close(code);
+                    node.metrics.close(code);
                 }
             }
             End::Close(code, reason) => {
@@ -379,14 +329,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     info!(code = code.as_u16(), %reason, "closing");
                 }
                 if super::close(&mut self.ws, code.as_u16(), &reason).await {
-                    self.node.metrics.close(code.as_u16());
+                    node.metrics.close(code.as_u16());
                 }
             }
         }
-        let channels: Vec<Arc<str>> = self.subs.drain().map(|(c, _)| c).collect();
-        for channel in channels {
-            self.leave(&channel).await;
-        }
+        self.engine.finish().await;
     }
 }
 

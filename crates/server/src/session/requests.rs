@@ -1,79 +1,77 @@
 //! Requests on a session: decoding, the message rate and strikes, and
 //! subscribe / unsubscribe / publish against the hub and the broker.
 
-use super::{End, Session, MAX_STRIKES};
+use super::{Closing, Out, Session, Style, MAX_STRIKES};
 use crate::broker::{BrokerError, Publication, Recovery};
 use serde_json::value::RawValue;
 use std::sync::Arc;
 use tether_protocol::{ClientMessage, CloseCode, ErrorCode, ServerMessage, StreamPosition};
-use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    time::Instant,
-};
-use tokio_websockets::Message;
+use tokio::time::Instant;
 use tracing::debug;
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    async fn reply_error(
-        &mut self,
-        id: Option<u64>,
-        code: ErrorCode,
-        message: String,
-    ) -> Result<(), End> {
-        self.send(ServerMessage::Error { id, code, message }.encode())
-            .await
+impl Session {
+    fn reply(out: &mut Out, message: ServerMessage) {
+        out.push(message.encode().into());
+    }
+
+    fn reply_error(out: &mut Out, id: Option<u64>, code: ErrorCode, message: String) {
+        Self::reply(out, ServerMessage::Error { id, code, message });
     }
 
     /// Counts an invalid or refused message; too many in a row ends the session.
-    async fn strike(
+    fn strike(
         &mut self,
+        out: &mut Out,
         id: Option<u64>,
         code: ErrorCode,
         message: String,
-    ) -> Result<(), End> {
+    ) -> Result<(), Closing> {
         self.strikes += 1;
-        self.reply_error(id, code, message).await?;
+        Self::reply_error(out, id, code, message);
         if self.strikes >= MAX_STRIKES {
-            let (close, why) = if code == ErrorCode::RateLimited {
-                (
+            return Err(if code == ErrorCode::RateLimited {
+                Closing::new(
                     CloseCode::RateLimited,
                     "message rate limit exceeded repeatedly",
                 )
             } else {
-                (
+                Closing::new(
                     CloseCode::PolicyViolation,
                     "too many invalid messages in a row",
                 )
-            };
-            return Err(End::Close(close, why.into()));
+            });
         }
         Ok(())
     }
 
-    pub(super) async fn on_frame(&mut self, msg: Message) -> Result<(), End> {
-        if msg.is_ping() || msg.is_pong() {
-            // Control frames cost a token too: a ping flood is throttled and
-            // then closed like a message flood (the library answers pings
-            // itself, keeping at most one pong pending).
-            return match self.bucket.take(Instant::now().into_std()) {
-                Ok(()) => Ok(()),
-                Err(retry) => {
-                    self.node.metrics.refusal("message_rate");
-                    self.strike(None, ErrorCode::RateLimited, too_many(retry))
-                        .await
-                }
-            };
+    /// Takes a token from the message bucket for something that is not a
+    /// request (a control frame, a poll): a flood is throttled, then closed
+    /// like a message flood.
+    pub fn take_token(&mut self, out: &mut Out) -> Result<(), Closing> {
+        match self.bucket.take(Instant::now().into_std()) {
+            Ok(()) => Ok(()),
+            Err(retry) => {
+                self.node.metrics.refusal("message_rate");
+                self.strike(out, None, ErrorCode::RateLimited, too_many(retry))
+            }
         }
+    }
+
+    /// A binary frame: not part of the protocol.
+    pub fn on_binary(&mut self, out: &mut Out) -> Result<(), Closing> {
         self.node.metrics.messages_in.inc();
-        let Some(text) = msg.as_text() else {
-            return self
-                .strike(
-                    None,
-                    ErrorCode::UnsupportedFrame,
-                    "binary frames are not part of the Tether protocol; send JSON text".into(),
-                )
-                .await;
-        };
+        self.strike(
+            out,
+            None,
+            ErrorCode::UnsupportedFrame,
+            "binary frames are not part of the Tether protocol; send JSON text".into(),
+        )
+    }
+
+    /// One inbound text message: decoded, rate-limited, handled; replies go
+    /// to `out`.
+    pub async fn on_text(&mut self, text: &str, out: &mut Out) -> Result<(), Closing> {
+        self.node.metrics.messages_in.inc();
         let decoded = ClientMessage::decode(text);
         if let Err(retry) = self.bucket.take(Instant::now().into_std()) {
             let id = match &decoded {
@@ -81,47 +79,47 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Err(e) => e.id,
             };
             self.node.metrics.refusal("message_rate");
-            return self
-                .strike(id, ErrorCode::RateLimited, too_many(retry))
-                .await;
+            return self.strike(out, id, ErrorCode::RateLimited, too_many(retry));
         }
         match decoded {
-            Err(e) => self.strike(e.id, e.code, e.message).await,
+            Err(e) => self.strike(out, e.id, e.code, e.message),
             Ok(request) => {
                 self.strikes = 0;
-                self.handle(request).await
+                self.handle(request, out).await;
+                Ok(())
             }
         }
     }
 
-    async fn handle(&mut self, request: ClientMessage) -> Result<(), End> {
+    async fn handle(&mut self, request: ClientMessage, out: &mut Out) {
         match request {
-            ClientMessage::Ping => self.send(ServerMessage::Pong.encode()).await,
+            ClientMessage::Ping => Self::reply(out, ServerMessage::Pong),
             ClientMessage::Subscribe {
                 id,
                 channel,
                 recover,
-            } => self.subscribe(id, channel, recover).await,
+            } => self.subscribe(id, channel, recover, out).await,
             ClientMessage::Unsubscribe { id, channel } => {
                 if self.subs.remove(channel.as_str()).is_none() {
-                    return self
-                        .reply_error(
+                    if self.style == Style::Connection {
+                        return Self::reply_error(
+                            out,
                             Some(id),
                             ErrorCode::NotSubscribed,
                             format!("not subscribed to {channel:?}"),
-                        )
-                        .await;
+                        );
+                    }
+                } else {
+                    self.leave(&channel).await;
                 }
-                self.leave(&channel).await;
-                self.send(ServerMessage::Unsubscribed { id, channel }.encode())
-                    .await
+                Self::reply(out, ServerMessage::Unsubscribed { id, channel });
             }
             ClientMessage::Publish {
                 id,
                 channel,
                 data,
                 key,
-            } => self.publish(id, channel, data, key).await,
+            } => self.publish(id, channel, data, key, out).await,
         }
     }
 
@@ -130,74 +128,106 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         id: u64,
         channel: String,
         recover: Option<StreamPosition>,
-    ) -> Result<(), End> {
+        out: &mut Out,
+    ) {
         if self.subs.contains_key(channel.as_str()) {
-            return self
-                .reply_error(
+            if self.style == Style::Connection {
+                return Self::reply_error(
+                    out,
                     Some(id),
                     ErrorCode::AlreadySubscribed,
                     format!("already subscribed to {channel:?}"),
-                )
-                .await;
+                );
+            }
+            // A retried subscribe: answered afresh from the position it names.
+            self.unsubscribe_quietly(&channel).await;
         }
-        if !self.grant.can_subscribe(&channel) {
+        match self.join(&channel, recover.as_ref()).await {
+            Ok(recovery) => self.answer_subscribe(Some(id), &channel, recovery, out),
+            Err((code, message)) => Self::reply_error(out, Some(id), code, message),
+        }
+    }
+
+    /// Checks the permission and the subscription cap, joins the channel's
+    /// log and reads the broker's answer to `recover`.
+    pub(crate) async fn join(
+        &mut self,
+        channel: &str,
+        recover: Option<&StreamPosition>,
+    ) -> Result<Recovery, (ErrorCode, String)> {
+        if !self.grant.can_subscribe(channel) {
             self.node.metrics.refusal("subscribe_forbidden");
-            return self
-                .reply_error(
-                    Some(id),
-                    ErrorCode::Forbidden,
-                    format!("no permission to subscribe to {channel:?}"),
-                )
-                .await;
+            return Err((
+                ErrorCode::Forbidden,
+                format!("no permission to subscribe to {channel:?}"),
+            ));
         }
         let max = self.node.config.limits.max_subscriptions;
         if self.subs.len() >= max {
             self.node.metrics.refusal("max_subscriptions");
-            return self
-                .reply_error(
-                    Some(id),
-                    ErrorCode::TooManySubscriptions,
-                    format!("at most {max} subscriptions per connection; unsubscribe first"),
-                )
-                .await;
+            return Err((
+                ErrorCode::TooManySubscriptions,
+                format!("at most {max} subscriptions per connection; unsubscribe first"),
+            ));
         }
         // Join the channel's log before reading history: anything published
         // from now on is kept for this cursor, and offsets the reply already
         // covers are skipped on send.
-        let (cursor, first) = self.node.hub.add(&channel, self.conn_id, self.bell.clone());
+        let (cursor, first) = self.node.hub.add(channel, self.conn_id, self.bell.clone());
         if first {
-            if let Err(e) = self.node.broker.subscribe(&channel).await {
-                self.node.hub.remove(&channel, self.conn_id);
-                return self
-                    .reply_error(Some(id), error_code(&e), e.to_string())
-                    .await;
+            if let Err(e) = self.node.broker.subscribe(channel).await {
+                self.node.hub.remove(channel, self.conn_id);
+                return Err((error_code(&e), e.to_string()));
             }
         }
-        let mut recovery = match self.node.broker.recover(&channel, recover.as_ref()).await {
-            Ok(r) => r,
-            Err(e) => {
-                self.leave(&channel).await;
-                return self
-                    .reply_error(Some(id), error_code(&e), e.to_string())
-                    .await;
+        match self.node.broker.recover(channel, recover).await {
+            Ok(r) => {
+                self.subs.insert(Arc::from(channel), cursor);
+                Ok(r)
             }
+            Err(e) => {
+                self.leave(channel).await;
+                Err((error_code(&e), e.to_string()))
+            }
+        }
+    }
+
+    /// The `subscribed` reply (with `id`, or without for a long-polling
+    /// resynchronisation) and, for a connection, the rest of a long replay.
+    pub(crate) fn answer_subscribe(
+        &mut self,
+        id: Option<u64>,
+        channel: &str,
+        mut recovery: Recovery,
+        out: &mut Out,
+    ) {
+        let Some(cursor) = self.subs.get(channel).cloned() else {
+            return;
         };
         // The reply carries what fits in REPLAY_REPLY_BYTES; its `offset` is
-        // where that leaves the client, and the rest of the replay follows
-        // as ordinary `message` frames, written from the history entries
-        // already shared with every subscriber (no copy per connection).
+        // where that leaves the client. On a connection the rest follows as
+        // ordinary `message` frames, written from the history entries already
+        // shared with every subscriber (no copy per connection); a retried
+        // style client reads it with its next poll.
+        if let Some(r) = &mut self.retried {
+            r.joins
+                .push((Arc::from(channel), recovery.epoch.clone(), recovery.offset));
+        }
         let (mut rest, position) = split_replay(&mut recovery);
         cursor.advance_to(position);
-        self.subs
-            .insert(Arc::from(channel.as_str()), cursor.clone());
-        let frame = encode_subscribed(id, &channel, &recovery, position);
-        self.send(frame).await?;
-        if !rest.is_empty() {
-            self.write_publications(&cursor, &mut rest).await?;
+        out.push(encode_subscribed(id, channel, &recovery, position).into());
+        if self.style == Style::Connection && !rest.is_empty() {
+            super::push_publications(&cursor, &mut rest, out);
         }
-        // Whatever the log got meanwhile is written on the next turn.
+        // Whatever the log got meanwhile is read on the next turn.
         cursor.ring();
-        Ok(())
+    }
+
+    /// Drops a subscription without a reply.
+    pub(crate) async fn unsubscribe_quietly(&mut self, channel: &str) {
+        if self.subs.remove(channel).is_some() {
+            self.leave(channel).await;
+        }
     }
 
     /// Leaves the hub for `channel`, releasing broker interest if last here.
@@ -215,25 +245,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         channel: String,
         data: Box<RawValue>,
         key: Option<String>,
-    ) -> Result<(), End> {
+        out: &mut Out,
+    ) {
         if let Err((code, message)) = tether_protocol::message::validate_publish(
             &channel,
             &data,
             key.as_deref(),
             self.node.config.limits.max_message_bytes,
         ) {
-            return self.reply_error(Some(id), code, message).await;
+            return Self::reply_error(out, Some(id), code, message);
         }
         if !self.grant.can_publish(&channel) {
             self.node.metrics.refusal("publish_forbidden");
-            return self
-                .reply_error(
-                    Some(id),
-                    ErrorCode::Forbidden,
-                    format!("no permission to publish to {channel:?}"),
-                )
-                .await;
+            return Self::reply_error(
+                out,
+                Some(id),
+                ErrorCode::Forbidden,
+                format!("no permission to publish to {channel:?}"),
+            );
         }
+        // A retried POST carries the same client and id: keyed by them, it
+        // is stored once.
+        let key = match (key, &self.retried) {
+            (None, Some(r)) => Some(format!("lp:{}:{id}", r.client)),
+            (key, _) => key,
+        };
         match self
             .node
             .broker
@@ -244,19 +280,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if !outcome.duplicate {
                     self.node.metrics.publications.inc();
                 }
-                self.send(
+                Self::reply(
+                    out,
                     ServerMessage::Ack {
                         id,
                         offset: outcome.offset,
-                    }
-                    .encode(),
-                )
-                .await
+                    },
+                );
             }
-            Err(e) => {
-                self.reply_error(Some(id), error_code(&e), e.to_string())
-                    .await
-            }
+            Err(e) => Self::reply_error(out, Some(id), error_code(&e), e.to_string()),
         }
     }
 }
@@ -313,12 +345,19 @@ fn split_replay(r: &mut Recovery) -> (Vec<Arc<Publication>>, u64) {
     (rest, position)
 }
 
-/// The `subscribed` reply, with the replayed publications' data copied raw.
-fn encode_subscribed(id: u64, channel: &str, r: &Recovery, offset: u64) -> String {
+/// The `subscribed` reply, with the replayed publications' data copied raw;
+/// without `id` it is a long-polling client's resynchronisation.
+pub(crate) fn encode_subscribed(
+    id: Option<u64>,
+    channel: &str,
+    r: &Recovery,
+    offset: u64,
+) -> String {
     let mut out =
         String::with_capacity(128 + r.publications.iter().map(|p| p.frame.len()).sum::<usize>());
+    let id = id.map(|id| format!("\"id\":{id},")).unwrap_or_default();
     out.push_str(&format!(
-        "{{\"type\":\"subscribed\",\"id\":{id},\"channel\":{},\"epoch\":{},\"offset\":{},\"recovered\":{},\"publications\":[",
+        "{{\"type\":\"subscribed\",{id}\"channel\":{},\"epoch\":{},\"offset\":{},\"recovered\":{},\"publications\":[",
         serde_json::Value::from(channel),
         serde_json::Value::from(r.epoch.as_str()),
         offset,

@@ -1,0 +1,233 @@
+//! The session engine: the Tether protocol's per-client state machine,
+//! independent of how frames travel.
+//!
+//! A transport (`/ws`, `/lp/`) owns the wire and asks the engine to handle
+//! each inbound text and to read what its subscriptions have new; the
+//! engine answers with outbound text frames ([`Out`]). Requests, the message
+//! rate and strikes, permissions, subscribe with recovery, publish with
+//! idempotency, and reading from the channels' shared logs all live here,
+//! once, so the transports cannot drift apart.
+
+mod requests;
+mod subscriptions;
+
+use crate::{
+    auth::Grant,
+    broker::Publication,
+    channel_log::{Behind, Cursor},
+    doorbell::Doorbell,
+    limits::{ConnectionPermit, TokenBucket},
+    node::Node,
+};
+use bytes::Bytes;
+use std::sync::Arc;
+use subscriptions::Subscriptions;
+use tether_protocol::CloseCode;
+use tracing::debug;
+
+/// Consecutive invalid or over-limit messages (or control frames) tolerated,
+/// each answered with an error, before the session is closed.
+pub(crate) const MAX_STRIKES: u32 = 10;
+
+/// Outbound text frames, in order (replies and publications' `message`
+/// frames; a publication's frame is shared, not copied).
+pub type Out = Vec<Bytes>;
+
+/// The engine ends the session with this close code and reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closing {
+    pub code: CloseCode,
+    pub reason: String,
+}
+
+impl Closing {
+    pub fn new(code: CloseCode, reason: impl Into<String>) -> Self {
+        Closing {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// How the transport carries requests, which decides what a repeated
+/// request means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// One ordered connection (`/ws`): a second subscribe to a held channel
+    /// is an error, and a replay that does not fit in the `subscribed` reply
+    /// follows at once as `message` frames.
+    Connection,
+    /// Requests that may be retried (`/lp/`): subscribe and unsubscribe are
+    /// idempotent, a publish without a key is keyed by client and request
+    /// id, and the rest of a long replay comes through the next poll.
+    Retried,
+}
+
+/// The state of a session whose requests may be retried.
+#[derive(Default)]
+struct Retried {
+    /// Keys publishes that come without a key of their own.
+    client: Box<str>,
+    joins: Vec<(Arc<str>, String, u64)>,
+}
+
+/// One client's session.
+pub struct Session {
+    pub(crate) node: Arc<Node>,
+    /// Registers the session's subscriptions in the hub.
+    pub(crate) conn_id: u64,
+    /// Replaced when a long-polling client presents a refreshed token.
+    pub grant: Grant,
+    subs: Subscriptions,
+    pub(crate) bell: Arc<Doorbell>,
+    bucket: TokenBucket,
+    strikes: u32,
+    style: Style,
+    /// What only a `Style::Retried` session keeps (boxed: a WebSocket
+    /// session pays one pointer for it).
+    retried: Option<Box<Retried>>,
+    /// The session's place under the limits, released when it is dropped.
+    _permit: ConnectionPermit,
+}
+
+impl Session {
+    pub fn new(node: Arc<Node>, grant: Grant, permit: ConnectionPermit, style: Style) -> Self {
+        let limits = &node.config.limits;
+        Session {
+            bucket: TokenBucket::new(
+                limits.messages_per_second,
+                limits.messages_burst,
+                tokio::time::Instant::now().into_std(),
+            ),
+            bell: Arc::new(Doorbell::new()),
+            conn_id: node.next_conn_id(),
+            node,
+            grant,
+            subs: Subscriptions::default(),
+            strikes: 0,
+            style,
+            retried: (style == Style::Retried).then(Default::default),
+            _permit: permit,
+        }
+    }
+
+    /// The client id a `Style::Retried` session keys its publishes with.
+    pub fn set_client(&mut self, client: &str) {
+        if let Some(r) = &mut self.retried {
+            r.client = client.into();
+        }
+    }
+
+    /// The channels joined since the last call: name, epoch, and the
+    /// channel's offset at the join (`Style::Retried` only).
+    pub fn take_joins(&mut self) -> Vec<(Arc<str>, String, u64)> {
+        self.retried
+            .as_mut()
+            .map(|r| std::mem::take(&mut r.joins))
+            .unwrap_or_default()
+    }
+
+    /// The node-unique id of a connection-style session, as in `welcome`.
+    pub fn client_id(&self) -> String {
+        format!("{}-{:x}", self.node.id, self.conn_id)
+    }
+
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// The channels held, with their cursors.
+    pub fn subscriptions(&self) -> impl Iterator<Item = (&Arc<str>, &Arc<Cursor>)> {
+        self.subs.iter()
+    }
+
+    pub fn cursor(&self, channel: &str) -> Option<&Arc<Cursor>> {
+        self.subs.get(channel)
+    }
+
+    /// Takes what the doorbell has rung; `Err` once the session finished.
+    pub fn take_rung(&self, rung: &mut Vec<Arc<Cursor>>) -> Result<(), Closing> {
+        self.bell
+            .take(rung)
+            .map_err(|_| Closing::new(CloseCode::Normal, "session finished"))
+    }
+
+    /// Reads what the rung subscriptions have new into `out` (at most `max`
+    /// publications each; one with more is rung again, so the transport
+    /// reads inbound frames in between). A subscription that fell off the
+    /// start of its channel's log ends a connection-style session with 4004
+    /// (the client recovers through the ordinary path on reconnect).
+    pub fn read_rung(
+        &self,
+        rung: &mut Vec<Arc<Cursor>>,
+        max: usize,
+        batch: &mut Vec<Arc<Publication>>,
+        out: &mut Out,
+    ) -> Result<(), Closing> {
+        for cursor in rung.drain(..) {
+            // Rung before an unsubscribe (or a resubscribe replaced it):
+            // nothing more is written for it.
+            if !self
+                .subs
+                .get(&cursor.log.name)
+                .is_some_and(|c| Arc::ptr_eq(c, &cursor))
+            {
+                continue;
+            }
+            // Cleared before reading: an append from now on rings again.
+            cursor.clear_pending();
+            let more =
+                read_cursor(&cursor, max, batch, out).map_err(|b| self.fell_behind(&cursor, b))?;
+            if more {
+                cursor.ring();
+            }
+        }
+        Ok(())
+    }
+
+    fn fell_behind(&self, cursor: &Cursor, b: Behind) -> Closing {
+        self.node.metrics.slow_consumers.inc();
+        debug!(channel = %cursor.log.name, position = b.position, first_held = b.first_held, "fell behind the channel log");
+        Closing::new(
+            CloseCode::SlowConsumer,
+            "fell behind the channel: the client reads too slowly; reconnect and recover",
+        )
+    }
+
+    /// Ends the session: refuses further rings and leaves every channel.
+    pub async fn finish(&mut self) {
+        // Nothing more will be read: free what is rung and refuse new rings.
+        self.bell.finish();
+        let channels: Vec<Arc<str>> = self.subs.drain().map(|(c, _)| c).collect();
+        for channel in channels {
+            self.leave(&channel).await;
+        }
+    }
+}
+
+/// Reads up to `max` publications after the cursor's position into `out`
+/// (skipping what it already has) and moves the position to the last one;
+/// returns whether the log holds more.
+pub(crate) fn read_cursor(
+    cursor: &Cursor,
+    max: usize,
+    batch: &mut Vec<Arc<Publication>>,
+    out: &mut Out,
+) -> Result<bool, Behind> {
+    let more = cursor.log.read_after(cursor.position(), max, batch)?;
+    push_publications(cursor, batch, out);
+    Ok(more)
+}
+
+/// Moves `batch` into `out` as `message` frames, skipping offsets the cursor
+/// already passed, and advances the cursor; empties `batch`.
+pub(crate) fn push_publications(cursor: &Cursor, batch: &mut Vec<Arc<Publication>>, out: &mut Out) {
+    let mut last = cursor.position();
+    for publication in batch.drain(..) {
+        if publication.offset > last {
+            last = publication.offset;
+            out.push(publication.frame.clone());
+        }
+    }
+    cursor.advance_to(last);
+}

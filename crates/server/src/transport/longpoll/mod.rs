@@ -1,0 +1,195 @@
+//! Long polling under `/lp/`: the fallback for networks that block
+//! WebSocket, a thin adapter over the same session engine as `/ws`.
+//!
+//! No sticky sessions: every poll carries the client's position in each of
+//! its channels, so any node can answer any request and a lost response is
+//! simply read again. A node keeps, per client id, an engine session (its
+//! cursors in the channels' logs) between requests, re-created on demand
+//! when a client's request reaches a node that has not seen it, and dropped
+//! when the client stops polling. The wire format: `docs/longpoll.md`.
+
+mod poll;
+mod routes;
+
+pub use routes::routes;
+
+use crate::{
+    node::Node,
+    session::{Closing, Session, Style},
+};
+use parking_lot::Mutex;
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
+};
+use tokio::{sync::Notify, time::Instant};
+
+/// The sessions of long-polling clients on this node, by client id.
+#[derive(Default)]
+pub struct Registry {
+    sessions: Mutex<HashMap<Box<str>, Arc<PollSession>>>,
+}
+
+/// One long-polling client on this node.
+pub struct PollSession {
+    pub(crate) client: Box<str>,
+    pub(crate) state: tokio::sync::Mutex<PollState>,
+    /// Requests under way; a session is not expired while one is.
+    busy: AtomicUsize,
+    /// When the last request ended (ms since the registry's epoch).
+    last_seen: Mutex<Instant>,
+    /// Bumped by every poll: an older poll sees it and answers `[]`.
+    pub(crate) poll_generation: AtomicU64,
+    pub(crate) superseded: Notify,
+}
+
+/// The engine and what the adapter remembers of each held channel.
+pub struct PollState {
+    pub(crate) engine: Session,
+    /// Channel → the epoch and the channel's offset when it was joined: a
+    /// position below that offset is read from history (the log only holds
+    /// what arrived after the join).
+    pub(crate) held: HashMap<Arc<str>, Held>,
+    /// Set when the session has ended; later requests get this close.
+    pub(crate) closed: Option<Closing>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Held {
+    pub epoch: String,
+    pub joined_at: u64,
+}
+
+/// Marks a request under way on a session until dropped.
+pub(crate) struct Busy(Arc<PollSession>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        *self.0.last_seen.lock() = Instant::now();
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl PollSession {
+    pub(crate) fn busy(self: &Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        Busy(self.clone())
+    }
+}
+
+impl Registry {
+    pub fn len(&self) -> usize {
+        self.sessions.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn get(&self, client: &str) -> Option<Arc<PollSession>> {
+        self.sessions.lock().get(client).cloned()
+    }
+
+    /// Adds a session built by the caller (admission already passed);
+    /// returns the one that won if another request created it meanwhile.
+    pub(crate) fn insert(&self, node: &Node, client: &str, engine: Session) -> Arc<PollSession> {
+        let mut engine = engine;
+        engine.set_client(client);
+        let session = Arc::new(PollSession {
+            client: client.into(),
+            state: tokio::sync::Mutex::new(PollState {
+                engine,
+                held: HashMap::new(),
+                closed: None,
+            }),
+            busy: AtomicUsize::new(0),
+            last_seen: Mutex::new(Instant::now()),
+            poll_generation: AtomicU64::new(0),
+            superseded: Notify::new(),
+        });
+        let mut sessions = self.sessions.lock();
+        if let Some(existing) = sessions.get(client) {
+            return existing.clone();
+        }
+        sessions.insert(client.into(), session.clone());
+        node.metrics.connections.inc();
+        node.metrics.longpoll_sessions.inc();
+        session
+    }
+
+    /// Removes a session and releases what it held.
+    pub(crate) fn remove(&self, node: &Arc<Node>, client: &str) {
+        let Some(session) = self.sessions.lock().remove(client) else {
+            return;
+        };
+        node.metrics.connections.dec();
+        node.metrics.longpoll_sessions.dec();
+        // Leaving the channels may talk to the broker: not under any lock.
+        node.tasks.spawn(async move {
+            session.state.lock().await.engine.finish().await;
+        });
+    }
+
+    /// Drops sessions with no request under way for `ping_interval +
+    /// pong_timeout`: their clients stopped polling.
+    pub fn expire(&self, node: &Arc<Node>) {
+        let hb = &node.config.heartbeat;
+        let silence = hb.ping_interval + hb.pong_timeout;
+        let now = Instant::now();
+        let idle: Vec<Box<str>> = self
+            .sessions
+            .lock()
+            .iter()
+            .filter(|(_, s)| {
+                s.busy.load(Ordering::Acquire) == 0 && now >= *s.last_seen.lock() + silence
+            })
+            .map(|(c, _)| c.clone())
+            .collect();
+        for client in idle {
+            tracing::debug!(%client, "long-polling session expired");
+            node.metrics.heartbeat_timeouts.inc();
+            self.remove(node, &client);
+        }
+    }
+
+    /// Drops every session (the node drains; polls under way answer 1012).
+    pub fn clear(&self, node: &Arc<Node>) {
+        let clients: Vec<Box<str>> = self.sessions.lock().keys().cloned().collect();
+        for client in clients {
+            self.remove(node, &client);
+        }
+    }
+}
+
+/// An unguessable client id: the node id and 128 bits from the OS, so
+/// another client cannot poll a session (or key publishes) as someone else.
+pub(crate) fn new_client_id(node: &Node) -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No OS randomness (never seen on Linux): still unique per node.
+        bytes[..8].copy_from_slice(&node.next_conn_id().to_le_bytes());
+        bytes[8..].copy_from_slice(&fastrand::u64(..).to_le_bytes());
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{hex}", node.id)
+}
+
+/// Whether `client` looks like an id this transport hands out.
+pub(crate) fn valid_client_id(client: &str) -> bool {
+    (1..=96).contains(&client.len())
+        && client
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The `close` message a long-polling response carries when the session ends.
+pub(crate) fn close_frame(c: &Closing) -> bytes::Bytes {
+    serde_json::json!({"type": "close", "code": c.code.as_u16(), "reason": c.reason})
+        .to_string()
+        .into()
+}
+
+pub(crate) const STYLE: Style = Style::Retried;

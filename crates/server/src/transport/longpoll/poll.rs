@@ -1,0 +1,265 @@
+//! One long poll: bring the node's session to the positions the client
+//! names, read what is new from the channels' logs (or from history, for a
+//! position the log does not reach), and wait for a publication when there
+//! is nothing yet.
+
+use super::{close_frame, routes::PollBody, Held, PollSession, PollState};
+use crate::{
+    node::Node,
+    session::{push_publications, read_cursor, Closing, Out},
+};
+use std::{
+    pin::pin,
+    sync::{atomic::Ordering, Arc},
+};
+use tether_protocol::{CloseCode, ErrorCode, ServerMessage, StreamPosition};
+use tokio::time::{sleep_until, Instant};
+
+/// Publications one poll answer carries per channel at most.
+const POLL_BATCH: usize = 256;
+/// Bytes of frames after which a poll answers without reading further.
+const POLL_BYTES: usize = 256 * 1024;
+
+/// Records the channels the engine joined since the last call (and forgets
+/// the ones it left).
+pub(crate) fn note_joins(state: &mut PollState) {
+    for (channel, epoch, offset) in state.engine.take_joins() {
+        state.held.insert(
+            channel,
+            Held {
+                epoch,
+                joined_at: offset,
+            },
+        );
+    }
+    let engine = &state.engine;
+    state.held.retain(|c, _| engine.cursor(c).is_some());
+}
+
+pub(crate) async fn poll(node: &Arc<Node>, session: &Arc<PollSession>, body: PollBody) -> Out {
+    let generation = session.poll_generation.fetch_add(1, Ordering::AcqRel) + 1;
+    session.superseded.notify_waiters();
+    let mut out = Out::new();
+    let expires_at;
+    {
+        let mut state = session.state.lock().await;
+        if let Some(c) = &state.closed {
+            return vec![close_frame(c)];
+        }
+        if let Err(c) = state.engine.take_token(&mut out) {
+            return end(node, session, &mut state, out, c);
+        }
+        let max = node.config.limits.max_subscriptions;
+        if body.channels.len() > max {
+            out.push(
+                ServerMessage::Error {
+                    id: None,
+                    code: ErrorCode::TooManySubscriptions,
+                    message: format!("a poll names at most {max} channels"),
+                }
+                .encode()
+                .into(),
+            );
+            return out;
+        }
+        reconcile(&mut state, body, &mut out).await;
+        read_all(&mut state, &mut out).await;
+        if !out.is_empty() {
+            return out;
+        }
+        expires_at = state.engine.grant.expires_at;
+    }
+    let token_deadline = expires_at.map(|at| {
+        let left = at
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        Instant::now() + left
+    });
+    let deadline = Instant::now() + node.config.heartbeat.long_poll_timeout;
+    let bell = session.state.lock().await.engine.bell.clone();
+    let shutdown = node.shutdown.clone();
+    let mut cancelled = pin!(shutdown.cancelled());
+    let mut timer = pin!(sleep_until(
+        token_deadline.map_or(deadline, |t| t.min(deadline))
+    ));
+    loop {
+        let mut rung = pin!(bell.notified());
+        let mut newer = pin!(session.superseded.notified());
+        rung.as_mut().enable();
+        newer.as_mut().enable();
+        if session.poll_generation.load(Ordering::Acquire) != generation {
+            return out;
+        }
+        tokio::select! {
+            () = &mut cancelled => {
+                let mut state = session.state.lock().await;
+                let c = Closing::new(CloseCode::ServiceRestart, crate::transport::drain_reason(&node.config.server));
+                return end(node, session, &mut state, out, c);
+            }
+            () = &mut timer => {
+                if token_deadline.is_some_and(|t| Instant::now() >= t) {
+                    let mut state = session.state.lock().await;
+                    let c = Closing::new(CloseCode::TokenExpired, "token expired; reconnect with a fresh token");
+                    return end(node, session, &mut state, out, c);
+                }
+                return out;
+            }
+            () = &mut newer => {}
+            () = &mut rung => {
+                let mut state = session.state.lock().await;
+                read_all(&mut state, &mut out).await;
+                if !out.is_empty() {
+                    return out;
+                }
+            }
+        }
+    }
+}
+
+/// Ends the session with `c`: the answer carries the close.
+fn end(
+    node: &Arc<Node>,
+    session: &Arc<PollSession>,
+    state: &mut PollState,
+    mut out: Out,
+    c: Closing,
+) -> Out {
+    out.push(close_frame(&c));
+    state.closed = Some(c);
+    node.longpoll.remove(node, &session.client);
+    out
+}
+
+/// Brings the session's channels to the client's: joins what it names and
+/// the node does not hold (recovering from the named position), leaves
+/// what it no longer names, and moves the rest to the named offsets.
+async fn reconcile(state: &mut PollState, body: PollBody, out: &mut Out) {
+    let named: std::collections::HashSet<&str> = body.channels.keys().map(String::as_str).collect();
+    let gone: Vec<Arc<str>> = state
+        .engine
+        .subscriptions()
+        .map(|(c, _)| c.clone())
+        .filter(|c| !named.contains(&**c))
+        .collect();
+    for channel in gone {
+        state.engine.unsubscribe_quietly(&channel).await;
+    }
+    for (channel, position) in body.channels {
+        let same_epoch = state
+            .held
+            .get(channel.as_str())
+            .is_some_and(|h| h.epoch == position.epoch);
+        match state.engine.cursor(&channel) {
+            Some(cursor) if same_epoch => cursor.set_position(position.offset),
+            _ => join(state, &channel, &position, out).await,
+        }
+    }
+    note_joins(state);
+}
+
+/// Joins `channel` on this node from the client's position: what history
+/// holds after it is read as messages; a position history cannot serve
+/// (another epoch, too old) gets an id-less `subscribed` with
+/// `recovered:false`, the client's signal to resync.
+async fn join(state: &mut PollState, channel: &str, position: &StreamPosition, out: &mut Out) {
+    state.engine.unsubscribe_quietly(channel).await;
+    match state.engine.join(channel, Some(position)).await {
+        Ok(recovery) if recovery.recovered => {
+            if let Some(cursor) = state.engine.cursor(channel).cloned() {
+                cursor.set_position(position.offset);
+                state.held.insert(
+                    channel.into(),
+                    Held {
+                        epoch: recovery.epoch.clone(),
+                        joined_at: recovery.offset,
+                    },
+                );
+                let mut publications = recovery.publications;
+                publications.truncate(POLL_BATCH);
+                push_publications(&cursor, &mut publications, out);
+                cursor.ring();
+            }
+        }
+        Ok(recovery) => {
+            state.engine.answer_subscribe(None, channel, recovery, out);
+        }
+        Err((code, message)) => {
+            // The client may no longer hold it (its token changed): the
+            // error names the channel, and the client drops it.
+            out.push(
+                serde_json::json!({"type": "error", "code": code.as_str(), "message": message, "channel": channel})
+                    .to_string()
+                    .into(),
+            );
+        }
+    }
+}
+
+/// Reads what every held channel has after its position, from the log, or
+/// from history when the position is before what the log holds.
+async fn read_all(state: &mut PollState, out: &mut Out) {
+    // Everything is read below: drop what is rung, so the next append rings
+    // (and wakes a waiting poll) again.
+    let mut rung = Vec::new();
+    if state.engine.take_rung(&mut rung).is_err() {
+        return;
+    }
+    drop(rung);
+    let cursors: Vec<_> = state
+        .engine
+        .subscriptions()
+        .map(|(c, cursor)| (c.clone(), cursor.clone()))
+        .collect();
+    let mut batch = Vec::new();
+    for (channel, cursor) in cursors {
+        if out.iter().map(|f| f.len()).sum::<usize>() >= POLL_BYTES {
+            cursor.ring();
+            continue;
+        }
+        cursor.clear_pending();
+        let joined_at = state.held.get(&channel).map_or(0, |h| h.joined_at);
+        let from_log = if cursor.position() < joined_at {
+            Err(())
+        } else {
+            read_cursor(&cursor, POLL_BATCH, &mut batch, out).map_err(|_| ())
+        };
+        if from_log.is_err() {
+            from_history(state, &channel, out).await;
+        }
+    }
+}
+
+/// Serves a position the log does not reach from the broker's history.
+async fn from_history(state: &mut PollState, channel: &Arc<str>, out: &mut Out) {
+    let Some(cursor) = state.engine.cursor(channel).cloned() else {
+        return;
+    };
+    let Some(held) = state.held.get(channel).cloned() else {
+        return;
+    };
+    let position = StreamPosition {
+        epoch: held.epoch,
+        offset: cursor.position(),
+    };
+    let node = state.engine.node().clone();
+    match node.broker.recover(channel, Some(&position)).await {
+        Ok(recovery) if recovery.recovered => {
+            let mut publications = recovery.publications;
+            publications.truncate(POLL_BATCH);
+            push_publications(&cursor, &mut publications, out);
+        }
+        Ok(recovery) => {
+            state.held.insert(
+                channel.clone(),
+                Held {
+                    epoch: recovery.epoch.clone(),
+                    joined_at: recovery.offset,
+                },
+            );
+            state.engine.answer_subscribe(None, channel, recovery, out);
+        }
+        Err(e) => {
+            tracing::debug!(%channel, error = %e, "history read for a long poll failed");
+        }
+    }
+}

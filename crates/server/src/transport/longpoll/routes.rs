@@ -1,0 +1,323 @@
+//! The HTTP side of long polling: `POST /lp/open`, `/lp/send`, `/lp/poll`,
+//! with the WebSocket handshake's gate (origin, token, handshake rate,
+//! connection caps) and bounded bodies.
+
+use super::{close_frame, new_client_id, poll, valid_client_id, PollSession, STYLE};
+use crate::{
+    auth::{AuthError, Grant},
+    handshake::Refusal,
+    http::{denied_to_refusal, draining_refusal, origin_allowed, PeerAddr},
+    limits::Lane,
+    node::Node,
+    session::{Closing, Out, Session},
+};
+use axum::{
+    body::Body,
+    extract::{Request, State},
+    http::request::Parts,
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    routing::post,
+    Extension, Router,
+};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::sync::Arc;
+use tether_protocol::{CloseCode, ServerMessage, PROTOCOL_VERSION};
+use tracing::info;
+
+/// Messages one `/lp/send` may carry.
+pub const MAX_SEND_MESSAGES: usize = 64;
+
+pub fn routes() -> Router<Arc<Node>> {
+    Router::new()
+        .route("/lp/open", post(open_route).options(preflight))
+        .route("/lp/send", post(send_route).options(preflight))
+        .route("/lp/poll", post(poll_route).options(preflight))
+}
+
+/// The `client` query parameter.
+fn client_param(req: &Parts) -> Option<String> {
+    req.uri
+        .query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("client=").map(str::to_owned))
+}
+
+/// Headers every long-polling answer carries: never cached, never buffered
+/// by a proxy, and readable cross-origin when the origin is allowed.
+fn finish(node: &Node, req_headers: &HeaderMap, mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    if let Some(origin) = req_headers.get(header::ORIGIN) {
+        if !node.config.auth.allowed_origins.is_empty()
+            && origin_allowed(&node.config.auth.allowed_origins, req_headers).is_ok()
+        {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        }
+    }
+    res
+}
+
+async fn preflight(State(node): State<Arc<Node>>, headers: HeaderMap) -> Response {
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    let h = res.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("authorization, content-type"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    finish(&node, &headers, res)
+}
+
+fn json_array(frames: &[Bytes]) -> Response {
+    let mut body = Vec::with_capacity(2 + frames.iter().map(|f| f.len() + 1).sum::<usize>());
+    body.push(b'[');
+    for (i, f) in frames.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(f);
+    }
+    body.push(b']');
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from(body),
+    )
+        .into_response()
+}
+
+fn bad_request(status: StatusCode, message: &str) -> Response {
+    (status, format!("{message}\n")).into_response()
+}
+
+fn refuse(node: &Node, peer: &PeerAddr, path: &str, refusal: Refusal) -> Response {
+    node.metrics.handshake(refusal.outcome());
+    info!(peer = %peer.addr, path, status = refusal.status().as_u16(), reason = %refusal.message(), "long-polling request refused");
+    refusal.into_response()
+}
+
+/// The gate every request passes: draining, origin, token.
+fn gate(node: &Node, req: &Parts) -> Result<Grant, (Refusal, bool)> {
+    if node.is_draining() {
+        return Err((draining_refusal(), false));
+    }
+    origin_allowed(&node.config.auth.allowed_origins, &req.headers).map_err(|r| (r, false))?;
+    let (token, _) = crate::auth::token_from_request(&req.headers, req.uri.query());
+    match &node.verifier {
+        None => Ok(Grant::anonymous()),
+        Some(verifier) => verifier.verify(token.as_deref()).map_err(|e| {
+            (
+                Refusal::Unauthorized(e.to_string()),
+                matches!(e, AuthError::Expired),
+            )
+        }),
+    }
+}
+
+/// A new engine session for `peer`, under the connection limits.
+fn admit(node: &Arc<Node>, peer: &PeerAddr, grant: Grant) -> Result<Session, Refusal> {
+    let permit = node
+        .admission
+        .admit_on(peer.addr.ip(), None, Lane::Tether)
+        .map_err(denied_to_refusal)?;
+    node.metrics.handshake("accepted");
+    Ok(Session::new(node.clone(), grant, permit, STYLE))
+}
+
+async fn open_route(
+    State(node): State<Arc<Node>>,
+    Extension(peer): Extension<PeerAddr>,
+    req: Request,
+) -> Response {
+    let (req, _) = req.into_parts();
+    let headers = req.headers.clone();
+    let res = match gate(&node, &req).and_then(|g| admit(&node, &peer, g).map_err(|r| (r, false))) {
+        Err((r, _)) => refuse(&node, &peer, "/lp/open", r),
+        Ok(engine) => {
+            let client = new_client_id(&node);
+            node.longpoll.insert(&node, &client, engine);
+            let hb = &node.config.heartbeat;
+            let mut welcome: serde_json::Value = serde_json::from_str(
+                &ServerMessage::Welcome {
+                    client: client.clone(),
+                    ping_interval_ms: hb.ping_interval.as_millis() as u64,
+                    pong_timeout_ms: hb.pong_timeout.as_millis() as u64,
+                    version: PROTOCOL_VERSION,
+                }
+                .encode(),
+            )
+            .unwrap_or_default();
+            welcome["poll_timeout_ms"] = (hb.long_poll_timeout.as_millis() as u64).into();
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                welcome.to_string(),
+            )
+                .into_response()
+        }
+    };
+    finish(&node, &headers, res)
+}
+
+/// The session a send or poll names: this node's, or a new one (no sticky
+/// sessions: the client's earlier requests may have gone to another node).
+/// `Err` is the response to give instead.
+async fn session_for(
+    node: &Arc<Node>,
+    peer: &PeerAddr,
+    req: &Parts,
+    client: Option<String>,
+) -> Result<Arc<PollSession>, Response> {
+    let Some(client) = client.filter(|c| valid_client_id(c)) else {
+        return Err(bad_request(
+            StatusCode::BAD_REQUEST,
+            "?client=ID is missing or malformed (the id from /lp/open's welcome)",
+        ));
+    };
+    let existing = node.longpoll.get(&client);
+    let grant = match gate(node, req) {
+        Ok(g) => g,
+        // A token that expired under a live session ends it with 4002,
+        // as on a WebSocket; other refusals are plain HTTP answers.
+        Err((_, true)) if existing.is_some() => {
+            node.longpoll.remove(node, &client);
+            return Err(json_array(&[close_frame(&Closing::new(
+                CloseCode::TokenExpired,
+                "token expired; reconnect with a fresh token",
+            ))]));
+        }
+        Err((r, _)) => return Err(refuse(node, peer, req.uri.path(), r)),
+    };
+    let session = match existing {
+        Some(s) => s,
+        None => match admit(node, peer, grant.clone()) {
+            Ok(engine) => node.longpoll.insert(node, &client, engine),
+            Err(r) => return Err(refuse(node, peer, req.uri.path(), r)),
+        },
+    };
+    // A refreshed token replaces the old one.
+    session.state.lock().await.engine.grant = grant;
+    Ok(session)
+}
+
+/// Reads a body of at most `limit` bytes, answering 413 / 400 / 408 itself.
+async fn body_of(
+    node: &Node,
+    peer: &PeerAddr,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, Response> {
+    let Some(_receiving) = node.admission.receive_body(peer.addr.ip()) else {
+        node.metrics.refusal("bodies_in_flight");
+        return Err(bad_request(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many request bodies from your address are still arriving; retry in 1 s",
+        ));
+    };
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|e| crate::http::body_error(node, peer.addr, &e))
+}
+
+async fn send_route(
+    State(node): State<Arc<Node>>,
+    Extension(peer): Extension<PeerAddr>,
+    req: Request,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let res = send(&node, &peer, &parts, body).await;
+    finish(&node, &parts.headers, res)
+}
+
+async fn send(node: &Arc<Node>, peer: &PeerAddr, req: &Parts, body: Body) -> Response {
+    let session = match session_for(node, peer, req, client_param(req)).await {
+        Ok(s) => s,
+        Err(res) => return res,
+    };
+    let _busy = session.busy();
+    let limit = 4 * node.config.limits.max_message_bytes + 1024;
+    let body = match body_of(node, peer, body, limit).await {
+        Ok(b) => b,
+        Err(res) => return res,
+    };
+    let messages: Vec<&RawValue> = match serde_json::from_slice(&body) {
+        Ok(m) => m,
+        Err(e) => {
+            return bad_request(
+                StatusCode::BAD_REQUEST,
+                &format!("the body must be a JSON array of protocol messages: {e}"),
+            )
+        }
+    };
+    if messages.len() > MAX_SEND_MESSAGES {
+        return bad_request(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "{} messages in one send; at most {MAX_SEND_MESSAGES}",
+                messages.len()
+            ),
+        );
+    }
+    let mut state = session.state.lock().await;
+    if let Some(c) = &state.closed {
+        return json_array(&[close_frame(c)]);
+    }
+    let mut out = Out::new();
+    for message in messages {
+        if let Err(c) = state.engine.on_text(message.get(), &mut out).await {
+            out.push(close_frame(&c));
+            state.closed = Some(c);
+            drop(state);
+            node.longpoll.remove(node, &session.client);
+            return json_array(&out);
+        }
+    }
+    poll::note_joins(&mut state);
+    json_array(&out)
+}
+
+#[derive(Deserialize)]
+pub(crate) struct PollBody {
+    #[serde(default)]
+    pub channels: std::collections::HashMap<String, tether_protocol::StreamPosition>,
+}
+
+async fn poll_route(
+    State(node): State<Arc<Node>>,
+    Extension(peer): Extension<PeerAddr>,
+    req: Request,
+) -> Response {
+    let (req, body) = req.into_parts();
+    let headers = req.headers.clone();
+    let client = client_param(&req);
+    let res = match session_for(&node, &peer, &req, client).await {
+        Err(res) => res,
+        Ok(session) => {
+            let _busy = session.busy();
+            let limit = node.config.limits.max_subscriptions * 320 + 1024;
+            match body_of(&node, &peer, body, limit).await {
+                Err(res) => res,
+                Ok(body) => match serde_json::from_slice::<PollBody>(&body) {
+                    Err(e) => bad_request(
+                        StatusCode::BAD_REQUEST,
+                        &format!(
+                            "the body must be {{\"channels\":{{NAME:{{\"epoch\":E,\"offset\":N}}}}}}: {e}"
+                        ),
+                    ),
+                    Ok(body) => json_array(&poll::poll(&node, &session, body).await),
+                },
+            }
+        }
+    };
+    finish(&node, &headers, res)
+}
