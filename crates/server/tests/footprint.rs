@@ -14,6 +14,12 @@ async fn an_idle_session_task_stays_small() {
     let (io, _peer) = tokio::io::duplex(64);
     let ws = tokio_websockets::ServerBuilder::new().serve(io);
     let permit = node.admission.admit("127.0.0.9".parse().unwrap()).unwrap();
+    let boxed = std::mem::size_of::<
+        tether_server::transport::websocket::Session<tokio::io::DuplexStream>,
+    >();
+    println!("boxed session: {boxed} bytes");
+    let engine = std::mem::size_of::<tether_server::session::Session>();
+    println!("session engine: {engine} bytes");
     let session = Box::new(tether_server::transport::websocket::Session::new(
         node.clone(),
         ws,

@@ -38,8 +38,11 @@ const WRITE_BATCH: usize = 256;
 
 /// How a session ended.
 enum End {
-    /// The socket ended without a close frame (or failed); nothing to send.
+    /// The socket failed on a write; nothing to send.
     Peer(String),
+    /// The socket ended without a close frame (EOF or a read error) after
+    /// this long with nothing read: fed to the node's idle-cut detector.
+    Cut(std::time::Duration, String),
     /// The peer sent a close frame; the library queued the answer, which
     /// must go out before the socket is dropped (RFC 6455 §5.5.1) so the
     /// client sees a clean close with its code.
@@ -78,9 +81,6 @@ pub struct Session<S> {
     engine: Engine,
     ws: WebSocketStream<S>,
     last_seen: Instant,
-    /// Silence before the read that ended the session without a close
-    /// frame (EOF or read error); fed to the node's idle-cut detector.
-    cut_after: Option<std::time::Duration>,
     peer: SocketAddr,
 }
 
@@ -96,7 +96,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             engine: Engine::new(node, grant, permit, Style::Connection),
             ws,
             last_seen: Instant::now(),
-            cut_after: None,
             peer,
         }
     }
@@ -126,7 +125,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn serve(&mut self, client_id: String) -> End {
         let node = self.engine.node.clone();
-        let hb = node.config.heartbeat.clone();
+        let hb = &node.config.heartbeat;
         let welcome = ServerMessage::Welcome {
             client: client_id,
             ping_interval_ms: hb.ping_interval.as_millis() as u64,
@@ -152,9 +151,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut cancelled = pin!(token.cancelled());
         let mut wake = pin!(bell.notified());
         let mut timer = pin!(sleep_until(deadline(next_ping, self.last_seen)));
-        let mut rung: Vec<Arc<Cursor>> = Vec::new();
-        let mut batch: Vec<Arc<Publication>> = Vec::new();
-        let mut out = Out::new();
         loop {
             // Biased, in this order: the drain; then inbound frames, so a
             // busy doorbell can never starve pongs, unsubscribes and close
@@ -171,14 +167,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     self.last_seen = now;
                     match frame {
                         None => {
-                            self.cut_after = Some(silent_for);
-                            return End::Peer("connection closed".into());
+                            return End::Cut(silent_for, "connection closed".into());
                         }
                         Some(Err(e)) => return match read_error(e) {
                             (Some(code), why) => End::Violation(code, why),
                             (None, why) => {
-                                self.cut_after = Some(silent_for);
-                                End::Peer(why)
+                                End::Cut(silent_for, why)
                             }
                         },
                         Some(Ok(msg)) => {
@@ -187,7 +181,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                             }
                             // Boxed: request handling has deep futures, and
                             // idle connections never need them.
-                            if let Err(end) = Box::pin(self.on_frame(msg, &mut out)).await {
+                            if let Err(end) = Box::pin(self.on_frame(msg)).await {
                                 return end;
                             }
                         }
@@ -217,25 +211,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 () = &mut wake => {
                     wake.set(bell.notified());
-                    if bell.take(&mut rung).is_err() {
-                        return End::Peer("session finished".into());
-                    }
-                    if !rung.is_empty() {
-                        if let Err(c) = self.engine.read_rung(&mut rung, WRITE_BATCH, &mut batch, &mut out) {
-                            return End::from(c);
-                        }
-                        if let Err(end) = Box::pin(self.write_out(&mut out)).await {
-                            return end;
-                        }
+                    // Boxed, with its buffers: an idle connection holds none.
+                    if let Err(end) = Box::pin(self.write_rung()).await {
+                        return end;
                     }
                 }
             }
         }
     }
 
+    /// Writes what the rung subscriptions have new, from their channels'
+    /// logs (at most `WRITE_BATCH` publications each per turn; one with
+    /// more is rung again, so inbound frames are read in between).
+    async fn write_rung(&mut self) -> Result<(), End> {
+        let mut rung: Vec<Arc<Cursor>> = Vec::new();
+        if self.engine.take_rung(&mut rung).is_err() {
+            return Err(End::Peer("session finished".into()));
+        }
+        if rung.is_empty() {
+            return Ok(());
+        }
+        let mut batch: Vec<Arc<Publication>> = Vec::new();
+        let mut out = Out::new();
+        self.engine
+            .read_rung(&mut rung, WRITE_BATCH, &mut batch, &mut out)?;
+        self.write_out(&mut out).await
+    }
+
     /// Handles one inbound data frame through the engine and writes its
     /// replies.
-    async fn on_frame(&mut self, msg: Message, out: &mut Out) -> Result<(), End> {
+    async fn on_frame(&mut self, msg: Message) -> Result<(), End> {
+        let mut out = Out::new();
+        let out = &mut out;
         let handled = if msg.is_ping() || msg.is_pong() {
             // Control frames cost a token too: a ping flood is throttled and
             // then closed like a message flood (the library answers pings
@@ -300,11 +307,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn finish(&mut self, end: End) {
         let node = self.engine.node.clone();
         match end {
-            End::Peer(why) => {
+            End::Peer(why) => debug!(%why, "session ended by peer"),
+            End::Cut(idle, why) => {
                 debug!(%why, "session ended by peer");
-                if let Some(idle) = self.cut_after {
-                    node.note_abnormal_end(self.peer.ip(), idle);
-                }
+                node.note_abnormal_end(self.peer.ip(), idle);
             }
             End::WriteTimeout => {
                 info!("closing: write timed out, the client is not reading");
