@@ -930,7 +930,7 @@ var Tether = class {
   }
   /** Closes the connection (1000) and stays disconnected; pending publishes reject. */
   disconnect() {
-    if (this.started) this.stop(1e3, "disconnected by the client");
+    if (this.started || !this.terminal) this.stop(1e3, "disconnected by the client");
   }
   /** Subscribes to `channel`; throws `already_subscribed` when it is held. */
   subscribe(channel, handlers = {}) {

@@ -106,7 +106,7 @@ export class Tether {
 
   /** Closes the connection (1000) and stays disconnected; pending publishes reject. */
   disconnect(): void {
-    if (this.started) this.stop(1000, 'disconnected by the client');
+    if (this.started || !this.terminal) this.stop(1000, 'disconnected by the client');
   }
 
   /** Subscribes to `channel`; throws `already_subscribed` when it is held. */
