@@ -597,6 +597,7 @@ var LongPollTransport = class {
     this.pollFailures = 0;
     /** While a response is being applied (a re-poll waits for its end). */
     this.processing = false;
+    this.repollWanted = false;
     this.inflight = /* @__PURE__ */ new Set();
     this.request("open", "{}", opts.requestTimeout).then(
       (answer) => {
@@ -624,7 +625,11 @@ var LongPollTransport = class {
     this.flush();
   }
   positionsChanged() {
-    if (this.closed || !this.client || this.processing) return;
+    if (this.closed || !this.client) return;
+    if (this.processing) {
+      this.repollWanted = true;
+      return;
+    }
     this.poll?.abort();
     this.poll = null;
     this.startPoll();
@@ -697,6 +702,10 @@ var LongPollTransport = class {
       }
     } finally {
       this.processing = false;
+    }
+    if (this.repollWanted) {
+      this.repollWanted = false;
+      this.positionsChanged();
     }
   }
   /** Checks an answer: its messages, or null after failing the transport. */

@@ -57,6 +57,7 @@ export class LongPollTransport implements Transport {
   private pollFailures = 0;
   /** While a response is being applied (a re-poll waits for its end). */
   private processing = false;
+  private repollWanted = false;
   private readonly inflight = new Set<AbortController>();
 
   constructor(
@@ -91,7 +92,11 @@ export class LongPollTransport implements Transport {
   }
 
   positionsChanged(): void {
-    if (this.closed || !this.client || this.processing) return;
+    if (this.closed || !this.client) return;
+    if (this.processing) {
+      this.repollWanted = true;
+      return;
+    }
     this.poll?.abort();
     this.poll = null;
     this.startPoll();
@@ -170,6 +175,10 @@ export class LongPollTransport implements Transport {
       }
     } finally {
       this.processing = false;
+    }
+    if (this.repollWanted) {
+      this.repollWanted = false;
+      this.positionsChanged();
     }
   }
 

@@ -32,6 +32,7 @@ export declare class LongPollTransport implements Transport {
     private pollFailures;
     /** While a response is being applied (a re-poll waits for its end). */
     private processing;
+    private repollWanted;
     private readonly inflight;
     constructor(opts: LongPollOptions, handlers: TransportHandlers);
     send(msgs: ClientMessage[]): void;
