@@ -280,167 +280,6 @@ function asError(e) {
   return e instanceof Error ? e : new Error(String(e));
 }
 
-// src/publishQueue.ts
-var PublishQueue = class {
-  constructor(capacity) {
-    this.capacity = capacity;
-    this.items = [];
-  }
-  get size() {
-    return this.items.length;
-  }
-  /** Queues a publish; throws `queue_full` when `capacity` already wait. */
-  add(p) {
-    if (this.items.length >= this.capacity) {
-      throw new TetherError(
-        "queue_full",
-        `publish queue full: ${this.capacity} publishes already await their ack`
-      );
-    }
-    this.items.push(p);
-  }
-  /** Publishes not sent on the current connection, in order. */
-  unsent() {
-    return this.items.filter((p) => p.sentAs === null);
-  }
-  /** Removes and returns the publish sent as request `id`. */
-  take(id) {
-    const i = this.items.findIndex((p) => p.sentAs === id);
-    if (i < 0) return void 0;
-    return this.items.splice(i, 1)[0];
-  }
-  /** The connection ended: every publish is to be sent again. */
-  resetSent() {
-    for (const p of this.items) p.sentAs = null;
-  }
-  /**
-   * Rejects the publishes first sent `window` ms ago or longer: the server
-   * no longer remembers their key, so a resend could store them twice.
-   */
-  expire(now, window) {
-    const gone = this.items.filter((p) => p.firstSent !== null && now - p.firstSent >= window);
-    if (gone.length === 0) return;
-    this.items = this.items.filter((p) => !gone.includes(p));
-    for (const p of gone) {
-      p.reject(
-        new TetherError(
-          "idempotency_window_expired",
-          `not resending a publish to ${JSON.stringify(p.channel)} first sent over ${window} ms ago: the server no longer remembers its key; it may or may not have been stored`
-        )
-      );
-    }
-  }
-  /** Rejects every publish (the client stopped). */
-  failAll(err) {
-    const items = this.items;
-    this.items = [];
-    for (const p of items) p.reject(err);
-  }
-};
-function keyPrefix(random) {
-  const c = globalThis.crypto;
-  const bytes = new Uint8Array(8);
-  if (c?.getRandomValues) {
-    c.getRandomValues(bytes);
-  } else {
-    for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(random() * 256) & 255;
-  }
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-// src/subscription.ts
-var Subscription = class {
-  /** @internal created by `Tether.subscribe` */
-  constructor(channel, handlers, owner) {
-    this.channel = channel;
-    this.handlers = handlers;
-    this.owner = owner;
-    /** The last position delivered; null before the first `subscribed`. */
-    this.position = null;
-    /** @internal the subscribe in flight on this connection */
-    this.request = null;
-    this.active = true;
-  }
-  /** Whether the subscription is still registered with its client. */
-  get subscribed() {
-    return this.active;
-  }
-  /** Stops delivery and unsubscribes on the server. */
-  unsubscribe() {
-    if (!this.active) return;
-    this.active = false;
-    this.owner.removeSubscription(this);
-  }
-  /** @internal the subscribe request for a new connection */
-  subscribeMessage(id) {
-    const recovering = this.position !== null;
-    this.request = { id, recovering };
-    return this.position ? { type: "subscribe", id, channel: this.channel, recover: { ...this.position } } : { type: "subscribe", id, channel: this.channel };
-  }
-  /**
-   * @internal A `subscribed` for this channel. One with an `id` answers our
-   * request (an older request's answer is ignored); one without (long
-   * polling) is the server's resynchronisation signal.
-   */
-  applySubscribed(msg) {
-    let recovering;
-    if (msg.id === void 0) {
-      recovering = true;
-    } else {
-      if (!this.request || this.request.id !== msg.id) return "ok";
-      recovering = this.request.recovering;
-      this.request = null;
-    }
-    const { epoch, offset, recovered } = msg;
-    if (recovering && !recovered) {
-      this.position = { epoch, offset };
-      this.call(() => this.handlers.onSubscribed?.({ channel: this.channel, epoch, offset, recovered, resync: true }));
-      return "ok";
-    }
-    const last = this.position?.offset ?? 0;
-    this.position = { epoch, offset: recovering ? last : offset };
-    this.call(() => this.handlers.onSubscribed?.({ channel: this.channel, epoch, offset, recovered, resync: false }));
-    let result = "ok";
-    for (const p of msg.publications) {
-      if (this.applyPublication(p.offset, p.data) === "gap") {
-        result = "gap";
-        break;
-      }
-    }
-    if (result === "ok" && this.position && this.position.offset < offset) {
-      this.position.offset = offset;
-    }
-    return result;
-  }
-  /**
-   * @internal A publication: delivered when it is the next offset, dropped
-   * when already delivered, refused (`gap`, position unchanged) when offsets
-   * were skipped.
-   */
-  applyPublication(offset, data) {
-    const pos = this.position;
-    if (!pos || !this.active) return "ok";
-    if (offset <= pos.offset) return "ok";
-    if (offset > pos.offset + 1) return "gap";
-    pos.offset = offset;
-    this.call(() => this.handlers.onMessage?.({ channel: this.channel, offset, data }));
-    return "ok";
-  }
-  /** @internal the server refused the subscribe request */
-  refused(err) {
-    this.active = false;
-    this.request = null;
-    this.call(() => this.handlers.onError?.(err));
-  }
-  call(fn) {
-    try {
-      fn();
-    } catch (e) {
-      this.owner.report(e);
-    }
-  }
-};
-
 // src/protocol.ts
 function encode(msg) {
   switch (msg.type) {
@@ -865,23 +704,20 @@ var WebSocketTransport = class {
   }
 };
 
-// src/client.ts
+// src/connection.ts
 var STABLE_AFTER = 5e3;
 var NO_HANDLERS = { onOpen() {
 }, onActivity() {
 }, onMessage() {
 }, onEnded() {
 } };
-var Tether = class {
+var Connection = class {
   constructor(url, options = {}) {
     this.emitter = new Emitter();
-    this.subs = /* @__PURE__ */ new Map();
-    this.keyCounter = 0;
-    this.nextId = 0;
     this.transport = null;
     this.welcomed = false;
-    this.started = false;
     this.terminal = false;
+    this.started = false;
     this.attempt = 0;
     this.generation = 0;
     this.wsFailures = 0;
@@ -896,18 +732,12 @@ var Tether = class {
       probeTimer: null,
       probeDeadline: null
     };
-    this.owner = {
-      removeSubscription: (sub) => this.removeSubscription(sub),
-      report: (e) => this.emitter.emit("error", asError(e))
-    };
     this.o = resolve(options);
     this.urls = endpoints(url);
     if (!this.canWebSocket() && !this.canLongPoll()) {
       throw new TypeError("no usable transport: neither a WebSocket implementation nor fetch is available");
     }
     this.backoff = new Backoff(this.o.minDelay, this.o.maxDelay);
-    this.queue = new PublishQueue(this.o.publishQueue);
-    this.keys = keyPrefix(this.o.random);
     this.current = { state: "disconnected", transport: this.preferred() };
     this.liveness = new Liveness(this.o.clock, () => this.ping(), (why) => this.drop(why));
     const resume = (why) => () => this.resume(why);
@@ -940,43 +770,6 @@ var Tether = class {
   /** Closes the connection (1000) and stays disconnected; pending publishes reject. */
   disconnect() {
     if (this.started || !this.terminal) this.stop(1e3, "disconnected by the client");
-  }
-  /** Subscribes to `channel`; throws `already_subscribed` when it is held. */
-  subscribe(channel, handlers = {}) {
-    if (this.subs.has(channel)) {
-      throw new TetherError("already_subscribed", `already subscribed to ${JSON.stringify(channel)}`);
-    }
-    const sub = new Subscription(channel, handlers, this.owner);
-    this.subs.set(channel, sub);
-    if (this.transport && this.welcomed) this.send([sub.subscribeMessage(++this.nextId)]);
-    return sub;
-  }
-  /** The subscription to `channel`, if any. */
-  getSubscription(channel) {
-    return this.subs.get(channel);
-  }
-  /**
-   * Publishes `data` to `channel`; resolves with its offset once acked.
-   * Waits in the bounded queue while disconnected; resent with the same
-   * idempotency key after a reconnect. Rejects with `queue_full`, a server
-   * error code, `idempotency_window_expired` or `disconnected`.
-   */
-  publish(channel, data) {
-    if (this.terminal) {
-      const { code, reason } = this.current;
-      return Promise.reject(new TetherError("disconnected", `the client is disconnected: ${reason ?? ""}`, code));
-    }
-    return new Promise((resolve2, reject) => {
-      const key = `${this.keys}-${++this.keyCounter}`;
-      const p = { channel, data, key, resolve: resolve2, reject, sentAs: null, firstSent: null };
-      try {
-        this.queue.add(p);
-      } catch (e) {
-        reject(e);
-        return;
-      }
-      if (this.transport && this.welcomed) this.send([this.publishMessage(p)]);
-    });
   }
   // ---- connection life ----
   open() {
@@ -1048,14 +841,7 @@ var Tether = class {
     this.liveness.start(m.ping_interval_ms, m.pong_timeout_ms);
     this.setState({ state: "connected", transport: t.name });
     this.set("stableTimer", STABLE_AFTER, () => this.usable());
-    this.queue.expire(this.o.clock.now(), this.o.idempotencyWindow);
-    const msgs = [];
-    for (const sub of this.subs.values()) {
-      if (t.name === "longpoll" && sub.position) continue;
-      msgs.push(sub.subscribeMessage(++this.nextId));
-    }
-    for (const p of this.queue.unsent()) msgs.push(this.publishMessage(p));
-    if (msgs.length > 0) t.send(msgs);
+    this.restore(t);
     if (t.name === "longpoll") this.scheduleProbe();
   }
   message(t, m) {
@@ -1065,48 +851,13 @@ var Tether = class {
       return;
     }
     this.liveness.heard();
-    switch (m.type) {
-      case "subscribed": {
-        const sub = this.subs.get(m.channel);
-        if (!sub) return;
-        if (m.id !== void 0 && sub.request?.id === m.id) this.usable();
-        if (sub.applySubscribed(m) === "gap") this.gap(t, m.channel);
-        else t.positionsChanged();
-        return;
-      }
-      case "message":
-        if (this.subs.get(m.channel)?.applyPublication(m.offset, m.data) === "gap") this.gap(t, m.channel);
-        return;
-      case "ack": {
-        const p = this.queue.take(m.id);
-        if (!p) return;
-        this.usable();
-        p.resolve({ offset: m.offset });
-        return;
-      }
-      case "error": {
-        const err = new TetherError(m.code, m.message);
-        const p = m.id === void 0 ? void 0 : this.queue.take(m.id);
-        if (p) return p.reject(err);
-        const sub = m.id === void 0 ? void 0 : [...this.subs.values()].find((s) => s.request?.id === m.id);
-        if (sub) {
-          this.subs.delete(sub.channel);
-          sub.refused(err);
-          t.positionsChanged();
-        } else {
-          this.emitter.emit("error", err);
-        }
-        return;
-      }
-      case "pong":
-        if (this.pingSentAt !== null) this.rtt = Math.max(0, this.o.clock.now() - this.pingSentAt);
-        this.pingSentAt = null;
-        return;
-      case "close":
-        this.ended(t, { kind: "closed", code: m.code, reason: m.reason });
-        return;
-      default:
-        return;
+    if (m.type === "pong") {
+      if (this.pingSentAt !== null) this.rtt = Math.max(0, this.o.clock.now() - this.pingSentAt);
+      this.pingSentAt = null;
+    } else if (m.type === "close") {
+      this.ended(t, { kind: "closed", code: m.code, reason: m.reason });
+    } else {
+      this.dispatch(t, m);
     }
   }
   /** The connection (or the attempt) ended; decide whether and when to retry. */
@@ -1158,7 +909,7 @@ var Tether = class {
     this.clear("retryTimer");
     for (const [type, fn] of this.listeners) this.o.env.removeEventListener?.(type, fn);
     this.setState({ state: "disconnected", transport: this.preferred(), code, reason });
-    this.queue.failAll(new TetherError("disconnected", reason, code));
+    this.stopped(new TetherError("disconnected", reason, code));
   }
   /** Ends the current transport (silently) and forgets what was in flight on it. */
   teardown() {
@@ -1170,8 +921,7 @@ var Tether = class {
     this.welcomed = false;
     this.pingSentAt = null;
     t?.close(1e3, "client closing");
-    this.queue.resetSent();
-    for (const s of this.subs.values()) s.request = null;
+    this.connectionEnded();
   }
   usable() {
     this.clear("stableTimer");
@@ -1242,31 +992,9 @@ var Tether = class {
     p?.close(1e3, "probe done");
   }
   // ---- helpers ----
-  send(msgs) {
-    this.liveness.verify("the clock jumped past the liveness deadline");
-    this.transport?.send(msgs);
-  }
   ping() {
     this.pingSentAt = this.o.clock.now();
     this.transport?.send([{ type: "ping" }]);
-  }
-  publishMessage(p) {
-    p.sentAs = ++this.nextId;
-    if (p.firstSent === null) p.firstSent = this.o.clock.now();
-    return { type: "publish", id: p.sentAs, channel: p.channel, data: p.data, key: p.key };
-  }
-  removeSubscription(sub) {
-    if (this.subs.get(sub.channel) !== sub) return;
-    this.subs.delete(sub.channel);
-    const t = this.transport;
-    if (!t || !this.welcomed) return;
-    if (sub.position || sub.request) this.send([{ type: "unsubscribe", id: ++this.nextId, channel: sub.channel }]);
-    t.positionsChanged();
-  }
-  positions() {
-    const out = [];
-    for (const s of this.subs.values()) if (s.position) out.push([s.channel, { ...s.position }]);
-    return Object.fromEntries(out);
   }
   canWebSocket() {
     return this.o.WebSocket !== null && this.o.transports.includes("websocket");
@@ -1298,6 +1026,302 @@ var Tether = class {
   }
   log(msg) {
     if (this.o.debug) console.debug(`[tether] ${msg}`);
+  }
+};
+
+// src/publishQueue.ts
+var PublishQueue = class {
+  constructor(capacity) {
+    this.capacity = capacity;
+    this.items = [];
+  }
+  get size() {
+    return this.items.length;
+  }
+  /** Queues a publish; throws `queue_full` when `capacity` already wait. */
+  add(p) {
+    if (this.items.length >= this.capacity) {
+      throw new TetherError(
+        "queue_full",
+        `publish queue full: ${this.capacity} publishes already await their ack`
+      );
+    }
+    this.items.push(p);
+  }
+  /** Publishes not sent on the current connection, in order. */
+  unsent() {
+    return this.items.filter((p) => p.sentAs === null);
+  }
+  /** Removes and returns the publish sent as request `id`. */
+  take(id) {
+    const i = this.items.findIndex((p) => p.sentAs === id);
+    if (i < 0) return void 0;
+    return this.items.splice(i, 1)[0];
+  }
+  /** The connection ended: every publish is to be sent again. */
+  resetSent() {
+    for (const p of this.items) p.sentAs = null;
+  }
+  /**
+   * Rejects the publishes first sent `window` ms ago or longer: the server
+   * no longer remembers their key, so a resend could store them twice.
+   */
+  expire(now, window) {
+    const gone = this.items.filter((p) => p.firstSent !== null && now - p.firstSent >= window);
+    if (gone.length === 0) return;
+    this.items = this.items.filter((p) => !gone.includes(p));
+    for (const p of gone) {
+      p.reject(
+        new TetherError(
+          "idempotency_window_expired",
+          `not resending a publish to ${JSON.stringify(p.channel)} first sent over ${window} ms ago: the server no longer remembers its key; it may or may not have been stored`
+        )
+      );
+    }
+  }
+  /** Rejects every publish (the client stopped). */
+  failAll(err) {
+    const items = this.items;
+    this.items = [];
+    for (const p of items) p.reject(err);
+  }
+};
+function keyPrefix(random) {
+  const c = globalThis.crypto;
+  const bytes = new Uint8Array(8);
+  if (c?.getRandomValues) {
+    c.getRandomValues(bytes);
+  } else {
+    for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(random() * 256) & 255;
+  }
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// src/subscription.ts
+var Subscription = class {
+  /** @internal created by `Tether.subscribe` */
+  constructor(channel, handlers, owner) {
+    this.channel = channel;
+    this.handlers = handlers;
+    this.owner = owner;
+    /** The last position delivered; null before the first `subscribed`. */
+    this.position = null;
+    /** @internal the subscribe in flight on this connection */
+    this.request = null;
+    this.active = true;
+  }
+  /** Whether the subscription is still registered with its client. */
+  get subscribed() {
+    return this.active;
+  }
+  /** Stops delivery and unsubscribes on the server. */
+  unsubscribe() {
+    if (!this.active) return;
+    this.active = false;
+    this.owner.removeSubscription(this);
+  }
+  /** @internal the subscribe request for a new connection */
+  subscribeMessage(id) {
+    const recovering = this.position !== null;
+    this.request = { id, recovering };
+    return this.position ? { type: "subscribe", id, channel: this.channel, recover: { ...this.position } } : { type: "subscribe", id, channel: this.channel };
+  }
+  /**
+   * @internal A `subscribed` for this channel. One with an `id` answers our
+   * request (an older request's answer is ignored); one without (long
+   * polling) is the server's resynchronisation signal.
+   */
+  applySubscribed(msg) {
+    let recovering;
+    if (msg.id === void 0) {
+      recovering = true;
+    } else {
+      if (!this.request || this.request.id !== msg.id) return "ok";
+      recovering = this.request.recovering;
+      this.request = null;
+    }
+    const { epoch, offset, recovered } = msg;
+    if (recovering && !recovered) {
+      this.position = { epoch, offset };
+      this.call(() => this.handlers.onSubscribed?.({ channel: this.channel, epoch, offset, recovered, resync: true }));
+      return "ok";
+    }
+    const last = this.position?.offset ?? 0;
+    this.position = { epoch, offset: recovering ? last : offset };
+    this.call(() => this.handlers.onSubscribed?.({ channel: this.channel, epoch, offset, recovered, resync: false }));
+    let result = "ok";
+    for (const p of msg.publications) {
+      if (this.applyPublication(p.offset, p.data) === "gap") {
+        result = "gap";
+        break;
+      }
+    }
+    if (result === "ok" && this.position && this.position.offset < offset) {
+      this.position.offset = offset;
+    }
+    return result;
+  }
+  /**
+   * @internal A publication: delivered when it is the next offset, dropped
+   * when already delivered, refused (`gap`, position unchanged) when offsets
+   * were skipped.
+   */
+  applyPublication(offset, data) {
+    const pos = this.position;
+    if (!pos || !this.active) return "ok";
+    if (offset <= pos.offset) return "ok";
+    if (offset > pos.offset + 1) return "gap";
+    pos.offset = offset;
+    this.call(() => this.handlers.onMessage?.({ channel: this.channel, offset, data }));
+    return "ok";
+  }
+  /** @internal the server refused the subscribe request */
+  refused(err) {
+    this.active = false;
+    this.request = null;
+    this.call(() => this.handlers.onError?.(err));
+  }
+  call(fn) {
+    try {
+      fn();
+    } catch (e) {
+      this.owner.report(e);
+    }
+  }
+};
+
+// src/client.ts
+var Tether = class extends Connection {
+  /**
+   * `url`: `ws(s)://host[:port][/prefix]/ws`, or an `http(s)://host[:port][/prefix]`
+   * base; `/ws` and `/lp` are derived from it. Call `connect()` to start.
+   */
+  constructor(url, options = {}) {
+    super(url, options);
+    this.subs = /* @__PURE__ */ new Map();
+    this.keyCounter = 0;
+    this.nextId = 0;
+    this.owner = {
+      removeSubscription: (sub) => this.removeSubscription(sub),
+      report: (e) => this.emitter.emit("error", asError(e))
+    };
+    this.queue = new PublishQueue(this.o.publishQueue);
+    this.keys = keyPrefix(this.o.random);
+  }
+  /** Subscribes to `channel`; throws `already_subscribed` when it is held. */
+  subscribe(channel, handlers = {}) {
+    if (this.subs.has(channel)) {
+      throw new TetherError("already_subscribed", `already subscribed to ${JSON.stringify(channel)}`);
+    }
+    const sub = new Subscription(channel, handlers, this.owner);
+    this.subs.set(channel, sub);
+    if (this.transport && this.welcomed) this.send([sub.subscribeMessage(++this.nextId)]);
+    return sub;
+  }
+  /** The subscription to `channel`, if any. */
+  getSubscription(channel) {
+    return this.subs.get(channel);
+  }
+  /**
+   * Publishes `data` to `channel`; resolves with its offset once acked.
+   * Waits in the bounded queue while disconnected; resent with the same
+   * idempotency key after a reconnect. Rejects with `queue_full`, a server
+   * error code, `idempotency_window_expired` or `disconnected`.
+   */
+  publish(channel, data) {
+    if (this.terminal) {
+      const { code, reason } = this.current;
+      return Promise.reject(new TetherError("disconnected", `the client is disconnected: ${reason ?? ""}`, code));
+    }
+    return new Promise((resolve2, reject) => {
+      const key = `${this.keys}-${++this.keyCounter}`;
+      const p = { channel, data, key, resolve: resolve2, reject, sentAs: null, firstSent: null };
+      try {
+        this.queue.add(p);
+      } catch (e) {
+        reject(e);
+        return;
+      }
+      if (this.transport && this.welcomed) this.send([this.publishMessage(p)]);
+    });
+  }
+  // ---- what a connection restores and receives ----
+  restore(t) {
+    this.queue.expire(this.o.clock.now(), this.o.idempotencyWindow);
+    const msgs = [];
+    for (const sub of this.subs.values()) {
+      if (t.name === "longpoll" && sub.position) continue;
+      msgs.push(sub.subscribeMessage(++this.nextId));
+    }
+    for (const p of this.queue.unsent()) msgs.push(this.publishMessage(p));
+    if (msgs.length > 0) t.send(msgs);
+  }
+  dispatch(t, m) {
+    switch (m.type) {
+      case "subscribed": {
+        const sub = this.subs.get(m.channel);
+        if (!sub) return;
+        if (m.id !== void 0 && sub.request?.id === m.id) this.usable();
+        if (sub.applySubscribed(m) === "gap") this.gap(t, m.channel);
+        else t.positionsChanged();
+        return;
+      }
+      case "message":
+        if (this.subs.get(m.channel)?.applyPublication(m.offset, m.data) === "gap") this.gap(t, m.channel);
+        return;
+      case "ack": {
+        const p = this.queue.take(m.id);
+        if (!p) return;
+        this.usable();
+        p.resolve({ offset: m.offset });
+        return;
+      }
+      case "error": {
+        const err = new TetherError(m.code, m.message);
+        const p = m.id === void 0 ? void 0 : this.queue.take(m.id);
+        if (p) return p.reject(err);
+        const sub = m.id === void 0 ? void 0 : [...this.subs.values()].find((s) => s.request?.id === m.id);
+        if (sub) {
+          this.subs.delete(sub.channel);
+          sub.refused(err);
+          t.positionsChanged();
+        } else {
+          this.emitter.emit("error", err);
+        }
+        return;
+      }
+      default:
+        return;
+    }
+  }
+  connectionEnded() {
+    this.queue.resetSent();
+    for (const s of this.subs.values()) s.request = null;
+  }
+  stopped(err) {
+    this.queue.failAll(err);
+  }
+  send(msgs) {
+    this.liveness.verify("the clock jumped past the liveness deadline");
+    this.transport?.send(msgs);
+  }
+  publishMessage(p) {
+    p.sentAs = ++this.nextId;
+    if (p.firstSent === null) p.firstSent = this.o.clock.now();
+    return { type: "publish", id: p.sentAs, channel: p.channel, data: p.data, key: p.key };
+  }
+  removeSubscription(sub) {
+    if (this.subs.get(sub.channel) !== sub) return;
+    this.subs.delete(sub.channel);
+    const t = this.transport;
+    if (!t || !this.welcomed) return;
+    if (sub.position || sub.request) this.send([{ type: "unsubscribe", id: ++this.nextId, channel: sub.channel }]);
+    t.positionsChanged();
+  }
+  positions() {
+    const out = [];
+    for (const s of this.subs.values()) if (s.position) out.push([s.channel, { ...s.position }]);
+    return Object.fromEntries(out);
   }
 };
 export {
