@@ -370,3 +370,21 @@ test('transports: ["longpoll"] never opens a WebSocket', async () => {
   assert.equal(ws.sockets.length, 0);
   assert.equal(client.state.transport, 'longpoll');
 });
+
+test('probe: a WebSocket that opens but sends no welcome within handshakeTimeout is given up', async () => {
+  const ctx = setup({ fallbackAfter: 1, probeInterval: 10_000, handshakeTimeout: 2000 });
+  const { client, ws, http } = ctx;
+  client.connect();
+  ws.last().drop();
+  retry(ctx);
+  await openLp(http);
+  await idleLp(ctx, 10_000);
+  const probe = ws.last();
+  assert.equal(ws.sockets.length, 2);
+  probe.open();
+  await idleLp(ctx, 2000);
+  assert.ok(probe.closed, 'the probe is closed');
+  assert.deepEqual(client.state, { state: 'connected', transport: 'longpoll' });
+  await idleLp(ctx, 10_000);
+  assert.equal(ws.sockets.length, 3, 'probed again later');
+});
