@@ -721,6 +721,7 @@ var Connection = class {
     this.attempt = 0;
     this.generation = 0;
     this.wsFailures = 0;
+    this.lpFailures = 0;
     this.fallback = false;
     this.forceFallback = false;
     this.probe = null;
@@ -838,6 +839,7 @@ var Connection = class {
     this.clear("handshakeTimer");
     this.welcomed = true;
     if (t.name === "websocket") this.wsFailures = 0;
+    else this.lpFailures = 0;
     this.liveness.start(m.ping_interval_ms, m.pong_timeout_ms);
     this.setState({ state: "connected", transport: t.name });
     this.set("stableTimer", STABLE_AFTER, () => this.usable());
@@ -872,7 +874,14 @@ var Connection = class {
       this.wsFailures++;
       if (!this.fallback && (force || this.wsFailures >= this.o.fallbackAfter)) {
         this.fallback = true;
+        this.lpFailures = 0;
         this.log(`WebSocket failed ${this.wsFailures} time(s)${force ? " (opened, no welcome)" : ""}: long polling from now on`);
+      }
+    } else if (t && !wasWs && !welcomed && e.kind === "lost" && this.fallback && this.canWebSocket()) {
+      if (++this.lpFailures >= this.o.fallbackAfter) {
+        this.fallback = false;
+        this.wsFailures = 0;
+        this.log(`long polling failed ${this.lpFailures} time(s): trying WebSocket again`);
       }
     }
     const c = classify(e);
@@ -949,6 +958,7 @@ var Connection = class {
     if (!this.started) return;
     if (this.welcomed) this.liveness.check("offline event");
     else if (!this.transport) {
+      this.generation++;
       this.clear("retryTimer");
       this.setState({ state: "offline", transport: this.preferred() });
     }
@@ -1232,6 +1242,11 @@ var Tether = class extends Connection {
     if (this.terminal) {
       const { code, reason } = this.current;
       return Promise.reject(new TetherError("disconnected", `the client is disconnected: ${reason ?? ""}`, code));
+    }
+    try {
+      if (JSON.stringify(data) === void 0 && data !== void 0) throw new TypeError("not JSON");
+    } catch (e) {
+      return Promise.reject(new TetherError("bad_request", `publish data is not JSON-serialisable: ${asError(e).message}`));
     }
     return new Promise((resolve2, reject) => {
       const key = `${this.keys}-${++this.keyCounter}`;

@@ -60,6 +60,11 @@ export class Tether extends Connection {
       const { code, reason } = this.current;
       return Promise.reject(new TetherError('disconnected', `the client is disconnected: ${reason ?? ''}`, code));
     }
+    try {
+      if (JSON.stringify(data) === undefined && data !== undefined) throw new TypeError('not JSON');
+    } catch (e) {
+      return Promise.reject(new TetherError('bad_request', `publish data is not JSON-serialisable: ${asError(e).message}`));
+    }
     return new Promise<PublishResult>((resolve, reject) => {
       const key = `${this.keys}-${++this.keyCounter}`;
       const p: Pending = { channel, data, key, resolve, reject, sentAs: null, firstSent: null };

@@ -42,6 +42,7 @@ export abstract class Connection {
   private attempt = 0;
   private generation = 0;
   private wsFailures = 0;
+  private lpFailures = 0;
   private fallback = false;
   private forceFallback = false;
   private token: string | undefined;
@@ -181,6 +182,7 @@ export abstract class Connection {
     this.clear('handshakeTimer');
     this.welcomed = true;
     if (t.name === 'websocket') this.wsFailures = 0;
+    else this.lpFailures = 0;
     this.liveness.start(m.ping_interval_ms, m.pong_timeout_ms);
     this.setState({ state: 'connected', transport: t.name });
     this.set('stableTimer', STABLE_AFTER, () => this.usable());
@@ -217,7 +219,15 @@ export abstract class Connection {
       this.wsFailures++;
       if (!this.fallback && (force || this.wsFailures >= this.o.fallbackAfter)) {
         this.fallback = true;
+        this.lpFailures = 0;
         this.log(`WebSocket failed ${this.wsFailures} time(s)${force ? ' (opened, no welcome)' : ''}: long polling from now on`);
+      }
+    } else if (t && !wasWs && !welcomed && e.kind === 'lost' && this.fallback && this.canWebSocket()) {
+      // Long polling fails as well: try WebSocket again rather than insist.
+      if (++this.lpFailures >= this.o.fallbackAfter) {
+        this.fallback = false;
+        this.wsFailures = 0;
+        this.log(`long polling failed ${this.lpFailures} time(s): trying WebSocket again`);
       }
     }
     const c = classify(e);
@@ -302,6 +312,7 @@ export abstract class Connection {
     if (!this.started) return;
     if (this.welcomed) this.liveness.check('offline event');
     else if (!this.transport) {
+      this.generation++; // a token request under way is not followed by an attempt
       this.clear('retryTimer');
       this.setState({ state: 'offline', transport: this.preferred() });
     }

@@ -388,3 +388,22 @@ test('probe: a WebSocket that opens but sends no welcome within handshakeTimeout
   await idleLp(ctx, 10_000);
   assert.equal(ws.sockets.length, 3, 'probed again later');
 });
+
+test('when long polling fails as well, WebSocket is tried again', async () => {
+  const ctx = setup({ fallbackAfter: 2 });
+  const { client, ws, http } = ctx;
+  client.connect();
+  ws.last().drop();
+  retry(ctx);
+  ws.last().drop();
+  retry(ctx); // long polling
+  http.last('open').fail();
+  await flush();
+  assert.equal(client.state.transport, 'longpoll');
+  retry(ctx);
+  http.last('open').fail();
+  await flush();
+  assert.equal(client.state.transport, 'websocket');
+  retry(ctx);
+  assert.equal(ws.sockets.length, 3);
+});

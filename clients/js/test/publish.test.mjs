@@ -93,3 +93,15 @@ test('a terminal close rejects pending publishes, and later ones at once', async
   await assert.rejects(client.publish('chat', 2), (e) => e.code === 'disconnected');
   await flush();
 });
+
+test('data that is not JSON is refused at once, the connection is kept', async () => {
+  const { client, ws } = setup(wsOnly);
+  client.connect();
+  ws.last().welcome();
+  const cyclic = {};
+  cyclic.self = cyclic;
+  await assert.rejects(client.publish('chat', cyclic), (e) => e.code === 'bad_request');
+  await assert.rejects(client.publish('chat', 10n), (e) => e.code === 'bad_request');
+  assert.equal(client.state.state, 'connected');
+  assert.equal(ws.last().sentOf('publish').length, 0);
+});

@@ -26,6 +26,7 @@ export declare abstract class Connection {
     private attempt;
     private generation;
     private wsFailures;
+    private lpFailures;
     private fallback;
     private forceFallback;
     private token;
