@@ -673,8 +673,7 @@ var WebSocketTransport = class {
         code === 1006 || code === 0 ? { kind: "lost", reason: this.opened ? "closed without a close frame" : "the WebSocket did not open" } : { kind: "closed", code, reason }
       );
     };
-    ws.onerror = () => {
-    };
+    ws.onerror = () => this.fail({ kind: "lost", reason: this.opened ? "WebSocket error" : "the WebSocket did not open" });
   }
   send(msgs) {
     if (this.closed || !this.ws) return;
@@ -691,7 +690,7 @@ var WebSocketTransport = class {
     this.closed = true;
     const ws = this.ws;
     if (!ws) return;
-    ws.onopen = ws.onmessage = ws.onclose = null;
+    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
     try {
       ws.close(code, reason);
     } catch {

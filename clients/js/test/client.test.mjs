@@ -276,3 +276,13 @@ test('listeners that throw do not break the client; errors are reported', () => 
   assert.equal(client.state.state, 'connected');
   assert.ok(errors.some((e) => e.message === 'app bug'));
 });
+
+test('a WebSocket error without a close event (Node 20) still ends the attempt', () => {
+  const { client, ws } = setup(wsOnly);
+  client.connect();
+  ws.last().onerror({});
+  assert.equal(client.state.state, 'reconnecting');
+  assert.ok(ws.last().closed);
+  ws.last().onclose?.({ code: 1006, reason: '' }); // a late close changes nothing
+  assert.equal(client.state.attempt, 1);
+});

@@ -53,7 +53,10 @@ export class WebSocketTransport implements Transport {
           : { kind: 'closed', code, reason },
       );
     };
-    ws.onerror = () => {}; // a close event follows
+    // Browsers follow an error with a close event (1006); some implementations
+    // (Node 20's) do not after a failed connect. Either way the socket is done.
+    ws.onerror = () =>
+      this.fail({ kind: 'lost', reason: this.opened ? 'WebSocket error' : 'the WebSocket did not open' });
   }
 
   send(msgs: ClientMessage[]): void {
@@ -72,7 +75,7 @@ export class WebSocketTransport implements Transport {
     this.closed = true;
     const ws = this.ws;
     if (!ws) return;
-    ws.onopen = ws.onmessage = ws.onclose = null;
+    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
     try {
       ws.close(code, reason);
     } catch {
