@@ -1,0 +1,1359 @@
+// Tether JS client. Generated from clients/js/src by `npm run build`: do not edit.
+
+// src/backoff.ts
+var Backoff = class {
+  constructor(minDelay, maxDelay) {
+    this.minDelay = minDelay;
+    this.maxDelay = maxDelay;
+  }
+  /** The upper bound of the delay before retry `attempt` (0-based). */
+  ceiling(attempt) {
+    const exp = Math.min(attempt, 52);
+    return Math.min(this.maxDelay, this.minDelay * 2 ** exp);
+  }
+  /**
+   * The delay (ms) before retry `attempt`, given `unit` uniform in [0, 1).
+   * Without a floor: full jitter, random(0, ceiling). With a floor (a
+   * server's Retry-After or `retry_after_ms` hint, cut to `maxDelay`): the
+   * floor plus full jitter, cut to `maxDelay` — never earlier than the server
+   * asked, and clients that got the same hint do not all return at once.
+   */
+  delay(attempt, unit, floor) {
+    const u = Number.isNaN(unit) ? 0 : Math.min(1, Math.max(0, unit));
+    const jittered = Math.floor(this.ceiling(attempt) * u);
+    if (floor === void 0 || !(floor >= 0)) return jittered;
+    const f = Math.min(floor, this.maxDelay);
+    return Math.min(this.maxDelay, f + jittered);
+  }
+};
+var HINT_KEY = "retry_after_ms=";
+function parseRetryHint(reason) {
+  const at = reason.lastIndexOf(HINT_KEY);
+  if (at < 0) return void 0;
+  const m = /^[0-9]+/.exec(reason.slice(at + HINT_KEY.length));
+  if (!m) return void 0;
+  const n = Number(m[0]);
+  return Number.isFinite(n) ? n : Number.MAX_SAFE_INTEGER;
+}
+function parseRetryAfter(value, now) {
+  if (value === null || value === void 0) return void 0;
+  const v = value.trim();
+  if (/^[0-9]+$/.test(v)) {
+    const s = Number(v);
+    return Number.isFinite(s) ? s * 1e3 : Number.MAX_SAFE_INTEGER;
+  }
+  const date = Date.parse(v);
+  if (Number.isNaN(date)) return void 0;
+  return Math.max(0, date - now);
+}
+
+// src/closeCodes.ts
+var CLOSE_CODES = {
+  1e3: { name: "normal", reconnect: "never" },
+  1001: { name: "going_away", reconnect: "backoff" },
+  1006: { name: "abnormal", reconnect: "backoff" },
+  1008: { name: "policy_violation", reconnect: "never" },
+  1009: { name: "message_too_big", reconnect: "backoff" },
+  1011: { name: "internal_error", reconnect: "backoff" },
+  1012: { name: "service_restart", reconnect: "backoff" },
+  1013: { name: "try_again_later", reconnect: "backoff" },
+  4001: { name: "unauthorized", reconnect: "never" },
+  4002: { name: "token_expired", reconnect: "after_token_refresh" },
+  4003: { name: "heartbeat_timeout", reconnect: "backoff" },
+  4004: { name: "slow_consumer", reconnect: "backoff" },
+  4005: { name: "rate_limited", reconnect: "backoff" }
+};
+function reconnectFor(code) {
+  return CLOSE_CODES[code]?.reconnect ?? "backoff";
+}
+var PERMANENT_STATUSES = [400, 401, 403, 404];
+function classify(ended) {
+  switch (ended.kind) {
+    case "closed": {
+      const hint = parseRetryHint(ended.reason);
+      return {
+        code: ended.code,
+        reason: `closed with ${ended.code}: ${ended.reason}`,
+        reconnect: reconnectFor(ended.code),
+        ...hint === void 0 ? {} : { hint }
+      };
+    }
+    case "lost":
+      return { code: 1006, reason: `connection lost: ${ended.reason}`, reconnect: "backoff" };
+    case "refused":
+      return {
+        code: ended.status,
+        reason: `refused with HTTP ${ended.status}: ${ended.reason}`,
+        reconnect: PERMANENT_STATUSES.includes(ended.status) ? "never" : "backoff",
+        ...ended.retryAfter === void 0 ? {} : { hint: ended.retryAfter }
+      };
+  }
+}
+
+// src/liveness.ts
+var WAKE_CHECK_TIMEOUT = 3e3;
+var LATE_TIMER = 1e3;
+var MAX_HEARTBEAT = 36e5;
+function clampHeartbeat(ms) {
+  return Math.min(MAX_HEARTBEAT, Math.max(1, ms));
+}
+var Liveness = class {
+  constructor(clock, sendPing, dead) {
+    this.clock = clock;
+    this.sendPing = sendPing;
+    this.dead = dead;
+    this.pingInterval = 25e3;
+    this.pongTimeout = 1e4;
+    this.lastHeard = 0;
+    this.timer = null;
+    this.dueAt = 0;
+    this.pinged = false;
+    this.checkTimer = null;
+    this.running = false;
+  }
+  start(pingInterval, pongTimeout) {
+    this.pingInterval = clampHeartbeat(pingInterval);
+    this.pongTimeout = clampHeartbeat(pongTimeout);
+    this.running = true;
+    this.heard();
+  }
+  stop() {
+    this.running = false;
+    this.clear();
+  }
+  /** Anything from the server: the connection is alive. */
+  heard() {
+    if (!this.running) return;
+    this.lastHeard = this.clock.now();
+    this.pinged = false;
+    if (this.checkTimer !== null) {
+      this.clock.clearTimeout(this.checkTimer);
+      this.checkTimer = null;
+    }
+    this.schedule(this.pingInterval);
+  }
+  /** Whether the wall clock is past the liveness deadline. */
+  suspect() {
+    return this.running && this.clock.now() > this.lastHeard + this.pingInterval + this.pongTimeout;
+  }
+  /** Pings now; unless anything is heard within `timeout` ms, the connection is dead. */
+  check(why, timeout = WAKE_CHECK_TIMEOUT) {
+    if (!this.running || this.checkTimer !== null) return;
+    this.sendPing();
+    this.checkTimer = this.clock.setTimeout(() => {
+      this.checkTimer = null;
+      if (this.running) this.dead(`no answer to a ping within ${timeout} ms (${why})`);
+    }, timeout);
+  }
+  /** Before a send: a wall clock past the deadline makes the connection suspect. */
+  verify(why) {
+    if (this.suspect()) this.check(why);
+  }
+  schedule(ms) {
+    if (this.timer !== null) this.clock.clearTimeout(this.timer);
+    this.dueAt = this.clock.now() + ms;
+    this.timer = this.clock.setTimeout(() => this.fire(), ms);
+  }
+  clear() {
+    if (this.timer !== null) this.clock.clearTimeout(this.timer);
+    if (this.checkTimer !== null) this.clock.clearTimeout(this.checkTimer);
+    this.timer = this.checkTimer = null;
+  }
+  fire() {
+    this.timer = null;
+    if (!this.running) return;
+    const now = this.clock.now();
+    const deadline = this.lastHeard + this.pingInterval + this.pongTimeout;
+    if (now - this.dueAt > LATE_TIMER && now > deadline) {
+      this.check("the clock jumped past the deadline: woke from sleep?");
+      return;
+    }
+    if (!this.pinged) {
+      this.pinged = true;
+      this.sendPing();
+      this.schedule(Math.max(0, deadline - now));
+      return;
+    }
+    this.dead(`nothing heard for ${this.pingInterval + this.pongTimeout} ms (ping_interval + pong_timeout)`);
+  }
+};
+
+// src/env.ts
+function target(v) {
+  return v && typeof v.addEventListener === "function" ? v : void 0;
+}
+function defaultEnv() {
+  const g = globalThis;
+  const win = target(g.window);
+  const doc = target(g.document);
+  const on = (type) => type === "visibilitychange" ? doc : win;
+  return {
+    onLine: () => g.navigator?.onLine !== false,
+    visible: () => g.document?.visibilityState !== "hidden",
+    addEventListener: (type, fn) => on(type)?.addEventListener(type, fn),
+    removeEventListener: (type, fn) => on(type)?.removeEventListener(type, fn)
+  };
+}
+
+// src/options.ts
+function resolve(o) {
+  const g = globalThis;
+  const st = o.setTimeout ?? ((fn, ms) => globalThis.setTimeout(fn, ms));
+  const ct = o.clearTimeout ?? ((h) => globalThis.clearTimeout(h));
+  const fetchImpl = o.fetch ?? (typeof g.fetch === "function" ? g.fetch.bind(globalThis) : null);
+  return {
+    token: o.token,
+    minDelay: o.minDelay ?? 500,
+    maxDelay: o.maxDelay ?? 3e4,
+    maxAttempts: o.maxAttempts ?? Infinity,
+    handshakeTimeout: o.handshakeTimeout ?? 1e4,
+    publishQueue: o.publishQueue ?? 1024,
+    idempotencyWindow: o.idempotencyWindow ?? 3e5,
+    transports: o.transports && o.transports.length > 0 ? [...o.transports] : ["websocket", "longpoll"],
+    fallbackAfter: Math.max(1, o.fallbackAfter ?? 2),
+    probeInterval: o.probeInterval ?? 6e4,
+    requestTimeout: o.requestTimeout ?? 1e4,
+    debug: o.debug ?? false,
+    WebSocket: o.WebSocket === void 0 ? typeof g.WebSocket === "function" ? g.WebSocket : null : o.WebSocket,
+    fetch: fetchImpl,
+    random: o.random ?? Math.random,
+    clock: { setTimeout: st, clearTimeout: ct, now: o.now ?? Date.now },
+    env: o.env ?? defaultEnv()
+  };
+}
+function endpoints(url) {
+  const loc = globalThis.location?.href;
+  const u = loc ? new URL(url, loc) : new URL(url);
+  const secure = u.protocol === "wss:" || u.protocol === "https:";
+  if (!["ws:", "wss:", "http:", "https:"].includes(u.protocol)) {
+    throw new TypeError(`unsupported URL scheme ${u.protocol} (use ws, wss, http or https)`);
+  }
+  let prefix = u.pathname.replace(/\/+$/, "");
+  if (prefix.endsWith("/ws")) prefix = prefix.slice(0, -3);
+  const query = u.search;
+  return {
+    ws: `${secure ? "wss" : "ws"}://${u.host}${prefix}/ws${query}`,
+    lp: `${secure ? "https" : "http"}://${u.host}${prefix}/lp`
+  };
+}
+function withToken(url, token) {
+  if (!token) return url;
+  return `${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}`;
+}
+
+// src/state.ts
+var TetherError = class extends Error {
+  constructor(code, message, closeCode) {
+    super(message);
+    this.code = code;
+    this.name = "TetherError";
+    if (closeCode !== void 0) this.closeCode = closeCode;
+  }
+};
+var Emitter = class {
+  constructor() {
+    this.listeners = /* @__PURE__ */ new Map();
+  }
+  on(type, fn) {
+    let set = this.listeners.get(type);
+    if (!set) this.listeners.set(type, set = /* @__PURE__ */ new Set());
+    set.add(fn);
+    return () => this.off(type, fn);
+  }
+  off(type, fn) {
+    this.listeners.get(type)?.delete(fn);
+  }
+  /** Calls every listener; one that throws does not stop the others. */
+  emit(type, value) {
+    const set = this.listeners.get(type);
+    if (!set) return;
+    for (const fn of [...set]) {
+      try {
+        fn(value);
+      } catch (e) {
+        if (type !== "error") this.emit("error", asError(e));
+      }
+    }
+  }
+};
+function asError(e) {
+  return e instanceof Error ? e : new Error(String(e));
+}
+
+// src/protocol.ts
+function encode(msg) {
+  switch (msg.type) {
+    case "subscribe": {
+      const out = { type: "subscribe", id: msg.id, channel: msg.channel };
+      if (msg.recover) out.recover = { epoch: msg.recover.epoch, offset: msg.recover.offset };
+      return JSON.stringify(out);
+    }
+    case "unsubscribe":
+      return JSON.stringify({ type: "unsubscribe", id: msg.id, channel: msg.channel });
+    case "publish": {
+      const out = {
+        type: "publish",
+        id: msg.id,
+        channel: msg.channel,
+        data: msg.data === void 0 ? null : msg.data
+      };
+      if (msg.key !== void 0) out.key = msg.key;
+      return JSON.stringify(out);
+    }
+    case "ping":
+      return '{"type":"ping"}';
+  }
+}
+var DecodeError = class extends Error {
+  constructor(message) {
+    super(message);
+    this.name = "DecodeError";
+  }
+};
+function isObj(v) {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+function uint(o, field) {
+  const v = o[field];
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 0) {
+    throw new DecodeError(`${field}: expected a non-negative integer`);
+  }
+  return v;
+}
+function optUint(o, field) {
+  return o[field] === void 0 || o[field] === null ? void 0 : uint(o, field);
+}
+function str(o, field) {
+  const v = o[field];
+  if (typeof v !== "string") throw new DecodeError(`${field}: expected a string`);
+  return v;
+}
+function bool(o, field) {
+  const v = o[field];
+  if (typeof v !== "boolean") throw new DecodeError(`${field}: expected a boolean`);
+  return v;
+}
+function publications(o) {
+  const v = o.publications;
+  if (v === void 0 || v === null) return [];
+  if (!Array.isArray(v)) throw new DecodeError("publications: expected an array");
+  return v.map((p) => {
+    if (!isObj(p)) throw new DecodeError("publications: expected objects");
+    if (!("data" in p)) throw new DecodeError("publications: data missing");
+    return { offset: uint(p, "offset"), data: p.data };
+  });
+}
+function decodeValue(v) {
+  if (!isObj(v)) throw new DecodeError("not a JSON object");
+  const type = v.type;
+  switch (type) {
+    case "welcome": {
+      const msg = {
+        type,
+        client: str(v, "client"),
+        ping_interval_ms: uint(v, "ping_interval_ms"),
+        pong_timeout_ms: uint(v, "pong_timeout_ms"),
+        version: uint(v, "version")
+      };
+      const poll = optUint(v, "poll_timeout_ms");
+      if (poll !== void 0) msg.poll_timeout_ms = poll;
+      return msg;
+    }
+    case "subscribed": {
+      const id = optUint(v, "id");
+      return {
+        type,
+        ...id === void 0 ? {} : { id },
+        channel: str(v, "channel"),
+        epoch: str(v, "epoch"),
+        offset: uint(v, "offset"),
+        recovered: bool(v, "recovered"),
+        publications: publications(v)
+      };
+    }
+    case "unsubscribed":
+      return { type, id: uint(v, "id"), channel: str(v, "channel") };
+    case "message":
+      if (!("data" in v)) throw new DecodeError("data missing");
+      return { type, channel: str(v, "channel"), offset: uint(v, "offset"), data: v.data };
+    case "ack":
+      return { type, id: uint(v, "id"), offset: uint(v, "offset") };
+    case "error": {
+      const id = optUint(v, "id");
+      return {
+        type,
+        ...id === void 0 ? {} : { id },
+        code: str(v, "code"),
+        message: typeof v.message === "string" ? v.message : ""
+      };
+    }
+    case "pong":
+      return { type };
+    case "close":
+      return {
+        type,
+        code: uint(v, "code"),
+        reason: typeof v.reason === "string" ? v.reason : ""
+      };
+    default:
+      return null;
+  }
+}
+function decode(frame) {
+  let v;
+  try {
+    v = JSON.parse(frame);
+  } catch {
+    throw new DecodeError("malformed JSON");
+  }
+  return decodeValue(v);
+}
+
+// src/transport/longpoll.ts
+var MAX_SEND_BATCH = 64;
+var DEFAULT_POLL_TIMEOUT = 25e3;
+var MAX_FAILURES = 2;
+var Refused = class extends Error {
+  constructor(ended) {
+    super("refused");
+    this.ended = ended;
+  }
+};
+var LongPollTransport = class {
+  constructor(opts, handlers) {
+    this.opts = opts;
+    this.handlers = handlers;
+    this.name = "longpoll";
+    this.repairsGaps = true;
+    this.opened = false;
+    this.client = null;
+    this.closed = false;
+    this.pollTimeout = DEFAULT_POLL_TIMEOUT;
+    this.outbox = [];
+    this.sending = false;
+    this.sendFailures = 0;
+    this.poll = null;
+    this.pollFailures = 0;
+    /** While a response is being applied (a re-poll waits for its end). */
+    this.processing = false;
+    this.repollWanted = false;
+    this.inflight = /* @__PURE__ */ new Set();
+    this.request("open", "{}", opts.requestTimeout).then(
+      (answer) => {
+        const msgs = this.answer(answer);
+        if (!msgs) return;
+        const welcome = msgs[0];
+        if (msgs.length !== 1 || !welcome || welcome.type !== "welcome") {
+          this.fail({ kind: "lost", reason: "the /lp/open answer is not a welcome" });
+          return;
+        }
+        this.client = welcome.client;
+        if (welcome.poll_timeout_ms !== void 0) this.pollTimeout = Math.min(welcome.poll_timeout_ms, 36e5);
+        this.opened = true;
+        this.handlers.onOpen();
+        this.handlers.onMessage(welcome);
+        this.startPoll();
+        this.flush();
+      },
+      (e) => this.failed(e, "open")
+    );
+  }
+  send(msgs) {
+    if (this.closed) return;
+    this.outbox.push(...msgs);
+    this.flush();
+  }
+  positionsChanged() {
+    if (this.closed || !this.client) return;
+    if (this.processing) {
+      this.repollWanted = true;
+      return;
+    }
+    this.poll?.abort();
+    this.poll = null;
+    this.startPoll();
+  }
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    for (const c of this.inflight) c.abort();
+    this.inflight.clear();
+    this.poll = null;
+    this.outbox = [];
+  }
+  flush() {
+    if (this.closed || this.sending || !this.client || this.outbox.length === 0) return;
+    const batch = this.outbox.slice(0, MAX_SEND_BATCH);
+    this.sending = true;
+    const body = `[${batch.map(encode).join(",")}]`;
+    this.request("send", body, this.opts.requestTimeout).then(
+      (answer) => {
+        this.sending = false;
+        const msgs = this.answer(answer);
+        if (!msgs) return;
+        this.sendFailures = 0;
+        this.outbox.splice(0, batch.length);
+        this.apply(msgs);
+        this.flush();
+      },
+      (e) => {
+        this.sending = false;
+        if (this.closed) return;
+        if (e instanceof Refused || ++this.sendFailures >= MAX_FAILURES) this.failed(e, "send");
+        else this.flush();
+      }
+    );
+  }
+  startPoll() {
+    if (this.closed || this.poll || !this.client) return;
+    const ctrl = new AbortController();
+    this.poll = ctrl;
+    const body = JSON.stringify({ channels: this.opts.positions() });
+    this.request("poll", body, this.pollTimeout + this.opts.requestTimeout, ctrl).then(
+      (answer) => {
+        if (this.poll !== ctrl) return;
+        this.poll = null;
+        const msgs = this.answer(answer);
+        if (!msgs) return;
+        this.pollFailures = 0;
+        this.apply(msgs);
+        this.startPoll();
+      },
+      (e) => {
+        if (this.poll !== ctrl) return;
+        this.poll = null;
+        if (e instanceof Refused || ++this.pollFailures >= MAX_FAILURES) this.failed(e, "poll");
+        else this.startPoll();
+      }
+    );
+  }
+  /** Hands a response's messages over, in order; a `close` ends the session. */
+  apply(msgs) {
+    this.processing = true;
+    try {
+      for (const m of msgs) {
+        if (this.closed) return;
+        if (m.type === "close") {
+          this.fail({ kind: "closed", code: m.code, reason: m.reason });
+          return;
+        }
+        this.handlers.onMessage(m);
+      }
+    } finally {
+      this.processing = false;
+    }
+    if (this.repollWanted) {
+      this.repollWanted = false;
+      this.positionsChanged();
+    }
+  }
+  /** Checks an answer: its messages, or null after failing the transport. */
+  answer(a) {
+    if (this.closed) return null;
+    if (a.status !== 200) {
+      this.failed(new Refused(refusal(a)), "");
+      return null;
+    }
+    this.handlers.onActivity();
+    let v;
+    try {
+      v = JSON.parse(a.body);
+    } catch {
+      this.fail({ kind: "lost", reason: "a long-poll answer is not JSON" });
+      return null;
+    }
+    const list = Array.isArray(v) ? v : [v];
+    const out = [];
+    for (const item of list) {
+      try {
+        const m = decodeValue(item);
+        if (m) out.push(m);
+      } catch (e) {
+        this.opts.log?.(`ignoring an undecodable server message: ${String(e)}`);
+      }
+    }
+    return out;
+  }
+  failed(e, what) {
+    if (e instanceof Refused) this.fail(e.ended);
+    else this.fail({ kind: "lost", reason: `/lp/${what} failed: ${errorText(e)}` });
+  }
+  fail(ended) {
+    if (this.closed) return;
+    this.close();
+    this.handlers.onEnded(ended);
+  }
+  request(route, body, timeout, ctrl = new AbortController()) {
+    const { clock, token } = this.opts;
+    const query = this.client === null ? "" : `?client=${encodeURIComponent(this.client)}`;
+    const headers = { "Content-Type": "text/plain;charset=UTF-8" };
+    if (token) headers.Authorization = `Bearer ${token}`;
+    this.inflight.add(ctrl);
+    const timer = clock.setTimeout(() => ctrl.abort(), timeout);
+    const done = () => {
+      clock.clearTimeout(timer);
+      this.inflight.delete(ctrl);
+    };
+    let p;
+    try {
+      p = this.opts.fetch(`${this.opts.base}/${route}${query}`, {
+        method: "POST",
+        headers,
+        body,
+        signal: ctrl.signal,
+        cache: "no-store"
+      });
+    } catch (e) {
+      p = Promise.reject(e);
+    }
+    return p.then(async (res) => ({
+      status: res.status,
+      retryAfter: parseRetryAfter(res.headers.get("Retry-After"), clock.now()),
+      body: await res.text()
+    })).then(
+      (a) => {
+        done();
+        if (ctrl.signal.aborted) throw new Error(`timed out after ${timeout} ms`);
+        return a;
+      },
+      (e) => {
+        done();
+        throw ctrl.signal.aborted && !this.closed ? new Error(`timed out after ${timeout} ms`) : e;
+      }
+    );
+  }
+};
+function refusal(a) {
+  const reason = a.body.split("\n")[0]?.slice(0, 200) ?? "";
+  return a.retryAfter === void 0 ? { kind: "refused", status: a.status, reason } : { kind: "refused", status: a.status, reason, retryAfter: a.retryAfter };
+}
+function errorText(e) {
+  return e instanceof Error ? e.message : String(e);
+}
+
+// src/transport/websocket.ts
+var WebSocketTransport = class {
+  constructor(url, Impl, handlers, log = () => {
+  }) {
+    this.handlers = handlers;
+    this.log = log;
+    this.name = "websocket";
+    this.repairsGaps = false;
+    this.opened = false;
+    this.ws = null;
+    this.closed = false;
+    try {
+      this.ws = new Impl(url);
+    } catch (e) {
+      Promise.resolve().then(() => this.fail({ kind: "lost", reason: `cannot open a WebSocket: ${String(e)}` }));
+      return;
+    }
+    const ws = this.ws;
+    ws.onopen = () => {
+      if (this.closed) return;
+      this.opened = true;
+      this.handlers.onOpen();
+    };
+    ws.onmessage = (ev) => {
+      if (this.closed || typeof ev.data !== "string") return;
+      this.handlers.onActivity();
+      let msg;
+      try {
+        msg = decode(ev.data);
+      } catch (e) {
+        this.log(`ignoring an undecodable server message: ${String(e)}`);
+        return;
+      }
+      if (msg) this.handlers.onMessage(msg);
+    };
+    ws.onclose = (ev) => {
+      const code = typeof ev.code === "number" ? ev.code : 1006;
+      const reason = typeof ev.reason === "string" ? ev.reason : "";
+      this.fail(
+        code === 1006 || code === 0 ? { kind: "lost", reason: this.opened ? "closed without a close frame" : "the WebSocket did not open" } : { kind: "closed", code, reason }
+      );
+    };
+    ws.onerror = () => this.fail({ kind: "lost", reason: this.opened ? "WebSocket error" : "the WebSocket did not open" });
+  }
+  send(msgs) {
+    if (this.closed || !this.ws) return;
+    try {
+      for (const m of msgs) this.ws.send(encode(m));
+    } catch (e) {
+      this.fail({ kind: "lost", reason: `send failed: ${String(e)}` });
+    }
+  }
+  positionsChanged() {
+  }
+  close(code = 1e3, reason = "") {
+    if (this.closed) return;
+    this.closed = true;
+    const ws = this.ws;
+    if (!ws) return;
+    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    try {
+      ws.close(code, reason);
+    } catch {
+    }
+  }
+  fail(ended) {
+    if (this.closed) return;
+    this.close();
+    this.handlers.onEnded(ended);
+  }
+};
+
+// src/connection.ts
+var STABLE_AFTER = 5e3;
+var NO_HANDLERS = { onOpen() {
+}, onActivity() {
+}, onMessage() {
+}, onEnded() {
+} };
+var Connection = class {
+  constructor(url, options = {}) {
+    this.emitter = new Emitter();
+    this.transport = null;
+    this.welcomed = false;
+    this.terminal = false;
+    this.started = false;
+    this.attempt = 0;
+    this.generation = 0;
+    this.wsFailures = 0;
+    this.lpFailures = 0;
+    this.fallback = false;
+    this.forceFallback = false;
+    this.probe = null;
+    this.pingSentAt = null;
+    this.timers = {
+      retryTimer: null,
+      handshakeTimer: null,
+      stableTimer: null,
+      probeTimer: null,
+      probeDeadline: null
+    };
+    this.o = resolve(options);
+    this.urls = endpoints(url);
+    if (!this.canWebSocket() && !this.canLongPoll()) {
+      throw new TypeError("no usable transport: neither a WebSocket implementation nor fetch is available");
+    }
+    this.backoff = new Backoff(this.o.minDelay, this.o.maxDelay);
+    this.current = { state: "disconnected", transport: this.preferred() };
+    this.liveness = new Liveness(this.o.clock, () => this.ping(), (why) => this.drop(why));
+    const resume = (why) => () => this.resume(why);
+    this.listeners = [
+      ["online", resume("online")],
+      ["offline", () => this.wentOffline()],
+      ["pageshow", resume("pageshow")],
+      ["visibilitychange", () => this.o.env.visible?.() !== false && this.resume("visibilitychange")]
+    ];
+  }
+  /** The connection state (a copy). */
+  get state() {
+    return { ...this.current };
+  }
+  on(type, fn) {
+    return this.emitter.on(type, fn);
+  }
+  off(type, fn) {
+    this.emitter.off(type, fn);
+  }
+  /** Starts connecting (and reconnecting) until `disconnect()` or a terminal close. */
+  connect() {
+    if (this.started) return;
+    this.started = true;
+    this.terminal = false;
+    this.attempt = 0;
+    for (const [type, fn] of this.listeners) this.o.env.addEventListener(type, fn);
+    this.open();
+  }
+  /** Closes the connection (1000) and stays disconnected; pending publishes reject. */
+  disconnect() {
+    if (this.started || !this.terminal) this.stop(1e3, "disconnected by the client");
+  }
+  // ---- connection life ----
+  open() {
+    this.clear("retryTimer");
+    if (!this.started || this.transport) return;
+    if (!this.o.env.onLine()) {
+      this.setState({ state: "offline", transport: this.preferred() });
+      return;
+    }
+    if (this.current.state !== "reconnecting") this.setState({ state: "connecting", transport: this.preferred() });
+    const gen = ++this.generation;
+    const src = this.o.token;
+    if (typeof src !== "function") {
+      this.start(src);
+      return;
+    }
+    let p;
+    try {
+      p = Promise.resolve(src());
+    } catch (e) {
+      p = Promise.reject(e);
+    }
+    p.then(
+      (token) => gen === this.generation && this.started && this.start(token),
+      (e) => {
+        if (gen !== this.generation || !this.started) return;
+        this.emitter.emit("error", new TetherError("token", `the token function failed: ${asError(e).message}`));
+        this.ended(null, { kind: "lost", reason: "the token function failed" });
+      }
+    );
+  }
+  start(token) {
+    this.token = token;
+    const t = this.useWebSocket() ? new WebSocketTransport(withToken(this.urls.ws, token), this.o.WebSocket, NO_HANDLERS, (m) => this.log(m)) : new LongPollTransport(
+      {
+        base: this.urls.lp,
+        token,
+        fetch: this.o.fetch,
+        clock: this.o.clock,
+        requestTimeout: this.o.requestTimeout,
+        positions: () => this.positions(),
+        log: (m) => this.log(m)
+      },
+      NO_HANDLERS
+    );
+    t.handlers = this.bind(t);
+    this.transport = t;
+    this.welcomed = false;
+    this.log(`opening ${t.name}`);
+    this.set("handshakeTimer", this.o.handshakeTimeout, () => {
+      if (this.transport !== t || this.welcomed) return;
+      this.forceFallback = t.name === "websocket" && t.opened;
+      this.ended(t, { kind: "lost", reason: `no welcome within ${this.o.handshakeTimeout} ms` });
+    });
+  }
+  bind(t) {
+    return {
+      onOpen: () => {
+      },
+      onActivity: () => this.transport === t && this.welcomed && this.liveness.heard(),
+      onMessage: (m) => this.transport === t && this.message(t, m),
+      onEnded: (e) => this.ended(t, e)
+    };
+  }
+  welcome(t, m) {
+    this.clear("handshakeTimer");
+    this.welcomed = true;
+    if (t.name === "websocket") this.wsFailures = 0;
+    else this.lpFailures = 0;
+    this.liveness.start(m.ping_interval_ms, m.pong_timeout_ms);
+    this.setState({ state: "connected", transport: t.name });
+    this.set("stableTimer", STABLE_AFTER, () => this.usable());
+    this.restore(t);
+    if (t.name === "longpoll") this.scheduleProbe();
+  }
+  message(t, m) {
+    if (!this.welcomed) {
+      if (m.type === "welcome") this.welcome(t, m);
+      else this.ended(t, { kind: "lost", reason: `expected a welcome, got ${m.type}` });
+      return;
+    }
+    this.liveness.heard();
+    if (m.type === "pong") {
+      if (this.pingSentAt !== null) this.rtt = Math.max(0, this.o.clock.now() - this.pingSentAt);
+      this.pingSentAt = null;
+    } else if (m.type === "close") {
+      this.ended(t, { kind: "closed", code: m.code, reason: m.reason });
+    } else {
+      this.dispatch(t, m);
+    }
+  }
+  /** The connection (or the attempt) ended; decide whether and when to retry. */
+  ended(t, e) {
+    if (t !== this.transport || !this.started) return;
+    const wasWs = t?.name === "websocket";
+    const welcomed = this.welcomed;
+    const force = this.forceFallback;
+    this.forceFallback = false;
+    this.teardown();
+    if (wasWs && !welcomed && e.kind === "lost" && this.canLongPoll()) {
+      this.wsFailures++;
+      if (!this.fallback && (force || this.wsFailures >= this.o.fallbackAfter)) {
+        this.fallback = true;
+        this.lpFailures = 0;
+        this.log(`WebSocket failed ${this.wsFailures} time(s)${force ? " (opened, no welcome)" : ""}: long polling from now on`);
+      }
+    } else if (t && !wasWs && !welcomed && e.kind === "lost" && this.fallback && this.canWebSocket()) {
+      if (++this.lpFailures >= this.o.fallbackAfter) {
+        this.fallback = false;
+        this.wsFailures = 0;
+        this.log(`long polling failed ${this.lpFailures} time(s): trying WebSocket again`);
+      }
+    }
+    const c = classify(e);
+    this.log(`${c.reason}`);
+    if (c.reconnect === "never") return this.stop(c.code, c.reason);
+    if (c.reconnect === "after_token_refresh" && typeof this.o.token !== "function") {
+      return this.stop(c.code, `${c.reason} (no token function to refresh the token with)`);
+    }
+    if (this.attempt >= this.o.maxAttempts) {
+      return this.stop(c.code, `gave up after ${this.attempt} attempts; last: ${c.reason}`);
+    }
+    const delay = this.backoff.delay(this.attempt, this.o.random(), c.hint);
+    this.attempt++;
+    if (!this.o.env.onLine()) {
+      this.setState({ state: "offline", transport: this.preferred(), code: c.code, reason: c.reason });
+      return;
+    }
+    this.setState({
+      state: "reconnecting",
+      transport: this.preferred(),
+      attempt: this.attempt,
+      nextRetryAt: this.o.clock.now() + delay,
+      code: c.code,
+      reason: c.reason
+    });
+    this.set("retryTimer", delay, () => this.open());
+  }
+  /** Stops for good (until `connect()`). */
+  stop(code, reason) {
+    this.started = false;
+    this.terminal = true;
+    this.generation++;
+    this.teardown();
+    this.clear("retryTimer");
+    for (const [type, fn] of this.listeners) this.o.env.removeEventListener?.(type, fn);
+    this.setState({ state: "disconnected", transport: this.preferred(), code, reason });
+    this.stopped(new TetherError("disconnected", reason, code));
+  }
+  /** Ends the current transport (silently) and forgets what was in flight on it. */
+  teardown() {
+    for (const k of ["handshakeTimer", "stableTimer", "probeTimer"]) this.clear(k);
+    this.cancelProbe();
+    this.liveness.stop();
+    const t = this.transport;
+    this.transport = null;
+    this.welcomed = false;
+    this.pingSentAt = null;
+    t?.close(1e3, "client closing");
+    this.connectionEnded();
+  }
+  usable() {
+    this.clear("stableTimer");
+    this.attempt = 0;
+  }
+  /** A publication skipped offsets: the WebSocket reconnects and recovers; long polling re-reads. */
+  gap(t, channel) {
+    if (t.repairsGaps) return;
+    this.ended(t, { kind: "lost", reason: `gap in ${JSON.stringify(channel)}; reconnecting to recover` });
+  }
+  drop(why) {
+    if (this.transport) this.ended(this.transport, { kind: "lost", reason: why });
+  }
+  // ---- environment: offline/online, resume from sleep or a hidden tab ----
+  resume(why) {
+    if (!this.started) return;
+    if (this.transport) {
+      if (this.welcomed) this.liveness.check(why);
+      return;
+    }
+    const due = this.current.nextRetryAt ?? 0;
+    if (this.current.state === "offline" || why === "online" || this.o.clock.now() >= due) this.open();
+  }
+  wentOffline() {
+    if (!this.started) return;
+    if (this.welcomed) this.liveness.check("offline event");
+    else if (!this.transport) {
+      this.generation++;
+      this.clear("retryTimer");
+      this.setState({ state: "offline", transport: this.preferred() });
+    }
+  }
+  // ---- long polling <-> WebSocket ----
+  scheduleProbe() {
+    if (!this.fallback || !this.canWebSocket() || this.timers.probeTimer !== null) return;
+    this.set("probeTimer", this.o.probeInterval, () => this.runProbe());
+  }
+  /** While on long polling: open a WebSocket; with a welcome, switch to it. */
+  runProbe() {
+    if (this.transport?.name !== "longpoll" || !this.welcomed || this.probe) return;
+    const again = (p2) => {
+      if (this.probe !== p2) return;
+      this.cancelProbe();
+      this.scheduleProbe();
+    };
+    const p = new WebSocketTransport(withToken(this.urls.ws, this.token), this.o.WebSocket, NO_HANDLERS);
+    p.handlers = {
+      ...NO_HANDLERS,
+      onMessage: (m) => m.type === "welcome" && this.probe === p ? this.switchTo(p, m) : again(p),
+      onEnded: () => again(p)
+    };
+    this.probe = p;
+    this.log("probing WebSocket");
+    this.set("probeDeadline", this.o.handshakeTimeout, () => again(p));
+  }
+  switchTo(p, m) {
+    this.probe = null;
+    this.log("WebSocket works again: leaving long polling");
+    this.fallback = false;
+    this.teardown();
+    p.handlers = this.bind(p);
+    this.transport = p;
+    this.welcome(p, m);
+  }
+  cancelProbe() {
+    this.clear("probeDeadline");
+    const p = this.probe;
+    this.probe = null;
+    p?.close(1e3, "probe done");
+  }
+  // ---- helpers ----
+  ping() {
+    this.pingSentAt = this.o.clock.now();
+    this.transport?.send([{ type: "ping" }]);
+  }
+  canWebSocket() {
+    return this.o.WebSocket !== null && this.o.transports.includes("websocket");
+  }
+  canLongPoll() {
+    return this.o.fetch !== null && this.o.transports.includes("longpoll");
+  }
+  useWebSocket() {
+    return this.canWebSocket() && !(this.fallback && this.canLongPoll());
+  }
+  preferred() {
+    return this.transport?.name ?? (this.useWebSocket() ? "websocket" : "longpoll");
+  }
+  setState(s) {
+    this.current = s;
+    this.log(`state ${JSON.stringify(s)}`);
+    this.emitter.emit("state", { ...s });
+  }
+  set(k, ms, fn) {
+    this.clear(k);
+    this.timers[k] = this.o.clock.setTimeout(() => {
+      this.timers[k] = null;
+      fn();
+    }, ms);
+  }
+  clear(k) {
+    if (this.timers[k] !== null) this.o.clock.clearTimeout(this.timers[k]);
+    this.timers[k] = null;
+  }
+  log(msg) {
+    if (this.o.debug) console.debug(`[tether] ${msg}`);
+  }
+};
+
+// src/publishQueue.ts
+var PublishQueue = class {
+  constructor(capacity) {
+    this.capacity = capacity;
+    this.items = [];
+  }
+  get size() {
+    return this.items.length;
+  }
+  /** Queues a publish; throws `queue_full` when `capacity` already wait. */
+  add(p) {
+    if (this.items.length >= this.capacity) {
+      throw new TetherError(
+        "queue_full",
+        `publish queue full: ${this.capacity} publishes already await their ack`
+      );
+    }
+    this.items.push(p);
+  }
+  /** Publishes not sent on the current connection, in order. */
+  unsent() {
+    return this.items.filter((p) => p.sentAs === null);
+  }
+  /** Removes and returns the publish sent as request `id`. */
+  take(id) {
+    const i = this.items.findIndex((p) => p.sentAs === id);
+    if (i < 0) return void 0;
+    return this.items.splice(i, 1)[0];
+  }
+  /** The connection ended: every publish is to be sent again. */
+  resetSent() {
+    for (const p of this.items) p.sentAs = null;
+  }
+  /**
+   * Rejects the publishes first sent `window` ms ago or longer: the server
+   * no longer remembers their key, so a resend could store them twice.
+   */
+  expire(now, window) {
+    const gone = this.items.filter((p) => p.firstSent !== null && now - p.firstSent >= window);
+    if (gone.length === 0) return;
+    this.items = this.items.filter((p) => !gone.includes(p));
+    for (const p of gone) {
+      p.reject(
+        new TetherError(
+          "idempotency_window_expired",
+          `not resending a publish to ${JSON.stringify(p.channel)} first sent over ${window} ms ago: the server no longer remembers its key; it may or may not have been stored`
+        )
+      );
+    }
+  }
+  /** Rejects every publish (the client stopped). */
+  failAll(err) {
+    const items = this.items;
+    this.items = [];
+    for (const p of items) p.reject(err);
+  }
+};
+function keyPrefix(random) {
+  const c = globalThis.crypto;
+  const bytes = new Uint8Array(8);
+  if (c?.getRandomValues) {
+    c.getRandomValues(bytes);
+  } else {
+    for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(random() * 256) & 255;
+  }
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// src/subscription.ts
+var Subscription = class {
+  /** @internal created by `Tether.subscribe` */
+  constructor(channel, handlers, owner) {
+    this.channel = channel;
+    this.handlers = handlers;
+    this.owner = owner;
+    /** The last position delivered; null before the first `subscribed`. */
+    this.position = null;
+    /** @internal the subscribe in flight on this connection */
+    this.request = null;
+    this.active = true;
+  }
+  /** Whether the subscription is still registered with its client. */
+  get subscribed() {
+    return this.active;
+  }
+  /** Stops delivery and unsubscribes on the server. */
+  unsubscribe() {
+    if (!this.active) return;
+    this.active = false;
+    this.owner.removeSubscription(this);
+  }
+  /** @internal the subscribe request for a new connection */
+  subscribeMessage(id) {
+    const recovering = this.position !== null;
+    this.request = { id, recovering };
+    return this.position ? { type: "subscribe", id, channel: this.channel, recover: { ...this.position } } : { type: "subscribe", id, channel: this.channel };
+  }
+  /**
+   * @internal A `subscribed` for this channel. One with an `id` answers our
+   * request (an older request's answer is ignored); one without (long
+   * polling) is the server's resynchronisation signal.
+   */
+  applySubscribed(msg) {
+    let recovering;
+    if (msg.id === void 0) {
+      recovering = true;
+    } else {
+      if (!this.request || this.request.id !== msg.id) return "ok";
+      recovering = this.request.recovering;
+      this.request = null;
+    }
+    const { epoch, offset, recovered } = msg;
+    if (recovering && !recovered) {
+      this.position = { epoch, offset };
+      this.call(() => this.handlers.onSubscribed?.({ channel: this.channel, epoch, offset, recovered, resync: true }));
+      return "ok";
+    }
+    const last = this.position?.offset ?? 0;
+    this.position = { epoch, offset: recovering ? last : offset };
+    this.call(() => this.handlers.onSubscribed?.({ channel: this.channel, epoch, offset, recovered, resync: false }));
+    let result = "ok";
+    for (const p of msg.publications) {
+      if (this.applyPublication(p.offset, p.data) === "gap") {
+        result = "gap";
+        break;
+      }
+    }
+    if (result === "ok" && this.position && this.position.offset < offset) {
+      this.position.offset = offset;
+    }
+    return result;
+  }
+  /**
+   * @internal A publication: delivered when it is the next offset, dropped
+   * when already delivered, refused (`gap`, position unchanged) when offsets
+   * were skipped.
+   */
+  applyPublication(offset, data) {
+    const pos = this.position;
+    if (!pos || !this.active) return "ok";
+    if (offset <= pos.offset) return "ok";
+    if (offset > pos.offset + 1) return "gap";
+    pos.offset = offset;
+    this.call(() => this.handlers.onMessage?.({ channel: this.channel, offset, data }));
+    return "ok";
+  }
+  /** @internal the server refused the subscribe request */
+  refused(err) {
+    this.active = false;
+    this.request = null;
+    this.call(() => this.handlers.onError?.(err));
+  }
+  call(fn) {
+    try {
+      fn();
+    } catch (e) {
+      this.owner.report(e);
+    }
+  }
+};
+
+// src/client.ts
+var Tether = class extends Connection {
+  /**
+   * `url`: `ws(s)://host[:port][/prefix]/ws`, or an `http(s)://host[:port][/prefix]`
+   * base; `/ws` and `/lp` are derived from it. Call `connect()` to start.
+   */
+  constructor(url, options = {}) {
+    super(url, options);
+    this.subs = /* @__PURE__ */ new Map();
+    this.keyCounter = 0;
+    this.nextId = 0;
+    this.owner = {
+      removeSubscription: (sub) => this.removeSubscription(sub),
+      report: (e) => this.emitter.emit("error", asError(e))
+    };
+    this.queue = new PublishQueue(this.o.publishQueue);
+    this.keys = keyPrefix(this.o.random);
+  }
+  /** Subscribes to `channel`; throws `already_subscribed` when it is held. */
+  subscribe(channel, handlers = {}) {
+    if (this.subs.has(channel)) {
+      throw new TetherError("already_subscribed", `already subscribed to ${JSON.stringify(channel)}`);
+    }
+    const sub = new Subscription(channel, handlers, this.owner);
+    this.subs.set(channel, sub);
+    if (this.transport && this.welcomed) this.send([sub.subscribeMessage(++this.nextId)]);
+    return sub;
+  }
+  /** The subscription to `channel`, if any. */
+  getSubscription(channel) {
+    return this.subs.get(channel);
+  }
+  /**
+   * Publishes `data` to `channel`; resolves with its offset once acked.
+   * Waits in the bounded queue while disconnected; resent with the same
+   * idempotency key after a reconnect. Rejects with `queue_full`, a server
+   * error code, `idempotency_window_expired` or `disconnected`.
+   */
+  publish(channel, data) {
+    if (this.terminal) {
+      const { code, reason } = this.current;
+      return Promise.reject(new TetherError("disconnected", `the client is disconnected: ${reason ?? ""}`, code));
+    }
+    try {
+      if (JSON.stringify(data) === void 0 && data !== void 0) throw new TypeError("not JSON");
+    } catch (e) {
+      return Promise.reject(new TetherError("bad_request", `publish data is not JSON-serialisable: ${asError(e).message}`));
+    }
+    return new Promise((resolve2, reject) => {
+      const key = `${this.keys}-${++this.keyCounter}`;
+      const p = { channel, data, key, resolve: resolve2, reject, sentAs: null, firstSent: null };
+      try {
+        this.queue.add(p);
+      } catch (e) {
+        reject(e);
+        return;
+      }
+      if (this.transport && this.welcomed) this.send([this.publishMessage(p)]);
+    });
+  }
+  // ---- what a connection restores and receives ----
+  restore(t) {
+    this.queue.expire(this.o.clock.now(), this.o.idempotencyWindow);
+    const msgs = [];
+    for (const sub of this.subs.values()) {
+      if (t.name === "longpoll" && sub.position) continue;
+      msgs.push(sub.subscribeMessage(++this.nextId));
+    }
+    for (const p of this.queue.unsent()) msgs.push(this.publishMessage(p));
+    if (msgs.length > 0) t.send(msgs);
+  }
+  dispatch(t, m) {
+    switch (m.type) {
+      case "subscribed": {
+        const sub = this.subs.get(m.channel);
+        if (!sub) return;
+        if (m.id !== void 0 && sub.request?.id === m.id) this.usable();
+        if (sub.applySubscribed(m) === "gap") this.gap(t, m.channel);
+        else t.positionsChanged();
+        return;
+      }
+      case "message":
+        if (this.subs.get(m.channel)?.applyPublication(m.offset, m.data) === "gap") this.gap(t, m.channel);
+        return;
+      case "ack": {
+        const p = this.queue.take(m.id);
+        if (!p) return;
+        this.usable();
+        p.resolve({ offset: m.offset });
+        return;
+      }
+      case "error": {
+        const err = new TetherError(m.code, m.message);
+        const p = m.id === void 0 ? void 0 : this.queue.take(m.id);
+        if (p) return p.reject(err);
+        const sub = m.id === void 0 ? void 0 : [...this.subs.values()].find((s) => s.request?.id === m.id);
+        if (sub) {
+          this.subs.delete(sub.channel);
+          sub.refused(err);
+          t.positionsChanged();
+        } else {
+          this.emitter.emit("error", err);
+        }
+        return;
+      }
+      default:
+        return;
+    }
+  }
+  connectionEnded() {
+    this.queue.resetSent();
+    for (const s of this.subs.values()) s.request = null;
+  }
+  stopped(err) {
+    this.queue.failAll(err);
+  }
+  send(msgs) {
+    this.liveness.verify("the clock jumped past the liveness deadline");
+    this.transport?.send(msgs);
+  }
+  publishMessage(p) {
+    p.sentAs = ++this.nextId;
+    if (p.firstSent === null) p.firstSent = this.o.clock.now();
+    return { type: "publish", id: p.sentAs, channel: p.channel, data: p.data, key: p.key };
+  }
+  removeSubscription(sub) {
+    if (this.subs.get(sub.channel) !== sub) return;
+    this.subs.delete(sub.channel);
+    const t = this.transport;
+    if (!t || !this.welcomed) return;
+    if (sub.position || sub.request) this.send([{ type: "unsubscribe", id: ++this.nextId, channel: sub.channel }]);
+    t.positionsChanged();
+  }
+  positions() {
+    const out = [];
+    for (const s of this.subs.values()) if (s.position) out.push([s.channel, { ...s.position }]);
+    return Object.fromEntries(out);
+  }
+};
+export {
+  Backoff,
+  CLOSE_CODES,
+  DecodeError,
+  MAX_SEND_BATCH,
+  PERMANENT_STATUSES,
+  STABLE_AFTER,
+  Subscription,
+  Tether,
+  TetherError,
+  WAKE_CHECK_TIMEOUT,
+  classify,
+  decode,
+  decodeValue,
+  encode,
+  parseRetryAfter,
+  parseRetryHint,
+  reconnectFor
+};

@@ -1,0 +1,40 @@
+import { Connection } from './connection.js';
+import type { TetherOptions } from './options.js';
+import type { ServerMessage, StreamPosition } from './protocol.js';
+import { type PublishResult } from './publishQueue.js';
+import { TetherError } from './state.js';
+import { Subscription, type SubscriptionHandlers } from './subscription.js';
+import type { Transport } from './transport/transport.js';
+export { STABLE_AFTER } from './connection.js';
+export declare class Tether extends Connection {
+    private readonly subs;
+    private readonly queue;
+    private readonly keys;
+    private keyCounter;
+    private nextId;
+    private readonly owner;
+    /**
+     * `url`: `ws(s)://host[:port][/prefix]/ws`, or an `http(s)://host[:port][/prefix]`
+     * base; `/ws` and `/lp` are derived from it. Call `connect()` to start.
+     */
+    constructor(url: string, options?: TetherOptions);
+    /** Subscribes to `channel`; throws `already_subscribed` when it is held. */
+    subscribe(channel: string, handlers?: SubscriptionHandlers): Subscription;
+    /** The subscription to `channel`, if any. */
+    getSubscription(channel: string): Subscription | undefined;
+    /**
+     * Publishes `data` to `channel`; resolves with its offset once acked.
+     * Waits in the bounded queue while disconnected; resent with the same
+     * idempotency key after a reconnect. Rejects with `queue_full`, a server
+     * error code, `idempotency_window_expired` or `disconnected`.
+     */
+    publish(channel: string, data: unknown): Promise<PublishResult>;
+    protected restore(t: Transport): void;
+    protected dispatch(t: Transport, m: ServerMessage): void;
+    protected connectionEnded(): void;
+    protected stopped(err: TetherError): void;
+    private send;
+    private publishMessage;
+    private removeSubscription;
+    protected positions(): Record<string, StreamPosition>;
+}

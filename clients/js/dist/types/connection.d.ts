@@ -1,0 +1,87 @@
+import { Liveness } from './liveness.js';
+import { type Resolved, type TetherOptions } from './options.js';
+import type { ServerMessage, StreamPosition } from './protocol.js';
+import { Emitter, TetherError, type ConnectionState, type TetherEvents } from './state.js';
+import type { Transport } from './transport/transport.js';
+/**
+ * A connection proves usable — and the backoff starts over — once the welcome
+ * arrived and then either a request was answered (subscribed, ack) or it
+ * stayed up this long. A server that accepts and at once closes again keeps
+ * the client backing off instead of reconnecting in a tight loop.
+ */
+export declare const STABLE_AFTER = 5000;
+export declare abstract class Connection {
+    /** Round-trip time (ms) of the last application ping; undefined until measured. */
+    rtt: number | undefined;
+    protected readonly o: Resolved;
+    protected readonly emitter: Emitter<TetherEvents>;
+    protected transport: Transport | null;
+    protected welcomed: boolean;
+    protected terminal: boolean;
+    protected current: ConnectionState;
+    protected readonly liveness: Liveness;
+    private readonly urls;
+    private readonly backoff;
+    private started;
+    private attempt;
+    private generation;
+    private wsFailures;
+    private lpFailures;
+    private fallback;
+    private forceFallback;
+    private token;
+    private probe;
+    private pingSentAt;
+    private readonly timers;
+    private readonly listeners;
+    constructor(url: string, options?: TetherOptions);
+    /** The connection state (a copy). */
+    get state(): ConnectionState;
+    on<K extends keyof TetherEvents>(type: K, fn: (v: TetherEvents[K]) => void): () => void;
+    off<K extends keyof TetherEvents>(type: K, fn: (v: TetherEvents[K]) => void): void;
+    /** Starts connecting (and reconnecting) until `disconnect()` or a terminal close. */
+    connect(): void;
+    /** Closes the connection (1000) and stays disconnected; pending publishes reject. */
+    disconnect(): void;
+    /** A new connection got its welcome: send what it must restore. */
+    protected abstract restore(t: Transport): void;
+    /** A server message other than welcome, pong and close. */
+    protected abstract dispatch(t: Transport, m: ServerMessage): void;
+    /** The connection ended: requests in flight on it are void. */
+    protected abstract connectionEnded(): void;
+    /** The client stopped for good with `err`. */
+    protected abstract stopped(err: TetherError): void;
+    /** Every held channel's position (named in each long poll). */
+    protected abstract positions(): Record<string, StreamPosition>;
+    private open;
+    private start;
+    private bind;
+    private welcome;
+    private message;
+    /** The connection (or the attempt) ended; decide whether and when to retry. */
+    private ended;
+    /** Stops for good (until `connect()`). */
+    private stop;
+    /** Ends the current transport (silently) and forgets what was in flight on it. */
+    private teardown;
+    protected usable(): void;
+    /** A publication skipped offsets: the WebSocket reconnects and recovers; long polling re-reads. */
+    protected gap(t: Transport, channel: string): void;
+    private drop;
+    private resume;
+    private wentOffline;
+    private scheduleProbe;
+    /** While on long polling: open a WebSocket; with a welcome, switch to it. */
+    private runProbe;
+    private switchTo;
+    private cancelProbe;
+    private ping;
+    private canWebSocket;
+    private canLongPoll;
+    private useWebSocket;
+    private preferred;
+    private setState;
+    private set;
+    private clear;
+    private log;
+}

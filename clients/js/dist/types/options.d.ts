@@ -1,0 +1,70 @@
+import { type Env } from './env.js';
+import type { TransportName } from './state.js';
+import type { Clock, FetchLike, WebSocketCtor } from './transport/transport.js';
+export type TokenSource = string | (() => string | Promise<string>);
+export interface TetherOptions {
+    /** A token (JWT), or a function called before every attempt (and so after 4002). */
+    token?: TokenSource;
+    /** Backoff: the first retry waits at most this (ms). Default 500. */
+    minDelay?: number;
+    /** Backoff: no retry waits longer (ms). Default 30000. */
+    maxDelay?: number;
+    /** Retries in a row before giving up (state `disconnected`, code 1006). Default Infinity. */
+    maxAttempts?: number;
+    /** WebSocket open (or /lp/open) plus the `welcome` must take no longer (ms). Default 10000. */
+    handshakeTimeout?: number;
+    /** Publishes awaiting their ack; when full, `publish()` rejects at once. Default 1024. */
+    publishQueue?: number;
+    /** Match the server's `--idempotency-window` (ms). Default 300000. */
+    idempotencyWindow?: number;
+    /** Transports to use, in order of preference. Default ['websocket', 'longpoll']. */
+    transports?: TransportName[];
+    /** WebSocket failures in a row before falling back to long polling. Default 2. */
+    fallbackAfter?: number;
+    /** While on long polling, how often to try WebSocket again (ms). Default 60000. */
+    probeInterval?: number;
+    /** Every long-poll request is aborted after this (a poll: poll_timeout_ms + this). Default 10000. */
+    requestTimeout?: number;
+    /** Log state changes (and more) with `console.debug`. */
+    debug?: boolean;
+    /** Injectables (tests, Node): default the globals. */
+    WebSocket?: WebSocketCtor | null;
+    fetch?: FetchLike;
+    random?: () => number;
+    now?: () => number;
+    setTimeout?: (fn: () => void, ms: number) => unknown;
+    clearTimeout?: (handle: unknown) => void;
+    env?: Env;
+}
+export interface Resolved {
+    token: TokenSource | undefined;
+    minDelay: number;
+    maxDelay: number;
+    maxAttempts: number;
+    handshakeTimeout: number;
+    publishQueue: number;
+    idempotencyWindow: number;
+    transports: TransportName[];
+    fallbackAfter: number;
+    probeInterval: number;
+    requestTimeout: number;
+    debug: boolean;
+    WebSocket: WebSocketCtor | null;
+    fetch: FetchLike | null;
+    random: () => number;
+    clock: Clock;
+    env: Env;
+}
+export declare function resolve(o: TetherOptions): Resolved;
+/**
+ * The WebSocket URL and the long-polling base from one URL:
+ * `ws(s)://host/prefix/ws` or `http(s)://host/prefix` (`/ws` and `/lp` are
+ * appended to the prefix; a trailing `/ws` is the WebSocket route itself).
+ * Relative URLs are resolved against `location` in browsers.
+ */
+export declare function endpoints(url: string): {
+    ws: string;
+    lp: string;
+};
+/** Adds `token=` to a WebSocket URL (browsers cannot set the header). */
+export declare function withToken(url: string, token: string | undefined): string;

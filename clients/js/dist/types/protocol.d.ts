@@ -1,0 +1,83 @@
+/** A stream position: the epoch of a channel's history and an offset in it. */
+export interface StreamPosition {
+    epoch: string;
+    offset: number;
+}
+export interface Publication {
+    offset: number;
+    data: unknown;
+}
+/** Messages the client sends. */
+export type ClientMessage = {
+    type: 'subscribe';
+    id: number;
+    channel: string;
+    recover?: StreamPosition;
+} | {
+    type: 'unsubscribe';
+    id: number;
+    channel: string;
+} | {
+    type: 'publish';
+    id: number;
+    channel: string;
+    data: unknown;
+    key?: string;
+} | {
+    type: 'ping';
+};
+/** Messages the server sends (`close` only over long polling). */
+export type ServerMessage = {
+    type: 'welcome';
+    client: string;
+    ping_interval_ms: number;
+    pong_timeout_ms: number;
+    version: number;
+    poll_timeout_ms?: number;
+} | {
+    type: 'subscribed';
+    id?: number;
+    channel: string;
+    epoch: string;
+    offset: number;
+    recovered: boolean;
+    publications: Publication[];
+} | {
+    type: 'unsubscribed';
+    id: number;
+    channel: string;
+} | {
+    type: 'message';
+    channel: string;
+    offset: number;
+    data: unknown;
+} | {
+    type: 'ack';
+    id: number;
+    offset: number;
+} | {
+    type: 'error';
+    id?: number;
+    code: string;
+    message: string;
+} | {
+    type: 'pong';
+} | {
+    type: 'close';
+    code: number;
+    reason: string;
+};
+/** Encodes a client message as one JSON text frame (field order fixed). */
+export declare function encode(msg: ClientMessage): string;
+/** Why a frame could not be decoded. */
+export declare class DecodeError extends Error {
+    constructor(message: string);
+}
+/**
+ * Decodes one server message from a parsed JSON value. Returns `null` for a
+ * message of an unknown type (a newer server's; ignored), throws
+ * {@link DecodeError} for a known type with missing or mistyped fields.
+ */
+export declare function decodeValue(v: unknown): ServerMessage | null;
+/** Decodes one text frame; see {@link decodeValue}. */
+export declare function decode(frame: string): ServerMessage | null;

@@ -1,0 +1,45 @@
+export type StateName = 'connecting' | 'connected' | 'reconnecting' | 'offline' | 'disconnected';
+export type TransportName = 'websocket' | 'longpoll';
+/** The client's connection state (`client.state`, and the `state` event). */
+export interface ConnectionState {
+    state: StateName;
+    /** The transport in use, or the one the next attempt will use. */
+    transport: TransportName;
+    /** `reconnecting`: the retry (1-based) that starts at `nextRetryAt`. */
+    attempt?: number;
+    /** `reconnecting`: when the retry starts (ms, the injected `now()` clock). */
+    nextRetryAt?: number;
+    /**
+     * `disconnected`: the close code that stopped the client (1000 after
+     * `disconnect()`, 1008, 4001, 4002 without a token function, 1006 when
+     * `maxAttempts` ran out, or the HTTP status of a refused long-poll
+     * request); `reconnecting`: the code that ended the last connection.
+     */
+    code?: number;
+    reason?: string;
+}
+/**
+ * Every error the client reports. `code` is one of `queue_full`,
+ * `disconnected`, `idempotency_window_expired`, `already_subscribed`,
+ * `token`, or a server error code (`forbidden`, `bad_request`, ...).
+ */
+export declare class TetherError extends Error {
+    readonly code: string;
+    /** The close code, for `code: 'disconnected'`. */
+    readonly closeCode?: number;
+    constructor(code: string, message: string, closeCode?: number);
+}
+export interface TetherEvents {
+    state: ConnectionState;
+    error: Error;
+}
+type Listener<T> = (value: T) => void;
+export declare class Emitter<Events extends object> {
+    private listeners;
+    on<K extends keyof Events>(type: K, fn: Listener<Events[K]>): () => void;
+    off<K extends keyof Events>(type: K, fn: Listener<Events[K]>): void;
+    /** Calls every listener; one that throws does not stop the others. */
+    emit<K extends keyof Events>(type: K, value: Events[K]): void;
+}
+export declare function asError(e: unknown): Error;
+export {};

@@ -1,0 +1,70 @@
+import type { ClientMessage, ServerMessage, StreamPosition } from './protocol.js';
+import { TetherError } from './state.js';
+export interface MessageEvent {
+    channel: string;
+    offset: number;
+    data: unknown;
+}
+export interface SubscribedEvent {
+    channel: string;
+    epoch: string;
+    /** The position the subscribe brought the subscription to. */
+    offset: number;
+    /** True when missed publications were replayed (they follow as `onMessage`). */
+    recovered: boolean;
+    /**
+     * True when a position was known but the gap since it could not be filled
+     * (history expired or the epoch changed): publications were lost, resync
+     * from your source of truth. False on a first subscribe.
+     */
+    resync: boolean;
+}
+export interface SubscriptionHandlers {
+    onMessage?(msg: MessageEvent): void;
+    onSubscribed?(ev: SubscribedEvent): void;
+    /** The server refused the subscription (e.g. `forbidden`); it is removed. */
+    onError?(err: TetherError): void;
+}
+/** What applying a frame found: `gap` means offsets were skipped. */
+export type Applied = 'ok' | 'gap';
+export declare class Subscription {
+    readonly channel: string;
+    private readonly handlers;
+    private readonly owner;
+    /** The last position delivered; null before the first `subscribed`. */
+    position: StreamPosition | null;
+    /** @internal the subscribe in flight on this connection */
+    request: {
+        id: number;
+        recovering: boolean;
+    } | null;
+    private active;
+    /** @internal created by `Tether.subscribe` */
+    constructor(channel: string, handlers: SubscriptionHandlers, owner: {
+        removeSubscription(sub: Subscription): void;
+        report(e: unknown): void;
+    });
+    /** Whether the subscription is still registered with its client. */
+    get subscribed(): boolean;
+    /** Stops delivery and unsubscribes on the server. */
+    unsubscribe(): void;
+    /** @internal the subscribe request for a new connection */
+    subscribeMessage(id: number): ClientMessage;
+    /**
+     * @internal A `subscribed` for this channel. One with an `id` answers our
+     * request (an older request's answer is ignored); one without (long
+     * polling) is the server's resynchronisation signal.
+     */
+    applySubscribed(msg: Extract<ServerMessage, {
+        type: 'subscribed';
+    }>): Applied;
+    /**
+     * @internal A publication: delivered when it is the next offset, dropped
+     * when already delivered, refused (`gap`, position unchanged) when offsets
+     * were skipped.
+     */
+    applyPublication(offset: number, data: unknown): Applied;
+    /** @internal the server refused the subscribe request */
+    refused(err: TetherError): void;
+    private call;
+}

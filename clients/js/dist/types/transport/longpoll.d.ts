@@ -1,0 +1,50 @@
+import { type ClientMessage, type StreamPosition } from '../protocol.js';
+import type { Clock, FetchLike, Transport, TransportHandlers } from './transport.js';
+/** At most this many messages in one `/lp/send` body. */
+export declare const MAX_SEND_BATCH = 64;
+/** The poll timeout assumed when the welcome does not name one. */
+export declare const DEFAULT_POLL_TIMEOUT = 25000;
+export interface LongPollOptions {
+    /** `http(s)://host[:port][/prefix]/lp` */
+    base: string;
+    token?: string | undefined;
+    fetch: FetchLike;
+    clock: Clock;
+    /** Every request is aborted after this (a poll: after poll_timeout_ms + this). */
+    requestTimeout: number;
+    /** The position of every channel to name in a poll. */
+    positions(): Record<string, StreamPosition>;
+    log?(msg: string): void;
+}
+export declare class LongPollTransport implements Transport {
+    private readonly opts;
+    handlers: TransportHandlers;
+    readonly name: "longpoll";
+    readonly repairsGaps = true;
+    opened: boolean;
+    private client;
+    private closed;
+    private pollTimeout;
+    private outbox;
+    private sending;
+    private sendFailures;
+    private poll;
+    private pollFailures;
+    /** While a response is being applied (a re-poll waits for its end). */
+    private processing;
+    private repollWanted;
+    private readonly inflight;
+    constructor(opts: LongPollOptions, handlers: TransportHandlers);
+    send(msgs: ClientMessage[]): void;
+    positionsChanged(): void;
+    close(): void;
+    private flush;
+    private startPoll;
+    /** Hands a response's messages over, in order; a `close` ends the session. */
+    private apply;
+    /** Checks an answer: its messages, or null after failing the transport. */
+    private answer;
+    private failed;
+    private fail;
+    private request;
+}

@@ -1,0 +1,169 @@
+// The Tether client: subscriptions recovered from their last position and
+// publishes resent with their idempotency keys over the connection that
+// connection.ts keeps up. Same semantics as the Rust client (docs/client.md).
+
+import { Connection } from './connection.js';
+import type { TetherOptions } from './options.js';
+import type { ClientMessage, ServerMessage, StreamPosition } from './protocol.js';
+import { PublishQueue, keyPrefix, type Pending, type PublishResult } from './publishQueue.js';
+import { TetherError, asError } from './state.js';
+import { Subscription, type SubscriptionHandlers } from './subscription.js';
+import type { Transport } from './transport/transport.js';
+
+export { STABLE_AFTER } from './connection.js';
+
+export class Tether extends Connection {
+  private readonly subs = new Map<string, Subscription>();
+  private readonly queue: PublishQueue;
+  private readonly keys: string;
+  private keyCounter = 0;
+  private nextId = 0;
+  private readonly owner = {
+    removeSubscription: (sub: Subscription) => this.removeSubscription(sub),
+    report: (e: unknown) => this.emitter.emit('error', asError(e)),
+  };
+
+  /**
+   * `url`: `ws(s)://host[:port][/prefix]/ws`, or an `http(s)://host[:port][/prefix]`
+   * base; `/ws` and `/lp` are derived from it. Call `connect()` to start.
+   */
+  constructor(url: string, options: TetherOptions = {}) {
+    super(url, options);
+    this.queue = new PublishQueue(this.o.publishQueue);
+    this.keys = keyPrefix(this.o.random);
+  }
+
+  /** Subscribes to `channel`; throws `already_subscribed` when it is held. */
+  subscribe(channel: string, handlers: SubscriptionHandlers = {}): Subscription {
+    if (this.subs.has(channel)) {
+      throw new TetherError('already_subscribed', `already subscribed to ${JSON.stringify(channel)}`);
+    }
+    const sub = new Subscription(channel, handlers, this.owner);
+    this.subs.set(channel, sub);
+    if (this.transport && this.welcomed) this.send([sub.subscribeMessage(++this.nextId)]);
+    return sub;
+  }
+
+  /** The subscription to `channel`, if any. */
+  getSubscription(channel: string): Subscription | undefined {
+    return this.subs.get(channel);
+  }
+
+  /**
+   * Publishes `data` to `channel`; resolves with its offset once acked.
+   * Waits in the bounded queue while disconnected; resent with the same
+   * idempotency key after a reconnect. Rejects with `queue_full`, a server
+   * error code, `idempotency_window_expired` or `disconnected`.
+   */
+  publish(channel: string, data: unknown): Promise<PublishResult> {
+    if (this.terminal) {
+      const { code, reason } = this.current;
+      return Promise.reject(new TetherError('disconnected', `the client is disconnected: ${reason ?? ''}`, code));
+    }
+    try {
+      if (JSON.stringify(data) === undefined && data !== undefined) throw new TypeError('not JSON');
+    } catch (e) {
+      return Promise.reject(new TetherError('bad_request', `publish data is not JSON-serialisable: ${asError(e).message}`));
+    }
+    return new Promise<PublishResult>((resolve, reject) => {
+      const key = `${this.keys}-${++this.keyCounter}`;
+      const p: Pending = { channel, data, key, resolve, reject, sentAs: null, firstSent: null };
+      try {
+        this.queue.add(p);
+      } catch (e) {
+        reject(e);
+        return;
+      }
+      if (this.transport && this.welcomed) this.send([this.publishMessage(p)]);
+    });
+  }
+
+  // ---- what a connection restores and receives ----
+
+  protected restore(t: Transport): void {
+    // Resubscribe with recover (long polling names known positions in its
+    // polls instead), then resend unacked publishes with their keys.
+    this.queue.expire(this.o.clock.now(), this.o.idempotencyWindow);
+    const msgs: ClientMessage[] = [];
+    for (const sub of this.subs.values()) {
+      if (t.name === 'longpoll' && sub.position) continue;
+      msgs.push(sub.subscribeMessage(++this.nextId));
+    }
+    for (const p of this.queue.unsent()) msgs.push(this.publishMessage(p));
+    if (msgs.length > 0) t.send(msgs);
+  }
+
+  protected dispatch(t: Transport, m: ServerMessage): void {
+    switch (m.type) {
+      case 'subscribed': {
+        const sub = this.subs.get(m.channel);
+        if (!sub) return;
+        if (m.id !== undefined && sub.request?.id === m.id) this.usable();
+        if (sub.applySubscribed(m) === 'gap') this.gap(t, m.channel);
+        else t.positionsChanged();
+        return;
+      }
+      case 'message':
+        if (this.subs.get(m.channel)?.applyPublication(m.offset, m.data) === 'gap') this.gap(t, m.channel);
+        return;
+      case 'ack': {
+        const p = this.queue.take(m.id);
+        if (!p) return;
+        this.usable();
+        p.resolve({ offset: m.offset });
+        return;
+      }
+      case 'error': {
+        const err = new TetherError(m.code, m.message);
+        const p = m.id === undefined ? undefined : this.queue.take(m.id);
+        if (p) return p.reject(err);
+        const sub = m.id === undefined ? undefined : [...this.subs.values()].find((s) => s.request?.id === m.id);
+        if (sub) {
+          this.subs.delete(sub.channel);
+          sub.refused(err);
+          t.positionsChanged();
+        } else {
+          this.emitter.emit('error', err);
+        }
+        return;
+      }
+      default:
+        return; // welcome again, unsubscribed
+    }
+  }
+
+  protected connectionEnded(): void {
+    this.queue.resetSent();
+    for (const s of this.subs.values()) s.request = null;
+  }
+
+  protected stopped(err: TetherError): void {
+    this.queue.failAll(err);
+  }
+
+  private send(msgs: ClientMessage[]): void {
+    this.liveness.verify('the clock jumped past the liveness deadline');
+    this.transport?.send(msgs);
+  }
+
+  private publishMessage(p: Pending): ClientMessage {
+    p.sentAs = ++this.nextId;
+    if (p.firstSent === null) p.firstSent = this.o.clock.now();
+    return { type: 'publish', id: p.sentAs, channel: p.channel, data: p.data, key: p.key };
+  }
+
+  private removeSubscription(sub: Subscription): void {
+    if (this.subs.get(sub.channel) !== sub) return;
+    this.subs.delete(sub.channel);
+    const t = this.transport;
+    if (!t || !this.welcomed) return;
+    if (sub.position || sub.request) this.send([{ type: 'unsubscribe', id: ++this.nextId, channel: sub.channel }]);
+    t.positionsChanged();
+  }
+
+  protected positions(): Record<string, StreamPosition> {
+    const out: Array<[string, StreamPosition]> = [];
+    for (const s of this.subs.values()) if (s.position) out.push([s.channel, { ...s.position }]);
+    return Object.fromEntries(out);
+  }
+}

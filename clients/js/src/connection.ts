@@ -1,0 +1,410 @@
+// The connection life shared by every Tether client: one transport at a time
+// (WebSocket, or long polling as the fallback, with a probe back), the
+// handshake, the heartbeat, reconnection with backoff per the close-code
+// table, offline/online and resume handling. What is restored on a new
+// connection (subscriptions, publishes) is the subclass's (client.ts).
+
+import { Backoff } from './backoff.js';
+import { classify, type Ended } from './closeCodes.js';
+import { Liveness } from './liveness.js';
+import { endpoints, resolve, withToken, type Resolved, type TetherOptions } from './options.js';
+import type { ServerMessage, StreamPosition } from './protocol.js';
+import { Emitter, TetherError, asError, type ConnectionState, type TetherEvents, type TransportName } from './state.js';
+import { LongPollTransport } from './transport/longpoll.js';
+import type { Transport, TransportHandlers } from './transport/transport.js';
+import { WebSocketTransport } from './transport/websocket.js';
+
+/**
+ * A connection proves usable — and the backoff starts over — once the welcome
+ * arrived and then either a request was answered (subscribed, ack) or it
+ * stayed up this long. A server that accepts and at once closes again keeps
+ * the client backing off instead of reconnecting in a tight loop.
+ */
+export const STABLE_AFTER = 5_000;
+
+const NO_HANDLERS: TransportHandlers = { onOpen() {}, onActivity() {}, onMessage() {}, onEnded() {} };
+type Timer = 'retryTimer' | 'handshakeTimer' | 'stableTimer' | 'probeTimer' | 'probeDeadline';
+type Welcome = Extract<ServerMessage, { type: 'welcome' }>;
+
+export abstract class Connection {
+  /** Round-trip time (ms) of the last application ping; undefined until measured. */
+  rtt: number | undefined;
+  protected readonly o: Resolved;
+  protected readonly emitter = new Emitter<TetherEvents>();
+  protected transport: Transport | null = null;
+  protected welcomed = false;
+  protected terminal = false;
+  protected current: ConnectionState;
+  protected readonly liveness: Liveness;
+  private readonly urls: { ws: string; lp: string };
+  private readonly backoff: Backoff;
+  private started = false;
+  private attempt = 0;
+  private generation = 0;
+  private wsFailures = 0;
+  private lpFailures = 0;
+  private fallback = false;
+  private forceFallback = false;
+  private token: string | undefined;
+  private probe: WebSocketTransport | null = null;
+  private pingSentAt: number | null = null;
+  private readonly timers: Record<Timer, unknown> = {
+    retryTimer: null, handshakeTimer: null, stableTimer: null, probeTimer: null, probeDeadline: null,
+  };
+  private readonly listeners: Array<[string, () => void]>;
+
+  constructor(url: string, options: TetherOptions = {}) {
+    this.o = resolve(options);
+    this.urls = endpoints(url);
+    if (!this.canWebSocket() && !this.canLongPoll()) {
+      throw new TypeError('no usable transport: neither a WebSocket implementation nor fetch is available');
+    }
+    this.backoff = new Backoff(this.o.minDelay, this.o.maxDelay);
+    this.current = { state: 'disconnected', transport: this.preferred() };
+    this.liveness = new Liveness(this.o.clock, () => this.ping(), (why) => this.drop(why));
+    const resume = (why: string) => () => this.resume(why);
+    this.listeners = [
+      ['online', resume('online')],
+      ['offline', () => this.wentOffline()],
+      ['pageshow', resume('pageshow')],
+      ['visibilitychange', () => this.o.env.visible?.() !== false && this.resume('visibilitychange')],
+    ];
+  }
+
+  /** The connection state (a copy). */
+  get state(): ConnectionState {
+    return { ...this.current };
+  }
+
+  on<K extends keyof TetherEvents>(type: K, fn: (v: TetherEvents[K]) => void): () => void {
+    return this.emitter.on(type, fn);
+  }
+
+  off<K extends keyof TetherEvents>(type: K, fn: (v: TetherEvents[K]) => void): void {
+    this.emitter.off(type, fn);
+  }
+
+  /** Starts connecting (and reconnecting) until `disconnect()` or a terminal close. */
+  connect(): void {
+    if (this.started) return;
+    this.started = true;
+    this.terminal = false;
+    this.attempt = 0;
+    for (const [type, fn] of this.listeners) this.o.env.addEventListener(type, fn);
+    this.open();
+  }
+
+  /** Closes the connection (1000) and stays disconnected; pending publishes reject. */
+  disconnect(): void {
+    if (this.started || !this.terminal) this.stop(1000, 'disconnected by the client');
+  }
+
+  /** A new connection got its welcome: send what it must restore. */
+  protected abstract restore(t: Transport): void;
+  /** A server message other than welcome, pong and close. */
+  protected abstract dispatch(t: Transport, m: ServerMessage): void;
+  /** The connection ended: requests in flight on it are void. */
+  protected abstract connectionEnded(): void;
+  /** The client stopped for good with `err`. */
+  protected abstract stopped(err: TetherError): void;
+  /** Every held channel's position (named in each long poll). */
+  protected abstract positions(): Record<string, StreamPosition>;
+
+  // ---- connection life ----
+
+  private open(): void {
+    this.clear('retryTimer');
+    if (!this.started || this.transport) return;
+    if (!this.o.env.onLine()) {
+      this.setState({ state: 'offline', transport: this.preferred() });
+      return;
+    }
+    if (this.current.state !== 'reconnecting') this.setState({ state: 'connecting', transport: this.preferred() });
+    const gen = ++this.generation;
+    const src = this.o.token;
+    if (typeof src !== 'function') {
+      this.start(src);
+      return;
+    }
+    let p: Promise<string>;
+    try {
+      p = Promise.resolve(src());
+    } catch (e) {
+      p = Promise.reject(e);
+    }
+    p.then(
+      (token) => gen === this.generation && this.started && this.start(token),
+      (e) => {
+        if (gen !== this.generation || !this.started) return;
+        this.emitter.emit('error', new TetherError('token', `the token function failed: ${asError(e).message}`));
+        this.ended(null, { kind: 'lost', reason: 'the token function failed' });
+      },
+    );
+  }
+
+  private start(token: string | undefined): void {
+    this.token = token;
+    const t: Transport = this.useWebSocket()
+      ? new WebSocketTransport(withToken(this.urls.ws, token), this.o.WebSocket!, NO_HANDLERS, (m) => this.log(m))
+      : new LongPollTransport(
+          {
+            base: this.urls.lp,
+            token,
+            fetch: this.o.fetch!,
+            clock: this.o.clock,
+            requestTimeout: this.o.requestTimeout,
+            positions: () => this.positions(),
+            log: (m) => this.log(m),
+          },
+          NO_HANDLERS,
+        );
+    t.handlers = this.bind(t);
+    this.transport = t;
+    this.welcomed = false;
+    this.log(`opening ${t.name}`);
+    this.set('handshakeTimer', this.o.handshakeTimeout, () => {
+      if (this.transport !== t || this.welcomed) return;
+      this.forceFallback = t.name === 'websocket' && t.opened;
+      this.ended(t, { kind: 'lost', reason: `no welcome within ${this.o.handshakeTimeout} ms` });
+    });
+  }
+
+  private bind(t: Transport): TransportHandlers {
+    return {
+      onOpen: () => {},
+      onActivity: () => this.transport === t && this.welcomed && this.liveness.heard(),
+      onMessage: (m) => this.transport === t && this.message(t, m),
+      onEnded: (e) => this.ended(t, e),
+    };
+  }
+
+  private welcome(t: Transport, m: Welcome): void {
+    this.clear('handshakeTimer');
+    this.welcomed = true;
+    if (t.name === 'websocket') this.wsFailures = 0;
+    else this.lpFailures = 0;
+    this.liveness.start(m.ping_interval_ms, m.pong_timeout_ms);
+    this.setState({ state: 'connected', transport: t.name });
+    this.set('stableTimer', STABLE_AFTER, () => this.usable());
+    this.restore(t);
+    if (t.name === 'longpoll') this.scheduleProbe();
+  }
+
+  private message(t: Transport, m: ServerMessage): void {
+    if (!this.welcomed) {
+      if (m.type === 'welcome') this.welcome(t, m);
+      else this.ended(t, { kind: 'lost', reason: `expected a welcome, got ${m.type}` });
+      return;
+    }
+    this.liveness.heard();
+    if (m.type === 'pong') {
+      if (this.pingSentAt !== null) this.rtt = Math.max(0, this.o.clock.now() - this.pingSentAt);
+      this.pingSentAt = null;
+    } else if (m.type === 'close') {
+      this.ended(t, { kind: 'closed', code: m.code, reason: m.reason });
+    } else {
+      this.dispatch(t, m);
+    }
+  }
+
+  /** The connection (or the attempt) ended; decide whether and when to retry. */
+  private ended(t: Transport | null, e: Ended): void {
+    if (t !== this.transport || !this.started) return;
+    const wasWs = t?.name === 'websocket';
+    const welcomed = this.welcomed;
+    const force = this.forceFallback;
+    this.forceFallback = false;
+    this.teardown();
+    if (wasWs && !welcomed && e.kind === 'lost' && this.canLongPoll()) {
+      this.wsFailures++;
+      if (!this.fallback && (force || this.wsFailures >= this.o.fallbackAfter)) {
+        this.fallback = true;
+        this.lpFailures = 0;
+        this.log(`WebSocket failed ${this.wsFailures} time(s)${force ? ' (opened, no welcome)' : ''}: long polling from now on`);
+      }
+    } else if (t && !wasWs && !welcomed && e.kind === 'lost' && this.fallback && this.canWebSocket()) {
+      // Long polling fails as well: try WebSocket again rather than insist.
+      if (++this.lpFailures >= this.o.fallbackAfter) {
+        this.fallback = false;
+        this.wsFailures = 0;
+        this.log(`long polling failed ${this.lpFailures} time(s): trying WebSocket again`);
+      }
+    }
+    const c = classify(e);
+    this.log(`${c.reason}`);
+    if (c.reconnect === 'never') return this.stop(c.code, c.reason);
+    if (c.reconnect === 'after_token_refresh' && typeof this.o.token !== 'function') {
+      return this.stop(c.code, `${c.reason} (no token function to refresh the token with)`);
+    }
+    if (this.attempt >= this.o.maxAttempts) {
+      return this.stop(c.code, `gave up after ${this.attempt} attempts; last: ${c.reason}`);
+    }
+    const delay = this.backoff.delay(this.attempt, this.o.random(), c.hint);
+    this.attempt++;
+    if (!this.o.env.onLine()) {
+      this.setState({ state: 'offline', transport: this.preferred(), code: c.code, reason: c.reason });
+      return;
+    }
+    this.setState({
+      state: 'reconnecting',
+      transport: this.preferred(),
+      attempt: this.attempt,
+      nextRetryAt: this.o.clock.now() + delay,
+      code: c.code,
+      reason: c.reason,
+    });
+    this.set('retryTimer', delay, () => this.open());
+  }
+
+  /** Stops for good (until `connect()`). */
+  private stop(code: number, reason: string): void {
+    this.started = false;
+    this.terminal = true;
+    this.generation++;
+    this.teardown();
+    this.clear('retryTimer');
+    for (const [type, fn] of this.listeners) this.o.env.removeEventListener?.(type, fn);
+    this.setState({ state: 'disconnected', transport: this.preferred(), code, reason });
+    this.stopped(new TetherError('disconnected', reason, code));
+  }
+
+  /** Ends the current transport (silently) and forgets what was in flight on it. */
+  private teardown(): void {
+    for (const k of ['handshakeTimer', 'stableTimer', 'probeTimer'] as const) this.clear(k);
+    this.cancelProbe();
+    this.liveness.stop();
+    const t = this.transport;
+    this.transport = null;
+    this.welcomed = false;
+    this.pingSentAt = null;
+    t?.close(1000, 'client closing');
+    this.connectionEnded();
+  }
+
+  protected usable(): void {
+    this.clear('stableTimer');
+    this.attempt = 0;
+  }
+
+  /** A publication skipped offsets: the WebSocket reconnects and recovers; long polling re-reads. */
+  protected gap(t: Transport, channel: string): void {
+    if (t.repairsGaps) return;
+    this.ended(t, { kind: 'lost', reason: `gap in ${JSON.stringify(channel)}; reconnecting to recover` });
+  }
+
+  private drop(why: string): void {
+    if (this.transport) this.ended(this.transport, { kind: 'lost', reason: why });
+  }
+
+  // ---- environment: offline/online, resume from sleep or a hidden tab ----
+
+  private resume(why: string): void {
+    if (!this.started) return;
+    if (this.transport) {
+      if (this.welcomed) this.liveness.check(why);
+      return;
+    }
+    const due = this.current.nextRetryAt ?? 0;
+    if (this.current.state === 'offline' || why === 'online' || this.o.clock.now() >= due) this.open();
+  }
+
+  private wentOffline(): void {
+    if (!this.started) return;
+    if (this.welcomed) this.liveness.check('offline event');
+    else if (!this.transport) {
+      this.generation++; // a token request under way is not followed by an attempt
+      this.clear('retryTimer');
+      this.setState({ state: 'offline', transport: this.preferred() });
+    }
+  }
+
+  // ---- long polling <-> WebSocket ----
+
+  private scheduleProbe(): void {
+    if (!this.fallback || !this.canWebSocket() || this.timers.probeTimer !== null) return;
+    this.set('probeTimer', this.o.probeInterval, () => this.runProbe());
+  }
+
+  /** While on long polling: open a WebSocket; with a welcome, switch to it. */
+  private runProbe(): void {
+    if (this.transport?.name !== 'longpoll' || !this.welcomed || this.probe) return;
+    const again = (p: WebSocketTransport) => {
+      if (this.probe !== p) return;
+      this.cancelProbe();
+      this.scheduleProbe();
+    };
+    const p = new WebSocketTransport(withToken(this.urls.ws, this.token), this.o.WebSocket!, NO_HANDLERS);
+    p.handlers = {
+      ...NO_HANDLERS,
+      onMessage: (m) => (m.type === 'welcome' && this.probe === p ? this.switchTo(p, m) : again(p)),
+      onEnded: () => again(p),
+    };
+    this.probe = p;
+    this.log('probing WebSocket');
+    this.set('probeDeadline', this.o.handshakeTimeout, () => again(p));
+  }
+
+  private switchTo(p: WebSocketTransport, m: Welcome): void {
+    this.probe = null;
+    this.log('WebSocket works again: leaving long polling');
+    this.fallback = false;
+    this.teardown(); // the poll in flight is aborted; its positions are recovered over the WebSocket
+    p.handlers = this.bind(p);
+    this.transport = p;
+    this.welcome(p, m);
+  }
+
+  private cancelProbe(): void {
+    this.clear('probeDeadline');
+    const p = this.probe;
+    this.probe = null;
+    p?.close(1000, 'probe done');
+  }
+
+  // ---- helpers ----
+
+  private ping(): void {
+    this.pingSentAt = this.o.clock.now();
+    this.transport?.send([{ type: 'ping' }]);
+  }
+
+  private canWebSocket(): boolean {
+    return this.o.WebSocket !== null && this.o.transports.includes('websocket');
+  }
+
+  private canLongPoll(): boolean {
+    return this.o.fetch !== null && this.o.transports.includes('longpoll');
+  }
+
+  private useWebSocket(): boolean {
+    return this.canWebSocket() && !(this.fallback && this.canLongPoll());
+  }
+
+  private preferred(): TransportName {
+    return this.transport?.name ?? (this.useWebSocket() ? 'websocket' : 'longpoll');
+  }
+
+  private setState(s: ConnectionState): void {
+    this.current = s;
+    this.log(`state ${JSON.stringify(s)}`);
+    this.emitter.emit('state', { ...s });
+  }
+
+  private set(k: Timer, ms: number, fn: () => void): void {
+    this.clear(k);
+    this.timers[k] = this.o.clock.setTimeout(() => {
+      this.timers[k] = null;
+      fn();
+    }, ms);
+  }
+
+  private clear(k: Timer): void {
+    if (this.timers[k] !== null) this.o.clock.clearTimeout(this.timers[k]);
+    this.timers[k] = null;
+  }
+
+  private log(msg: string): void {
+    if (this.o.debug) console.debug(`[tether] ${msg}`);
+  }
+}
+

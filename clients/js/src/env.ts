@@ -1,0 +1,39 @@
+// The page's environment: connectivity and lifecycle events. In browsers
+// `online`/`offline`/`pageshow` come from `window` and `visibilitychange`
+// from `document`; elsewhere (Node) the environment is always online.
+
+export interface Env {
+  /** `navigator.onLine`: false pauses connection attempts. */
+  onLine(): boolean;
+  /** For `online`, `offline`, `pageshow` and `visibilitychange`. */
+  addEventListener(type: string, fn: () => void): void;
+  removeEventListener?(type: string, fn: () => void): void;
+  /** Whether the page is visible (`document.visibilityState`); default true. */
+  visible?(): boolean;
+}
+
+interface EventTargetish {
+  addEventListener(type: string, fn: () => void): void;
+  removeEventListener(type: string, fn: () => void): void;
+}
+
+function target(v: unknown): EventTargetish | undefined {
+  return v && typeof (v as EventTargetish).addEventListener === 'function' ? (v as EventTargetish) : undefined;
+}
+
+export function defaultEnv(): Env {
+  const g = globalThis as {
+    window?: unknown;
+    document?: { visibilityState?: string };
+    navigator?: { onLine?: boolean };
+  };
+  const win = target(g.window);
+  const doc = target(g.document);
+  const on = (type: string) => (type === 'visibilitychange' ? doc : win);
+  return {
+    onLine: () => g.navigator?.onLine !== false,
+    visible: () => g.document?.visibilityState !== 'hidden',
+    addEventListener: (type, fn) => on(type)?.addEventListener(type, fn),
+    removeEventListener: (type, fn) => on(type)?.removeEventListener(type, fn),
+  };
+}

@@ -1,0 +1,18 @@
+// Public API of the Tether JS client.
+
+export { Tether, STABLE_AFTER } from './client.js';
+export type { TetherOptions, TokenSource } from './options.js';
+export type { Env } from './env.js';
+export { TetherError } from './state.js';
+export type { ConnectionState, StateName, TransportName, TetherEvents } from './state.js';
+export { Subscription } from './subscription.js';
+export type { MessageEvent, SubscribedEvent, SubscriptionHandlers } from './subscription.js';
+export type { PublishResult } from './publishQueue.js';
+export { Backoff, parseRetryHint, parseRetryAfter } from './backoff.js';
+export { CLOSE_CODES, PERMANENT_STATUSES, reconnectFor, classify } from './closeCodes.js';
+export type { Reconnect, Ended } from './closeCodes.js';
+export { encode, decode, decodeValue, DecodeError } from './protocol.js';
+export type { ClientMessage, ServerMessage, StreamPosition, Publication } from './protocol.js';
+export { WAKE_CHECK_TIMEOUT } from './liveness.js';
+export { MAX_SEND_BATCH } from './transport/longpoll.js';
+export type { WebSocketLike, WebSocketCtor, FetchLike, ResponseLike } from './transport/transport.js';

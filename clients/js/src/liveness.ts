@@ -1,0 +1,112 @@
+// Dead-connection detection (docs/protocol.md, "Heartbeat"). Any sign of life
+// from the server resets a deadline of ping_interval + pong_timeout; after
+// ping_interval of silence the client sends `{"type":"ping"}`. Timers stop
+// while a laptop sleeps and fire about once a minute in hidden tabs, so the
+// wall clock is checked too: a timer that fires late past the deadline, a
+// send, or a resume (visible, pageshow, online) with the wall clock past the
+// deadline makes the connection suspect: it is pinged with a short deadline
+// instead of being trusted.
+
+import type { Clock } from './transport/transport.js';
+
+/** The deadline for the answer to a ping sent on wake or resume. */
+export const WAKE_CHECK_TIMEOUT = 3_000;
+/** A timer that fires this much after it was due means the clock jumped. */
+const LATE_TIMER = 1_000;
+/** Heartbeat timings from a welcome are clamped to 1 ms ..= 1 hour. */
+const MAX_HEARTBEAT = 3_600_000;
+
+export function clampHeartbeat(ms: number): number {
+  return Math.min(MAX_HEARTBEAT, Math.max(1, ms));
+}
+
+export class Liveness {
+  private pingInterval = 25_000;
+  private pongTimeout = 10_000;
+  private lastHeard = 0;
+  private timer: unknown = null;
+  private dueAt = 0;
+  private pinged = false;
+  private checkTimer: unknown = null;
+  private running = false;
+
+  constructor(
+    private readonly clock: Clock,
+    private readonly sendPing: () => void,
+    private readonly dead: (reason: string) => void,
+  ) {}
+
+  start(pingInterval: number, pongTimeout: number): void {
+    this.pingInterval = clampHeartbeat(pingInterval);
+    this.pongTimeout = clampHeartbeat(pongTimeout);
+    this.running = true;
+    this.heard();
+  }
+
+  stop(): void {
+    this.running = false;
+    this.clear();
+  }
+
+  /** Anything from the server: the connection is alive. */
+  heard(): void {
+    if (!this.running) return;
+    this.lastHeard = this.clock.now();
+    this.pinged = false;
+    if (this.checkTimer !== null) {
+      this.clock.clearTimeout(this.checkTimer);
+      this.checkTimer = null;
+    }
+    this.schedule(this.pingInterval);
+  }
+
+  /** Whether the wall clock is past the liveness deadline. */
+  suspect(): boolean {
+    return this.running && this.clock.now() > this.lastHeard + this.pingInterval + this.pongTimeout;
+  }
+
+  /** Pings now; unless anything is heard within `timeout` ms, the connection is dead. */
+  check(why: string, timeout = WAKE_CHECK_TIMEOUT): void {
+    if (!this.running || this.checkTimer !== null) return;
+    this.sendPing();
+    this.checkTimer = this.clock.setTimeout(() => {
+      this.checkTimer = null;
+      if (this.running) this.dead(`no answer to a ping within ${timeout} ms (${why})`);
+    }, timeout);
+  }
+
+  /** Before a send: a wall clock past the deadline makes the connection suspect. */
+  verify(why: string): void {
+    if (this.suspect()) this.check(why);
+  }
+
+  private schedule(ms: number): void {
+    if (this.timer !== null) this.clock.clearTimeout(this.timer);
+    this.dueAt = this.clock.now() + ms;
+    this.timer = this.clock.setTimeout(() => this.fire(), ms);
+  }
+
+  private clear(): void {
+    if (this.timer !== null) this.clock.clearTimeout(this.timer);
+    if (this.checkTimer !== null) this.clock.clearTimeout(this.checkTimer);
+    this.timer = this.checkTimer = null;
+  }
+
+  private fire(): void {
+    this.timer = null;
+    if (!this.running) return;
+    const now = this.clock.now();
+    const deadline = this.lastHeard + this.pingInterval + this.pongTimeout;
+    if (now - this.dueAt > LATE_TIMER && now > deadline) {
+      this.check('the clock jumped past the deadline: woke from sleep?');
+      return;
+    }
+    if (!this.pinged) {
+      this.pinged = true;
+      this.sendPing();
+      this.schedule(Math.max(0, deadline - now));
+      return;
+    }
+    this.dead(`nothing heard for ${this.pingInterval + this.pongTimeout} ms (ping_interval + pong_timeout)`);
+  }
+}

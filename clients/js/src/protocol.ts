@@ -1,0 +1,197 @@
+// The Tether protocol messages (docs/protocol.md): encoding of what the
+// client sends, lenient decoding of what the server sends. Like the Rust
+// decoder, fields a message's type does not use are ignored whatever their
+// names or types, so newer servers can add optional ones.
+
+/** A stream position: the epoch of a channel's history and an offset in it. */
+export interface StreamPosition {
+  epoch: string;
+  offset: number;
+}
+
+export interface Publication {
+  offset: number;
+  data: unknown;
+}
+
+/** Messages the client sends. */
+export type ClientMessage =
+  | { type: 'subscribe'; id: number; channel: string; recover?: StreamPosition }
+  | { type: 'unsubscribe'; id: number; channel: string }
+  | { type: 'publish'; id: number; channel: string; data: unknown; key?: string }
+  | { type: 'ping' };
+
+/** Messages the server sends (`close` only over long polling). */
+export type ServerMessage =
+  | {
+      type: 'welcome';
+      client: string;
+      ping_interval_ms: number;
+      pong_timeout_ms: number;
+      version: number;
+      poll_timeout_ms?: number;
+    }
+  | {
+      type: 'subscribed';
+      id?: number;
+      channel: string;
+      epoch: string;
+      offset: number;
+      recovered: boolean;
+      publications: Publication[];
+    }
+  | { type: 'unsubscribed'; id: number; channel: string }
+  | { type: 'message'; channel: string; offset: number; data: unknown }
+  | { type: 'ack'; id: number; offset: number }
+  | { type: 'error'; id?: number; code: string; message: string }
+  | { type: 'pong' }
+  | { type: 'close'; code: number; reason: string };
+
+/** Encodes a client message as one JSON text frame (field order fixed). */
+export function encode(msg: ClientMessage): string {
+  switch (msg.type) {
+    case 'subscribe': {
+      const out: Record<string, unknown> = { type: 'subscribe', id: msg.id, channel: msg.channel };
+      if (msg.recover) out.recover = { epoch: msg.recover.epoch, offset: msg.recover.offset };
+      return JSON.stringify(out);
+    }
+    case 'unsubscribe':
+      return JSON.stringify({ type: 'unsubscribe', id: msg.id, channel: msg.channel });
+    case 'publish': {
+      // `data: undefined` would vanish from the JSON; the protocol needs it.
+      const out: Record<string, unknown> = {
+        type: 'publish',
+        id: msg.id,
+        channel: msg.channel,
+        data: msg.data === undefined ? null : msg.data,
+      };
+      if (msg.key !== undefined) out.key = msg.key;
+      return JSON.stringify(out);
+    }
+    case 'ping':
+      return '{"type":"ping"}';
+  }
+}
+
+/** Why a frame could not be decoded. */
+export class DecodeError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'DecodeError';
+  }
+}
+
+type Obj = Record<string, unknown>;
+
+function isObj(v: unknown): v is Obj {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** A non-negative integer (ids, offsets, durations). */
+function uint(o: Obj, field: string): number {
+  const v = o[field];
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) {
+    throw new DecodeError(`${field}: expected a non-negative integer`);
+  }
+  return v;
+}
+
+function optUint(o: Obj, field: string): number | undefined {
+  return o[field] === undefined || o[field] === null ? undefined : uint(o, field);
+}
+
+function str(o: Obj, field: string): string {
+  const v = o[field];
+  if (typeof v !== 'string') throw new DecodeError(`${field}: expected a string`);
+  return v;
+}
+
+function bool(o: Obj, field: string): boolean {
+  const v = o[field];
+  if (typeof v !== 'boolean') throw new DecodeError(`${field}: expected a boolean`);
+  return v;
+}
+
+function publications(o: Obj): Publication[] {
+  const v = o.publications;
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v)) throw new DecodeError('publications: expected an array');
+  return v.map((p) => {
+    if (!isObj(p)) throw new DecodeError('publications: expected objects');
+    if (!('data' in p)) throw new DecodeError('publications: data missing');
+    return { offset: uint(p, 'offset'), data: p.data };
+  });
+}
+
+/**
+ * Decodes one server message from a parsed JSON value. Returns `null` for a
+ * message of an unknown type (a newer server's; ignored), throws
+ * {@link DecodeError} for a known type with missing or mistyped fields.
+ */
+export function decodeValue(v: unknown): ServerMessage | null {
+  if (!isObj(v)) throw new DecodeError('not a JSON object');
+  const type = v.type;
+  switch (type) {
+    case 'welcome': {
+      const msg: ServerMessage = {
+        type,
+        client: str(v, 'client'),
+        ping_interval_ms: uint(v, 'ping_interval_ms'),
+        pong_timeout_ms: uint(v, 'pong_timeout_ms'),
+        version: uint(v, 'version'),
+      };
+      const poll = optUint(v, 'poll_timeout_ms');
+      if (poll !== undefined) msg.poll_timeout_ms = poll;
+      return msg;
+    }
+    case 'subscribed': {
+      const id = optUint(v, 'id');
+      return {
+        type,
+        ...(id === undefined ? {} : { id }),
+        channel: str(v, 'channel'),
+        epoch: str(v, 'epoch'),
+        offset: uint(v, 'offset'),
+        recovered: bool(v, 'recovered'),
+        publications: publications(v),
+      };
+    }
+    case 'unsubscribed':
+      return { type, id: uint(v, 'id'), channel: str(v, 'channel') };
+    case 'message':
+      if (!('data' in v)) throw new DecodeError('data missing');
+      return { type, channel: str(v, 'channel'), offset: uint(v, 'offset'), data: v.data };
+    case 'ack':
+      return { type, id: uint(v, 'id'), offset: uint(v, 'offset') };
+    case 'error': {
+      const id = optUint(v, 'id');
+      return {
+        type,
+        ...(id === undefined ? {} : { id }),
+        code: str(v, 'code'),
+        message: typeof v.message === 'string' ? v.message : '',
+      };
+    }
+    case 'pong':
+      return { type };
+    case 'close':
+      return {
+        type,
+        code: uint(v, 'code'),
+        reason: typeof v.reason === 'string' ? v.reason : '',
+      };
+    default:
+      return null;
+  }
+}
+
+/** Decodes one text frame; see {@link decodeValue}. */
+export function decode(frame: string): ServerMessage | null {
+  let v: unknown;
+  try {
+    v = JSON.parse(frame);
+  } catch {
+    throw new DecodeError('malformed JSON');
+  }
+  return decodeValue(v);
+}

@@ -1,0 +1,82 @@
+// The observable connection state, the client's error type, and a minimal
+// typed event emitter.
+
+export type StateName = 'connecting' | 'connected' | 'reconnecting' | 'offline' | 'disconnected';
+export type TransportName = 'websocket' | 'longpoll';
+
+/** The client's connection state (`client.state`, and the `state` event). */
+export interface ConnectionState {
+  state: StateName;
+  /** The transport in use, or the one the next attempt will use. */
+  transport: TransportName;
+  /** `reconnecting`: the retry (1-based) that starts at `nextRetryAt`. */
+  attempt?: number;
+  /** `reconnecting`: when the retry starts (ms, the injected `now()` clock). */
+  nextRetryAt?: number;
+  /**
+   * `disconnected`: the close code that stopped the client (1000 after
+   * `disconnect()`, 1008, 4001, 4002 without a token function, 1006 when
+   * `maxAttempts` ran out, or the HTTP status of a refused long-poll
+   * request); `reconnecting`: the code that ended the last connection.
+   */
+  code?: number;
+  reason?: string;
+}
+
+/**
+ * Every error the client reports. `code` is one of `queue_full`,
+ * `disconnected`, `idempotency_window_expired`, `already_subscribed`,
+ * `token`, or a server error code (`forbidden`, `bad_request`, ...).
+ */
+export class TetherError extends Error {
+  /** The close code, for `code: 'disconnected'`. */
+  readonly closeCode?: number;
+  constructor(
+    readonly code: string,
+    message: string,
+    closeCode?: number,
+  ) {
+    super(message);
+    this.name = 'TetherError';
+    if (closeCode !== undefined) this.closeCode = closeCode;
+  }
+}
+
+export interface TetherEvents {
+  state: ConnectionState;
+  error: Error;
+}
+
+type Listener<T> = (value: T) => void;
+
+export class Emitter<Events extends object> {
+  private listeners = new Map<keyof Events, Set<Listener<never>>>();
+
+  on<K extends keyof Events>(type: K, fn: Listener<Events[K]>): () => void {
+    let set = this.listeners.get(type);
+    if (!set) this.listeners.set(type, (set = new Set()));
+    set.add(fn as Listener<never>);
+    return () => this.off(type, fn);
+  }
+
+  off<K extends keyof Events>(type: K, fn: Listener<Events[K]>): void {
+    this.listeners.get(type)?.delete(fn as Listener<never>);
+  }
+
+  /** Calls every listener; one that throws does not stop the others. */
+  emit<K extends keyof Events>(type: K, value: Events[K]): void {
+    const set = this.listeners.get(type);
+    if (!set) return;
+    for (const fn of [...set]) {
+      try {
+        (fn as Listener<Events[K]>)(value);
+      } catch (e) {
+        if (type !== 'error') this.emit('error' as K, asError(e) as Events[K]);
+      }
+    }
+  }
+}
+
+export function asError(e: unknown): Error {
+  return e instanceof Error ? e : new Error(String(e));
+}

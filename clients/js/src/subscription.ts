@@ -1,0 +1,140 @@
+// One channel subscription: its position (epoch and last offset delivered),
+// the subscribe request in flight, and the delivery rules: each publication
+// reaches the application once and in order (duplicates dropped by offset),
+// and a recovery the server could not satisfy is reported, never a silent gap.
+
+import type { ClientMessage, ServerMessage, StreamPosition } from './protocol.js';
+import { TetherError } from './state.js';
+
+export interface MessageEvent {
+  channel: string;
+  offset: number;
+  data: unknown;
+}
+
+export interface SubscribedEvent {
+  channel: string;
+  epoch: string;
+  /** The position the subscribe brought the subscription to. */
+  offset: number;
+  /** True when missed publications were replayed (they follow as `onMessage`). */
+  recovered: boolean;
+  /**
+   * True when a position was known but the gap since it could not be filled
+   * (history expired or the epoch changed): publications were lost, resync
+   * from your source of truth. False on a first subscribe.
+   */
+  resync: boolean;
+}
+
+export interface SubscriptionHandlers {
+  onMessage?(msg: MessageEvent): void;
+  onSubscribed?(ev: SubscribedEvent): void;
+  /** The server refused the subscription (e.g. `forbidden`); it is removed. */
+  onError?(err: TetherError): void;
+}
+
+/** What applying a frame found: `gap` means offsets were skipped. */
+export type Applied = 'ok' | 'gap';
+
+export class Subscription {
+  /** The last position delivered; null before the first `subscribed`. */
+  position: StreamPosition | null = null;
+  /** @internal the subscribe in flight on this connection */
+  request: { id: number; recovering: boolean } | null = null;
+  private active = true;
+
+  /** @internal created by `Tether.subscribe` */
+  constructor(
+    readonly channel: string,
+    private readonly handlers: SubscriptionHandlers,
+    private readonly owner: { removeSubscription(sub: Subscription): void; report(e: unknown): void },
+  ) {}
+
+  /** Whether the subscription is still registered with its client. */
+  get subscribed(): boolean {
+    return this.active;
+  }
+
+  /** Stops delivery and unsubscribes on the server. */
+  unsubscribe(): void {
+    if (!this.active) return;
+    this.active = false;
+    this.owner.removeSubscription(this);
+  }
+
+  /** @internal the subscribe request for a new connection */
+  subscribeMessage(id: number): ClientMessage {
+    const recovering = this.position !== null;
+    this.request = { id, recovering };
+    return this.position
+      ? { type: 'subscribe', id, channel: this.channel, recover: { ...this.position } }
+      : { type: 'subscribe', id, channel: this.channel };
+  }
+
+  /**
+   * @internal A `subscribed` for this channel. One with an `id` answers our
+   * request (an older request's answer is ignored); one without (long
+   * polling) is the server's resynchronisation signal.
+   */
+  applySubscribed(msg: Extract<ServerMessage, { type: 'subscribed' }>): Applied {
+    let recovering: boolean;
+    if (msg.id === undefined) {
+      recovering = true;
+    } else {
+      if (!this.request || this.request.id !== msg.id) return 'ok';
+      recovering = this.request.recovering;
+      this.request = null;
+    }
+    const { epoch, offset, recovered } = msg;
+    if (recovering && !recovered) {
+      this.position = { epoch, offset };
+      this.call(() => this.handlers.onSubscribed?.({ channel: this.channel, epoch, offset, recovered, resync: true }));
+      return 'ok';
+    }
+    const last = this.position?.offset ?? 0;
+    this.position = { epoch, offset: recovering ? last : offset };
+    this.call(() => this.handlers.onSubscribed?.({ channel: this.channel, epoch, offset, recovered, resync: false }));
+    let result: Applied = 'ok';
+    for (const p of msg.publications) {
+      if (this.applyPublication(p.offset, p.data) === 'gap') {
+        result = 'gap';
+        break;
+      }
+    }
+    if (result === 'ok' && this.position && this.position.offset < offset) {
+      this.position.offset = offset;
+    }
+    return result;
+  }
+
+  /**
+   * @internal A publication: delivered when it is the next offset, dropped
+   * when already delivered, refused (`gap`, position unchanged) when offsets
+   * were skipped.
+   */
+  applyPublication(offset: number, data: unknown): Applied {
+    const pos = this.position;
+    if (!pos || !this.active) return 'ok';
+    if (offset <= pos.offset) return 'ok';
+    if (offset > pos.offset + 1) return 'gap';
+    pos.offset = offset;
+    this.call(() => this.handlers.onMessage?.({ channel: this.channel, offset, data }));
+    return 'ok';
+  }
+
+  /** @internal the server refused the subscribe request */
+  refused(err: TetherError): void {
+    this.active = false;
+    this.request = null;
+    this.call(() => this.handlers.onError?.(err));
+  }
+
+  private call(fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      this.owner.report(e);
+    }
+  }
+}

@@ -1,0 +1,276 @@
+// The long-polling transport (docs/longpoll.md): `POST /lp/open` for the
+// welcome, `POST /lp/send?client=ID` for client messages (a JSON array, at
+// most 64), `POST /lp/poll?client=ID` naming every held channel with its
+// position. Bodies are `text/plain` (no CORS preflight), the token is an
+// `Authorization: Bearer` header on every request, and every request is
+// aborted after its timeout. One poll at a time; positions only advance when
+// a response is processed, so a lost poll response is simply read again.
+
+import { parseRetryAfter } from '../backoff.js';
+import type { Ended } from '../closeCodes.js';
+import { decodeValue, encode, type ClientMessage, type ServerMessage, type StreamPosition } from '../protocol.js';
+import type { Clock, FetchLike, ResponseLike, Transport, TransportHandlers } from './transport.js';
+
+/** At most this many messages in one `/lp/send` body. */
+export const MAX_SEND_BATCH = 64;
+/** The poll timeout assumed when the welcome does not name one. */
+export const DEFAULT_POLL_TIMEOUT = 25_000;
+/** Failed requests in a row (network error, timeout) before the session is given up. */
+const MAX_FAILURES = 2;
+
+export interface LongPollOptions {
+  /** `http(s)://host[:port][/prefix]/lp` */
+  base: string;
+  token?: string | undefined;
+  fetch: FetchLike;
+  clock: Clock;
+  /** Every request is aborted after this (a poll: after poll_timeout_ms + this). */
+  requestTimeout: number;
+  /** The position of every channel to name in a poll. */
+  positions(): Record<string, StreamPosition>;
+  log?(msg: string): void;
+}
+
+interface Answer {
+  status: number;
+  retryAfter: number | undefined;
+  body: string;
+}
+
+class Refused extends Error {
+  constructor(readonly ended: Ended) {
+    super('refused');
+  }
+}
+
+export class LongPollTransport implements Transport {
+  readonly name = 'longpoll' as const;
+  readonly repairsGaps = true;
+  opened = false;
+  private client: string | null = null;
+  private closed = false;
+  private pollTimeout = DEFAULT_POLL_TIMEOUT;
+  private outbox: ClientMessage[] = [];
+  private sending = false;
+  private sendFailures = 0;
+  private poll: AbortController | null = null;
+  private pollFailures = 0;
+  /** While a response is being applied (a re-poll waits for its end). */
+  private processing = false;
+  private repollWanted = false;
+  private readonly inflight = new Set<AbortController>();
+
+  constructor(
+    private readonly opts: LongPollOptions,
+    public handlers: TransportHandlers,
+  ) {
+    this.request('open', '{}', opts.requestTimeout).then(
+      (answer) => {
+        const msgs = this.answer(answer);
+        if (!msgs) return;
+        const welcome = msgs[0];
+        if (msgs.length !== 1 || !welcome || welcome.type !== 'welcome') {
+          this.fail({ kind: 'lost', reason: 'the /lp/open answer is not a welcome' });
+          return;
+        }
+        this.client = welcome.client;
+        if (welcome.poll_timeout_ms !== undefined) this.pollTimeout = Math.min(welcome.poll_timeout_ms, 3_600_000);
+        this.opened = true;
+        this.handlers.onOpen();
+        this.handlers.onMessage(welcome);
+        this.startPoll();
+        this.flush();
+      },
+      (e) => this.failed(e, 'open'),
+    );
+  }
+
+  send(msgs: ClientMessage[]): void {
+    if (this.closed) return;
+    this.outbox.push(...msgs);
+    this.flush();
+  }
+
+  positionsChanged(): void {
+    if (this.closed || !this.client) return;
+    if (this.processing) {
+      this.repollWanted = true;
+      return;
+    }
+    this.poll?.abort();
+    this.poll = null;
+    this.startPoll();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const c of this.inflight) c.abort();
+    this.inflight.clear();
+    this.poll = null;
+    this.outbox = [];
+  }
+
+  private flush(): void {
+    if (this.closed || this.sending || !this.client || this.outbox.length === 0) return;
+    const batch = this.outbox.slice(0, MAX_SEND_BATCH);
+    this.sending = true;
+    const body = `[${batch.map(encode).join(',')}]`;
+    this.request('send', body, this.opts.requestTimeout).then(
+      (answer) => {
+        this.sending = false;
+        const msgs = this.answer(answer);
+        if (!msgs) return;
+        this.sendFailures = 0;
+        this.outbox.splice(0, batch.length);
+        this.apply(msgs);
+        this.flush();
+      },
+      (e) => {
+        this.sending = false;
+        if (this.closed) return;
+        // A retried POST is applied once by the server: send the same batch again.
+        if (e instanceof Refused || ++this.sendFailures >= MAX_FAILURES) this.failed(e, 'send');
+        else this.flush();
+      },
+    );
+  }
+
+  private startPoll(): void {
+    if (this.closed || this.poll || !this.client) return;
+    const ctrl = new AbortController();
+    this.poll = ctrl;
+    const body = JSON.stringify({ channels: this.opts.positions() });
+    this.request('poll', body, this.pollTimeout + this.opts.requestTimeout, ctrl).then(
+      (answer) => {
+        if (this.poll !== ctrl) return; // superseded by a newer poll
+        this.poll = null;
+        const msgs = this.answer(answer);
+        if (!msgs) return;
+        this.pollFailures = 0;
+        this.apply(msgs);
+        this.startPoll();
+      },
+      (e) => {
+        if (this.poll !== ctrl) return;
+        this.poll = null;
+        // The positions did not move: the next poll reads the same again.
+        if (e instanceof Refused || ++this.pollFailures >= MAX_FAILURES) this.failed(e, 'poll');
+        else this.startPoll();
+      },
+    );
+  }
+
+  /** Hands a response's messages over, in order; a `close` ends the session. */
+  private apply(msgs: ServerMessage[]): void {
+    this.processing = true;
+    try {
+      for (const m of msgs) {
+        if (this.closed) return;
+        if (m.type === 'close') {
+          this.fail({ kind: 'closed', code: m.code, reason: m.reason });
+          return;
+        }
+        this.handlers.onMessage(m);
+      }
+    } finally {
+      this.processing = false;
+    }
+    if (this.repollWanted) {
+      this.repollWanted = false;
+      this.positionsChanged();
+    }
+  }
+
+  /** Checks an answer: its messages, or null after failing the transport. */
+  private answer(a: Answer): ServerMessage[] | null {
+    if (this.closed) return null;
+    if (a.status !== 200) {
+      this.failed(new Refused(refusal(a)), '');
+      return null;
+    }
+    this.handlers.onActivity();
+    let v: unknown;
+    try {
+      v = JSON.parse(a.body);
+    } catch {
+      this.fail({ kind: 'lost', reason: 'a long-poll answer is not JSON' });
+      return null;
+    }
+    const list = Array.isArray(v) ? v : [v];
+    const out: ServerMessage[] = [];
+    for (const item of list) {
+      try {
+        const m = decodeValue(item);
+        if (m) out.push(m);
+      } catch (e) {
+        this.opts.log?.(`ignoring an undecodable server message: ${String(e)}`);
+      }
+    }
+    return out;
+  }
+
+  private failed(e: unknown, what: string): void {
+    if (e instanceof Refused) this.fail(e.ended);
+    else this.fail({ kind: 'lost', reason: `/lp/${what} failed: ${errorText(e)}` });
+  }
+
+  private fail(ended: Ended): void {
+    if (this.closed) return;
+    this.close();
+    this.handlers.onEnded(ended);
+  }
+
+  private request(route: string, body: string, timeout: number, ctrl = new AbortController()): Promise<Answer> {
+    const { clock, token } = this.opts;
+    const query = this.client === null ? '' : `?client=${encodeURIComponent(this.client)}`;
+    const headers: Record<string, string> = { 'Content-Type': 'text/plain;charset=UTF-8' };
+    if (token) headers.Authorization = `Bearer ${token}`;
+    this.inflight.add(ctrl);
+    const timer = clock.setTimeout(() => ctrl.abort(), timeout);
+    const done = (): void => {
+      clock.clearTimeout(timer);
+      this.inflight.delete(ctrl);
+    };
+    let p: Promise<ResponseLike>;
+    try {
+      p = this.opts.fetch(`${this.opts.base}/${route}${query}`, {
+        method: 'POST',
+        headers,
+        body,
+        signal: ctrl.signal,
+        cache: 'no-store',
+      });
+    } catch (e) {
+      p = Promise.reject(e);
+    }
+    return p
+      .then(async (res) => ({
+        status: res.status,
+        retryAfter: parseRetryAfter(res.headers.get('Retry-After'), clock.now()),
+        body: await res.text(),
+      }))
+      .then(
+        (a) => {
+          done();
+          if (ctrl.signal.aborted) throw new Error(`timed out after ${timeout} ms`);
+          return a;
+        },
+        (e) => {
+          done();
+          throw ctrl.signal.aborted && !this.closed ? new Error(`timed out after ${timeout} ms`) : e;
+        },
+      );
+  }
+}
+
+function refusal(a: Answer): Ended {
+  const reason = a.body.split('\n')[0]?.slice(0, 200) ?? '';
+  return a.retryAfter === undefined
+    ? { kind: 'refused', status: a.status, reason }
+    : { kind: 'refused', status: a.status, reason, retryAfter: a.retryAfter };
+}
+
+function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}

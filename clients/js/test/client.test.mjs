@@ -1,0 +1,288 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { STABLE_AFTER, flush, setup, vectors } from './helpers.mjs';
+
+const wsOnly = { transports: ['websocket'] };
+
+test('states: connecting, connected, reconnecting (attempt, next retry time), disconnected', () => {
+  const { client, ws, clock, states } = setup(wsOnly);
+  assert.equal(client.state.state, 'disconnected');
+  client.connect();
+  assert.deepEqual(client.state, { state: 'connecting', transport: 'websocket' });
+  assert.equal(ws.sockets.length, 1);
+  assert.equal(ws.last().url, 'ws://h:8080/ws');
+  ws.last().welcome();
+  assert.deepEqual(client.state, { state: 'connected', transport: 'websocket' });
+  ws.last().drop();
+  const s = client.state;
+  assert.equal(s.state, 'reconnecting');
+  assert.equal(s.attempt, 1);
+  assert.equal(s.code, 1006);
+  assert.equal(s.nextRetryAt, clock.now() + 250); // random 0.5 * minDelay 500
+  clock.advance(249);
+  assert.equal(ws.sockets.length, 1);
+  clock.advance(1);
+  assert.equal(ws.sockets.length, 2);
+  assert.equal(client.state.state, 'reconnecting'); // while the retry is under way
+  ws.last().welcome();
+  assert.equal(client.state.state, 'connected');
+  client.disconnect();
+  assert.equal(client.state.state, 'disconnected');
+  assert.equal(client.state.code, 1000);
+  assert.equal(ws.last().closed.code, 1000);
+  assert.deepEqual(
+    states.map((x) => x.state),
+    ['connecting', 'connected', 'reconnecting', 'connected', 'disconnected'],
+  );
+});
+
+test('a manual disconnect stays disconnected: no retry, no request after it', () => {
+  const { client, ws, http, clock } = setup();
+  client.connect();
+  ws.last().drop();
+  client.disconnect();
+  clock.advance(3_600_000);
+  assert.equal(ws.sockets.length, 1);
+  assert.equal(http.requests.length, 0);
+  assert.equal(client.state.state, 'disconnected');
+  assert.deepEqual(clock.pending(), []);
+  // connect() starts again.
+  client.connect();
+  assert.equal(ws.sockets.length, 2);
+});
+
+for (const { code, reconnect } of vectors('close_codes.json')) {
+  test(`close code ${code} → ${reconnect}`, async () => {
+    let calls = 0;
+    const { client, ws, clock } = setup({ ...wsOnly, token: () => `t${++calls}` });
+    client.connect();
+    await flush();
+    ws.last().welcome();
+    ws.last().serverClose(code, 'bye');
+    await flush();
+    if (reconnect === 'never') {
+      assert.equal(client.state.state, 'disconnected');
+      assert.equal(client.state.code, code);
+      clock.advance(600_000);
+      await flush();
+      assert.equal(ws.sockets.length, 1);
+    } else {
+      assert.equal(client.state.state, 'reconnecting');
+      assert.equal(client.state.code, code);
+      clock.advance(client.state.nextRetryAt - clock.now());
+      await flush();
+      assert.equal(ws.sockets.length, 2);
+      assert.equal(calls, 2, 'the token function is called before every attempt');
+      assert.match(ws.last().url, /token=t2$/);
+    }
+  });
+}
+
+test('4002 with a token function: the token is refreshed before reconnecting', async () => {
+  const tokens = ['old', 'new'];
+  const { client, ws, clock } = setup({ ...wsOnly, token: async () => tokens.shift() });
+  client.connect();
+  await flush();
+  assert.equal(ws.last().url, 'ws://h:8080/ws?token=old');
+  ws.last().welcome();
+  ws.last().serverClose(4002, 'token expired');
+  assert.equal(client.state.state, 'reconnecting');
+  clock.advance(500);
+  await flush();
+  assert.equal(ws.last().url, 'ws://h:8080/ws?token=new');
+});
+
+test('4002 with a static token: disconnected, no retry', () => {
+  const { client, ws } = setup({ ...wsOnly, token: 'static' });
+  client.connect();
+  ws.last().welcome();
+  ws.last().serverClose(4002, 'token expired');
+  assert.equal(client.state.state, 'disconnected');
+  assert.equal(client.state.code, 4002);
+  assert.match(client.state.reason, /no token function/);
+});
+
+test('a failing token function is retried with backoff and reported', async () => {
+  let n = 0;
+  const { client, ws, clock, errors } = setup({
+    ...wsOnly,
+    token: () => {
+      if (++n === 1) throw new Error('auth server down');
+      return 'ok';
+    },
+  });
+  client.connect();
+  await flush();
+  assert.equal(ws.sockets.length, 0);
+  assert.equal(client.state.state, 'reconnecting');
+  assert.equal(errors[0].code, 'token');
+  clock.advance(500);
+  await flush();
+  assert.equal(ws.last().url, 'ws://h:8080/ws?token=ok');
+});
+
+test('1013 retry_after_ms is a floor, with jitter above it', () => {
+  const { client, ws, clock } = setup(wsOnly);
+  client.connect();
+  ws.last().welcome();
+  ws.last().serverClose(1013, 'overloaded retry_after_ms=7000');
+  assert.equal(client.state.nextRetryAt - clock.now(), 7250);
+  clock.advance(7249);
+  assert.equal(ws.sockets.length, 1);
+  clock.advance(1);
+  assert.equal(ws.sockets.length, 2);
+});
+
+test('1012: clients return jittered, not all at once', () => {
+  const delays = [0.1, 0.5, 0.9].map((u) => {
+    const { client, ws, clock } = setup({ ...wsOnly, random: () => u });
+    client.connect();
+    ws.last().welcome();
+    ws.last().serverClose(1012, 'server restarting');
+    return client.state.nextRetryAt - clock.now();
+  });
+  assert.deepEqual(delays, [50, 250, 450]);
+  // With the server's jittered hint: at least the hint.
+  const { client, ws, clock } = setup({ ...wsOnly, random: () => 0 });
+  client.connect();
+  ws.last().welcome();
+  ws.last().serverClose(1012, 'restarting retry_after_ms=3210');
+  assert.equal(client.state.nextRetryAt - clock.now(), 3210);
+});
+
+test('backoff grows, capped by maxDelay; maxAttempts stops with the last code', () => {
+  const { client, ws, clock } = setup({ ...wsOnly, random: () => 0.999999, minDelay: 100, maxDelay: 1000, maxAttempts: 5 });
+  client.connect();
+  const got = [];
+  for (let i = 0; i < 5; i++) {
+    ws.last().drop();
+    got.push(client.state.nextRetryAt - clock.now());
+    clock.advance(got[i]);
+  }
+  assert.deepEqual(got, [99, 199, 399, 799, 999]);
+  ws.last().drop();
+  assert.equal(client.state.state, 'disconnected');
+  assert.equal(client.state.code, 1006);
+  assert.match(client.state.reason, /gave up after 5 attempts/);
+});
+
+test('backoff resets only once a connection proved usable', () => {
+  const { client, ws, clock } = setup(wsOnly);
+  client.connect();
+  const retry = () => clock.advance(client.state.nextRetryAt - clock.now());
+  // Welcome, then an immediate close: not usable, the attempts keep counting.
+  ws.last().welcome();
+  ws.last().serverClose(1011);
+  assert.equal(client.state.attempt, 1);
+  retry();
+  ws.last().welcome();
+  ws.last().serverClose(1011);
+  assert.equal(client.state.attempt, 2);
+  // Up for STABLE_AFTER: usable.
+  retry();
+  ws.last().welcome();
+  clock.advance(STABLE_AFTER);
+  ws.last().serverClose(1011);
+  assert.equal(client.state.attempt, 1);
+  // A completed subscribe: usable at once.
+  client.subscribe('news');
+  retry();
+  ws.last().welcome();
+  const id = ws.last().sentOf('subscribe')[0].id;
+  ws.last().receive({ type: 'subscribed', id, channel: 'news', epoch: 'e', offset: 0, recovered: false, publications: [] });
+  ws.last().serverClose(1011);
+  assert.equal(client.state.attempt, 1);
+});
+
+test('handshake timeout: open + welcome within handshakeTimeout', () => {
+  const { client, ws, clock } = setup({ ...wsOnly, handshakeTimeout: 2000 });
+  client.connect();
+  ws.last().open();
+  clock.advance(1999);
+  assert.equal(client.state.state, 'connecting');
+  clock.advance(1);
+  assert.ok(ws.sockets[0].closed);
+  assert.equal(client.state.state, 'reconnecting');
+  assert.match(client.state.reason, /no welcome within 2000 ms/);
+});
+
+test('a first message that is not a welcome fails the attempt', () => {
+  const { client, ws } = setup(wsOnly);
+  client.connect();
+  ws.last().open();
+  ws.last().receive({ type: 'pong' });
+  assert.equal(client.state.state, 'reconnecting');
+});
+
+test('heartbeat: ping after ping_interval of silence, dead after ping_interval + pong_timeout', () => {
+  const { client, ws, clock } = setup(wsOnly);
+  client.connect();
+  const s = ws.last();
+  s.welcome(1000, 500);
+  clock.advance(900);
+  s.receive({ type: 'message', channel: 'x', offset: 1, data: null }); // anything resets it
+  clock.advance(999);
+  assert.equal(s.sentOf('ping').length, 0);
+  clock.advance(1);
+  assert.equal(s.sentOf('ping').length, 1);
+  clock.advance(40);
+  s.receive({ type: 'pong' });
+  assert.equal(client.rtt, 40);
+  clock.advance(1000);
+  assert.equal(s.sentOf('ping').length, 2);
+  clock.advance(499);
+  assert.equal(client.state.state, 'connected');
+  clock.advance(1);
+  assert.ok(s.closed);
+  assert.equal(client.state.state, 'reconnecting');
+  assert.match(client.state.reason, /nothing heard for 1500 ms/);
+});
+
+test('rtt is undefined until measured', () => {
+  const { client } = setup(wsOnly);
+  assert.equal(client.rtt, undefined);
+});
+
+test('debug logs state changes with console.debug', (t) => {
+  const debug = t.mock.method(console, 'debug', () => {});
+  const { client, ws } = setup({ ...wsOnly, debug: true });
+  client.connect();
+  ws.last().welcome();
+  const lines = debug.mock.calls.map((c) => c.arguments.join(' '));
+  assert.ok(lines.some((l) => l.includes('"state":"connecting"')));
+  assert.ok(lines.some((l) => l.includes('"state":"connected"')));
+  const quiet = setup(wsOnly);
+  const before = debug.mock.callCount();
+  quiet.client.connect();
+  assert.equal(debug.mock.callCount(), before);
+});
+
+test('URLs: an http base derives /ws and /lp; a prefix is kept', () => {
+  const a = setup({ WebSocket: null }, 'https://example.com/tether/');
+  a.client.connect();
+  assert.equal(a.http.requests[0].url, 'https://example.com/tether/lp/open');
+  const b = setup(wsOnly, 'http://h:1/prefix');
+  b.client.connect();
+  assert.equal(b.ws.last().url, 'ws://h:1/prefix/ws');
+});
+
+test('listeners that throw do not break the client; errors are reported', () => {
+  const { client, ws, errors } = setup(wsOnly);
+  client.on('state', () => {
+    throw new Error('app bug');
+  });
+  client.connect();
+  ws.last().welcome();
+  assert.equal(client.state.state, 'connected');
+  assert.ok(errors.some((e) => e.message === 'app bug'));
+});
+
+test('a WebSocket error without a close event (Node 20) still ends the attempt', () => {
+  const { client, ws } = setup(wsOnly);
+  client.connect();
+  ws.last().onerror({});
+  assert.equal(client.state.state, 'reconnecting');
+  assert.ok(ws.last().closed);
+  ws.last().onclose?.({ code: 1006, reason: '' }); // a late close changes nothing
+  assert.equal(client.state.attempt, 1);
+});

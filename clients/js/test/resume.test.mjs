@@ -1,0 +1,143 @@
+// Offline/online, visibility, pageshow and wall-clock jumps (sleep/wake).
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { WAKE_CHECK_TIMEOUT, setup } from './helpers.mjs';
+
+const wsOnly = { transports: ['websocket'] };
+
+test('navigator.onLine false: state offline, no attempt until online, then at once', () => {
+  const { client, ws, env, clock } = setup(wsOnly);
+  env.online = false;
+  client.connect();
+  assert.equal(client.state.state, 'offline');
+  clock.advance(600_000);
+  assert.equal(ws.sockets.length, 0);
+  env.online = true;
+  env.fire('online');
+  assert.equal(ws.sockets.length, 1);
+  assert.equal(client.state.state, 'connecting');
+});
+
+test('going offline while waiting to retry pauses retries; online retries at once', () => {
+  const { client, ws, env, clock } = setup({ ...wsOnly, minDelay: 10_000 });
+  client.connect();
+  ws.last().welcome();
+  ws.last().drop();
+  assert.equal(client.state.state, 'reconnecting');
+  env.online = false;
+  env.fire('offline');
+  assert.equal(client.state.state, 'offline');
+  clock.advance(600_000);
+  assert.equal(ws.sockets.length, 1);
+  env.online = true;
+  env.fire('online');
+  assert.equal(ws.sockets.length, 2);
+});
+
+test('a connection lost while offline waits for online', () => {
+  const { client, ws, env, clock } = setup(wsOnly);
+  client.connect();
+  ws.last().welcome();
+  env.online = false;
+  ws.last().drop();
+  assert.equal(client.state.state, 'offline');
+  clock.advance(600_000);
+  assert.equal(ws.sockets.length, 1);
+  env.online = true;
+  env.fire('online');
+  assert.equal(ws.sockets.length, 2);
+});
+
+for (const event of ['visibilitychange', 'pageshow', 'online', 'offline']) {
+  test(`${event} while connected: ping at once with a short deadline; no answer → reconnect`, () => {
+    const { client, ws, env, clock } = setup(wsOnly);
+    client.connect();
+    const s = ws.last();
+    s.welcome();
+    env.fire(event);
+    assert.equal(s.sentOf('ping').length, 1, 'pinged at once');
+    clock.advance(WAKE_CHECK_TIMEOUT - 1);
+    assert.equal(client.state.state, 'connected');
+    clock.advance(1);
+    assert.ok(s.closed, 'the zombie socket is closed');
+    assert.equal(client.state.state, 'reconnecting');
+    assert.match(client.state.reason, /no answer to a ping within 3000 ms/);
+  });
+}
+
+test('visible again and the pong arrives: the connection is kept', () => {
+  const { client, ws, env, clock } = setup(wsOnly);
+  client.connect();
+  const s = ws.last();
+  s.welcome();
+  env.fire('visibilitychange');
+  clock.advance(100);
+  s.receive({ type: 'pong' });
+  assert.equal(client.rtt, 100);
+  clock.advance(WAKE_CHECK_TIMEOUT * 2);
+  assert.equal(client.state.state, 'connected');
+  assert.equal(s.closed, null);
+});
+
+test('hidden: no ping on visibilitychange, and retries never stop', () => {
+  const { client, ws, env, clock } = setup(wsOnly);
+  client.connect();
+  ws.last().welcome();
+  env.isVisible = false;
+  env.fire('visibilitychange');
+  assert.equal(ws.last().sentOf('ping').length, 0);
+  for (let i = 1; i <= 20; i++) {
+    ws.last().drop();
+    assert.equal(client.state.state, 'reconnecting');
+    clock.advance(client.state.nextRetryAt - clock.now());
+    assert.equal(ws.sockets.length, i + 1);
+  }
+});
+
+test('visible again after a throttled retry timer: the due retry starts at once', () => {
+  const { client, ws, env, clock } = setup({ ...wsOnly, minDelay: 10_000 });
+  client.connect();
+  ws.last().drop();
+  clock.jump(20_000); // the timer did not fire (throttled tab)
+  env.fire('visibilitychange');
+  assert.equal(ws.sockets.length, 2);
+});
+
+test('wall-clock jump (sleep): the late timer pings with a short deadline instead of trusting the socket', () => {
+  const { client, ws, clock } = setup(wsOnly);
+  client.connect();
+  const s = ws.last();
+  s.welcome(25_000, 10_000);
+  clock.jump(3_600_000); // laptop asleep for an hour; timers did not run
+  clock.runDue();
+  assert.equal(s.sentOf('ping').length, 1);
+  assert.equal(client.state.state, 'connected');
+  clock.advance(WAKE_CHECK_TIMEOUT);
+  assert.ok(s.closed);
+  assert.equal(client.state.state, 'reconnecting');
+});
+
+test('wall-clock check before a send: past the deadline, the connection is suspect', () => {
+  const { client, ws, clock } = setup(wsOnly);
+  client.connect();
+  const s = ws.last();
+  s.welcome(25_000, 10_000);
+  clock.jump(40_000);
+  client.publish('chat', { hi: 1 });
+  assert.deepEqual(
+    s.sent.map((m) => m.type),
+    ['ping', 'publish'],
+  );
+  s.receive({ type: 'pong' });
+  clock.advance(WAKE_CHECK_TIMEOUT);
+  assert.equal(client.state.state, 'connected');
+});
+
+test('listeners are removed on disconnect', () => {
+  const { client, env } = setup(wsOnly);
+  client.connect();
+  assert.equal(env.count('online'), 1);
+  client.disconnect();
+  assert.equal(env.count('online'), 0);
+  assert.equal(env.count('visibilitychange'), 0);
+});
