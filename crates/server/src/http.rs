@@ -114,6 +114,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/readyz", get(ready_route))
         .route("/metrics", get(metrics_route))
         .route("/", get(index_route))
+        .route("/tether.js", get(client_route))
         .merge(transport::longpoll::routes());
     if node.config.server.echo {
         router = router.route("/echo", get(echo_route));
@@ -533,6 +534,19 @@ async fn metrics_route(State(node): State<Arc<Node>>) -> Response {
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         node.metrics.render(),
+    )
+        .into_response()
+}
+
+/// The JS client, built from `clients/js` (its `npm run check-dist` keeps
+/// this file equal to the sources); the demo page at `/` imports it.
+async fn client_route() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../../../clients/js/dist/tether.js"),
     )
         .into_response()
 }
