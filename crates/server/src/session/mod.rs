@@ -198,7 +198,7 @@ impl Session {
     pub async fn finish(&mut self) {
         // Nothing more will be read: free what is rung and refuse new rings.
         self.bell.finish();
-        let channels: Vec<Arc<str>> = self.subs.drain().map(|(c, _)| c).collect();
+        let channels = self.subs.drain();
         for channel in channels {
             self.leave(&channel).await;
         }

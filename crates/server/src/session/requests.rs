@@ -182,7 +182,7 @@ impl Session {
         }
         match self.node.broker.recover(channel, recover).await {
             Ok(r) => {
-                self.subs.insert(Arc::from(channel), cursor);
+                self.subs.insert(cursor);
                 Ok(r)
             }
             Err(e) => {
