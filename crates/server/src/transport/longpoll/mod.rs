@@ -174,15 +174,39 @@ pub(crate) fn new_client_id(node: &Node) -> String {
         bytes[8..].copy_from_slice(&fastrand::u64(..).to_le_bytes());
     }
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{hex}", node.id)
+    // `--node-id` is free text: kept to what `valid_client_id` accepts (and
+    // a query string carries as it is), so that any id handed out is usable.
+    let node_id: String = node
+        .id
+        .chars()
+        .take(MAX_CLIENT_ID - 33)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{node_id}-{hex}")
 }
+
+/// The longest client id accepted.
+const MAX_CLIENT_ID: usize = 96;
 
 /// Whether `client` looks like an id this transport hands out.
 pub(crate) fn valid_client_id(client: &str) -> bool {
-    (1..=96).contains(&client.len())
+    (1..=MAX_CLIENT_ID).contains(&client.len())
         && client
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The `close` that ends a session, counted in `tether_closes_total` as a
+/// WebSocket close frame is.
+pub(crate) fn ending_frame(node: &Node, c: &Closing) -> bytes::Bytes {
+    node.metrics.close(c.code.as_u16());
+    close_frame(c)
 }
 
 /// The `close` message a long-polling response carries when the session ends.

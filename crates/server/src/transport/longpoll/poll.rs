@@ -3,8 +3,9 @@
 //! position the log does not reach), and wait for a publication when there
 //! is nothing yet.
 
-use super::{close_frame, routes::PollBody, Held, PollSession, PollState};
+use super::{close_frame, ending_frame, routes::PollBody, Held, PollSession, PollState};
 use crate::{
+    channel_log::Cursor,
     node::Node,
     session::{push_publications, read_cursor, Closing, Out},
 };
@@ -12,7 +13,7 @@ use std::{
     pin::pin,
     sync::{atomic::Ordering, Arc},
 };
-use tether_protocol::{CloseCode, ErrorCode, ServerMessage, StreamPosition};
+use tether_protocol::{CloseCode, StreamPosition};
 use tokio::time::{sleep_until, Instant};
 
 /// Publications one poll answer carries per channel at most.
@@ -36,11 +37,13 @@ pub(crate) fn note_joins(state: &mut PollState) {
     state.held.retain(|c, _| engine.cursor(c).is_some());
 }
 
+/// Answers one poll; `body` names at most `--max-subscriptions` channels
+/// (the route answers 413 to more).
 pub(crate) async fn poll(node: &Arc<Node>, session: &Arc<PollSession>, body: PollBody) -> Out {
     let generation = session.poll_generation.fetch_add(1, Ordering::AcqRel) + 1;
     session.superseded.notify_waiters();
     let mut out = Out::new();
-    let expires_at;
+    let mut token_deadline;
     {
         let mut state = session.state.lock().await;
         if let Some(c) = &state.closed {
@@ -49,32 +52,13 @@ pub(crate) async fn poll(node: &Arc<Node>, session: &Arc<PollSession>, body: Pol
         if let Err(c) = state.engine.take_token(&mut out) {
             return end(node, session, &mut state, out, c);
         }
-        let max = node.config.limits.max_subscriptions;
-        if body.channels.len() > max {
-            out.push(
-                ServerMessage::Error {
-                    id: None,
-                    code: ErrorCode::TooManySubscriptions,
-                    message: format!("a poll names at most {max} channels"),
-                }
-                .encode()
-                .into(),
-            );
-            return out;
-        }
         reconcile(&mut state, body, &mut out).await;
         read_all(&mut state, &mut out).await;
         if !out.is_empty() {
             return out;
         }
-        expires_at = state.engine.grant.expires_at;
+        token_deadline = token_expiry(&state);
     }
-    let token_deadline = expires_at.map(|at| {
-        let left = at
-            .duration_since(std::time::SystemTime::now())
-            .unwrap_or_default();
-        Instant::now() + left
-    });
     let deadline = Instant::now() + node.config.heartbeat.long_poll_timeout;
     let bell = session.state.lock().await.engine.bell.clone();
     let shutdown = node.shutdown.clone();
@@ -97,12 +81,21 @@ pub(crate) async fn poll(node: &Arc<Node>, session: &Arc<PollSession>, body: Pol
                 return end(node, session, &mut state, out, c);
             }
             () = &mut timer => {
+                if token_deadline.is_none_or(|t| Instant::now() < t) {
+                    return out;
+                }
+                let mut state = session.state.lock().await;
+                // Another request may have brought a refreshed token while
+                // this poll waited: it replaced the grant, so wait on.
+                token_deadline = token_expiry(&state);
                 if token_deadline.is_some_and(|t| Instant::now() >= t) {
-                    let mut state = session.state.lock().await;
                     let c = Closing::new(CloseCode::TokenExpired, "token expired; reconnect with a fresh token");
                     return end(node, session, &mut state, out, c);
                 }
-                return out;
+                if Instant::now() >= deadline {
+                    return out;
+                }
+                timer.as_mut().reset(token_deadline.map_or(deadline, |t| t.min(deadline)));
             }
             () = &mut newer => {}
             () = &mut rung => {
@@ -116,6 +109,16 @@ pub(crate) async fn poll(node: &Arc<Node>, session: &Arc<PollSession>, body: Pol
     }
 }
 
+/// When the session's current token expires.
+fn token_expiry(state: &PollState) -> Option<Instant> {
+    state.engine.grant.expires_at.map(|at| {
+        let left = at
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        Instant::now() + left
+    })
+}
+
 /// Ends the session with `c`: the answer carries the close.
 fn end(
     node: &Arc<Node>,
@@ -124,7 +127,7 @@ fn end(
     mut out: Out,
     c: Closing,
 ) -> Out {
-    out.push(close_frame(&c));
+    out.push(ending_frame(node, &c));
     state.closed = Some(c);
     node.longpoll.remove(node, &session.client);
     out
@@ -150,11 +153,29 @@ async fn reconcile(state: &mut PollState, body: PollBody, out: &mut Out) {
             .get(channel.as_str())
             .is_some_and(|h| h.epoch == position.epoch);
         match state.engine.cursor(&channel) {
-            Some(cursor) if same_epoch => cursor.set_position(position.offset),
+            Some(cursor) if same_epoch && reaches(cursor, position.offset) => {
+                cursor.set_position(position.offset);
+            }
             _ => join(state, &channel, &position, out).await,
         }
     }
     note_joins(state);
+}
+
+/// Whether a held channel can continue from the client's `offset`: one at
+/// or before what this node sent, or one its log holds. An offset beyond
+/// both (a client ahead of the channel) is left to a re-join, which asks
+/// the broker and resyncs a position the channel never reached, instead of
+/// silently skipping every publication up to it.
+fn reaches(cursor: &Cursor, offset: u64) -> bool {
+    if offset <= cursor.position() {
+        return true;
+    }
+    let mut at = Vec::new();
+    cursor
+        .log
+        .read_after(offset - 1, 1, &mut at)
+        .is_ok_and(|_| at.first().is_some_and(|p| p.offset == offset))
 }
 
 /// Joins `channel` on this node from the client's position: what history

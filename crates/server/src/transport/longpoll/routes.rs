@@ -2,7 +2,7 @@
 //! with the WebSocket handshake's gate (origin, token, handshake rate,
 //! connection caps) and bounded bodies.
 
-use super::{close_frame, new_client_id, poll, valid_client_id, PollSession, STYLE};
+use super::{close_frame, ending_frame, new_client_id, poll, valid_client_id, PollSession, STYLE};
 use crate::{
     auth::{AuthError, Grant},
     handshake::Refusal,
@@ -80,7 +80,9 @@ async fn preflight(State(node): State<Arc<Node>>, headers: HeaderMap) -> Respons
     finish(&node, &headers, res)
 }
 
-fn json_array(frames: &[Bytes]) -> Response {
+/// A JSON array of protocol messages; they count as sent, as on `/ws`.
+fn json_array(node: &Node, frames: &[Bytes]) -> Response {
+    node.metrics.messages_out.inc_by(frames.len() as u64);
     let mut body = Vec::with_capacity(2 + frames.iter().map(|f| f.len() + 1).sum::<usize>());
     body.push(b'[');
     for (i, f) in frames.iter().enumerate() {
@@ -191,10 +193,16 @@ async fn session_for(
         // as on a WebSocket; other refusals are plain HTTP answers.
         Err((_, true)) if existing.is_some() => {
             node.longpoll.remove(node, &client);
-            return Err(json_array(&[close_frame(&Closing::new(
-                CloseCode::TokenExpired,
-                "token expired; reconnect with a fresh token",
-            ))]));
+            return Err(json_array(
+                node,
+                &[ending_frame(
+                    node,
+                    &Closing::new(
+                        CloseCode::TokenExpired,
+                        "token expired; reconnect with a fresh token",
+                    ),
+                )],
+            ));
         }
         Err((r, _)) => return Err(refuse(node, peer, req.uri.path(), r)),
     };
@@ -210,12 +218,14 @@ async fn session_for(
     Ok(session)
 }
 
-/// Reads a body of at most `limit` bytes, answering 413 / 400 / 408 itself.
+/// Reads a body of at most `limit` bytes, answering 413 / 400 / 408 itself
+/// (a 413 says which bound: the API's message names `/api/publish`'s).
 async fn body_of(
     node: &Node,
     peer: &PeerAddr,
     body: Body,
     limit: usize,
+    bound: &str,
 ) -> Result<Bytes, Response> {
     let Some(_receiving) = node.admission.receive_body(peer.addr.ip()) else {
         node.metrics.refusal("bodies_in_flight");
@@ -224,9 +234,17 @@ async fn body_of(
             "too many request bodies from your address are still arriving; retry in 1 s",
         ));
     };
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|e| crate::http::body_error(node, peer.addr, &e))
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let res = crate::http::body_error(node, peer.addr, &e);
+        if res.status() != StatusCode::PAYLOAD_TOO_LARGE {
+            return res;
+        }
+        let (mut parts, _) = res.into_parts();
+        parts.headers.remove(header::CONTENT_TYPE);
+        parts.headers.remove(header::CONTENT_LENGTH);
+        let text = format!("request body over {limit} bytes ({bound})\n");
+        Response::from_parts(parts, Body::from(text))
+    })
 }
 
 async fn send_route(
@@ -246,7 +264,8 @@ async fn send(node: &Arc<Node>, peer: &PeerAddr, req: &Parts, body: Body) -> Res
     };
     let _busy = session.busy();
     let limit = 4 * node.config.limits.max_message_bytes + 1024;
-    let body = match body_of(node, peer, body, limit).await {
+    let bound = "4 × --max-message-bytes + 1 KiB";
+    let body = match body_of(node, peer, body, limit, bound).await {
         Ok(b) => b,
         Err(res) => return res,
     };
@@ -270,26 +289,50 @@ async fn send(node: &Arc<Node>, peer: &PeerAddr, req: &Parts, body: Body) -> Res
     }
     let mut state = session.state.lock().await;
     if let Some(c) = &state.closed {
-        return json_array(&[close_frame(c)]);
+        return json_array(node, &[close_frame(c)]);
     }
     let mut out = Out::new();
     for message in messages {
         if let Err(c) = state.engine.on_text(message.get(), &mut out).await {
-            out.push(close_frame(&c));
+            out.push(ending_frame(node, &c));
             state.closed = Some(c);
             drop(state);
             node.longpoll.remove(node, &session.client);
-            return json_array(&out);
+            return json_array(node, &out);
         }
     }
     poll::note_joins(&mut state);
-    json_array(&out)
+    json_array(node, &out)
 }
 
 #[derive(Deserialize)]
 pub(crate) struct PollBody {
     #[serde(default)]
     pub channels: std::collections::HashMap<String, tether_protocol::StreamPosition>,
+}
+
+/// Decodes a poll's body: a JSON object (serde would also take a struct
+/// from an array, `[]` included) naming at most `max` channels; `Err` is the
+/// status and reason to answer.
+fn poll_body(body: &[u8], max: usize) -> Result<PollBody, (StatusCode, String)> {
+    let decoded = match body.trim_ascii_start().first() {
+        Some(b'{') => serde_json::from_slice::<PollBody>(body).map_err(|e| e.to_string()),
+        _ => Err("not a JSON object".into()),
+    };
+    match decoded {
+        Err(e) => Err((
+            StatusCode::BAD_REQUEST,
+            format!("the body must be {{\"channels\":{{NAME:{{\"epoch\":E,\"offset\":N}}}}}}: {e}"),
+        )),
+        Ok(body) if body.channels.len() > max => Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "a poll names {} channels; at most {max} (--max-subscriptions)",
+                body.channels.len()
+            ),
+        )),
+        Ok(body) => Ok(body),
+    }
 }
 
 async fn poll_route(
@@ -304,17 +347,13 @@ async fn poll_route(
         Err(res) => res,
         Ok(session) => {
             let _busy = session.busy();
-            let limit = node.config.limits.max_subscriptions * 320 + 1024;
-            match body_of(&node, &peer, body, limit).await {
+            let max = node.config.limits.max_subscriptions;
+            let bound = "320 bytes per --max-subscriptions + 1 KiB";
+            match body_of(&node, &peer, body, max * 320 + 1024, bound).await {
                 Err(res) => res,
-                Ok(body) => match serde_json::from_slice::<PollBody>(&body) {
-                    Err(e) => bad_request(
-                        StatusCode::BAD_REQUEST,
-                        &format!(
-                            "the body must be {{\"channels\":{{NAME:{{\"epoch\":E,\"offset\":N}}}}}}: {e}"
-                        ),
-                    ),
-                    Ok(body) => json_array(&poll::poll(&node, &session, body).await),
+                Ok(body) => match poll_body(&body, max) {
+                    Err((status, reason)) => bad_request(status, &reason),
+                    Ok(body) => json_array(&node, &poll::poll(&node, &session, body).await),
                 },
             }
         }
