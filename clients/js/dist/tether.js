@@ -186,7 +186,7 @@ function defaultEnv() {
   const g = globalThis;
   const win = target(g.window);
   const doc = target(g.document);
-  const on = (type) => type === "visibilitychange" ? doc : win;
+  const on = (type) => type === "visibilitychange" || type === "resume" ? doc : win;
   return {
     onLine: () => g.navigator?.onLine !== false,
     visible: () => g.document?.visibilityState !== "hidden",
@@ -745,6 +745,8 @@ var Connection = class {
       ["online", resume("online")],
       ["offline", () => this.wentOffline()],
       ["pageshow", resume("pageshow")],
+      // Page Lifecycle: a frozen page (timers stopped, sockets possibly dead) runs again.
+      ["resume", resume("resume")],
       ["visibilitychange", () => this.o.env.visible?.() !== false && this.resume("visibilitychange")]
     ];
   }

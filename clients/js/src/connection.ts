@@ -67,6 +67,8 @@ export abstract class Connection {
       ['online', resume('online')],
       ['offline', () => this.wentOffline()],
       ['pageshow', resume('pageshow')],
+      // Page Lifecycle: a frozen page (timers stopped, sockets possibly dead) runs again.
+      ['resume', resume('resume')],
       ['visibilitychange', () => this.o.env.visible?.() !== false && this.resume('visibilitychange')],
     ];
   }

@@ -1,11 +1,12 @@
 // The page's environment: connectivity and lifecycle events. In browsers
-// `online`/`offline`/`pageshow` come from `window` and `visibilitychange`
-// from `document`; elsewhere (Node) the environment is always online.
+// `online`/`offline`/`pageshow` come from `window`, `visibilitychange` and
+// `resume` (Page Lifecycle: a frozen page runs again) from `document`;
+// elsewhere (Node) the environment is always online.
 
 export interface Env {
   /** `navigator.onLine`: false pauses connection attempts. */
   onLine(): boolean;
-  /** For `online`, `offline`, `pageshow` and `visibilitychange`. */
+  /** For `online`, `offline`, `pageshow`, `visibilitychange` and `resume`. */
   addEventListener(type: string, fn: () => void): void;
   removeEventListener?(type: string, fn: () => void): void;
   /** Whether the page is visible (`document.visibilityState`); default true. */
@@ -29,7 +30,7 @@ export function defaultEnv(): Env {
   };
   const win = target(g.window);
   const doc = target(g.document);
-  const on = (type: string) => (type === 'visibilitychange' ? doc : win);
+  const on = (type: string) => (type === 'visibilitychange' || type === 'resume' ? doc : win);
   return {
     onLine: () => g.navigator?.onLine !== false,
     visible: () => g.document?.visibilityState !== 'hidden',

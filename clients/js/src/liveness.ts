@@ -3,9 +3,9 @@
 // ping_interval of silence the client sends `{"type":"ping"}`. Timers stop
 // while a laptop sleeps and fire about once a minute in hidden tabs, so the
 // wall clock is checked too: a timer that fires late past the deadline, a
-// send, or a resume (visible, pageshow, online) with the wall clock past the
-// deadline makes the connection suspect: it is pinged with a short deadline
-// instead of being trusted.
+// send, or a resume (visible, pageshow, resume, online) with the wall clock
+// past the deadline makes the connection suspect: it is pinged with a short
+// deadline instead of being trusted.
 
 import type { Clock } from './transport/transport.js';
 

@@ -48,7 +48,7 @@ test('a connection lost while offline waits for online', () => {
   assert.equal(ws.sockets.length, 2);
 });
 
-for (const event of ['visibilitychange', 'pageshow', 'online', 'offline']) {
+for (const event of ['visibilitychange', 'pageshow', 'resume', 'online', 'offline']) {
   test(`${event} while connected: ping at once with a short deadline; no answer → reconnect`, () => {
     const { client, ws, env, clock } = setup(wsOnly);
     client.connect();

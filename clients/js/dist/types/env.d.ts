@@ -1,7 +1,7 @@
 export interface Env {
     /** `navigator.onLine`: false pauses connection attempts. */
     onLine(): boolean;
-    /** For `online`, `offline`, `pageshow` and `visibilitychange`. */
+    /** For `online`, `offline`, `pageshow`, `visibilitychange` and `resume`. */
     addEventListener(type: string, fn: () => void): void;
     removeEventListener?(type: string, fn: () => void): void;
     /** Whether the page is visible (`document.visibilityState`); default true. */
