@@ -1,0 +1,110 @@
+// 6. A page that was frozen, hidden or asleep (its clock jumped) checks its
+// connection at once on resume: the fault proxy black-holes the connection
+// (nothing forwarded, nothing closed: a dead NAT entry, a suspended laptop),
+// and the page must notice within a few seconds — far below the server's
+// ping_interval + pong_timeout (30 s here), after which the heartbeat alone
+// would notice — then reconnect and receive again.
+//
+// Chromium's CDP Page.setWebLifecycleState frozen/active has no effect on a
+// visible headless page (timers keep running, no freeze/resume events), so
+// resume is simulated with the events a browser fires (visibilitychange,
+// pageshow, Page Lifecycle `resume`) and with playwright's clock
+// (fastForward: timers fire late, as after a laptop's sleep).
+
+import assert from 'node:assert/strict';
+import { after, afterEach, before, test } from 'node:test';
+import { channelName, launch, openDemo, waitFeedText, waitState } from './support/browser.mjs';
+import { FaultProxy } from './support/proxy.mjs';
+import { publish } from './support/publisher.mjs';
+import { startServer } from './support/server.mjs';
+
+const PING = 20_000;
+const PONG = 10_000;
+/** The client's WAKE_CHECK_TIMEOUT (3 s) plus a margin: far below PING + PONG. */
+const NOTICE_WITHIN = 4_500;
+
+let server, proxy, browser;
+
+before(async () => {
+  server = await startServer({ args: ['--ping-interval', `${PING / 1000}s`, '--pong-timeout', `${PONG / 1000}s`] });
+  proxy = await new FaultProxy(server).listen();
+});
+
+afterEach(async () => {
+  await browser?.close();
+  browser = null;
+  proxy.cutAll();
+});
+
+after(async () => {
+  await proxy?.close();
+  await server?.stop();
+});
+
+/** A connected page on a fresh browser; `clock`: install playwright's fake clock first. */
+async function connectedPage(name, clock = false) {
+  browser = await launch();
+  if (clock) await browser.context.clock.install();
+  const channel = channelName(name);
+  const page = await openDemo(browser.context, proxy.url, { channel });
+  await waitState(page, 'connected', 'websocket');
+  await publish(server, channel, { text: 'first' });
+  await waitFeedText(page, 'first');
+  return { page, channel };
+}
+
+/** Black-holes the connection, runs `resume`, and checks the page notices at once and recovers. */
+async function deadOnResume(page, channel, resume) {
+  assert.ok(proxy.blackholeAll() > 0, 'a connection to black-hole');
+  const upgradesBefore = proxy.upgradesSince(0).length;
+  const from = Date.now();
+  await resume();
+  await page.waitForFunction(() => document.getElementById('status').dataset.state !== 'connected', null, {
+    timeout: NOTICE_WITHIN,
+    polling: 20,
+  });
+  const noticed = Date.now() - from;
+  assert.ok(noticed < NOTICE_WITHIN && noticed < PING + PONG, `noticed after ${noticed} ms`);
+  const dropped = page.states.find((s) => s.at >= from && s.state !== 'connected');
+  assert.equal(dropped?.state, 'reconnecting');
+  assert.match(dropped.reason, /no answer to a ping within 3000 ms/);
+
+  await waitState(page, 'connected', 'websocket');
+  if (process.env.E2E_TRACE) console.log('noticed', noticed, 'reconnected', Date.now() - from, page.states.slice(-3));
+  assert.ok(proxy.upgradesSince(0).length > upgradesBefore, 'a new WebSocket handshake');
+  await publish(server, channel, { text: 'after resume' });
+  await waitFeedText(page, 'after resume');
+  assert.deepEqual(page.errors, []);
+  return noticed;
+}
+
+const dispatch = (page, target, type) =>
+  page.evaluate(([t, ty]) => (t === 'document' ? document : window).dispatchEvent(new Event(ty)), [target, type]);
+
+test('visible again (visibilitychange): a live connection is kept, a dead one dropped at once', async () => {
+  const { page, channel } = await connectedPage('visible');
+  // Alive: the ping sent on resume is answered; the connection stays (watched
+  // for longer than the 3 s deadline: a measurement window).
+  const from = Date.now();
+  await dispatch(page, 'document', 'visibilitychange');
+  await page.waitForTimeout(NOTICE_WITHIN);
+  assert.equal(page.states.filter((s) => s.at >= from).length, 0, 'no state change while alive');
+  assert.ok(await page.evaluate(() => window.tether.rtt !== undefined), 'the resume ping measured the RTT');
+
+  await deadOnResume(page, channel, () => dispatch(page, 'document', 'visibilitychange'));
+});
+
+test('back from the back/forward cache (pageshow): a dead connection is dropped at once', async () => {
+  const { page, channel } = await connectedPage('pageshow');
+  await deadOnResume(page, channel, () => dispatch(page, 'window', 'pageshow'));
+});
+
+test('a frozen page resumed (Page Lifecycle resume): a dead connection is dropped at once', async () => {
+  const { page, channel } = await connectedPage('frozen');
+  await deadOnResume(page, channel, () => dispatch(page, 'document', 'resume'));
+});
+
+test('the clock jumps a minute ahead (sleep): a dead connection is dropped at once', async () => {
+  const { page, channel } = await connectedPage('clock', true);
+  await deadOnResume(page, channel, () => browser.context.clock.fastForward('01:00'));
+});
