@@ -8,7 +8,10 @@
 
 use crate::channel_log::Cursor;
 use parking_lot::Mutex;
-use std::sync::Arc;
+use std::sync::{
+    atomic::{AtomicU64, AtomicU8, Ordering},
+    Arc,
+};
 use tokio::sync::{futures::Notified, Notify};
 
 #[derive(Default)]
@@ -16,7 +19,18 @@ pub struct Doorbell {
     state: Mutex<State>,
     /// Wakes the connection's task.
     notify: Notify,
+    /// Node events for the session ([`TICK`], [`DRAIN`]), taken when it wakes.
+    events: AtomicU8,
+    /// When the session next needs its heartbeat check, on the node's
+    /// clock ([`crate::heartbeat::Ticker`]): the node-wide ticker wakes it
+    /// then, so no session holds a timer of its own.
+    deadline_ms: AtomicU64,
 }
+
+/// The session's heartbeat deadline has come.
+pub const TICK: u8 = 1;
+/// The node drains: close with 1012.
+pub const DRAIN: u8 = 2;
 
 #[derive(Default)]
 struct State {
@@ -61,6 +75,25 @@ impl Doorbell {
             out.append(&mut state.dirty);
         }
         Ok(())
+    }
+
+    /// Raises node events and wakes the session.
+    pub fn signal(&self, events: u8) {
+        self.events.fetch_or(events, Ordering::AcqRel);
+        self.notify.notify_one();
+    }
+
+    /// The events raised since the last call.
+    pub fn take_events(&self) -> u8 {
+        self.events.swap(0, Ordering::AcqRel)
+    }
+
+    pub fn set_deadline(&self, ms: u64) {
+        self.deadline_ms.store(ms, Ordering::Release);
+    }
+
+    pub fn deadline(&self) -> u64 {
+        self.deadline_ms.load(Ordering::Acquire)
     }
 
     /// Resolves when there may be something to take.

@@ -12,6 +12,7 @@ pub mod config;
 pub mod doorbell;
 pub mod fdlimit;
 pub mod handshake;
+pub mod heartbeat;
 pub mod http;
 pub mod hub;
 pub mod idle_pattern;

@@ -121,6 +121,19 @@ impl Server {
                 }
             }
         });
+        let ticker = tokio::spawn({
+            let node = node.clone();
+            async move {
+                let hb = &node.config.heartbeat;
+                let period = crate::heartbeat::Ticker::period(hb.ping_interval, hb.pong_timeout);
+                let mut tick = tokio::time::interval(period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    node.ticker.tick(tokio::time::Instant::now());
+                }
+            }
+        });
         tokio::pin!(signal);
         loop {
             tokio::select! {
@@ -153,6 +166,7 @@ impl Server {
             info!("drained");
         }
         sweeper.abort();
+        ticker.abort();
     }
 }
 

@@ -28,6 +28,8 @@ pub struct Node {
     /// Cancelled when the node starts draining: sessions close with 1012.
     pub shutdown: CancellationToken,
     draining: AtomicBool,
+    /// Wakes WebSocket sessions for their heartbeat checks and the drain.
+    pub ticker: crate::heartbeat::Ticker,
     /// Long-polling clients' sessions on this node.
     pub longpoll: crate::transport::longpoll::Registry,
     /// Every connection task, so the drain can wait for them.
@@ -76,6 +78,7 @@ impl Node {
             draining: AtomicBool::new(false),
             tasks: TaskTracker::new(),
             longpoll: Default::default(),
+            ticker: Default::default(),
             next_conn_id: AtomicU64::new(1),
             idle_patterns: Default::default(),
         }))
@@ -94,6 +97,7 @@ impl Node {
     pub fn start_drain(self: &Arc<Self>) {
         self.draining.store(true, Ordering::Release);
         self.shutdown.cancel();
+        self.ticker.drain();
         self.longpoll.clear(self);
     }
 

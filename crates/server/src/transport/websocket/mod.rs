@@ -19,6 +19,7 @@ use crate::{
     auth::Grant,
     broker::Publication,
     channel_log::Cursor,
+    doorbell::{DRAIN, TICK},
     limits::ConnectionPermit,
     node::Node,
     session::{Closing, Out, Session as Engine, Style},
@@ -28,7 +29,7 @@ use std::{net::SocketAddr, pin::pin, sync::Arc, time::SystemTime};
 use tether_protocol::{CloseCode, ServerMessage, PROTOCOL_VERSION};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    time::{sleep_until, timeout, Instant},
+    time::{timeout, Instant},
 };
 use tokio_websockets::{Message, WebSocketStream};
 use tracing::{debug, info, Instrument};
@@ -54,6 +55,15 @@ enum End {
     /// The peer broke the WebSocket protocol (or sent an oversized message);
     /// the library has already queued the close frame with this code.
     Violation(u16, String),
+}
+
+/// The session's place in the node's ticker, freed when the loop ends.
+struct TickerSlot<'a>(&'a crate::heartbeat::Ticker, u32);
+
+impl Drop for TickerSlot<'_> {
+    fn drop(&mut self) {
+        self.0.remove(self.1);
+    }
 }
 
 impl From<Closing> for End {
@@ -143,24 +153,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 .min(last_seen + silence_limit)
                 .min(expires_at.unwrap_or(next_ping))
         };
-        // Every future below is created once and polled in place: re-creating
-        // them on each turn of the loop (re-registering the timer, taking the
-        // Notify locks) was a measurable share of the fan-out cost.
+        // No timer of its own: the node's ticker wakes the session through
+        // its doorbell when the deadline written there comes, and when the
+        // node drains (`crate::heartbeat`).
         let bell = self.engine.bell.clone();
-        let token = node.shutdown.clone();
-        let mut cancelled = pin!(token.cancelled());
+        let ticker = &node.ticker;
+        bell.set_deadline(ticker.ms(deadline(next_ping, self.last_seen)));
+        let _slot = TickerSlot(ticker, ticker.add(&bell));
+        if node.is_draining() {
+            return End::Close(CloseCode::ServiceRestart, drain_reason(&node.config.server));
+        }
+        // Created once and polled in place: re-creating it on each turn of
+        // the loop (taking the Notify lock) was a measurable share of the
+        // fan-out cost.
         let mut wake = pin!(bell.notified());
-        let mut timer = pin!(sleep_until(deadline(next_ping, self.last_seen)));
         loop {
-            // Biased, in this order: the drain; then inbound frames, so a
-            // busy doorbell can never starve pongs, unsubscribes and close
-            // frames (their rate is bounded by the message bucket); then the
-            // heartbeat timer; then publications.
+            // Biased: inbound frames first, so a busy doorbell can never
+            // starve pongs, unsubscribes and close frames (their rate is
+            // bounded by the message bucket); then the node's events (the
+            // drain, the heartbeat) and publications.
             tokio::select! {
                 biased;
-                () = &mut cancelled => {
-                    return End::Close(CloseCode::ServiceRestart, drain_reason(&node.config.server));
-                }
                 frame = self.ws.next() => {
                     let now = Instant::now();
                     let silent_for = now.saturating_duration_since(self.last_seen);
@@ -187,30 +200,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         }
                     }
                 }
-                () = &mut timer => {
-                    let now = Instant::now();
-                    if expires_at.is_some_and(|at| now >= at) {
-                        return End::Close(CloseCode::TokenExpired, "token expired; reconnect with a fresh token".into());
-                    }
-                    if now >= self.last_seen + silence_limit {
-                        node.metrics.heartbeat_timeouts.inc();
-                        return End::Close(
-                            CloseCode::HeartbeatTimeout,
-                            format!("no message or pong for {} ms", silence_limit.as_millis()),
-                        );
-                    }
-                    if now >= next_ping {
-                        next_ping = now + hb.ping_interval;
-                        if let Err(end) = Box::pin(self.send_raw(Message::ping(bytes::Bytes::new()))).await {
-                            return end;
-                        }
-                    }
-                    // Inbound frames move `last_seen` without touching the
-                    // timer; it is re-aimed only here, when it fires.
-                    timer.as_mut().reset(deadline(next_ping, self.last_seen));
-                }
                 () = &mut wake => {
                     wake.set(bell.notified());
+                    let events = bell.take_events();
+                    if events & DRAIN != 0 {
+                        return End::Close(CloseCode::ServiceRestart, drain_reason(&node.config.server));
+                    }
+                    if events & TICK != 0 {
+                        let now = Instant::now();
+                        if expires_at.is_some_and(|at| now >= at) {
+                            return End::Close(CloseCode::TokenExpired, "token expired; reconnect with a fresh token".into());
+                        }
+                        if now >= self.last_seen + silence_limit {
+                            node.metrics.heartbeat_timeouts.inc();
+                            return End::Close(
+                                CloseCode::HeartbeatTimeout,
+                                format!("no message or pong for {} ms", silence_limit.as_millis()),
+                            );
+                        }
+                        if now >= next_ping {
+                            next_ping = now + hb.ping_interval;
+                            if let Err(end) = Box::pin(self.send_raw(Message::ping(bytes::Bytes::new()))).await {
+                                return end;
+                            }
+                        }
+                        // Inbound frames move `last_seen` without touching the
+                        // deadline; it is re-aimed only here, when it comes.
+                        bell.set_deadline(ticker.ms(deadline(next_ping, self.last_seen)));
+                    }
                     // Boxed, with its buffers: an idle connection holds none.
                     if let Err(end) = Box::pin(self.write_rung()).await {
                         return end;
