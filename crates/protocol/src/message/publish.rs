@@ -32,6 +32,16 @@ pub fn validate_publish(
             ),
         ));
     }
+    let depth = nesting_depth(data.get());
+    if depth > MAX_DATA_DEPTH {
+        return Err((
+            ErrorCode::BadRequest,
+            format!(
+                "`data` nests {depth} arrays/objects deep; the limit is {MAX_DATA_DEPTH} \
+                 (clients' JSON parsers refuse deeper values)"
+            ),
+        ));
+    }
     if let Some(key) = key {
         if key.is_empty() || key.len() > MAX_KEY_LEN {
             return Err((
@@ -41,6 +51,38 @@ pub fn validate_publish(
         }
     }
     Ok(())
+}
+
+/// How deep `data` may nest arrays and objects: every subscriber must be
+/// able to parse what it is sent, and common parsers stop at 128 (serde_json)
+/// or less.
+pub const MAX_DATA_DEPTH: usize = 64;
+
+/// The deepest nesting of arrays and objects in valid JSON text (brackets
+/// inside strings do not count).
+fn nesting_depth(json: &str) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in json.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 /// Checks a channel name: 1–255 bytes of `[A-Za-z0-9_.:@/-]`.
@@ -107,4 +149,31 @@ pub fn decode_publish_body(body: &[u8], max_data_bytes: usize) -> Result<Publish
     validate_publish(&channel, &data, key.as_deref(), max_data_bytes)
         .map_err(|(code, message)| DecodeError::new(None, code, message))?;
     Ok(PublishBody { channel, data, key })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.to_owned()).unwrap_or_else(|_| unreachable!("test JSON"))
+    }
+
+    #[test]
+    fn nesting_is_counted_outside_strings_only() {
+        assert_eq!(nesting_depth("1"), 0);
+        assert_eq!(nesting_depth(r#"{"a":[1,{"b":[]}]}"#), 4);
+        assert_eq!(nesting_depth(r#"["[[[{{{", "\"[["]"#), 1);
+    }
+
+    #[test]
+    fn data_nested_past_the_limit_is_refused() {
+        let at_limit = format!("{}{}", "[".repeat(MAX_DATA_DEPTH), "]".repeat(MAX_DATA_DEPTH));
+        assert!(validate_publish("c", &raw(&at_limit), None, 1 << 20).is_ok());
+        let deeper = format!("[{at_limit}]");
+        let (code, message) = validate_publish("c", &raw(&deeper), None, 1 << 20)
+            .expect_err("one level too deep");
+        assert_eq!(code, ErrorCode::BadRequest);
+        assert!(message.contains("65") && message.contains("64"), "{message}");
+    }
 }
