@@ -30,6 +30,14 @@ impl Grant {
         Grant::default()
     }
 
+    /// Whether this is [`Grant::anonymous`]: no user, no expiry, any channel.
+    pub fn is_anonymous(&self) -> bool {
+        self.user.is_none()
+            && self.expires_at.is_none()
+            && self.subscribe.is_none()
+            && self.publish.is_none()
+    }
+
     /// A tokenless client on a server that has JWT auth but also
     /// `--allow-anonymous`: it may subscribe anywhere, publish nowhere.
     pub fn anonymous_restricted() -> Self {

@@ -168,12 +168,19 @@ mod tests {
 
     #[test]
     fn data_nested_past_the_limit_is_refused() {
-        let at_limit = format!("{}{}", "[".repeat(MAX_DATA_DEPTH), "]".repeat(MAX_DATA_DEPTH));
+        let at_limit = format!(
+            "{}{}",
+            "[".repeat(MAX_DATA_DEPTH),
+            "]".repeat(MAX_DATA_DEPTH)
+        );
         assert!(validate_publish("c", &raw(&at_limit), None, 1 << 20).is_ok());
         let deeper = format!("[{at_limit}]");
-        let (code, message) = validate_publish("c", &raw(&deeper), None, 1 << 20)
-            .expect_err("one level too deep");
+        let (code, message) =
+            validate_publish("c", &raw(&deeper), None, 1 << 20).expect_err("one level too deep");
         assert_eq!(code, ErrorCode::BadRequest);
-        assert!(message.contains("65") && message.contains("64"), "{message}");
+        assert!(
+            message.contains("65") && message.contains("64"),
+            "{message}"
+        );
     }
 }

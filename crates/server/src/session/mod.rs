@@ -76,8 +76,9 @@ pub struct Session {
     pub(crate) node: Arc<Node>,
     /// Registers the session's subscriptions in the hub.
     pub(crate) conn_id: u64,
-    /// Replaced when a long-polling client presents a refreshed token.
-    pub grant: Grant,
+    /// Shared by every tokenless session (one pointer each); replaced when
+    /// a long-polling client presents a refreshed token.
+    pub grant: Arc<Grant>,
     subs: Subscriptions,
     pub(crate) bell: Arc<Doorbell>,
     bucket: TokenBucket,
@@ -102,13 +103,18 @@ impl Session {
             bell: Arc::new(Doorbell::new()),
             conn_id: node.next_conn_id(),
             node,
-            grant,
+            grant: shared_grant(grant),
             subs: Subscriptions::default(),
             strikes: 0,
             style,
             retried: (style == Style::Retried).then(Default::default),
             _permit: permit,
         }
+    }
+
+    /// Replaces the session's permissions (a refreshed token).
+    pub fn set_grant(&mut self, grant: Grant) {
+        self.grant = shared_grant(grant);
     }
 
     /// The client id a `Style::Retried` session keys its publishes with.
@@ -202,6 +208,18 @@ impl Session {
         for channel in channels {
             self.leave(&channel).await;
         }
+    }
+}
+
+/// The grant as held by a session: the open-access grant, by far the most
+/// common, is one allocation shared by all.
+fn shared_grant(grant: Grant) -> Arc<Grant> {
+    static ANONYMOUS: std::sync::LazyLock<Arc<Grant>> =
+        std::sync::LazyLock::new(|| Arc::new(Grant::anonymous()));
+    if grant.is_anonymous() {
+        ANONYMOUS.clone()
+    } else {
+        Arc::new(grant)
     }
 }
 

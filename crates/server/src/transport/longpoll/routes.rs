@@ -214,7 +214,7 @@ async fn session_for(
         },
     };
     // A refreshed token replaces the old one.
-    session.state.lock().await.engine.grant = grant;
+    session.state.lock().await.engine.set_grant(grant);
     Ok(session)
 }
 

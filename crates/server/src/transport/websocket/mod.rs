@@ -58,11 +58,11 @@ enum End {
 }
 
 /// The session's place in the node's ticker, freed when the loop ends.
-struct TickerSlot<'a>(&'a crate::heartbeat::Ticker, u32);
+struct TickerSlot(Arc<Node>, u32);
 
-impl Drop for TickerSlot<'_> {
+impl Drop for TickerSlot {
     fn drop(&mut self) {
-        self.0.remove(self.1);
+        self.0.ticker.remove(self.1);
     }
 }
 
@@ -114,12 +114,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// only holds the box: an `async fn` taking `self` by value would keep
     /// two copies of it in the task's state (rust-lang/rust#62958).
     pub fn run(self: Box<Self>) -> impl std::future::Future<Output = ()> {
-        let span = tracing::info_span!(
+        self.drive()
+    }
+
+    /// The span the session's log lines carry. Entered only around the
+    /// paths that log (requests, writes, the close), not held by the task:
+    /// an idle connection keeps no span.
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!(
             "session",
             peer = %self.peer,
             client = %format_args!("{}-{:x}", self.engine.node.id, self.engine.conn_id)
-        );
-        self.drive().instrument(span)
+        )
     }
 
     async fn drive(mut self: Box<Self>) {
@@ -129,37 +135,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let end = self.serve(client_id).await;
         // Boxed: the close path is large and runs once; keeping it out of
         // the task's inline state keeps every idle connection smaller.
-        Box::pin(self.finish(end)).await;
+        let span = self.span();
+        Box::pin(self.finish(end).instrument(span)).await;
         node.metrics.connections.dec();
     }
 
     async fn serve(&mut self, client_id: String) -> End {
         let node = self.engine.node.clone();
-        let hb = &node.config.heartbeat;
-        let welcome = ServerMessage::Welcome {
-            client: client_id,
-            ping_interval_ms: hb.ping_interval.as_millis() as u64,
-            pong_timeout_ms: hb.pong_timeout.as_millis() as u64,
-            version: PROTOCOL_VERSION,
+        let welcome = {
+            let hb = &node.config.heartbeat;
+            ServerMessage::Welcome {
+                client: client_id,
+                ping_interval_ms: hb.ping_interval.as_millis() as u64,
+                pong_timeout_ms: hb.pong_timeout.as_millis() as u64,
+                version: PROTOCOL_VERSION,
+            }
         };
         if let Err(end) = Box::pin(self.send(welcome.encode())).await {
             return end;
         }
-        let silence_limit = hb.ping_interval + hb.pong_timeout;
-        let mut next_ping = Instant::now() + hb.ping_interval;
-        let expires_at = self.engine.grant.expires_at.and_then(instant_of);
-        let deadline = |next_ping: Instant, last_seen: Instant| {
-            next_ping
-                .min(last_seen + silence_limit)
-                .min(expires_at.unwrap_or(next_ping))
-        };
         // No timer of its own: the node's ticker wakes the session through
         // its doorbell when the deadline written there comes, and when the
-        // node drains (`crate::heartbeat`).
+        // node drains (`crate::heartbeat`). Times are milliseconds on the
+        // ticker's clock, to keep the task's state small.
         let bell = self.engine.bell.clone();
-        let ticker = &node.ticker;
-        bell.set_deadline(ticker.ms(deadline(next_ping, self.last_seen)));
-        let _slot = TickerSlot(ticker, ticker.add(&bell));
+        let mut next_ping = node
+            .ticker
+            .ms(Instant::now() + node.config.heartbeat.ping_interval);
+        bell.set_deadline(self.deadline(next_ping));
+        let _slot = TickerSlot(node.clone(), node.ticker.add(&bell));
         if node.is_draining() {
             return End::Close(CloseCode::ServiceRestart, drain_reason(&node.config.server));
         }
@@ -194,7 +198,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                             }
                             // Boxed: request handling has deep futures, and
                             // idle connections never need them.
-                            if let Err(end) = Box::pin(self.on_frame(msg)).await {
+                            let span = self.span();
+                            if let Err(end) = Box::pin(self.on_frame(msg).instrument(span)).await {
                                 return end;
                             }
                         }
@@ -207,26 +212,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         return End::Close(CloseCode::ServiceRestart, drain_reason(&node.config.server));
                     }
                     if events & TICK != 0 {
-                        let now = Instant::now();
-                        if expires_at.is_some_and(|at| now >= at) {
-                            return End::Close(CloseCode::TokenExpired, "token expired; reconnect with a fresh token".into());
+                        if let Err(end) = Box::pin(self.heartbeat(&mut next_ping)).await {
+                            return end;
                         }
-                        if now >= self.last_seen + silence_limit {
-                            node.metrics.heartbeat_timeouts.inc();
-                            return End::Close(
-                                CloseCode::HeartbeatTimeout,
-                                format!("no message or pong for {} ms", silence_limit.as_millis()),
-                            );
-                        }
-                        if now >= next_ping {
-                            next_ping = now + hb.ping_interval;
-                            if let Err(end) = Box::pin(self.send_raw(Message::ping(bytes::Bytes::new()))).await {
-                                return end;
-                            }
-                        }
-                        // Inbound frames move `last_seen` without touching the
-                        // deadline; it is re-aimed only here, when it comes.
-                        bell.set_deadline(ticker.ms(deadline(next_ping, self.last_seen)));
                     }
                     // Boxed, with its buffers: an idle connection holds none.
                     if let Err(end) = Box::pin(self.write_rung()).await {
@@ -235,6 +223,57 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             }
         }
+    }
+
+    /// When the session next needs a heartbeat check: the next ping, the
+    /// silence limit, or the token's expiry.
+    fn deadline(&self, next_ping: u64) -> u64 {
+        let node = &self.engine.node;
+        let hb = &node.config.heartbeat;
+        let silent = node
+            .ticker
+            .ms(self.last_seen + hb.ping_interval + hb.pong_timeout);
+        let expiry = self.expires_at().map_or(u64::MAX, |at| node.ticker.ms(at));
+        next_ping.min(silent).min(expiry)
+    }
+
+    fn expires_at(&self) -> Option<Instant> {
+        self.engine.grant.expires_at.and_then(instant_of)
+    }
+
+    /// The heartbeat check, when the ticker says its deadline came: token
+    /// expiry (4002), silence (4003), or time for a ping.
+    async fn heartbeat(&mut self, next_ping: &mut u64) -> Result<(), End> {
+        let node = self.engine.node.clone();
+        let hb = &node.config.heartbeat;
+        let now = Instant::now();
+        if self
+            .engine
+            .grant
+            .expires_at
+            .is_some_and(|at| SystemTime::now() >= at)
+        {
+            return Err(End::Close(
+                CloseCode::TokenExpired,
+                "token expired; reconnect with a fresh token".into(),
+            ));
+        }
+        let silence_limit = hb.ping_interval + hb.pong_timeout;
+        if now >= self.last_seen + silence_limit {
+            node.metrics.heartbeat_timeouts.inc();
+            return Err(End::Close(
+                CloseCode::HeartbeatTimeout,
+                format!("no message or pong for {} ms", silence_limit.as_millis()),
+            ));
+        }
+        if node.ticker.ms(now) >= *next_ping {
+            *next_ping = node.ticker.ms(now + hb.ping_interval);
+            self.send_raw(Message::ping(bytes::Bytes::new())).await?;
+        }
+        // Inbound frames move `last_seen` without touching the deadline; it
+        // is re-aimed only here, when it comes.
+        self.engine.bell.set_deadline(self.deadline(*next_ping));
+        Ok(())
     }
 
     /// Writes what the rung subscriptions have new, from their channels'
