@@ -110,19 +110,48 @@ stop_server() {
   sleep 1 # let TIME_WAIT sockets and the kernel settle between runs
 }
 
+# The kernel's TCP counters that show a connect burst going wrong: accept
+# queue overflows (the SYN or final ACK dropped), SYN retransmits (each one
+# costs its client 1 s, then 3 s, 7 s...) and SYN-queue overflows answered
+# with cookies. System-wide (nstat is in iproute2), read around every load.
+TCP_COUNTERS="TcpExtListenOverflows TcpExtListenDrops TcpExtTCPSynRetrans TcpExtTCPReqQFullDoCookies TcpExtTCPReqQFullDrop"
+tcp_counters() {
+  if command -v nstat >/dev/null; then
+    # -a absolute, -s do not touch nstat's history file, -z print zeros.
+    nstat -asz $TCP_COUNTERS 2>/dev/null | awk 'NR > 1 && NF >= 2 { printf "%s=%s ", $1, $2 }'
+  fi
+}
+
 # load ROUND SERVER SCENARIO ARGS... : runs tether bench on the load CPU and
-# appends its JSON report, tagged, to results.jsonl.
+# appends its JSON report, tagged (and with the kernel's TCP counter deltas
+# as "tcp"), to results.jsonl. A run that overflowed an accept queue or
+# retransmitted SYNs is called out on stderr: its connect figures measure
+# the kernel's retry timers, not the server.
 load() {
   local round=$1 server=$2 scenario=$3
   shift 3
-  local json
+  local json before after
+  before=$(tcp_counters)
   json=$(taskset -c "$LOAD_CPU" "$TETHER" bench "$@" --json) || true
+  after=$(tcp_counters)
   if [[ -z $json ]]; then
     echo "  $server $scenario: no report" >&2
     return
   fi
-  echo "$json" | python3 -c 'import json,sys; r=json.load(sys.stdin); r.update(round=int(sys.argv[1]), server=sys.argv[2], run=sys.argv[3]); print(json.dumps(r))' \
-    "$round" "$server" "$scenario" | tee -a "$OUT/results.jsonl" | cut -c1-200
+  echo "$json" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+r.update(round=int(sys.argv[1]), server=sys.argv[2], run=sys.argv[3])
+parse = lambda s: {k.removeprefix("TcpExt"): int(v) for k, v in (kv.split("=") for kv in s.split())}
+before, after = parse(sys.argv[4]), parse(sys.argv[5])
+if before and after:
+    r["tcp"] = {k: after[k] - before[k] for k in after if k in before}
+    bad = {k: v for k, v in r["tcp"].items() if v and k != "TCPReqQFullDoCookies"}
+    if bad:
+        print(f"  WARNING round {r["round"]} {r["server"]} {r["run"]}: kernel TCP counters moved during the run: {bad} "
+              "(accept queue overflowed / SYNs retransmitted: connect figures of this round measure retry timers)", file=sys.stderr)
+print(json.dumps(r))' \
+    "$round" "$server" "$scenario" "$before" "$after" | tee -a "$OUT/results.jsonl" | cut -c1-200
 }
 
 for round in $(seq "$ROUNDS"); do
@@ -132,8 +161,10 @@ for round in $(seq "$ROUNDS"); do
       case $scenario in
         idle)
           start_server "$server"
+          # 256 handshakes in flight (within every server's 4,096-deep
+          # accept queue), spread over 4 source addresses.
           load "$round" "$server" idle idle "$URL_WS" --protocol "$PROTO" \
-            --connections "$CONNS" --hold 5s --server-pid "$SERVER_PID" ;;
+            --connections "$CONNS" --concurrency 256 --sources 4 --hold 5s --server-pid "$SERVER_PID" ;;
         fanout) # latency at a fixed, sub-saturation load
           start_server "$server"
           load "$round" "$server" fanout fanout "$URL_WS" --protocol "$PROTO" \
