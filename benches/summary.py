@@ -19,7 +19,6 @@ BURST = [
     ("deliveries/server CPU-s", ("deliveries_per_server_cpu_sec",), True),
     ("load generator CPU s", ("client_cpu_secs",), False),
     ("server writes / 1k deliveries", ("server_writes_per_1k_deliveries",), False),
-    ("client reads / 1k deliveries", ("client_reads_per_1k_deliveries",), False),
     ("delivered frame bytes", ("delivered_frame_bytes",), False),
 ]
 
@@ -46,6 +45,7 @@ FIGURES = {
         ("delivered frame bytes", ("delivered_frame_bytes",), False),
     ],
     # Open-loop bursts: 1,000 subscribers × 2,000 / 4,000 msg/s for 5 s.
+    "burst1k": BURST,
     "burst2k": BURST,
     "burst4k": BURST,
     # Their names in runs A-E (benches/results/run-*-2026-11-2*.jsonl):
@@ -127,6 +127,7 @@ PER_ROUND = {
              ("handshake p99 ms", ("connect_latency", "p99_ms")),
              ("listen overflows", ("tcp", "ListenOverflows")), ("SYN retransmits", ("tcp", "TCPSynRetrans"))],
     "fanout": [("p99 ms", ("latency", "p99_ms"))],
+    "burst1k": [("deliveries/s", ("deliveries_per_sec",)), ("p99 ms", ("latency", "p99_ms"))],
     "burst2k": [("deliveries/s", ("deliveries_per_sec",)), ("p99 ms", ("latency", "p99_ms"))],
     "burst4k": [("deliveries/s", ("deliveries_per_sec",)), ("p99 ms", ("latency", "p99_ms"))],
 }
