@@ -29,7 +29,7 @@ for i in $(seq 300); do grep -q "listening on" $out/server.log && break; sleep 0
 sleep 1
 
 runit() { # duration tag
-  taskset -c 1 target/release/tether bench fanout ws://127.0.0.1:$port/ws --protocol $proto $env --subscribers $subs --rate $rate --duration $1 --timeout 300s --json > $out/$2.json
+  taskset -c 1 target/release/tether bench fanout ws://127.0.0.1:$port/ws --protocol $proto $env --subscribers $subs --rate $rate --duration $1 --timeout 300s --server-pid $VP --json > $out/$2.json
   sleep 1
   callgrind_control -d $2 $VP >/dev/null 2>&1
   sleep 2
@@ -53,8 +53,9 @@ def ir(tag):
 res = {}
 for t in ("short1", "long", "short2"):
     r = json.load(open(f"{out}/{t}.json"))
-    res[t] = (ir(t)[0], r["delivered"], r["latency"]["p99_ms"], r["delivered_frame_bytes"])
-    print(t, res[t])
+    res[t] = (ir(t)[0], r["delivered"], r["latency"]["p99_ms"], r["delivered_frame_bytes"], r.get("server_writes_per_1k_deliveries"))
+    print(t, "Ir, delivered, p99 ms, frame bytes, writes/1k:", res[t])
 dIr = res["long"][0] - res["short2"][0]; dDel = res["long"][1] - res["short2"][1]
-print(f"{out.split('/')[-1]}: marginal Ir per delivery = {dIr/dDel:.0f}  (long {res['long'][0]/res['long'][1]:.0f} Ir/delivery incl. fixed)")
+print(f"{out.split('/')[-1]}: marginal Ir per delivery = {dIr/dDel:.0f}  (long {res['long'][0]/res['long'][1]:.0f} Ir/delivery incl. fixed; "
+      f"{res['long'][4]} write system calls per 1,000 deliveries, eventfd wake-ups included: compare servers at equal batching)")
 PY
