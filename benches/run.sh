@@ -7,8 +7,12 @@
 # load (`tether bench`) to CPU 1; every server is a fresh process per
 # scenario, so its RSS starts from the same point.
 #
-# Usage: benches/run.sh [scenario...]      scenarios: idle fanout burst2k burst4k echo storm
-# Environment: ROUNDS (2), CONNS (10000), SERVERS ("tether baseline node socketio"),
+# Usage: benches/run.sh [scenario...]      scenarios: idle fanout burst1k burst2k burst4k echo storm
+#        (burst1k is not in the default set: 1,000 × 1,000 msg/s, a burst the
+#        load generator can read even on a shared machine)
+# Environment: ROUNDS (2), CONNS (10000), SERVERS ("tether baseline node socketio";
+#              also baseline-bare: the baseline relaying the bare payload, not
+#              Tether's message frame, as in runs A-H),
 #              OUT (target/bench), SERVER_CPU (0), LOAD_CPU (1)
 # Results: $OUT/results.jsonl (one JSON report per run) and a summary with
 # medians and ratios printed at the end ($OUT/summary.txt).
@@ -24,11 +28,11 @@ LOAD_CPU=${LOAD_CPU:-1}
 SCENARIOS=${*:-"idle fanout burst2k burst4k echo storm"}
 for s in $SCENARIOS; do
   case $s in
-    idle | fanout | burst2k | burst4k | echo | storm) ;;
+    idle | fanout | burst1k | burst2k | burst4k | echo | storm) ;;
     saturate | overload)
       echo "scenario $s is now burst2k / burst4k (1,000 subscribers × 2,000 / 4,000 msg/s, 5 s)" >&2
       exit 2 ;;
-    *) echo "unknown scenario $s (expected idle fanout burst2k burst4k echo storm)" >&2; exit 2 ;;
+    *) echo "unknown scenario $s (expected idle fanout burst1k burst2k burst4k echo storm)" >&2; exit 2 ;;
   esac
 done
 TETHER=target/release/tether
@@ -72,7 +76,7 @@ start_server() {
       [[ $mode == defaults ]] && limits=()
       taskset -c "$SERVER_CPU" "$TETHER" serve --listen "$addr" "${limits[@]}" >"$log" 2>&1 &
       PROTO=tether ;;
-    baseline)
+    baseline | baseline-bare)
       taskset -c "$SERVER_CPU" "$BASELINE" "$addr" >"$log" 2>&1 &
       PROTO=raw ;;
     node)
@@ -82,10 +86,15 @@ start_server() {
       taskset -c "$SERVER_CPU" node benches/socketio/server.js "$addr" >"$log" 2>&1 &
       PROTO=socketio ;;
     *)
-      echo "unknown server $name (expected tether, baseline, node or socketio)" >&2
+      echo "unknown server $name (expected tether, baseline, baseline-bare, node or socketio)" >&2
       exit 2 ;;
   esac
   SERVER_PID=$!
+  # What raw/Socket.IO fan-out publishers send for the server to relay:
+  # Tether's `message` frame (equal bytes for every server's subscribers),
+  # or for baseline-bare the bare stamped payload (runs A-H).
+  ENVELOPE=(--envelope message)
+  [[ $name == baseline-bare ]] && ENVELOPE=(--envelope none)
   URL_WS="ws://$addr/ws"
   URL_ECHO="ws://$addr/echo"
   ECHO_PROTO=raw
@@ -110,19 +119,52 @@ stop_server() {
   sleep 1 # let TIME_WAIT sockets and the kernel settle between runs
 }
 
+# The kernel's TCP counters that show a connect burst going wrong: accept
+# queue overflows (the SYN or final ACK dropped), SYN retransmits (each one
+# costs its client 1 s, then 3 s, 7 s...) and SYN-queue overflows answered
+# with cookies. System-wide (nstat is in iproute2), read around every load.
+TCP_COUNTERS="TcpExtListenOverflows TcpExtListenDrops TcpExtTCPSynRetrans TcpExtTCPReqQFullDoCookies TcpExtTCPReqQFullDrop"
+tcp_counters() {
+  if command -v nstat >/dev/null; then
+    # -a absolute, -s do not touch nstat's history file, -z print zeros.
+    nstat -asz $TCP_COUNTERS 2>/dev/null | awk 'NR > 1 && NF >= 2 { printf "%s=%s ", $1, $2 }'
+  fi
+}
+
+# A failed step must not leave a server holding its port for the next run.
+trap '[[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null' EXIT
+
 # load ROUND SERVER SCENARIO ARGS... : runs tether bench on the load CPU and
-# appends its JSON report, tagged, to results.jsonl.
+# appends its JSON report, tagged (and with the kernel's TCP counter deltas
+# as "tcp"), to results.jsonl. A run that overflowed an accept queue or
+# retransmitted SYNs is called out on stderr: its connect figures measure
+# the kernel's retry timers, not the server.
 load() {
   local round=$1 server=$2 scenario=$3
   shift 3
-  local json
+  local json before after
+  before=$(tcp_counters)
   json=$(taskset -c "$LOAD_CPU" "$TETHER" bench "$@" --json) || true
+  after=$(tcp_counters)
   if [[ -z $json ]]; then
     echo "  $server $scenario: no report" >&2
     return
   fi
-  echo "$json" | python3 -c 'import json,sys; r=json.load(sys.stdin); r.update(round=int(sys.argv[1]), server=sys.argv[2], run=sys.argv[3]); print(json.dumps(r))' \
-    "$round" "$server" "$scenario" | tee -a "$OUT/results.jsonl" | cut -c1-200
+  echo "$json" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+r.update(round=int(sys.argv[1]), server=sys.argv[2], run=sys.argv[3])
+parse = lambda s: {k.removeprefix("TcpExt"): int(v) for k, v in (kv.split("=") for kv in s.split())}
+before, after = parse(sys.argv[4]), parse(sys.argv[5])
+if before and after:
+    r["tcp"] = {k: after[k] - before[k] for k in after if k in before}
+    bad = {k: v for k, v in r["tcp"].items() if v and k != "TCPReqQFullDoCookies"}
+    if bad:
+        tag = " ".join(str(r[k]) for k in ("round", "server", "run"))
+        print(f"  WARNING round {tag}: kernel TCP counters moved during the run: {bad} "
+              "(accept queue overflowed / SYNs retransmitted: connect figures of this round measure retry timers)", file=sys.stderr)
+print(json.dumps(r))' \
+    "$round" "$server" "$scenario" "$before" "$after" | tee -a "$OUT/results.jsonl" | cut -c1-200
 }
 
 for round in $(seq "$ROUNDS"); do
@@ -132,22 +174,29 @@ for round in $(seq "$ROUNDS"); do
       case $scenario in
         idle)
           start_server "$server"
+          # 256 handshakes in flight (within every server's 4,096-deep
+          # accept queue), spread over 4 source addresses.
           load "$round" "$server" idle idle "$URL_WS" --protocol "$PROTO" \
-            --connections "$CONNS" --hold 5s --server-pid "$SERVER_PID" ;;
+            --connections "$CONNS" --concurrency 256 --sources 4 --hold 5s --server-pid "$SERVER_PID" ;;
         fanout) # latency at a fixed, sub-saturation load
           start_server "$server"
           load "$round" "$server" fanout fanout "$URL_WS" --protocol "$PROTO" \
-            --subscribers 2000 --rate 25 --duration 10s --server-pid "$SERVER_PID" ;;
+            --subscribers 2000 --rate 25 "${ENVELOPE[@]}" --duration 10s --server-pid "$SERVER_PID" ;;
+        burst1k) # open loop, 1,000 × 1,000 msg/s for 5 s = 1M deliveries/s offered:
+          # half of burst2k, so the latency is the servers' and not the load CPU's backlog
+          start_server "$server"
+          load "$round" "$server" burst1k fanout "$URL_WS" --protocol "$PROTO" \
+            --subscribers 1000 --rate 1000 "${ENVELOPE[@]}" --duration 5s --server-pid "$SERVER_PID" ;;
         burst2k) # open loop, 1,000 × 2,000 msg/s for 5 s = 2M deliveries/s offered:
           # about what one server CPU can write and the load CPU can read
           start_server "$server"
           load "$round" "$server" burst2k fanout "$URL_WS" --protocol "$PROTO" \
-            --subscribers 1000 --rate 2000 --duration 5s --server-pid "$SERVER_PID" ;;
+            --subscribers 1000 --rate 2000 "${ENVELOPE[@]}" --duration 5s --server-pid "$SERVER_PID" ;;
         burst4k) # open loop, 1,000 × 4,000 msg/s for 5 s = 4M deliveries/s offered:
           # more than the subscribers can read; who is closed, what is buffered
           start_server "$server"
           load "$round" "$server" burst4k fanout "$URL_WS" --protocol "$PROTO" \
-            --subscribers 1000 --rate 4000 --duration 5s --server-pid "$SERVER_PID" ;;
+            --subscribers 1000 --rate 4000 "${ENVELOPE[@]}" --duration 5s --server-pid "$SERVER_PID" ;;
         echo)
           start_server "$server"
           load "$round" "$server" echo echo "$URL_ECHO" --protocol "$ECHO_PROTO" \

@@ -17,6 +17,9 @@ BURST = [
     ("server RSS growth KiB", ("server_rss_growth_kib",), False),
     ("not delivered", ("lost",), False),
     ("deliveries/server CPU-s", ("deliveries_per_server_cpu_sec",), True),
+    ("load generator CPU s", ("client_cpu_secs",), False),
+    ("server writes / 1k deliveries", ("server_writes_per_1k_deliveries",), False),
+    ("delivered frame bytes", ("delivered_frame_bytes",), False),
 ]
 
 # scenario -> [(label, field path, higher is better)]
@@ -26,6 +29,8 @@ FIGURES = {
         ("server anon KiB/conn", ("server_anon_per_conn_kib",), False),
         ("connects/s", ("connects_per_sec",), True),
         ("established", ("established",), True),
+        ("listen overflows", ("tcp", "ListenOverflows"), False),
+        ("SYN retransmits", ("tcp", "TCPSynRetrans"), False),
     ],
     "fanout": [
         ("deliveries/s", ("deliveries_per_sec",), True),
@@ -35,8 +40,12 @@ FIGURES = {
         ("lost", ("lost",), False),
         ("server CPU s", ("server_cpu_secs",), False),
         ("deliveries/server CPU-s", ("deliveries_per_server_cpu_sec",), True),
+        ("load generator CPU s", ("client_cpu_secs",), False),
+        ("server writes / 1k deliveries", ("server_writes_per_1k_deliveries",), False),
+        ("delivered frame bytes", ("delivered_frame_bytes",), False),
     ],
     # Open-loop bursts: 1,000 subscribers × 2,000 / 4,000 msg/s for 5 s.
+    "burst1k": BURST,
     "burst2k": BURST,
     "burst4k": BURST,
     # Their names in runs A-E (benches/results/run-*-2026-11-2*.jsonl):
@@ -108,6 +117,34 @@ def main(path):
                 a, b = medians.get("tether"), medians.get(n)
                 ratios.append(f"{a / b:.2f}x" if a is not None and b else "-")
             print(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+        per_round(scenario, servers)
+
+
+# Per-round figures worth seeing one by one: a median of two hides a round
+# that collapsed (SYN retransmits) or a backlog that grew through a burst.
+PER_ROUND = {
+    "idle": [("connects/s", ("connects_per_sec",)), ("connect s", ("connect_secs",)),
+             ("handshake p99 ms", ("connect_latency", "p99_ms")),
+             ("listen overflows", ("tcp", "ListenOverflows")), ("SYN retransmits", ("tcp", "TCPSynRetrans"))],
+    "fanout": [("p99 ms", ("latency", "p99_ms"))],
+    "burst1k": [("deliveries/s", ("deliveries_per_sec",)), ("p99 ms", ("latency", "p99_ms"))],
+    "burst2k": [("deliveries/s", ("deliveries_per_sec",)), ("p99 ms", ("latency", "p99_ms"))],
+    "burst4k": [("deliveries/s", ("deliveries_per_sec",)), ("p99 ms", ("latency", "p99_ms"))],
+}
+
+
+def per_round(scenario, servers):
+    rows = PER_ROUND.get(scenario)
+    if not rows:
+        return
+    print(f"\nper round ({scenario}):")
+    for n, reports in servers.items():
+        for r in sorted(reports, key=lambda r: r.get("round", 0)):
+            cells = [f"{label} {fmt(get(r, field))}" for label, field in rows]
+            by_second = r.get("latency_by_second")
+            if by_second:
+                cells.append("p99 by second " + " ".join(fmt(l["p99_ms"]) for l in by_second))
+            print(f"  {n} round {r.get('round')}: " + ", ".join(cells))
 
 
 if __name__ == "__main__":

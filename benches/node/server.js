@@ -7,7 +7,9 @@ const { WebSocketServer, WebSocket } = require('ws');
 
 const [host, port] = (process.argv[2] || '127.0.0.1:18082').split(':');
 const group = new Set();
-const wss = new WebSocketServer({ host, port: Number(port), perMessageDeflate: false, clientTracking: false });
+// backlog: the same accept queue as every server in benches/ (Tether's
+// LISTEN_BACKLOG); Node's default is 511.
+const wss = new WebSocketServer({ host, port: Number(port), backlog: 4096, perMessageDeflate: false, clientTracking: false });
 
 wss.on('connection', (ws, req) => {
   if (req.url.startsWith('/echo')) {

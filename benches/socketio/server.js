@@ -36,7 +36,9 @@ io.on('connection', (socket) => {
   socket.on('echo', (payload) => socket.emit('echo', payload));
 });
 
-httpServer.listen(Number(port), host, () => {
+// backlog: the same accept queue as every server in benches/ (Tether's
+// LISTEN_BACKLOG); Node's default is 511.
+httpServer.listen({ port: Number(port), host, backlog: 4096 }, () => {
   const a = httpServer.address();
   console.log(`socket.io listening on ${a.address}:${a.port}`);
 });

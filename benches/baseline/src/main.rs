@@ -12,13 +12,18 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 use tokio::{
-    net::{TcpListener, TcpStream},
+    net::{TcpSocket, TcpStream},
     sync::broadcast,
 };
 use tokio_websockets::{Message, ServerBuilder};
 
 /// Messages buffered for a subscriber that falls behind (then it skips).
 const BROADCAST_CAPACITY: usize = 1024;
+/// The accept queue: the same as Tether's (`LISTEN_BACKLOG` in
+/// crates/server/src/listener.rs), Node's and Socket.IO's in benches/, so
+/// that no server's connect rate is set by its backlog. (`TcpListener::bind`
+/// asks for 128, which 256 handshakes in flight overflow.)
+const LISTEN_BACKLOG: u32 = 4096;
 /// Messages written before one flush.
 const WRITE_BATCH: usize = 256;
 
@@ -34,7 +39,14 @@ async fn main() -> std::io::Result<()> {
         .unwrap_or_else(|| "127.0.0.1:18081".into())
         .parse()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let listener = TcpListener::bind(addr).await?;
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    let listener = socket.listen(LISTEN_BACKLOG)?;
     println!("baseline listening on {}", listener.local_addr()?);
     let (group, _) = broadcast::channel(BROADCAST_CAPACITY);
     loop {

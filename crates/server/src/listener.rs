@@ -25,12 +25,33 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    net::{TcpListener, TcpSocket, TcpStream},
     time::timeout,
 };
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tracing::{info, warn};
+
+/// Connections the kernel may hold for us before we accept them (the
+/// accept queue; the kernel caps it at `net.core.somaxconn`, 4096 by
+/// default since Linux 5.4). `TcpListener::bind` asks for 128 (the standard
+/// library's value), which a burst of a few hundred handshakes overflows:
+/// the kernel then drops SYNs and clients retry after 1, 3, 7 s.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` the way `TcpListener::bind` does (`SO_REUSEADDR` on Unix),
+/// with a [`LISTEN_BACKLOG`]-deep accept queue.
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// A bound, not yet running server.
 pub struct Server {
@@ -67,9 +88,7 @@ impl Server {
         let trusted =
             TrustedProxies::parse(&config.proxy.trusted).map_err(StartError::TrustedProxies)?;
         let addr = config.server.listen;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })?;
+        let listener = listen(addr).map_err(|source| StartError::Bind { addr, source })?;
         let node = Node::new(config, fdlimit::socket_budget(limit))?;
         Ok(Server {
             node,

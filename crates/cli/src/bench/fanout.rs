@@ -25,10 +25,17 @@ use tokio_websockets::Message;
 const WORKERS: usize = 8;
 /// Longest wait for the last deliveries once the publisher is done.
 const DRAIN: Duration = Duration::from_secs(5);
+/// The drain also ends when nothing has arrived for this long: a server that
+/// skipped messages (the bare `broadcast` baseline does) will never deliver
+/// them, and waiting out `DRAIN` for them would count idle seconds into its
+/// deliveries/s.
+const DRAIN_QUIET: Duration = Duration::from_secs(1);
 /// Messages written before one flush when the publisher is behind schedule.
 const BURST: u64 = 256;
 /// How often the server's VmRSS is sampled while publishing and draining.
 const RSS_SAMPLE: Duration = Duration::from_millis(50);
+/// Latency is also kept per second of publishing, up to this many seconds.
+const MAX_SECONDS: usize = 120;
 
 pub struct Options {
     pub subscribers: usize,
@@ -37,6 +44,9 @@ pub struct Options {
     pub size: usize,
     pub concurrency: usize,
     pub channel: String,
+    /// Raw and Socket.IO: the publisher sends Tether's `message` frame for
+    /// the server to relay, so every server's subscribers read equal bytes.
+    pub envelope: bool,
     pub server_pid: Option<String>,
 }
 
@@ -53,6 +63,11 @@ impl Options {
             size: number(m, "size")?,
             concurrency: number::<usize>(m, "concurrency")?.max(1),
             channel: m.get_one::<String>("channel").cloned().unwrap_or_default(),
+            envelope: match m.get_one::<String>("envelope").map(String::as_str) {
+                None | Some("message") => true,
+                Some("none") => false,
+                Some(other) => anyhow::bail!("--envelope {other:?}: expected message or none"),
+            },
             server_pid: super::server_pid(m)?,
         })
     }
@@ -84,6 +99,23 @@ pub struct Report {
     pub deliveries_per_sec: f64,
     pub offered_deliveries_per_sec: f64,
     pub latency: stats::Latency,
+    /// Latency by the second (of the publishing schedule) in which the
+    /// message was due: a backlog growing through the run shows as a p99
+    /// climbing second by second, a steady spread as flat figures.
+    pub latency_by_second: Vec<stats::Latency>,
+    /// Whether raw/Socket.IO publications carried Tether's `message` frame.
+    pub envelope: bool,
+    /// Bytes of one delivered frame's text (the last one seen).
+    pub delivered_frame_bytes: usize,
+    /// This load generator's CPU seconds while publishing and draining
+    /// (it runs on one CPU: near the elapsed time means it was the limit).
+    pub client_cpu_secs: Option<f64>,
+    pub elapsed_secs: f64,
+    /// With --server-pid: the server's write system calls per 1,000
+    /// deliveries (how many messages each write carried). Counts write and
+    /// writev (/proc/PID/io `syscw`), which is how tokio-websockets writes;
+    /// send/recv are not counted there.
+    pub server_writes_per_1k_deliveries: Option<f64>,
     /// With --server-pid: the server's CPU seconds while publishing and
     /// draining, and deliveries per server CPU-second.
     pub server_cpu_secs: Option<f64>,
@@ -118,12 +150,14 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
         let (c, gate, stop) = (c.clone(), gate.clone(), stop_rx.clone());
         let (subscribed, failed, delivered) =
             (subscribed.clone(), failed.clone(), delivered.clone());
-        let (channel, n) = (channel.clone(), o.subscribers);
+        let (channel, n, rate) = (channel.clone(), o.subscribers, o.rate);
         workers.push(tokio::spawn(async move {
-            let latency = Mutex::new(stats::Histogram::default());
+            let latency = Mutex::new((stats::Histogram::default(), Vec::<stats::Histogram>::new()));
+            let frame_bytes = AtomicUsize::new(0);
             let mut subs = FuturesUnordered::new();
             for i in (w..n).step_by(WORKERS) {
                 let (c, gate, mut stop, latency) = (&c, gate.clone(), stop.clone(), &latency);
+                let frame_bytes = &frame_bytes;
                 let (subscribed, failed, delivered) = (&subscribed, &failed, &delivered);
                 let channel = channel.as_deref();
                 subs.push(async move {
@@ -155,9 +189,16 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
                                     continue;
                                 };
                                 let now = super::conn::unix_micros();
+                                let second = ((seq as f64 / rate) as usize).min(MAX_SECONDS - 1);
                                 if let Ok(mut h) = latency.lock() {
-                                    h.record(now.saturating_sub(t));
+                                    let (all, by_second) = &mut *h;
+                                    all.record(now.saturating_sub(t));
+                                    if by_second.len() <= second {
+                                        by_second.resize_with(second + 1, stats::Histogram::default);
+                                    }
+                                    by_second[second].record(now.saturating_sub(t));
                                 }
+                                frame_bytes.store(text.len(), Ordering::Relaxed);
                                 if seq > seen.next {
                                     seen.gaps += seq - seen.next;
                                 } else if seq < seen.next {
@@ -184,7 +225,7 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
             }
             drop(subs);
             let latency = latency.into_inner().unwrap_or_default();
-            (failures, gaps, out_of_order, closed, latency)
+            (failures, gaps, out_of_order, closed, latency, frame_bytes.into_inner())
         }));
     }
 
@@ -229,17 +270,33 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
                 peak
             })
         });
+    let server_io_before = o.server_pid.as_deref().and_then(stats::syscalls);
+    let client_cpu_before = stats::cpu_secs("self");
     let publish_started = Instant::now();
     let published = publish(c, &o, total, o.subscribers).await?;
     let expected = published.sent * ready_subs as u64;
     let drain_until = Instant::now() + DRAIN;
-    while delivered.load(Ordering::Relaxed) < expected && Instant::now() < drain_until {
+    let (mut seen, mut last_progress) = (delivered.load(Ordering::Relaxed), Instant::now());
+    while seen < expected && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(2)).await;
+        let now = delivered.load(Ordering::Relaxed);
+        if now != seen {
+            (seen, last_progress) = (now, Instant::now());
+        } else if last_progress.elapsed() >= DRAIN_QUIET {
+            break;
+        }
     }
-    let elapsed = publish_started.elapsed().as_secs_f64();
+    // Rates are over the time until the last delivery, not the quiet wait.
+    let elapsed = last_progress.duration_since(publish_started).as_secs_f64();
     let cpu = cpu_before
         .zip(o.server_pid.as_deref().and_then(stats::cpu_secs))
         .map(|(b, a)| ((a - b) * 100.0).round() / 100.0);
+    let client_cpu = client_cpu_before
+        .zip(stats::cpu_secs("self"))
+        .map(|(b, a)| ((a - b) * 100.0).round() / 100.0);
+    let server_writes = server_io_before
+        .zip(o.server_pid.as_deref().and_then(stats::syscalls))
+        .map(|((_, b), (_, a))| a.saturating_sub(b));
     let _ = stop_tx.send(true);
     let rss_peak = match rss_sampler {
         Some(s) => s.await.ok().filter(|p| *p > 0),
@@ -249,8 +306,17 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
     let mut failures = BTreeMap::new();
     let (mut gaps, mut out_of_order, mut closed_early) = (0, 0, 0);
     let mut latency = stats::Histogram::default();
+    let mut by_second: Vec<stats::Histogram> = Vec::new();
+    let mut frame_bytes = 0;
     for w in workers {
-        if let Ok((f, g, ooo, closed, l)) = w.await {
+        if let Ok((f, g, ooo, closed, (l, secs), bytes)) = w.await {
+            if by_second.len() < secs.len() {
+                by_second.resize_with(secs.len(), stats::Histogram::default);
+            }
+            for (a, b) in by_second.iter_mut().zip(&secs) {
+                a.merge(b);
+            }
+            frame_bytes = frame_bytes.max(bytes);
             for (k, v) in f {
                 *failures.entry(k).or_default() += v;
             }
@@ -261,6 +327,7 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
         }
     }
     let got = delivered.load(Ordering::Relaxed);
+    let per_1k = |n: u64| (got > 0).then(|| (n as f64 * 1000.0 / got as f64 * 10.0).round() / 10.0);
     let report = Report {
         scenario: "fanout",
         url: format!("ws://{}{}", c.target.authority, c.target.path),
@@ -282,6 +349,12 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
         deliveries_per_sec: stats::rate(got, elapsed),
         offered_deliveries_per_sec: (o.rate * ready_subs as f64).round(),
         latency: latency.summary_ms(),
+        latency_by_second: by_second.iter().map(stats::Histogram::summary_ms).collect(),
+        envelope: o.envelope && c.protocol != Protocol::Tether,
+        delivered_frame_bytes: frame_bytes,
+        client_cpu_secs: client_cpu,
+        elapsed_secs: (elapsed * 100.0).round() / 100.0,
+        server_writes_per_1k_deliveries: server_writes.and_then(per_1k),
         server_cpu_secs: cpu,
         deliveries_per_server_cpu_sec: stats::per_cpu_sec(got, cpu),
         server_rss_before_kib: rss_before,
@@ -315,6 +388,7 @@ async fn publish(c: &Common, o: &Options, total: u64, index: usize) -> anyhow::R
     let start = tokio::time::Instant::now();
     let (mut sent, mut acked, mut errors, mut first_error) = (0u64, 0u64, 0u64, None);
     let wants_acks = c.protocol == Protocol::Tether;
+    let channel = serde_json::Value::from(o.channel.as_str()).to_string();
     let at = |i: u64| start + period.mul_f64(i as f64);
     let ack_deadline = at(total) + DRAIN;
     while sent < total || (wants_acks && acked + errors < sent) {
@@ -340,9 +414,12 @@ async fn publish(c: &Common, o: &Options, total: u64, index: usize) -> anyhow::R
                 let mut burst = 0;
                 while sent < total && burst < BURST && at(sent) <= now {
                     let body = stamp(sent, &pad);
-                    let frame = match &channel_of(c, o) {
-                        Some(ch) => format!("{{\"type\":\"publish\",\"id\":{},\"channel\":{ch},\"data\":{body}}}", sent + 1),
-                        None => frame(c, "pub", body),
+                    let frame = match (c.protocol, o.envelope) {
+                        (Protocol::Tether, _) => format!("{{\"type\":\"publish\",\"id\":{},\"channel\":{channel},\"data\":{body}}}", sent + 1),
+                        // What Tether would deliver for this publication
+                        // (offsets start at 1), relayed as is.
+                        (_, true) => frame(c, "pub", format!("{{\"type\":\"message\",\"channel\":{channel},\"offset\":{},\"data\":{body}}}", sent + 1)),
+                        (_, false) => frame(c, "pub", body),
                     };
                     ws.feed(Message::text(frame)).await?;
                     sent += 1;
@@ -359,11 +436,6 @@ async fn publish(c: &Common, o: &Options, total: u64, index: usize) -> anyhow::R
         errors,
         first_error,
     })
-}
-
-fn channel_of(c: &Common, o: &Options) -> Option<String> {
-    (c.protocol == Protocol::Tether)
-        .then(|| serde_json::Value::from(o.channel.as_str()).to_string())
 }
 
 /// The stamped payload and its cheap parser (no JSON tree per message).
@@ -396,6 +468,32 @@ fn human(r: &Report) -> String {
         "  lost {}, gaps {}, out of order {}, subscribers closed early {}\n",
         r.lost, r.gaps, r.out_of_order, r.closed_early
     ));
+    if !r.latency_by_second.is_empty() {
+        let p99: Vec<String> = r
+            .latency_by_second
+            .iter()
+            .map(|l| format!("{:.1}", l.p99_ms))
+            .collect();
+        s.push_str(&format!(
+            "  p99 ms by second of publishing: {}\n",
+            p99.join(" ")
+        ));
+    }
+    s.push_str(&format!(
+        "  frames of {} bytes{}; load generator CPU {} s in {:.2} s\n",
+        r.delivered_frame_bytes,
+        if r.envelope {
+            " (Tether's message frame, relayed)"
+        } else {
+            ""
+        },
+        r.client_cpu_secs
+            .map_or("n/a".into(), |c| format!("{c:.2}")),
+        r.elapsed_secs,
+    ));
+    if let Some(w) = r.server_writes_per_1k_deliveries {
+        s.push_str(&format!("  server: {w:.1} writes per 1,000 deliveries\n"));
+    }
     if let (Some(cpu), Some(per)) = (r.server_cpu_secs, r.deliveries_per_server_cpu_sec) {
         s.push_str(&format!(
             "  server CPU {cpu:.2} s = {per} deliveries per CPU-second\n"

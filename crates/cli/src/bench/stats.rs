@@ -153,6 +153,18 @@ pub fn cpu_secs(pid: &str) -> Option<f64> {
     Some((utime + stime) as f64 / 100.0)
 }
 
+/// Read and write system calls `pid` has made so far (`syscr`, `syscw` in
+/// /proc/PID/io; readable for our own processes).
+pub fn syscalls(pid: &str) -> Option<(u64, u64)> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let field = |name: &str| {
+        io.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    Some((field("syscr:")?, field("syscw:")?))
+}
+
 /// Work per server CPU-second, when the CPU time is known and non-zero.
 pub fn per_cpu_sec(count: u64, cpu: Option<f64>) -> Option<f64> {
     cpu.filter(|c| *c > 0.0).map(|c| (count as f64 / c).round())
