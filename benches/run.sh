@@ -132,7 +132,7 @@ tcp_counters() {
 }
 
 # A failed step must not leave a server holding its port for the next run.
-trap '[[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null' EXIT
+trap '[[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null || true' EXIT
 
 # load ROUND SERVER SCENARIO ARGS... : runs tether bench on the load CPU and
 # appends its JSON report, tagged (and with the kernel's TCP counter deltas
