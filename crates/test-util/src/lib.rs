@@ -5,6 +5,7 @@
 
 pub mod attack;
 pub mod http;
+pub mod longpoll;
 pub mod nginx;
 pub mod process;
 pub mod proxy;
