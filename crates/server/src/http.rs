@@ -147,7 +147,9 @@ fn text(status: StatusCode, body: String) -> Response {
 }
 
 /// Logs and counts a refused handshake, and turns it into the response.
-fn refuse(node: &Node, peer: SocketAddr, path: &str, refusal: Refusal) -> Response {
+/// Answers a refused handshake (a WebSocket upgrade, `/lp/open`, or a
+/// long-polling request that would create a session), counted and logged.
+pub(crate) fn refuse(node: &Node, peer: SocketAddr, path: &str, refusal: Refusal) -> Response {
     node.metrics.handshake(refusal.outcome());
     info!(%peer, path, status = refusal.status().as_u16(), reason = %refusal.message(), "handshake refused");
     refusal.into_response()
@@ -180,7 +182,7 @@ pub fn denied_to_refusal(denied: Denied) -> Refusal {
     }
 }
 
-pub(crate) fn draining_refusal() -> Refusal {
+fn draining_refusal() -> Refusal {
     Refusal::Unavailable {
         reason: "draining",
         message: "server is restarting".into(),
@@ -250,6 +252,35 @@ async fn echo_route(
     upgrade(node, peer, req, Endpoint::Echo).await
 }
 
+/// Why a request did not pass [`gate`].
+pub(crate) struct Gated {
+    pub refusal: Refusal,
+    /// The token was valid but expired: a live long-polling session ends
+    /// with 4002 rather than a plain 401.
+    pub token_expired: bool,
+}
+
+/// The gate every client request passes before it may hold a session (a
+/// WebSocket upgrade, a long-polling request): not draining, an allowed
+/// origin, and a token that verifies (or open access).
+pub(crate) fn gate(node: &Node, headers: &HeaderMap, token: Option<&str>) -> Result<Grant, Gated> {
+    let refused = |refusal| Gated {
+        refusal,
+        token_expired: false,
+    };
+    if node.is_draining() {
+        return Err(refused(draining_refusal()));
+    }
+    origin_allowed(&node.config.auth.allowed_origins, headers).map_err(refused)?;
+    match &node.verifier {
+        None => Ok(Grant::anonymous()),
+        Some(verifier) => verifier.verify(token).map_err(|e| Gated {
+            token_expired: matches!(e, auth::AuthError::Expired),
+            refusal: Refusal::Unauthorized(e.to_string()),
+        }),
+    }
+}
+
 /// Both WebSocket endpoints pass the same gate: origin, token, handshake
 /// rate and the per-address cap; `/echo` has a connection cap of its own.
 async fn upgrade(
@@ -264,20 +295,11 @@ async fn upgrade(
         Ok(a) => a,
         Err(r) => return refuse(&node, peer, &path, r),
     };
-    if node.is_draining() {
-        return refuse(&node, peer, &path, draining_refusal());
-    }
-    if let Err(r) = origin_allowed(&node.config.auth.allowed_origins, req.headers()) {
-        return refuse(&node, peer, &path, r);
-    }
     let (token, offered) = auth::token_from_request(req.headers(), req.uri().query());
     let protocol = offered.and_then(|p| HeaderValue::from_str(&p).ok());
-    let grant = match &node.verifier {
-        None => Grant::anonymous(),
-        Some(verifier) => match verifier.verify(token.as_deref()) {
-            Ok(grant) => grant,
-            Err(e) => return refuse(&node, peer, &path, Refusal::Unauthorized(e.to_string())),
-        },
+    let grant = match gate(&node, req.headers(), token.as_deref()) {
+        Ok(grant) => grant,
+        Err(g) => return refuse(&node, peer, &path, g.refusal),
     };
     let lane = match endpoint {
         Endpoint::Tether => Lane::Tether,
@@ -428,7 +450,7 @@ async fn publish_route(
     let limit = node.config.limits.max_message_bytes + 1024;
     let body = match axum::body::to_bytes(req.into_body(), limit).await {
         Ok(b) => b,
-        Err(e) => return body_error(&node, peer.addr, &e),
+        Err(e) => return body_error(&node, peer.addr, &e, "--max-message-bytes plus 1 KiB"),
     };
     // The same decoder and checks as a WebSocket `publish`.
     let body =
@@ -463,7 +485,13 @@ async fn publish_route(
 
 /// A body that could not be read: too slow (408, and the connection is
 /// closed so its socket is freed), too large (413), or broken (400).
-pub(crate) fn body_error(node: &Node, peer: SocketAddr, err: &axum::Error) -> Response {
+/// `bound` names the limit a too-large body broke, for its 413.
+pub(crate) fn body_error(
+    node: &Node,
+    peer: SocketAddr,
+    err: &axum::Error,
+    bound: &str,
+) -> Response {
     if caused_by::<BodyTimeout>(err) {
         node.metrics.refusal("body_timeout");
         info!(%peer, "request body not received within the handshake timeout; closing");
@@ -481,7 +509,7 @@ pub(crate) fn body_error(node: &Node, peer: SocketAddr, err: &axum::Error) -> Re
         let mut res = api_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "bad_request",
-            "request body too large (limit: --max-message-bytes plus 1 KiB)",
+            &format!("request body too large (limit: {bound})"),
         );
         res.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -4,9 +4,9 @@
 
 use super::{close_frame, ending_frame, new_client_id, poll, valid_client_id, PollSession, STYLE};
 use crate::{
-    auth::{AuthError, Grant},
+    auth::Grant,
     handshake::Refusal,
-    http::{denied_to_refusal, draining_refusal, origin_allowed, PeerAddr},
+    http::{denied_to_refusal, origin_allowed, refuse, Gated, PeerAddr},
     limits::Lane,
     node::Node,
     session::{Closing, Out, Session},
@@ -25,7 +25,6 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::sync::Arc;
 use tether_protocol::{CloseCode, ServerMessage, PROTOCOL_VERSION};
-use tracing::info;
 
 /// Messages one `/lp/send` may carry.
 pub const MAX_SEND_MESSAGES: usize = 64;
@@ -103,28 +102,11 @@ fn bad_request(status: StatusCode, message: &str) -> Response {
     (status, format!("{message}\n")).into_response()
 }
 
-fn refuse(node: &Node, peer: &PeerAddr, path: &str, refusal: Refusal) -> Response {
-    node.metrics.handshake(refusal.outcome());
-    info!(peer = %peer.addr, path, status = refusal.status().as_u16(), reason = %refusal.message(), "long-polling request refused");
-    refusal.into_response()
-}
-
-/// The gate every request passes: draining, origin, token.
-fn gate(node: &Node, req: &Parts) -> Result<Grant, (Refusal, bool)> {
-    if node.is_draining() {
-        return Err((draining_refusal(), false));
-    }
-    origin_allowed(&node.config.auth.allowed_origins, &req.headers).map_err(|r| (r, false))?;
+/// The WebSocket handshake's gate (draining, origin, token) for a
+/// long-polling request.
+fn gate(node: &Node, req: &Parts) -> Result<Grant, Gated> {
     let (token, _) = crate::auth::token_from_request(&req.headers, req.uri.query());
-    match &node.verifier {
-        None => Ok(Grant::anonymous()),
-        Some(verifier) => verifier.verify(token.as_deref()).map_err(|e| {
-            (
-                Refusal::Unauthorized(e.to_string()),
-                matches!(e, AuthError::Expired),
-            )
-        }),
-    }
+    crate::http::gate(node, &req.headers, token.as_deref())
 }
 
 /// A new engine session for `peer`, under the connection limits.
@@ -144,8 +126,11 @@ async fn open_route(
 ) -> Response {
     let (req, _) = req.into_parts();
     let headers = req.headers.clone();
-    let res = match gate(&node, &req).and_then(|g| admit(&node, &peer, g).map_err(|r| (r, false))) {
-        Err((r, _)) => refuse(&node, &peer, "/lp/open", r),
+    let admitted = gate(&node, &req)
+        .map_err(|g| g.refusal)
+        .and_then(|g| admit(&node, &peer, g));
+    let res = match admitted {
+        Err(r) => refuse(&node, peer.addr, "/lp/open", r),
         Ok(engine) => {
             let client = new_client_id(&node);
             node.longpoll.insert(&node, &client, engine);
@@ -191,7 +176,7 @@ async fn session_for(
         Ok(g) => g,
         // A token that expired under a live session ends it with 4002,
         // as on a WebSocket; other refusals are plain HTTP answers.
-        Err((_, true)) if existing.is_some() => {
+        Err(g) if g.token_expired && existing.is_some() => {
             node.longpoll.remove(node, &client);
             return Err(json_array(
                 node,
@@ -204,13 +189,13 @@ async fn session_for(
                 )],
             ));
         }
-        Err((r, _)) => return Err(refuse(node, peer, req.uri.path(), r)),
+        Err(g) => return Err(refuse(node, peer.addr, req.uri.path(), g.refusal)),
     };
     let session = match existing {
         Some(s) => s,
         None => match admit(node, peer, grant.clone()) {
             Ok(engine) => node.longpoll.insert(node, &client, engine),
-            Err(r) => return Err(refuse(node, peer, req.uri.path(), r)),
+            Err(r) => return Err(refuse(node, peer.addr, req.uri.path(), r)),
         },
     };
     // A refreshed token replaces the old one.
@@ -218,8 +203,8 @@ async fn session_for(
     Ok(session)
 }
 
-/// Reads a body of at most `limit` bytes, answering 413 / 400 / 408 itself
-/// (a 413 says which bound: the API's message names `/api/publish`'s).
+/// Reads a body of at most `limit` bytes (`bound` says how it is set),
+/// answering 413 / 400 / 408 itself.
 async fn body_of(
     node: &Node,
     peer: &PeerAddr,
@@ -234,17 +219,9 @@ async fn body_of(
             "too many request bodies from your address are still arriving; retry in 1 s",
         ));
     };
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let res = crate::http::body_error(node, peer.addr, &e);
-        if res.status() != StatusCode::PAYLOAD_TOO_LARGE {
-            return res;
-        }
-        let (mut parts, _) = res.into_parts();
-        parts.headers.remove(header::CONTENT_TYPE);
-        parts.headers.remove(header::CONTENT_LENGTH);
-        let text = format!("request body over {limit} bytes ({bound})\n");
-        Response::from_parts(parts, Body::from(text))
-    })
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|e| crate::http::body_error(node, peer.addr, &e, bound))
 }
 
 async fn send_route(
