@@ -22,7 +22,7 @@ use crate::{
 use bytes::Bytes;
 use std::sync::Arc;
 use subscriptions::Subscriptions;
-use tether_protocol::CloseCode;
+use tether_protocol::{CloseCode, ServerMessage, PROTOCOL_VERSION};
 use tracing::debug;
 
 /// Consecutive invalid or over-limit messages (or control frames) tolerated,
@@ -136,6 +136,28 @@ impl Session {
     /// The node-unique id of a connection-style session, as in `welcome`.
     pub fn client_id(&self) -> String {
         format!("{}-{:x}", self.node.id, self.conn_id)
+    }
+
+    /// The `welcome`, the first message of every session.
+    pub fn welcome(&self, client: String) -> ServerMessage {
+        let hb = &self.node.config.heartbeat;
+        ServerMessage::Welcome {
+            client,
+            ping_interval_ms: hb.ping_interval.as_millis() as u64,
+            pong_timeout_ms: hb.pong_timeout.as_millis() as u64,
+            version: PROTOCOL_VERSION,
+        }
+    }
+
+    /// When the session's token expires, on tokio's clock; `None` without
+    /// an expiry, or one too far away for the clock to hold.
+    pub fn expires_at(&self) -> Option<tokio::time::Instant> {
+        let at = self.grant.expires_at?;
+        let now = tokio::time::Instant::now();
+        match at.duration_since(std::time::SystemTime::now()) {
+            Ok(left) => now.checked_add(left),
+            Err(_) => Some(now),
+        }
     }
 
     pub fn node(&self) -> &Arc<Node> {

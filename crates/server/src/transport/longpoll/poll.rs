@@ -57,7 +57,7 @@ pub(crate) async fn poll(node: &Arc<Node>, session: &Arc<PollSession>, body: Pol
         if !out.is_empty() {
             return out;
         }
-        token_deadline = token_expiry(&state);
+        token_deadline = state.engine.expires_at();
     }
     let deadline = Instant::now() + node.config.heartbeat.long_poll_timeout;
     let bell = session.state.lock().await.engine.bell.clone();
@@ -87,7 +87,7 @@ pub(crate) async fn poll(node: &Arc<Node>, session: &Arc<PollSession>, body: Pol
                 let mut state = session.state.lock().await;
                 // Another request may have brought a refreshed token while
                 // this poll waited: it replaced the grant, so wait on.
-                token_deadline = token_expiry(&state);
+                token_deadline = state.engine.expires_at();
                 if token_deadline.is_some_and(|t| Instant::now() >= t) {
                     let c = Closing::new(CloseCode::TokenExpired, "token expired; reconnect with a fresh token");
                     return end(node, session, &mut state, out, c);
@@ -107,16 +107,6 @@ pub(crate) async fn poll(node: &Arc<Node>, session: &Arc<PollSession>, body: Pol
             }
         }
     }
-}
-
-/// When the session's current token expires.
-fn token_expiry(state: &PollState) -> Option<Instant> {
-    state.engine.grant.expires_at.map(|at| {
-        let left = at
-            .duration_since(std::time::SystemTime::now())
-            .unwrap_or_default();
-        Instant::now() + left
-    })
 }
 
 /// Ends the session with `c`: the answer carries the close.

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::sync::Arc;
-use tether_protocol::{CloseCode, ServerMessage, PROTOCOL_VERSION};
+use tether_protocol::CloseCode;
 
 /// Messages one `/lp/send` may carry.
 pub const MAX_SEND_MESSAGES: usize = 64;
@@ -133,24 +133,15 @@ async fn open_route(
         Err(r) => refuse(&node, peer.addr, "/lp/open", r),
         Ok(engine) => {
             let client = new_client_id(&node);
+            // The `welcome` of every transport, plus how long a poll waits.
+            let mut welcome = engine.welcome(client.clone()).encode();
+            welcome.pop(); // the object's closing brace
+            welcome.push_str(&format!(
+                ",\"poll_timeout_ms\":{}}}",
+                node.config.heartbeat.long_poll_timeout.as_millis()
+            ));
             node.longpoll.insert(&node, &client, engine);
-            let hb = &node.config.heartbeat;
-            let mut welcome: serde_json::Value = serde_json::from_str(
-                &ServerMessage::Welcome {
-                    client: client.clone(),
-                    ping_interval_ms: hb.ping_interval.as_millis() as u64,
-                    pong_timeout_ms: hb.pong_timeout.as_millis() as u64,
-                    version: PROTOCOL_VERSION,
-                }
-                .encode(),
-            )
-            .unwrap_or_default();
-            welcome["poll_timeout_ms"] = (hb.long_poll_timeout.as_millis() as u64).into();
-            (
-                [(header::CONTENT_TYPE, "application/json")],
-                welcome.to_string(),
-            )
-                .into_response()
+            ([(header::CONTENT_TYPE, "application/json")], welcome).into_response()
         }
     };
     finish(&node, &headers, res)

@@ -26,7 +26,7 @@ use crate::{
 };
 use futures_util::{SinkExt, StreamExt};
 use std::{net::SocketAddr, pin::pin, sync::Arc, time::SystemTime};
-use tether_protocol::{CloseCode, ServerMessage, PROTOCOL_VERSION};
+use tether_protocol::CloseCode;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     time::{timeout, Instant},
@@ -142,15 +142,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn serve(&mut self, client_id: String) -> End {
         let node = self.engine.node.clone();
-        let welcome = {
-            let hb = &node.config.heartbeat;
-            ServerMessage::Welcome {
-                client: client_id,
-                ping_interval_ms: hb.ping_interval.as_millis() as u64,
-                pong_timeout_ms: hb.pong_timeout.as_millis() as u64,
-                version: PROTOCOL_VERSION,
-            }
-        };
+        let welcome = self.engine.welcome(client_id);
         if let Err(end) = Box::pin(self.send(welcome.encode())).await {
             return end;
         }
@@ -233,12 +225,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let silent = node
             .ticker
             .ms(self.last_seen + hb.ping_interval + hb.pong_timeout);
-        let expiry = self.expires_at().map_or(u64::MAX, |at| node.ticker.ms(at));
+        let expiry = self
+            .engine
+            .expires_at()
+            .map_or(u64::MAX, |at| node.ticker.ms(at));
         next_ping.min(silent).min(expiry)
-    }
-
-    fn expires_at(&self) -> Option<Instant> {
-        self.engine.grant.expires_at.and_then(instant_of)
     }
 
     /// The heartbeat check, when the ticker says its deadline came: token
@@ -396,15 +387,5 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         self.engine.finish().await;
-    }
-}
-
-/// Converts a wall-clock expiry into a monotonic deadline; `None` when it is
-/// too far away for the clock to hold (no expiry within any horizon).
-fn instant_of(at: SystemTime) -> Option<Instant> {
-    let now = Instant::now();
-    match at.duration_since(SystemTime::now()) {
-        Ok(left) => now.checked_add(left),
-        Err(_) => Some(now),
     }
 }
