@@ -20,7 +20,7 @@ use crate::{
     node::Node,
 };
 use bytes::Bytes;
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 use subscriptions::Subscriptions;
 use tether_protocol::{CloseCode, ServerMessage, PROTOCOL_VERSION};
 use tracing::debug;
@@ -68,7 +68,18 @@ pub enum Style {
 struct Retried {
     /// Keys publishes that come without a key of their own.
     client: Box<str>,
-    joins: Vec<(Arc<str>, String, u64)>,
+    /// What each held channel was joined at: the client names positions
+    /// in every request, and they are checked against these.
+    held: HashMap<Arc<str>, Held>,
+}
+
+/// Where a `Style::Retried` session joined a channel.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub epoch: String,
+    /// The channel's offset at the join: a position below it is read from
+    /// history (the channel log only holds what arrived after the join).
+    pub joined_at: u64,
 }
 
 /// One client's session.
@@ -124,13 +135,20 @@ impl Session {
         }
     }
 
-    /// The channels joined since the last call: name, epoch, and the
-    /// channel's offset at the join (`Style::Retried` only).
-    pub fn take_joins(&mut self) -> Vec<(Arc<str>, String, u64)> {
-        self.retried
-            .as_mut()
-            .map(|r| std::mem::take(&mut r.joins))
-            .unwrap_or_default()
+    /// Where a held channel was joined (`Style::Retried` only).
+    pub fn held(&self, channel: &str) -> Option<&Held> {
+        self.retried.as_ref()?.held.get(channel)
+    }
+
+    /// Records where a held channel was joined (`Style::Retried` only).
+    pub(crate) fn hold(&mut self, channel: &str, epoch: &str, joined_at: u64) {
+        if let Some(r) = &mut self.retried {
+            let held = Held {
+                epoch: epoch.to_owned(),
+                joined_at,
+            };
+            r.held.insert(Arc::from(channel), held);
+        }
     }
 
     /// The node-unique id of a connection-style session, as in `welcome`.

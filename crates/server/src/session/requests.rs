@@ -209,10 +209,7 @@ impl Session {
         // ordinary `message` frames, written from the history entries already
         // shared with every subscriber (no copy per connection); a retried
         // style client reads it with its next poll.
-        if let Some(r) = &mut self.retried {
-            r.joins
-                .push((Arc::from(channel), recovery.epoch.clone(), recovery.offset));
-        }
+        self.hold(channel, &recovery.epoch, recovery.offset);
         let (mut rest, position) = split_replay(&mut recovery);
         cursor.advance_to(position);
         out.push(encode_subscribed(id, channel, &recovery, position).into());
@@ -232,6 +229,9 @@ impl Session {
 
     /// Leaves the hub for `channel`, releasing broker interest if last here.
     pub(super) async fn leave(&mut self, channel: &str) {
+        if let Some(r) = &mut self.retried {
+            r.held.remove(channel);
+        }
         if self.node.hub.remove(channel, self.conn_id) {
             if let Err(e) = self.node.broker.unsubscribe(channel).await {
                 debug!(channel, error = %e, "broker unsubscribe failed");

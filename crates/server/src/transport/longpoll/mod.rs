@@ -46,21 +46,11 @@ pub struct PollSession {
     pub(crate) superseded: Notify,
 }
 
-/// The engine and what the adapter remembers of each held channel.
+/// The engine, and whether the session has ended.
 pub struct PollState {
     pub(crate) engine: Session,
-    /// Channel → the epoch and the channel's offset when it was joined: a
-    /// position below that offset is read from history (the log only holds
-    /// what arrived after the join).
-    pub(crate) held: HashMap<Arc<str>, Held>,
     /// Set when the session has ended; later requests get this close.
     pub(crate) closed: Option<Closing>,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Held {
-    pub epoch: String,
-    pub joined_at: u64,
 }
 
 /// Marks a request under way on a session until dropped.
@@ -102,7 +92,6 @@ impl Registry {
             client: client.into(),
             state: tokio::sync::Mutex::new(PollState {
                 engine,
-                held: HashMap::new(),
                 closed: None,
             }),
             busy: AtomicUsize::new(0),

@@ -3,7 +3,7 @@
 //! position the log does not reach), and wait for a publication when there
 //! is nothing yet.
 
-use super::{close_frame, ending_frame, routes::PollBody, Held, PollSession, PollState};
+use super::{close_frame, ending_frame, routes::PollBody, PollSession, PollState};
 use crate::{
     channel_log::Cursor,
     node::Node,
@@ -20,22 +20,6 @@ use tokio::time::{sleep_until, Instant};
 const POLL_BATCH: usize = 256;
 /// Bytes of frames after which a poll answers without reading further.
 const POLL_BYTES: usize = 256 * 1024;
-
-/// Records the channels the engine joined since the last call (and forgets
-/// the ones it left).
-pub(crate) fn note_joins(state: &mut PollState) {
-    for (channel, epoch, offset) in state.engine.take_joins() {
-        state.held.insert(
-            channel,
-            Held {
-                epoch,
-                joined_at: offset,
-            },
-        );
-    }
-    let engine = &state.engine;
-    state.held.retain(|c, _| engine.cursor(c).is_some());
-}
 
 /// Answers one poll; `body` names at most `--max-subscriptions` channels
 /// (the route answers 413 to more).
@@ -139,8 +123,8 @@ async fn reconcile(state: &mut PollState, body: PollBody, out: &mut Out) {
     }
     for (channel, position) in body.channels {
         let same_epoch = state
-            .held
-            .get(channel.as_str())
+            .engine
+            .held(&channel)
             .is_some_and(|h| h.epoch == position.epoch);
         match state.engine.cursor(&channel) {
             Some(cursor) if same_epoch && reaches(cursor, position.offset) => {
@@ -149,7 +133,6 @@ async fn reconcile(state: &mut PollState, body: PollBody, out: &mut Out) {
             _ => join(state, &channel, &position, out).await,
         }
     }
-    note_joins(state);
 }
 
 /// Whether a held channel can continue from the client's `offset`: one at
@@ -178,13 +161,7 @@ async fn join(state: &mut PollState, channel: &str, position: &StreamPosition, o
         Ok(recovery) if recovery.recovered => {
             if let Some(cursor) = state.engine.cursor(channel).cloned() {
                 cursor.set_position(position.offset);
-                state.held.insert(
-                    channel.into(),
-                    Held {
-                        epoch: recovery.epoch.clone(),
-                        joined_at: recovery.offset,
-                    },
-                );
+                state.engine.hold(channel, &recovery.epoch, recovery.offset);
                 let mut publications = recovery.publications;
                 publications.truncate(POLL_BATCH);
                 push_publications(&cursor, &mut publications, out);
@@ -228,7 +205,7 @@ async fn read_all(state: &mut PollState, out: &mut Out) {
             continue;
         }
         cursor.clear_pending();
-        let joined_at = state.held.get(&channel).map_or(0, |h| h.joined_at);
+        let joined_at = state.engine.held(&channel).map_or(0, |h| h.joined_at);
         let from_log = if cursor.position() < joined_at {
             Err(())
         } else {
@@ -245,7 +222,7 @@ async fn from_history(state: &mut PollState, channel: &Arc<str>, out: &mut Out) 
     let Some(cursor) = state.engine.cursor(channel).cloned() else {
         return;
     };
-    let Some(held) = state.held.get(channel).cloned() else {
+    let Some(held) = state.engine.held(channel).cloned() else {
         return;
     };
     let position = StreamPosition {
@@ -260,13 +237,6 @@ async fn from_history(state: &mut PollState, channel: &Arc<str>, out: &mut Out) 
             push_publications(&cursor, &mut publications, out);
         }
         Ok(recovery) => {
-            state.held.insert(
-                channel.clone(),
-                Held {
-                    epoch: recovery.epoch.clone(),
-                    joined_at: recovery.offset,
-                },
-            );
             state.engine.answer_subscribe(None, channel, recovery, out);
         }
         Err(e) => {

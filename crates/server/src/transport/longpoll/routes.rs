@@ -269,7 +269,6 @@ async fn send(node: &Arc<Node>, peer: &PeerAddr, req: &Parts, body: Body) -> Res
             return json_array(node, &out);
         }
     }
-    poll::note_joins(&mut state);
     json_array(node, &out)
 }
 
