@@ -199,11 +199,13 @@ async fn read_all(state: &mut PollState, out: &mut Out) {
         .map(|(c, cursor)| (c.clone(), cursor.clone()))
         .collect();
     let mut batch = Vec::new();
+    let mut bytes: usize = out.iter().map(|f| f.len()).sum();
     for (channel, cursor) in cursors {
-        if out.iter().map(|f| f.len()).sum::<usize>() >= POLL_BYTES {
+        if bytes >= POLL_BYTES {
             cursor.ring();
             continue;
         }
+        let before = out.len();
         cursor.clear_pending();
         let joined_at = state.engine.held(&channel).map_or(0, |h| h.joined_at);
         let from_log = if cursor.position() < joined_at {
@@ -214,6 +216,7 @@ async fn read_all(state: &mut PollState, out: &mut Out) {
         if from_log.is_err() {
             from_history(state, &channel, out).await;
         }
+        bytes += out[before..].iter().map(|f| f.len()).sum::<usize>();
     }
 }
 
