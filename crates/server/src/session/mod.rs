@@ -15,7 +15,7 @@ use crate::{
     auth::Grant,
     broker::Publication,
     channel_log::{Behind, Cursor},
-    doorbell::Doorbell,
+    doorbell::{Doorbell, Finished},
     limits::{ConnectionPermit, TokenBucket},
     node::Node,
 };
@@ -94,9 +94,8 @@ pub struct Session {
     pub(crate) bell: Arc<Doorbell>,
     bucket: TokenBucket,
     strikes: u32,
-    style: Style,
-    /// What only a `Style::Retried` session keeps (boxed: a WebSocket
-    /// session pays one pointer for it).
+    /// What only a `Style::Retried` session keeps, and so its style: `None`
+    /// for `Style::Connection` (boxed: a WebSocket session pays one pointer).
     retried: Option<Box<Retried>>,
     /// The session's place under the limits, released when it is dropped.
     _permit: ConnectionPermit,
@@ -117,7 +116,6 @@ impl Session {
             grant: shared_grant(grant),
             subs: Subscriptions::default(),
             strikes: 0,
-            style,
             retried: (style == Style::Retried).then(Default::default),
             _permit: permit,
         }
@@ -192,10 +190,13 @@ impl Session {
     }
 
     /// Takes what the doorbell has rung; `Err` once the session finished.
-    pub fn take_rung(&self, rung: &mut Vec<Arc<Cursor>>) -> Result<(), Closing> {
-        self.bell
-            .take(rung)
-            .map_err(|_| Closing::new(CloseCode::Normal, "session finished"))
+    pub fn take_rung(&self, rung: &mut Vec<Arc<Cursor>>) -> Result<(), Finished> {
+        self.bell.take(rung)
+    }
+
+    /// Whether requests arrive on one ordered connection (`Style::Connection`).
+    fn on_connection(&self) -> bool {
+        self.retried.is_none()
     }
 
     /// Reads what the rung subscriptions have new into `out` (at most `max`

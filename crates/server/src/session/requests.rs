@@ -1,7 +1,7 @@
 //! Requests on a session: decoding, the message rate and strikes, and
 //! subscribe / unsubscribe / publish against the hub and the broker.
 
-use super::{Closing, Out, Session, Style, MAX_STRIKES};
+use super::{Closing, Out, Session, MAX_STRIKES};
 use crate::broker::{BrokerError, Publication, Recovery};
 use serde_json::value::RawValue;
 use std::sync::Arc;
@@ -101,7 +101,7 @@ impl Session {
             } => self.subscribe(id, channel, recover, out).await,
             ClientMessage::Unsubscribe { id, channel } => {
                 if self.subs.remove(channel.as_str()).is_none() {
-                    if self.style == Style::Connection {
+                    if self.on_connection() {
                         return Self::reply_error(
                             out,
                             Some(id),
@@ -131,7 +131,7 @@ impl Session {
         out: &mut Out,
     ) {
         if self.subs.contains_key(channel.as_str()) {
-            if self.style == Style::Connection {
+            if self.on_connection() {
                 return Self::reply_error(
                     out,
                     Some(id),
@@ -213,7 +213,7 @@ impl Session {
         let (mut rest, position) = split_replay(&mut recovery);
         cursor.advance_to(position);
         out.push(encode_subscribed(id, channel, &recovery, position).into());
-        if self.style == Style::Connection && !rest.is_empty() {
+        if self.on_connection() && !rest.is_empty() {
             super::push_publications(&cursor, &mut rest, out);
         }
         // Whatever the log got meanwhile is read on the next turn.

@@ -118,8 +118,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// The span the session's log lines carry. Entered only around the
-    /// paths that log (requests, writes, the close), not held by the task:
-    /// an idle connection keeps no span.
+    /// paths that log (requests, the close), not held by the task: an idle
+    /// connection keeps no span.
     fn span(&self) -> tracing::Span {
         tracing::info_span!(
             "session",
@@ -323,8 +323,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             ws.flush().await
         };
+        // Dropped on a timeout, the drain empties `out` all the same.
         let result = timeout(write_timeout, write).await;
-        out.clear();
         match result {
             Ok(Ok(())) => {
                 node.metrics.messages_out.inc_by(sent);
