@@ -39,7 +39,7 @@ pub struct PollSession {
     pub(crate) state: tokio::sync::Mutex<PollState>,
     /// Requests under way; a session is not expired while one is.
     busy: AtomicUsize,
-    /// When the last request ended (ms since the registry's epoch).
+    /// When the last request ended.
     last_seen: Mutex<Instant>,
     /// Bumped by every poll: an older poll sees it and answers `[]`.
     pub(crate) poll_generation: AtomicU64,
@@ -71,14 +71,6 @@ impl PollSession {
 }
 
 impl Registry {
-    pub fn len(&self) -> usize {
-        self.sessions.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     pub(crate) fn get(&self, client: &str) -> Option<Arc<PollSession>> {
         self.sessions.lock().get(client).cloned()
     }
