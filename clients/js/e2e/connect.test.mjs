@@ -2,38 +2,25 @@
 // and a publish from the page's own box both appear in the feed.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { badge, channelName, feedEntries, launch, openDemo, waitFeedText, waitState } from './support/browser.mjs';
-import { FaultProxy } from './support/proxy.mjs';
+import { test } from 'node:test';
+import { badge, channelName, feedEntries, openDemo, waitFeedText, waitState } from './support/browser.mjs';
 import { publish } from './support/publisher.mjs';
-import { startServer } from './support/server.mjs';
+import { useStack } from './support/stack.mjs';
 
-let server, proxy, browser;
-
-before(async () => {
-  server = await startServer();
-  proxy = await new FaultProxy(server).listen();
-  browser = await launch();
-});
-
-after(async () => {
-  await browser?.close();
-  await proxy?.close();
-  await server?.stop();
-});
+const stack = useStack();
 
 test('the page connects over WebSocket and shows backend and page publications', async () => {
   const channel = channelName('connect');
   // The channel has history before the page subscribes: a first subscribe
   // starts after it, and is no resync (nothing was lost for this page).
-  assert.equal((await publish(server, channel, { text: 'before the page' })).offset, 1);
-  const page = await openDemo(browser.context, proxy.url, { channel });
+  assert.equal((await publish(stack.server, channel, { text: 'before the page' })).offset, 1);
+  const page = await openDemo(stack.browser.context, stack.proxy.url, { channel });
   await waitState(page, 'connected', 'websocket');
   assert.equal((await badge(page)).text, 'connected');
   assert.equal(await page.locator('#channel').textContent(), channel);
-  assert.ok(proxy.upgradesSince(0).some((u) => u.path.startsWith('/ws') && !u.refused), 'the WebSocket went through the proxy');
+  assert.ok(stack.proxy.upgradesSince(0).some((u) => u.path.startsWith('/ws') && !u.refused), 'the WebSocket went through the proxy');
 
-  const { offset } = await publish(server, channel, { text: 'from the backend' });
+  const { offset } = await publish(stack.server, channel, { text: 'from the backend' });
   assert.equal(offset, 2);
   await waitFeedText(page, 'from the backend');
 

@@ -4,43 +4,30 @@
 // dropped).
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { badgeTexts, channelName, feedOffsets, launch, openDemo, range, waitFeedCount, waitState, waitStateEvent } from './support/browser.mjs';
-import { FaultProxy } from './support/proxy.mjs';
+import { test } from 'node:test';
+import { badgeTexts, channelName, feedOffsets, openDemo, range, waitFeedCount, waitState, waitStateEvent } from './support/browser.mjs';
 import { publishSeries } from './support/publisher.mjs';
-import { startServer } from './support/server.mjs';
+import { useStack } from './support/stack.mjs';
 
-let server, proxy, browser;
-
-before(async () => {
-  server = await startServer();
-  proxy = await new FaultProxy(server).listen();
-  browser = await launch();
-});
-
-after(async () => {
-  await browser?.close();
-  await proxy?.close();
-  await server?.stop();
-});
+const stack = useStack();
 
 const N = 60;
 const CUTS = 5;
 
 test('five cuts while 60 messages are published: every offset once, in order', async () => {
   const channel = channelName('cuts');
-  const page = await openDemo(browser.context, proxy.url, { channel });
+  const page = await openDemo(stack.browser.context, stack.proxy.url, { channel });
   await waitState(page, 'connected', 'websocket');
 
   let cuts = 0;
   // Every 10th publication (10, 20, ... 50) the proxy cuts every connection;
   // the next ones are published at once, while the page is reconnecting.
-  const offsets = await publishSeries(server, channel, N, async (i) => {
+  const offsets = await publishSeries(stack.server, channel, N, async (i) => {
     if (i % 10 !== 0 || cuts >= CUTS) return;
     // Cut a connection that is up (the previous cut's reconnection is done).
     await waitState(page, 'connected', 'websocket');
     const at = Date.now();
-    assert.ok(proxy.cutAll() > 0, 'there was a connection to cut');
+    assert.ok(stack.proxy.cutAll() > 0, 'there was a connection to cut');
     cuts++;
     // The page notices the cut before anything else is published.
     await waitStateEvent(page, 'reconnecting', at);
@@ -61,6 +48,6 @@ test('five cuts while 60 messages are published: every offset once, in order', a
   assert.ok(texts.length >= CUTS, `the badge showed the countdown: ${texts}`);
   for (const t of texts) assert.match(t, /^reconnecting\|reconnecting in \d+ s, attempt \d+$/);
   // One WebSocket handshake per (re)connection.
-  assert.equal(proxy.upgradesSince(0).length, CUTS + 1);
+  assert.equal(stack.proxy.upgradesSince(0).length, CUTS + 1);
   assert.deepEqual(page.errors, []);
 });

@@ -4,39 +4,26 @@
 // brings a reconnection at once (within 1 s).
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { badge, channelName, launch, openDemo, waitFeedText, waitState, waitUntil } from './support/browser.mjs';
-import { FaultProxy } from './support/proxy.mjs';
+import { test } from 'node:test';
+import { badge, channelName, openDemo, waitFeedText, waitState, waitUntil } from './support/browser.mjs';
 import { publish } from './support/publisher.mjs';
-import { startServer } from './support/server.mjs';
+import { useStack } from './support/stack.mjs';
 
-let server, proxy, browser;
-
-before(async () => {
-  server = await startServer();
-  proxy = await new FaultProxy(server).listen();
-  browser = await launch();
-});
-
-after(async () => {
-  await browser?.close();
-  await proxy?.close();
-  await server?.stop();
-});
+const stack = useStack();
 
 /** How long "nothing while offline" is watched for (a measurement window, not a synchronisation). */
 const OFFLINE_WATCH = 2_500;
 
 test('offline: no attempts; online: a reconnection within 1 s', async () => {
   const channel = channelName('offline');
-  const page = await openDemo(browser.context, proxy.url, { channel });
+  const page = await openDemo(stack.browser.context, stack.proxy.url, { channel });
   await waitState(page, 'connected', 'websocket');
-  await publish(server, channel, { text: 'before' });
+  await publish(stack.server, channel, { text: 'before' });
   await waitFeedText(page, 'before');
 
-  await browser.context.setOffline(true);
+  await stack.browser.context.setOffline(true);
   assert.equal(await page.evaluate(() => navigator.onLine), false);
-  assert.ok(proxy.cutAll() > 0, 'the open WebSocket was cut');
+  assert.ok(stack.proxy.cutAll() > 0, 'the open WebSocket was cut');
   const offlineFrom = Date.now();
   await waitState(page, 'offline');
   assert.equal((await badge(page)).text, 'offline');
@@ -45,17 +32,17 @@ test('offline: no attempts; online: a reconnection within 1 s', async () => {
   // Several backoff delays (and server heartbeats) long: nothing is attempted.
   await page.waitForTimeout(OFFLINE_WATCH);
   assert.equal((await badge(page)).state, 'offline');
-  assert.deepEqual(proxy.upgradesSince(offlineFrom), [], 'no handshake reached the proxy while offline');
+  assert.deepEqual(stack.proxy.upgradesSince(offlineFrom), [], 'no handshake reached the proxy while offline');
   assert.equal(await page.evaluate(() => window.__wsCreated.length), createdBefore, 'no WebSocket was even created');
   assert.ok(!page.states.some((s) => s.at > offlineFrom && s.state === 'connecting'));
 
   const onlineAt = Date.now();
-  await browser.context.setOffline(false);
-  await waitUntil(() => proxy.upgradesSince(onlineAt).length > 0, 1_000, 'an upgrade within 1 s of online');
-  const took = proxy.upgradesSince(onlineAt)[0].at - onlineAt;
+  await stack.browser.context.setOffline(false);
+  await waitUntil(() => stack.proxy.upgradesSince(onlineAt).length > 0, 1_000, 'an upgrade within 1 s of online');
+  const took = stack.proxy.upgradesSince(onlineAt)[0].at - onlineAt;
   assert.ok(took <= 1_000, `reconnected ${took} ms after online`);
   await waitState(page, 'connected', 'websocket');
-  await publish(server, channel, { text: 'after' });
+  await publish(stack.server, channel, { text: 'after' });
   await waitFeedText(page, 'after');
   assert.deepEqual(page.errors, []);
 });

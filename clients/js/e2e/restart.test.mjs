@@ -3,42 +3,30 @@
 // data-resync) and receives new publications again.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { channelName, feedEntries, launch, openDemo, waitFeedText, waitState, waitStateEvent } from './support/browser.mjs';
-import { FaultProxy } from './support/proxy.mjs';
+import { test } from 'node:test';
+import { channelName, feedEntries, openDemo, waitFeedText, waitState, waitStateEvent } from './support/browser.mjs';
 import { publish } from './support/publisher.mjs';
 import { startServer } from './support/server.mjs';
+import { useStack } from './support/stack.mjs';
 
-let server, proxy, browser;
-
-before(async () => {
-  server = await startServer();
-  proxy = await new FaultProxy(server).listen();
-  browser = await launch();
-});
-
-after(async () => {
-  await browser?.close();
-  await proxy?.close();
-  await server?.stop();
-});
+const stack = useStack();
 
 test('a restarted server (history lost): the page resyncs and receives again', async () => {
   const channel = channelName('restart');
-  const page = await openDemo(browser.context, proxy.url, { channel });
+  const page = await openDemo(stack.browser.context, stack.proxy.url, { channel });
   await waitState(page, 'connected', 'websocket');
   const before = [];
-  for (let i = 1; i <= 3; i++) before.push(await publish(server, channel, { text: `old ${i}` }));
+  for (let i = 1; i <= 3; i++) before.push(await publish(stack.server, channel, { text: `old ${i}` }));
   await waitFeedText(page, 'old 3');
   const oldEpoch = before[0].epoch;
 
   // A crash: SIGKILL, no 1012, history gone. A new server on the same port.
-  const port = server.port;
+  const port = stack.server.port;
   const killedAt = Date.now();
-  await server.stop('SIGKILL');
+  await stack.server.stop('SIGKILL');
   await waitStateEvent(page, 'reconnecting', killedAt);
-  server = await startServer({ port });
-  assert.equal(server.port, port);
+  stack.server = await startServer({ port });
+  assert.equal(stack.server.port, port);
 
   const resync = page.locator('#feed li[data-resync]');
   await resync.waitFor({ state: 'attached' });
@@ -47,11 +35,11 @@ test('a restarted server (history lost): the page resyncs and receives again', a
   assert.match(await resync.textContent(), /resynced at offset 0 \(epoch [0-9a-f]+\)/);
   assert.ok(!(await resync.textContent()).includes(oldEpoch), 'the new server has a new epoch');
 
-  const fresh = await publish(server, channel, { text: 'new 1' });
+  const fresh = await publish(stack.server, channel, { text: 'new 1' });
   assert.notEqual(fresh.epoch, oldEpoch);
   assert.equal(fresh.offset, 1);
   await waitFeedText(page, 'new 1');
-  await publish(server, channel, { text: 'new 2' });
+  await publish(stack.server, channel, { text: 'new 2' });
   await waitFeedText(page, 'new 2');
   const texts = (await feedEntries(page)).map((e) => e.text);
   assert.deepEqual(texts, ['#1{"text":"old 1"}', '#2{"text":"old 2"}', '#3{"text":"old 3"}', '#1{"text":"new 1"}', '#2{"text":"new 2"}']);
