@@ -47,11 +47,6 @@ impl Ticker {
         at.saturating_duration_since(self.origin).as_millis() as u64
     }
 
-    /// The instant `ms` on the ticker's clock stands for.
-    pub fn instant(&self, ms: u64) -> Instant {
-        self.origin + Duration::from_millis(ms)
-    }
-
     /// Adds a session's doorbell; the slot is freed by [`Ticker::remove`].
     pub fn add(&self, bell: &Arc<Doorbell>) -> u32 {
         let mut slots = self.slots.lock();
