@@ -7,7 +7,7 @@
 # load (`tether bench`) to CPU 1; every server is a fresh process per
 # scenario, so its RSS starts from the same point.
 #
-# Usage: benches/run.sh [scenario...]      scenarios: idle fanout burst1k burst2k burst4k echo storm
+# Usage: benches/run.sh [scenario...]      scenarios: idle connect fanout closedloop burst1k burst2k burst4k echo storm
 #        (burst1k is not in the default set: 1,000 × 1,000 msg/s, a burst the
 #        load generator can read even on a shared machine)
 # Environment: ROUNDS (2), CONNS (10000), SERVERS ("tether baseline node socketio";
@@ -25,14 +25,14 @@ SERVERS=${SERVERS:-"tether baseline node socketio"}
 OUT=${OUT:-target/bench}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
-SCENARIOS=${*:-"idle fanout burst2k burst4k echo storm"}
+SCENARIOS=${*:-"idle connect fanout closedloop burst2k burst4k echo storm"}
 for s in $SCENARIOS; do
   case $s in
-    idle | fanout | burst1k | burst2k | burst4k | echo | storm) ;;
+    idle | connect | fanout | closedloop | burst1k | burst2k | burst4k | echo | storm) ;;
     saturate | overload)
       echo "scenario $s is now burst2k / burst4k (1,000 subscribers × 2,000 / 4,000 msg/s, 5 s)" >&2
       exit 2 ;;
-    *) echo "unknown scenario $s (expected idle fanout burst1k burst2k burst4k echo storm)" >&2; exit 2 ;;
+    *) echo "unknown scenario $s (expected idle connect fanout closedloop burst1k burst2k burst4k echo storm)" >&2; exit 2 ;;
   esac
 done
 TETHER=target/release/tether
@@ -178,6 +178,17 @@ for round in $(seq "$ROUNDS"); do
           # accept queue), spread over 4 source addresses.
           load "$round" "$server" idle idle "$URL_WS" --protocol "$PROTO" \
             --connections "$CONNS" --concurrency 256 --sources 4 --hold 5s --server-pid "$SERVER_PID" ;;
+        connect) # the connect rate alone: each connection is done at its
+          # handshake (Tether: at its welcome, when a client is connected;
+          # idle's Tether figure also waits for a subscribe round trip)
+          start_server "$server"
+          load "$round" "$server" connect idle "$URL_WS" --protocol "$PROTO" --channel= \
+            --connections "$CONNS" --concurrency 256 --sources 4 --hold 1s ;;
+        closedloop) # the most a server sustains: 1,000 subscribers, the
+          # publisher as fast as 64 publications in flight allow, 5 s
+          start_server "$server"
+          load "$round" "$server" closedloop fanout "$URL_WS" --protocol "$PROTO" \
+            --subscribers 1000 --rate 1000000 --window 64 "${ENVELOPE[@]}" --duration 5s --server-pid "$SERVER_PID" ;;
         fanout) # latency at a fixed, sub-saturation load
           start_server "$server"
           load "$round" "$server" fanout fanout "$URL_WS" --protocol "$PROTO" \

@@ -27,11 +27,23 @@ FIGURES = {
     "idle": [
         ("server RSS KiB/conn", ("server_rss_per_conn_kib",), False),
         ("server anon KiB/conn", ("server_anon_per_conn_kib",), False),
-        ("connects/s", ("connects_per_sec",), True),
+        ("connects/s (Tether: + subscribe)", ("connects_per_sec",), True),
         ("established", ("established",), True),
         ("listen overflows", ("tcp", "ListenOverflows"), False),
         ("SYN retransmits", ("tcp", "TCPSynRetrans"), False),
     ],
+    # 10,000 connects, each done at the handshake (Tether: at its welcome).
+    "connect": [
+        ("connects/s", ("connects_per_sec",), True),
+        ("handshake p50 ms", ("connect_latency", "p50_ms"), False),
+        ("handshake p99 ms", ("connect_latency", "p99_ms"), False),
+        ("established", ("established",), True),
+        ("listen overflows", ("tcp", "ListenOverflows"), False),
+        ("SYN retransmits", ("tcp", "TCPSynRetrans"), False),
+    ],
+    # Closed loop: 1,000 subscribers, the publisher as fast as the window of
+    # 64 publications in flight allows, 5 s: the most each server sustains.
+    "closedloop": BURST,
     "fanout": [
         ("deliveries/s", ("deliveries_per_sec",), True),
         ("p50 ms", ("latency", "p50_ms"), False),
@@ -126,6 +138,11 @@ PER_ROUND = {
     "idle": [("connects/s", ("connects_per_sec",)), ("connect s", ("connect_secs",)),
              ("handshake p99 ms", ("connect_latency", "p99_ms")),
              ("listen overflows", ("tcp", "ListenOverflows")), ("SYN retransmits", ("tcp", "TCPSynRetrans"))],
+    "connect": [("connects/s", ("connects_per_sec",)), ("connect s", ("connect_secs",)),
+                ("handshake p99 ms", ("connect_latency", "p99_ms")),
+                ("listen overflows", ("tcp", "ListenOverflows")), ("SYN retransmits", ("tcp", "TCPSynRetrans"))],
+    "closedloop": [("deliveries/s", ("deliveries_per_sec",)), ("p99 ms", ("latency", "p99_ms")),
+                   ("server CPU s", ("server_cpu_secs",)), ("load CPU s", ("client_cpu_secs",))],
     "fanout": [("p99 ms", ("latency", "p99_ms"))],
     "burst1k": [("deliveries/s", ("deliveries_per_sec",)), ("p99 ms", ("latency", "p99_ms"))],
     "burst2k": [("deliveries/s", ("deliveries_per_sec",)), ("p99 ms", ("latency", "p99_ms"))],

@@ -47,6 +47,9 @@ pub struct Options {
     /// Raw and Socket.IO: the publisher sends Tether's `message` frame for
     /// the server to relay, so every server's subscribers read equal bytes.
     pub envelope: bool,
+    /// Closed loop: at most this many publications not yet delivered to
+    /// every subscriber (0: open loop, the schedule alone).
+    pub window: u64,
     pub server_pid: Option<String>,
 }
 
@@ -68,6 +71,7 @@ impl Options {
                 Some("none") => false,
                 Some(other) => anyhow::bail!("--envelope {other:?}: expected message or none"),
             },
+            window: number(m, "window")?,
             server_pid: super::server_pid(m)?,
         })
     }
@@ -82,6 +86,8 @@ pub struct Report {
     pub subscribed: usize,
     pub failed: BTreeMap<String, usize>,
     pub rate: f64,
+    /// Closed loop: publications allowed in flight (0: open loop).
+    pub window: u64,
     pub duration_secs: f64,
     pub sent: u64,
     pub publish_errors: u64,
@@ -273,7 +279,12 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
     let server_io_before = o.server_pid.as_deref().and_then(stats::syscalls);
     let client_cpu_before = stats::cpu_secs("self");
     let publish_started = Instant::now();
-    let published = publish(c, &o, total, o.subscribers).await?;
+    let flow = Flow {
+        delivered: &delivered,
+        subscribers: ready_subs as u64,
+        window: o.window,
+    };
+    let published = publish(c, &o, total, o.subscribers, flow).await?;
     let expected = published.sent * ready_subs as u64;
     let drain_until = Instant::now() + DRAIN;
     let (mut seen, mut last_progress) = (delivered.load(Ordering::Relaxed), Instant::now());
@@ -336,6 +347,7 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
         subscribed: ready_subs,
         failed: failures,
         rate: o.rate,
+        window: o.window,
         duration_secs: duration.as_secs_f64(),
         sent: published.sent,
         publish_errors: published.errors,
@@ -376,10 +388,32 @@ struct Published {
     first_error: Option<String>,
 }
 
+/// The closed loop's gate: publication `seq` may go once every subscriber
+/// has all but `window` of the ones before it.
+struct Flow<'a> {
+    delivered: &'a AtomicU64,
+    subscribers: u64,
+    window: u64,
+}
+
+impl Flow<'_> {
+    fn allows(&self, seq: u64) -> bool {
+        self.window == 0
+            || seq < self.delivered.load(Ordering::Relaxed) / self.subscribers.max(1) + self.window
+    }
+}
+
 /// Sends `total` stamped messages at the configured rate; when behind
 /// schedule it writes what is due in one flush instead of falling further
-/// behind. Reads the acks (Tether) as they come.
-async fn publish(c: &Common, o: &Options, total: u64, index: usize) -> anyhow::Result<Published> {
+/// behind. In a closed loop (`--window`) it also waits for the window.
+/// Reads the acks (Tether) as they come.
+async fn publish(
+    c: &Common,
+    o: &Options,
+    total: u64,
+    index: usize,
+    flow: Flow<'_>,
+) -> anyhow::Result<Published> {
     let mut ws = ready(c, &c.target, index, None)
         .await
         .context("the publisher could not connect")?;
@@ -391,7 +425,14 @@ async fn publish(c: &Common, o: &Options, total: u64, index: usize) -> anyhow::R
     let channel = serde_json::Value::from(o.channel.as_str()).to_string();
     let at = |i: u64| start + period.mul_f64(i as f64);
     let ack_deadline = at(total) + DRAIN;
+    let end = at(total);
+    let mut total = total;
     while sent < total || (wants_acks && acked + errors < sent) {
+        // A closed loop sends for the duration, not until the schedule's count.
+        if flow.window > 0 && sent < total && tokio::time::Instant::now() >= end {
+            total = sent;
+            continue;
+        }
         let due = at(sent);
         tokio::select! {
             biased;
@@ -409,10 +450,12 @@ async fn publish(c: &Common, o: &Options, total: u64, index: usize) -> anyhow::R
                     }
                 }
             }
-            () = tokio::time::sleep_until(due), if sent < total => {
+            // A full window is looked at again each millisecond (tokio's
+            // timer granularity; the window holds far more than that).
+            () = tokio::time::sleep_until(if flow.allows(sent) { due } else { tokio::time::Instant::now() + Duration::from_millis(1) }), if sent < total => {
                 let now = tokio::time::Instant::now();
                 let mut burst = 0;
-                while sent < total && burst < BURST && at(sent) <= now {
+                while sent < total && burst < BURST && at(sent) <= now && flow.allows(sent) {
                     let body = stamp(sent, &pad);
                     let frame = match (c.protocol, o.envelope) {
                         (Protocol::Tether, _) => format!("{{\"type\":\"publish\",\"id\":{},\"channel\":{channel},\"data\":{body}}}", sent + 1),
@@ -460,8 +503,10 @@ mod conn_stamp {
 
 fn human(r: &Report) -> String {
     let mut s = format!(
-        "fanout {} ({:?}): {}/{} subscribers, {} msg/s for {:.1} s: sent {}, delivered {}/{} ({} deliveries/s; offered {})\n  latency: {}\n",
-        r.url, r.protocol, r.subscribed, r.subscribers, r.rate, r.duration_secs, r.sent, r.delivered, r.expected,
+        "fanout {} ({:?}): {}/{} subscribers, {} msg/s{} for {:.1} s: sent {}, delivered {}/{} ({} deliveries/s; offered {})\n  latency: {}\n",
+        r.url, r.protocol, r.subscribed, r.subscribers, r.rate,
+        if r.window > 0 { format!(" (closed loop, window {})", r.window) } else { String::new() },
+        r.duration_secs, r.sent, r.delivered, r.expected,
         r.deliveries_per_sec, r.offered_deliveries_per_sec, r.latency
     );
     s.push_str(&format!(

@@ -11,7 +11,7 @@ use serde::Serialize;
 use std::{
     collections::BTreeMap,
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
     time::{Duration, Instant},
@@ -88,6 +88,9 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
     let established = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
     let dropped = Arc::new(AtomicUsize::new(0));
+    // When the last connection finished its handshake (µs after `started`):
+    // the connect time, exact rather than rounded up to the wait loop's tick.
+    let last_done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let channel =
         (c.protocol == Protocol::Tether && !o.channel.is_empty()).then(|| o.channel.clone());
@@ -95,6 +98,7 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
     for w in 0..WORKERS.min(o.connections) {
         let (c, gate, stop) = (c.clone(), gate.clone(), stop_rx.clone());
         let (established, failed, dropped) = (established.clone(), failed.clone(), dropped.clone());
+        let last_done = last_done.clone();
         let channel = channel.clone();
         let n = o.connections;
         workers.push(tokio::spawn(async move {
@@ -102,12 +106,14 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
             for i in (w..n).step_by(WORKERS) {
                 let (c, gate, mut stop) = (&c, gate.clone(), stop.clone());
                 let (established, failed, dropped) = (&established, &failed, &dropped);
+                let last_done = &last_done;
                 let channel = channel.as_deref();
                 held.push(async move {
                     let permit = gate.acquire_owned().await;
                     let t0 = Instant::now();
                     let ws = ready(c, &c.target, i, channel).await;
                     let took = t0.elapsed();
+                    last_done.fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                     drop(permit);
                     let mut ws = match ws {
                         Ok(ws) => ws,
@@ -158,7 +164,10 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let connect_secs = started.elapsed().as_secs_f64();
+    let connect_secs = match last_done.load(Ordering::Relaxed) {
+        0 => started.elapsed().as_secs_f64(),
+        us => us as f64 / 1e6,
+    };
     let open = established.load(Ordering::Relaxed);
 
     tokio::time::sleep(SETTLE).await;

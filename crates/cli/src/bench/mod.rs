@@ -57,6 +57,7 @@ pub fn command() -> Command {
             .arg(value_arg("concurrency", "handshakes in flight at once").value_name("C").default_value("256"))
             .arg(value_arg("channel", "channel name (tether protocol)").value_name("NAME").default_value("bench-fanout"))
             .arg(value_arg("envelope", "with --protocol raw or socketio, what the publisher sends for the server to relay: message (default: the same {\"type\":\"message\",\"channel\":..,\"offset\":..,\"data\":..} frame Tether delivers, so subscribers read equal bytes from every server) or none (the bare stamped payload)").value_name("message|none").default_value("message"))
+            .arg(value_arg("window", "closed loop: publish only while fewer than W publications are not yet delivered to every subscriber (with a high --rate, this measures the most the server sustains); 0 = open loop").value_name("W").default_value("0"))
             .arg(value_arg("server-pid", "read this process's CPU time, for deliveries per server CPU-second").value_name("PID")))
         .subcommand(common(Command::new("echo").about("N connections doing round trips of B-byte messages against /echo"))
             .arg(value_arg("connections", "connections").value_name("N").default_value("100"))

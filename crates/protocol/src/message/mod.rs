@@ -244,17 +244,24 @@ impl ClientMessage {
 
 impl ServerMessage {
     /// Encodes this message as a JSON text frame.
+    ///
+    /// Through a borrowed, derived `Serialize` (not a `serde_json::Value`
+    /// tree): every connection's `welcome` and every request's reply pass
+    /// here, and building a map per message cost more than the rest of the
+    /// reply.
     pub fn encode(&self) -> String {
-        let value = match self {
+        let wire = match self {
             ServerMessage::Welcome {
                 client,
                 ping_interval_ms,
                 pong_timeout_ms,
                 version,
-            } => serde_json::json!({
-                "type": "welcome", "client": client, "ping_interval_ms": ping_interval_ms,
-                "pong_timeout_ms": pong_timeout_ms, "version": version,
-            }),
+            } => Wire::Welcome {
+                client,
+                ping_interval_ms: *ping_interval_ms,
+                pong_timeout_ms: *pong_timeout_ms,
+                version: *version,
+            },
             ServerMessage::Subscribed {
                 id,
                 channel,
@@ -262,32 +269,70 @@ impl ServerMessage {
                 offset,
                 recovered,
                 publications,
-            } => serde_json::json!({
-                "type": "subscribed", "id": id, "channel": channel, "epoch": epoch,
-                "offset": offset, "recovered": recovered, "publications": publications,
-            }),
-            ServerMessage::Unsubscribed { id, channel } => {
-                serde_json::json!({"type": "unsubscribed", "id": id, "channel": channel})
-            }
+            } => Wire::Subscribed {
+                id: *id,
+                channel,
+                epoch,
+                offset: *offset,
+                recovered: *recovered,
+                publications,
+            },
+            ServerMessage::Unsubscribed { id, channel } => Wire::Unsubscribed { id: *id, channel },
             ServerMessage::Message {
                 channel,
                 offset,
                 data,
             } => return encode_message_frame(channel, *offset, data.get()),
-            ServerMessage::Ack { id, offset } => {
-                serde_json::json!({"type": "ack", "id": id, "offset": offset})
-            }
-            ServerMessage::Error { id, code, message } => {
-                let mut v = serde_json::json!({"type": "error", "code": code, "message": message});
-                if let Some(id) = id {
-                    v["id"] = serde_json::json!(id);
-                }
-                v
-            }
-            ServerMessage::Pong => serde_json::json!({"type": "pong"}),
+            ServerMessage::Ack { id, offset } => Wire::Ack {
+                id: *id,
+                offset: *offset,
+            },
+            ServerMessage::Error { id, code, message } => Wire::Error {
+                id: *id,
+                code: *code,
+                message,
+            },
+            ServerMessage::Pong => Wire::Pong,
         };
-        value.to_string()
+        // Serializing plain fields, strings and raw JSON into a String
+        // cannot fail.
+        serde_json::to_string(&wire).unwrap_or_default()
     }
+}
+
+/// [`ServerMessage`] as it goes on the wire, borrowing its fields.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Wire<'a> {
+    Welcome {
+        client: &'a str,
+        ping_interval_ms: u64,
+        pong_timeout_ms: u64,
+        version: u32,
+    },
+    Subscribed {
+        id: u64,
+        channel: &'a str,
+        epoch: &'a str,
+        offset: u64,
+        recovered: bool,
+        publications: &'a [PublicationEntry],
+    },
+    Unsubscribed {
+        id: u64,
+        channel: &'a str,
+    },
+    Ack {
+        id: u64,
+        offset: u64,
+    },
+    Error {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        code: ErrorCode,
+        message: &'a str,
+    },
+    Pong,
 }
 
 /// Encodes a `message` frame from its parts. The server calls this once per

@@ -117,15 +117,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.drive()
     }
 
-    /// The span the session's log lines carry. Entered only around the
+    /// The span the session's debug lines carry. Entered only around the
     /// paths that log (requests, the close), not held by the task: an idle
-    /// connection keeps no span.
+    /// connection keeps no span. A debug span: the log formats a span's
+    /// fields when it is created, which cost more than a request itself;
+    /// the info and warn lines name the peer and client themselves.
     fn span(&self) -> tracing::Span {
-        tracing::info_span!(
+        tracing::debug_span!(
             "session",
             peer = %self.peer,
-            client = %format_args!("{}-{:x}", self.engine.node.id, self.engine.conn_id)
+            client = %self.client_label()
         )
+    }
+
+    fn client_label(&self) -> String {
+        self.engine.client_id()
     }
 
     async fn drive(mut self: Box<Self>) {
@@ -360,7 +366,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 node.note_abnormal_end(self.peer.ip(), idle);
             }
             End::WriteTimeout => {
-                info!("closing: write timed out, the client is not reading");
+                info!(peer = %self.peer, client = %self.client_label(), "closing: write timed out, the client is not reading");
                 node.metrics.refusal("write_timeout");
             }
             End::PeerClosed(code, why) => {
@@ -369,7 +375,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 let _ = timeout(CLOSE_SEND_TIMEOUT, self.ws.flush()).await;
             }
             End::Violation(code, why) => {
-                info!(code, %why, "closing");
+                info!(peer = %self.peer, client = %self.client_label(), code, %why, "closing");
                 // Send the close frame the library queued; count it if it went.
                 if let Ok(Ok(())) = timeout(CLOSE_SEND_TIMEOUT, self.ws.flush()).await {
                     node.metrics.close(code);
@@ -379,7 +385,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if code == CloseCode::ServiceRestart {
                     debug!(code = code.as_u16(), %reason, "closing");
                 } else {
-                    info!(code = code.as_u16(), %reason, "closing");
+                    info!(peer = %self.peer, client = %self.client_label(), code = code.as_u16(), %reason, "closing");
                 }
                 if super::close(&mut self.ws, code.as_u16(), &reason).await {
                     node.metrics.close(code.as_u16());
