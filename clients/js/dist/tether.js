@@ -281,6 +281,10 @@ function asError(e) {
 }
 
 // src/protocol.ts
+var RETRYABLE_ERRORS = Object.freeze(["unavailable", "internal", "over_capacity"]);
+function isRetryable(code) {
+  return RETRYABLE_ERRORS.includes(code);
+}
 function encode(msg) {
   switch (msg.type) {
     case "subscribe": {
@@ -1119,9 +1123,17 @@ var Subscription = class {
     this.position = null;
     /** @internal the subscribe in flight on this connection */
     this.request = null;
+    /** @internal retryable refusals since the last successful subscribe (the retry backoff's attempt) */
+    this.refusals = 0;
+    /** @internal the pending resubscribe after a retryable refusal (a timer handle), or null */
+    this.retryTimer = null;
     this.active = true;
   }
-  /** Whether the subscription is still registered with its client. */
+  /**
+   * Whether the subscription is still registered with its client: false after
+   * `unsubscribe()` or a final refusal; true while a retryable refusal waits
+   * to be retried.
+   */
   get subscribed() {
     return this.active;
   }
@@ -1150,6 +1162,7 @@ var Subscription = class {
       if (!this.request || this.request.id !== msg.id) return "ok";
       recovering = this.request.recovering;
       this.request = null;
+      this.refusals = 0;
     }
     const { epoch, offset, recovered } = msg;
     if (recovering && !recovered) {
@@ -1186,9 +1199,14 @@ var Subscription = class {
     this.call(() => this.handlers.onMessage?.({ channel: this.channel, offset, data }));
     return "ok";
   }
-  /** @internal the server refused the subscribe request */
+  /** @internal the server refused the subscribe request for good */
   refused(err) {
     this.active = false;
+    this.request = null;
+    this.call(() => this.handlers.onError?.(err));
+  }
+  /** @internal the server refused the subscribe request for now; the client retries it */
+  refusedForNow(err) {
     this.request = null;
     this.call(() => this.handlers.onError?.(err));
   }
@@ -1218,6 +1236,7 @@ var Tether = class extends Connection {
     };
     this.queue = new PublishQueue(this.o.publishQueue);
     this.keys = keyPrefix(this.o.random);
+    this.retryBackoff = new Backoff(this.o.minDelay, this.o.maxDelay);
   }
   /** Subscribes to `channel`; throws `already_subscribed` when it is held. */
   subscribe(channel, handlers = {}) {
@@ -1297,7 +1316,9 @@ var Tether = class extends Connection {
         const p = m.id === void 0 ? void 0 : this.queue.take(m.id);
         if (p) return p.reject(err);
         const sub = m.id === void 0 ? void 0 : [...this.subs.values()].find((s) => s.request?.id === m.id);
-        if (sub) {
+        if (sub && isRetryable(m.code)) {
+          this.retryLater(t, sub, err);
+        } else if (sub) {
           this.subs.delete(sub.channel);
           sub.refused(err);
           t.positionsChanged();
@@ -1312,7 +1333,10 @@ var Tether = class extends Connection {
   }
   connectionEnded() {
     this.queue.resetSent();
-    for (const s of this.subs.values()) s.request = null;
+    for (const s of this.subs.values()) {
+      s.request = null;
+      this.cancelRetry(s);
+    }
   }
   stopped(err) {
     this.queue.failAll(err);
@@ -1326,12 +1350,37 @@ var Tether = class extends Connection {
     if (p.firstSent === null) p.firstSent = this.o.clock.now();
     return { type: "publish", id: p.sentAs, channel: p.channel, data: p.data, key: p.key };
   }
+  /**
+   * The server refused `sub`'s subscribe with a retryable code (nothing was
+   * done): keep the subscription, tell the app, and subscribe again (with its
+   * recovery position, as usual) on this connection after a backoff that
+   * grows with each refusal in a row and starts over once one succeeds.
+   */
+  retryLater(t, sub, err) {
+    this.cancelRetry(sub);
+    const delay = this.retryBackoff.delay(sub.refusals, this.o.random());
+    sub.refusals++;
+    this.log(`subscribe to ${JSON.stringify(sub.channel)} refused (${err.code}): retrying in ${delay} ms`);
+    sub.retryTimer = this.o.clock.setTimeout(() => {
+      sub.retryTimer = null;
+      if (this.subs.get(sub.channel) !== sub || this.transport !== t || !this.welcomed) return;
+      this.send([sub.subscribeMessage(++this.nextId)]);
+    }, delay);
+    sub.refusedForNow(err);
+  }
+  cancelRetry(sub) {
+    if (sub.retryTimer === null) return;
+    this.o.clock.clearTimeout(sub.retryTimer);
+    sub.retryTimer = null;
+  }
   removeSubscription(sub) {
     if (this.subs.get(sub.channel) !== sub) return;
     this.subs.delete(sub.channel);
+    const waiting = sub.retryTimer !== null;
+    this.cancelRetry(sub);
     const t = this.transport;
     if (!t || !this.welcomed) return;
-    if (sub.position || sub.request) this.send([{ type: "unsubscribe", id: ++this.nextId, channel: sub.channel }]);
+    if (sub.request || sub.position && !waiting) this.send([{ type: "unsubscribe", id: ++this.nextId, channel: sub.channel }]);
     t.positionsChanged();
   }
   positions() {
@@ -1346,6 +1395,7 @@ export {
   DecodeError,
   MAX_SEND_BATCH,
   PERMANENT_STATUSES,
+  RETRYABLE_ERRORS,
   STABLE_AFTER,
   Subscription,
   Tether,
@@ -1355,6 +1405,7 @@ export {
   decode,
   decodeValue,
   encode,
+  isRetryable,
   parseRetryAfter,
   parseRetryHint,
   reconnectFor

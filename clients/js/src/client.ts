@@ -1,10 +1,13 @@
 // The Tether client: subscriptions recovered from their last position and
 // publishes resent with their idempotency keys over the connection that
-// connection.ts keeps up. Same semantics as the Rust client (docs/client.md).
+// connection.ts keeps up. Same semantics as the Rust client (docs/client.md),
+// plus: a subscribe refused with a retryable code is asked again on the same
+// connection after a backoff (`retryLater`).
 
+import { Backoff } from './backoff.js';
 import { Connection } from './connection.js';
 import type { TetherOptions } from './options.js';
-import type { ClientMessage, ServerMessage, StreamPosition } from './protocol.js';
+import { isRetryable, type ClientMessage, type ServerMessage, type StreamPosition } from './protocol.js';
 import { PublishQueue, keyPrefix, type Pending, type PublishResult } from './publishQueue.js';
 import { TetherError, asError } from './state.js';
 import { Subscription, type SubscriptionHandlers } from './subscription.js';
@@ -16,6 +19,8 @@ export class Tether extends Connection {
   private readonly subs = new Map<string, Subscription>();
   private readonly queue: PublishQueue;
   private readonly keys: string;
+  /** The delay before resubscribing after a retryable refusal; its attempt is the subscription's `refusals`. */
+  private readonly retryBackoff: Backoff;
   private keyCounter = 0;
   private nextId = 0;
   private readonly owner = {
@@ -31,6 +36,7 @@ export class Tether extends Connection {
     super(url, options);
     this.queue = new PublishQueue(this.o.publishQueue);
     this.keys = keyPrefix(this.o.random);
+    this.retryBackoff = new Backoff(this.o.minDelay, this.o.maxDelay);
   }
 
   /** Subscribes to `channel`; throws `already_subscribed` when it is held. */
@@ -118,7 +124,9 @@ export class Tether extends Connection {
         const p = m.id === undefined ? undefined : this.queue.take(m.id);
         if (p) return p.reject(err);
         const sub = m.id === undefined ? undefined : [...this.subs.values()].find((s) => s.request?.id === m.id);
-        if (sub) {
+        if (sub && isRetryable(m.code)) {
+          this.retryLater(t, sub, err);
+        } else if (sub) {
           this.subs.delete(sub.channel);
           sub.refused(err);
           t.positionsChanged();
@@ -134,7 +142,11 @@ export class Tether extends Connection {
 
   protected connectionEnded(): void {
     this.queue.resetSent();
-    for (const s of this.subs.values()) s.request = null;
+    // A pending retry is void too: restore() resubscribes on the next connection.
+    for (const s of this.subs.values()) {
+      s.request = null;
+      this.cancelRetry(s);
+    }
   }
 
   protected stopped(err: TetherError): void {
@@ -152,12 +164,41 @@ export class Tether extends Connection {
     return { type: 'publish', id: p.sentAs, channel: p.channel, data: p.data, key: p.key };
   }
 
+  /**
+   * The server refused `sub`'s subscribe with a retryable code (nothing was
+   * done): keep the subscription, tell the app, and subscribe again (with its
+   * recovery position, as usual) on this connection after a backoff that
+   * grows with each refusal in a row and starts over once one succeeds.
+   */
+  private retryLater(t: Transport, sub: Subscription, err: TetherError): void {
+    this.cancelRetry(sub);
+    const delay = this.retryBackoff.delay(sub.refusals, this.o.random());
+    sub.refusals++;
+    this.log(`subscribe to ${JSON.stringify(sub.channel)} refused (${err.code}): retrying in ${delay} ms`);
+    // Armed before onError runs: a handler that unsubscribes or disconnects cancels it.
+    sub.retryTimer = this.o.clock.setTimeout(() => {
+      sub.retryTimer = null;
+      if (this.subs.get(sub.channel) !== sub || this.transport !== t || !this.welcomed) return;
+      this.send([sub.subscribeMessage(++this.nextId)]);
+    }, delay);
+    sub.refusedForNow(err);
+  }
+
+  private cancelRetry(sub: Subscription): void {
+    if (sub.retryTimer === null) return;
+    this.o.clock.clearTimeout(sub.retryTimer);
+    sub.retryTimer = null;
+  }
+
   private removeSubscription(sub: Subscription): void {
     if (this.subs.get(sub.channel) !== sub) return;
     this.subs.delete(sub.channel);
+    // While a retry waits, the server holds no subscription to end.
+    const waiting = sub.retryTimer !== null;
+    this.cancelRetry(sub);
     const t = this.transport;
     if (!t || !this.welcomed) return;
-    if (sub.position || sub.request) this.send([{ type: 'unsubscribe', id: ++this.nextId, channel: sub.channel }]);
+    if (sub.request || (sub.position && !waiting)) this.send([{ type: 'unsubscribe', id: ++this.nextId, channel: sub.channel }]);
     t.positionsChanged();
   }
 

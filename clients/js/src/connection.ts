@@ -405,7 +405,7 @@ export abstract class Connection {
     this.timers[k] = null;
   }
 
-  private log(msg: string): void {
+  protected log(msg: string): void {
     if (this.o.debug) console.debug(`[tether] ${msg}`);
   }
 }

@@ -11,7 +11,7 @@ export type { PublishResult } from './publishQueue.js';
 export { Backoff, parseRetryHint, parseRetryAfter } from './backoff.js';
 export { CLOSE_CODES, PERMANENT_STATUSES, reconnectFor, classify } from './closeCodes.js';
 export type { Reconnect, Ended } from './closeCodes.js';
-export { encode, decode, decodeValue, DecodeError } from './protocol.js';
+export { encode, decode, decodeValue, DecodeError, RETRYABLE_ERRORS, isRetryable } from './protocol.js';
 export type { ClientMessage, ServerMessage, StreamPosition, Publication } from './protocol.js';
 export { WAKE_CHECK_TIMEOUT } from './liveness.js';
 export { MAX_SEND_BATCH } from './transport/longpoll.js';

@@ -47,6 +47,20 @@ export type ServerMessage =
   | { type: 'pong' }
   | { type: 'close'; code: number; reason: string };
 
+/**
+ * Server error codes that mean "nothing was done; retry with backoff"
+ * (docs/protocol.md): the broker (Redis) is unreachable or reconnecting
+ * (`unavailable`), the server could not complete the request (`internal`),
+ * the node is at a capacity limit (`over_capacity`). The client retries a
+ * subscribe refused with one of them by itself; every other code is final.
+ */
+export const RETRYABLE_ERRORS: readonly string[] = Object.freeze(['unavailable', 'internal', 'over_capacity']);
+
+/** Whether a server error code asks to retry later (`RETRYABLE_ERRORS`). */
+export function isRetryable(code: string): boolean {
+  return RETRYABLE_ERRORS.includes(code);
+}
+
 /** Encodes a client message as one JSON text frame (field order fixed). */
 export function encode(msg: ClientMessage): string {
   switch (msg.type) {

@@ -2,6 +2,8 @@
 // the subscribe request in flight, and the delivery rules: each publication
 // reaches the application once and in order (duplicates dropped by offset),
 // and a recovery the server could not satisfy is reported, never a silent gap.
+// A subscribe refused with a retryable code (`unavailable`, ...) keeps the
+// subscription; the client asks again after a backoff (client.ts).
 
 import type { ClientMessage, ServerMessage, StreamPosition } from './protocol.js';
 import { TetherError } from './state.js';
@@ -30,7 +32,13 @@ export interface SubscribedEvent {
 export interface SubscriptionHandlers {
   onMessage?(msg: MessageEvent): void;
   onSubscribed?(ev: SubscribedEvent): void;
-  /** The server refused the subscription (e.g. `forbidden`); it is removed. */
+  /**
+   * The server refused the subscribe request. With a final code (`forbidden`,
+   * `invalid_channel`, ...) the subscription is removed (`subscribed` is
+   * false). With a retryable one (`unavailable`, `internal`, `over_capacity`:
+   * `isRetryable(err.code)`) it stays: the client subscribes again after a
+   * growing, jittered delay and calls this again for every refusal.
+   */
   onError?(err: TetherError): void;
 }
 
@@ -42,6 +50,10 @@ export class Subscription {
   position: StreamPosition | null = null;
   /** @internal the subscribe in flight on this connection */
   request: { id: number; recovering: boolean } | null = null;
+  /** @internal retryable refusals since the last successful subscribe (the retry backoff's attempt) */
+  refusals = 0;
+  /** @internal the pending resubscribe after a retryable refusal (a timer handle), or null */
+  retryTimer: unknown = null;
   private active = true;
 
   /** @internal created by `Tether.subscribe` */
@@ -51,7 +63,11 @@ export class Subscription {
     private readonly owner: { removeSubscription(sub: Subscription): void; report(e: unknown): void },
   ) {}
 
-  /** Whether the subscription is still registered with its client. */
+  /**
+   * Whether the subscription is still registered with its client: false after
+   * `unsubscribe()` or a final refusal; true while a retryable refusal waits
+   * to be retried.
+   */
   get subscribed(): boolean {
     return this.active;
   }
@@ -85,6 +101,7 @@ export class Subscription {
       if (!this.request || this.request.id !== msg.id) return 'ok';
       recovering = this.request.recovering;
       this.request = null;
+      this.refusals = 0;
     }
     const { epoch, offset, recovered } = msg;
     if (recovering && !recovered) {
@@ -123,9 +140,15 @@ export class Subscription {
     return 'ok';
   }
 
-  /** @internal the server refused the subscribe request */
+  /** @internal the server refused the subscribe request for good */
   refused(err: TetherError): void {
     this.active = false;
+    this.request = null;
+    this.call(() => this.handlers.onError?.(err));
+  }
+
+  /** @internal the server refused the subscribe request for now; the client retries it */
+  refusedForNow(err: TetherError): void {
     this.request = null;
     this.call(() => this.handlers.onError?.(err));
   }

@@ -23,6 +23,23 @@ test('publish resolves with the acked offset; an error reply rejects', async () 
   await assert.rejects(bad, (e) => e.code === 'forbidden' && e.message === 'no publish permission');
 });
 
+test('a publish answered unavailable rejects and is not resent; a new publish() is a new key', async () => {
+  const { client, clock, ws } = setup(wsOnly);
+  client.connect();
+  ws.last().welcome();
+  const p = client.publish('chat', 1);
+  const [sent] = ws.last().sentOf('publish');
+  ws.last().receive({ type: 'error', id: sent.id, code: 'unavailable', message: 'Redis is unreachable (reconnecting); retry' });
+  await assert.rejects(p, (e) => e.code === 'unavailable');
+  clock.advance(20_000);
+  assert.equal(ws.last().sentOf('publish').length, 1);
+  const again = client.publish('chat', 1);
+  const [, resent] = ws.last().sentOf('publish');
+  assert.notEqual(resent.key, sent.key);
+  ws.last().receive({ type: 'ack', id: resent.id, offset: 1 });
+  assert.deepEqual(await again, { offset: 1 });
+});
+
 test('publishes wait while disconnected and are sent after the welcome', async () => {
   const { client, ws } = setup(wsOnly);
   const p = client.publish('chat', 1);

@@ -1,6 +1,6 @@
 import { Connection } from './connection.js';
 import type { TetherOptions } from './options.js';
-import type { ServerMessage, StreamPosition } from './protocol.js';
+import { type ServerMessage, type StreamPosition } from './protocol.js';
 import { type PublishResult } from './publishQueue.js';
 import { TetherError } from './state.js';
 import { Subscription, type SubscriptionHandlers } from './subscription.js';
@@ -10,6 +10,8 @@ export declare class Tether extends Connection {
     private readonly subs;
     private readonly queue;
     private readonly keys;
+    /** The delay before resubscribing after a retryable refusal; its attempt is the subscription's `refusals`. */
+    private readonly retryBackoff;
     private keyCounter;
     private nextId;
     private readonly owner;
@@ -35,6 +37,14 @@ export declare class Tether extends Connection {
     protected stopped(err: TetherError): void;
     private send;
     private publishMessage;
+    /**
+     * The server refused `sub`'s subscribe with a retryable code (nothing was
+     * done): keep the subscription, tell the app, and subscribe again (with its
+     * recovery position, as usual) on this connection after a backoff that
+     * grows with each refusal in a row and starts over once one succeeds.
+     */
+    private retryLater;
+    private cancelRetry;
     private removeSubscription;
     protected positions(): Record<string, StreamPosition>;
 }

@@ -83,5 +83,5 @@ export declare abstract class Connection {
     private setState;
     private set;
     private clear;
-    private log;
+    protected log(msg: string): void;
 }

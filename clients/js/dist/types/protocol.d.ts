@@ -67,6 +67,16 @@ export type ServerMessage = {
     code: number;
     reason: string;
 };
+/**
+ * Server error codes that mean "nothing was done; retry with backoff"
+ * (docs/protocol.md): the broker (Redis) is unreachable or reconnecting
+ * (`unavailable`), the server could not complete the request (`internal`),
+ * the node is at a capacity limit (`over_capacity`). The client retries a
+ * subscribe refused with one of them by itself; every other code is final.
+ */
+export declare const RETRYABLE_ERRORS: readonly string[];
+/** Whether a server error code asks to retry later (`RETRYABLE_ERRORS`). */
+export declare function isRetryable(code: string): boolean;
 /** Encodes a client message as one JSON text frame (field order fixed). */
 export declare function encode(msg: ClientMessage): string;
 /** Why a frame could not be decoded. */

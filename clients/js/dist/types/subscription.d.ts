@@ -22,7 +22,13 @@ export interface SubscribedEvent {
 export interface SubscriptionHandlers {
     onMessage?(msg: MessageEvent): void;
     onSubscribed?(ev: SubscribedEvent): void;
-    /** The server refused the subscription (e.g. `forbidden`); it is removed. */
+    /**
+     * The server refused the subscribe request. With a final code (`forbidden`,
+     * `invalid_channel`, ...) the subscription is removed (`subscribed` is
+     * false). With a retryable one (`unavailable`, `internal`, `over_capacity`:
+     * `isRetryable(err.code)`) it stays: the client subscribes again after a
+     * growing, jittered delay and calls this again for every refusal.
+     */
     onError?(err: TetherError): void;
 }
 /** What applying a frame found: `gap` means offsets were skipped. */
@@ -38,13 +44,21 @@ export declare class Subscription {
         id: number;
         recovering: boolean;
     } | null;
+    /** @internal retryable refusals since the last successful subscribe (the retry backoff's attempt) */
+    refusals: number;
+    /** @internal the pending resubscribe after a retryable refusal (a timer handle), or null */
+    retryTimer: unknown;
     private active;
     /** @internal created by `Tether.subscribe` */
     constructor(channel: string, handlers: SubscriptionHandlers, owner: {
         removeSubscription(sub: Subscription): void;
         report(e: unknown): void;
     });
-    /** Whether the subscription is still registered with its client. */
+    /**
+     * Whether the subscription is still registered with its client: false after
+     * `unsubscribe()` or a final refusal; true while a retryable refusal waits
+     * to be retried.
+     */
     get subscribed(): boolean;
     /** Stops delivery and unsubscribes on the server. */
     unsubscribe(): void;
@@ -64,7 +78,9 @@ export declare class Subscription {
      * were skipped.
      */
     applyPublication(offset: number, data: unknown): Applied;
-    /** @internal the server refused the subscribe request */
+    /** @internal the server refused the subscribe request for good */
     refused(err: TetherError): void;
+    /** @internal the server refused the subscribe request for now; the client retries it */
+    refusedForNow(err: TetherError): void;
     private call;
 }
