@@ -1,6 +1,7 @@
 //! Test harness shared by every crate's integration tests: a real server on
 //! `127.0.0.1:0` (in-process or as the `tether` binary), a small WebSocket
-//! test client speaking JSON, a raw HTTP helper, and fault-injecting proxies.
+//! test client speaking JSON, a raw HTTP helper, fault-injecting proxies, and
+//! the real nginx and Redis the proxy and broker tests run against.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
 pub mod attack;
@@ -9,6 +10,7 @@ pub mod longpoll;
 pub mod nginx;
 pub mod process;
 pub mod proxy;
+pub mod redis;
 pub mod tls;
 pub mod ws;
 
