@@ -64,6 +64,10 @@ pub struct Cursor {
     position: AtomicU64,
     /// Already rung and not yet read: rings are not repeated.
     pending: AtomicBool,
+    /// The channel's stream was reset under this cursor (a new epoch the
+    /// node could not bridge): its position means nothing any more, and
+    /// its session must resynchronise ([`ChannelLog::reset`]).
+    stale: AtomicBool,
 }
 
 /// The reader's position is before the start of the log: publications it
@@ -72,6 +76,8 @@ pub struct Cursor {
 pub struct Behind {
     pub position: u64,
     pub first_held: u64,
+    /// Not behind but cut off: the channel's stream was reset (a new epoch).
+    pub reset: bool,
 }
 
 /// The subscribers to wake for one publication; ring it after releasing
@@ -118,6 +124,7 @@ impl ChannelLog {
             conn_id,
             position: AtomicU64::new(0),
             pending: AtomicBool::new(false),
+            stale: AtomicBool::new(false),
         });
         inner.subscribers.push(cursor.clone());
         inner.snapshot = None;
@@ -136,6 +143,25 @@ impl ChannelLog {
             inner.subscribers = Vec::new();
         }
         left
+    }
+
+    /// The channel's stream changed epoch and the node could not bridge the
+    /// gap: drops what is held and marks every current subscriber stale
+    /// (each resynchronises through the ordinary recovery path); returns
+    /// them to wake so they notice.
+    pub fn reset(&self) -> Wakeup {
+        let mut inner = self.inner.lock();
+        inner.ring.clear();
+        inner.bytes = 0;
+        inner.top = 0;
+        for cursor in &inner.subscribers {
+            cursor.stale.store(true, Ordering::Release);
+        }
+        let inner = &mut *inner;
+        let snapshot = inner
+            .snapshot
+            .get_or_insert_with(|| Arc::from(inner.subscribers.as_slice()));
+        Wakeup(Some(snapshot.clone()))
     }
 
     pub fn subscriber_count(&self) -> usize {
@@ -217,6 +243,7 @@ impl ChannelLog {
             return Err(Behind {
                 position,
                 first_held: first,
+                reset: false,
             });
         }
         let start = (position + 1 - first) as usize;
@@ -234,6 +261,16 @@ impl ChannelLog {
 impl Cursor {
     pub fn position(&self) -> u64 {
         self.position.load(Ordering::Acquire)
+    }
+
+    /// Whether the channel was reset under this cursor ([`ChannelLog::reset`]).
+    pub fn is_stale(&self) -> bool {
+        self.stale.load(Ordering::Acquire)
+    }
+
+    /// Valid again: its session told the client the new position.
+    pub fn revive(&self) {
+        self.stale.store(false, Ordering::Release);
     }
 
     /// Moves the position forward (never back).
@@ -321,7 +358,8 @@ mod tests {
             log.read_after(stuck.position(), 100, &mut out),
             Err(Behind {
                 position: 0,
-                first_held: 13
+                first_held: 13,
+                reset: false,
             })
         );
     }
@@ -342,6 +380,28 @@ mod tests {
         dirty.clear();
         assert!(bell.take(&mut dirty).is_ok());
         assert_eq!(dirty.len(), 1);
+    }
+
+    #[test]
+    fn a_reset_marks_every_reader_stale_and_rings_it() {
+        let log = log(100);
+        let bell = Arc::new(Doorbell::new());
+        let cursor = log.join(1, bell.clone());
+        log.append(publication(1)).ring();
+        cursor.clear_pending();
+        let mut dirty = Vec::new();
+        assert!(bell.take(&mut dirty).is_ok());
+        dirty.clear();
+        log.reset().ring();
+        assert!(cursor.is_stale());
+        assert_eq!(log.held(), 0);
+        assert!(bell.take(&mut dirty).is_ok());
+        assert_eq!(dirty.len(), 1, "the stale reader is woken");
+        // The new epoch's offsets start wherever they are.
+        log.append(publication(7)).ring();
+        assert_eq!(log.held(), 1);
+        cursor.revive();
+        assert!(!cursor.is_stale());
     }
 
     #[test]

@@ -92,6 +92,14 @@ impl Hub {
 }
 
 impl Delivery for Hub {
+    fn reset(&self, channel: &str) -> Wakeup {
+        let log = self.shard(channel).read().get(channel).cloned();
+        match log {
+            Some(log) => log.reset(),
+            None => Wakeup::none(),
+        }
+    }
+
     fn deliver(&self, publication: Arc<Publication>) -> Wakeup {
         let log = self
             .shard(&publication.channel)

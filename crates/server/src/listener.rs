@@ -77,6 +77,8 @@ pub enum StartError {
     Tls(#[from] crate::tls::TlsError),
     #[error("--trusted-proxies: {0}")]
     TrustedProxies(String),
+    #[error("{0}")]
+    Broker(String),
 }
 
 impl Server {

@@ -38,6 +38,17 @@ pub struct Metrics {
     pub idempotency_keys: Gauge,
     /// Keys forgotten before their window ended because a cap forced them out.
     pub idempotency_evictions: Counter,
+    /// Redis broker: 1 while every Redis connection is up (and so ready).
+    pub redis_up: Gauge,
+    /// Redis broker: missed publications read back from history, by why they
+    /// were missed (`gap`: an offset skipped; `reconnect`: a pub/sub
+    /// connection came back; `check`: the periodic check of quiet channels).
+    pub redis_repairs: Family<Labels, Counter>,
+    /// Redis broker: channels whose stream changed epoch under their local
+    /// subscribers (they resynchronise with `recovered: false`).
+    pub redis_resets: Counter,
+    /// Redis broker: connections re-established, by kind (`command`, `pubsub`).
+    pub redis_reconnects: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -66,6 +77,10 @@ impl Metrics {
             history_bytes: Gauge::default(),
             idempotency_keys: Gauge::default(),
             idempotency_evictions: Counter::default(),
+            redis_up: Gauge::default(),
+            redis_repairs: Family::default(),
+            redis_resets: Counter::default(),
+            redis_reconnects: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -148,7 +163,39 @@ impl Metrics {
             "Idempotency keys forgotten before their window ended because a cap forced them out",
             m.idempotency_evictions.clone(),
         );
+        registry.register(
+            "redis_up",
+            "1 while every Redis connection is up (Redis broker)",
+            m.redis_up.clone(),
+        );
+        registry.register(
+            "redis_repairs",
+            "Missed publications read back from Redis history, by cause",
+            m.redis_repairs.clone(),
+        );
+        registry.register(
+            "redis_resets",
+            "Channels whose stream changed epoch under local subscribers",
+            m.redis_resets.clone(),
+        );
+        registry.register(
+            "redis_reconnects",
+            "Redis connections re-established, by kind",
+            m.redis_reconnects.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    pub fn redis_repair(&self, cause: &str) {
+        self.redis_repairs
+            .get_or_create(&vec![("cause", cause.to_owned())])
+            .inc();
+    }
+
+    pub fn redis_reconnect(&self, kind: &str) {
+        self.redis_reconnects
+            .get_or_create(&vec![("kind", kind.to_owned())])
+            .inc();
     }
 
     pub fn handshake(&self, outcome: &str) {

@@ -1,9 +1,13 @@
 //! The node: everything one running gateway shares between its connections.
 
 use crate::{
-    auth::{KeyError, Verifier},
-    broker::{memory::MemoryBroker, Broker},
-    config::Config,
+    auth::Verifier,
+    broker::{
+        memory::MemoryBroker,
+        redis::{RedisBroker, RedisOptions},
+        Broker,
+    },
+    config::{BrokerKind, Config},
     hub::Hub,
     limits::Admission,
     metrics::Metrics,
@@ -41,7 +45,10 @@ pub struct Node {
 
 impl Node {
     /// Builds a node; `socket_budget` is how many sockets the open-file limit allows.
-    pub fn new(config: Config, socket_budget: usize) -> Result<Arc<Self>, KeyError> {
+    pub fn new(
+        config: Config,
+        socket_budget: usize,
+    ) -> Result<Arc<Self>, crate::listener::StartError> {
         let verifier = Verifier::from_config(&config.auth)?;
         let metrics = Arc::new(Metrics::new());
         // How far a subscriber may fall behind its channel before it is
@@ -50,12 +57,32 @@ impl Node {
             publications: config.limits.send_queue,
             bytes: config.history.max_channel_bytes,
         }));
-        let memory = Arc::new(MemoryBroker::new(
-            config.history.clone(),
-            config.limits.max_channels,
-            hub.clone(),
-            metrics.clone(),
-        ));
+        let (broker, memory_broker): (Arc<dyn Broker>, _) = match config.broker.kind {
+            BrokerKind::Memory => {
+                let memory = Arc::new(MemoryBroker::new(
+                    config.history.clone(),
+                    config.limits.max_channels,
+                    hub.clone(),
+                    metrics.clone(),
+                ));
+                (memory.clone(), Some(memory))
+            }
+            BrokerKind::Redis => {
+                let options = RedisOptions {
+                    url: config.broker.redis_url.clone(),
+                    prefix: config.broker.redis_prefix.clone(),
+                    check_interval: config.broker.redis_check_interval,
+                };
+                let redis = RedisBroker::start(
+                    options,
+                    config.history.clone(),
+                    hub.clone(),
+                    metrics.clone(),
+                )
+                .map_err(|e| crate::listener::StartError::Broker(e.to_string()))?;
+                (Arc::new(redis), None)
+            }
+        };
         let id = config
             .server
             .node_id
@@ -72,8 +99,8 @@ impl Node {
             id,
             metrics,
             hub,
-            broker: memory.clone(),
-            memory_broker: Some(memory),
+            broker,
+            memory_broker,
             shutdown: CancellationToken::new(),
             draining: AtomicBool::new(false),
             tasks: TaskTracker::new(),

@@ -144,8 +144,11 @@ pub enum ErrorCode {
     TooManySubscriptions,
     /// The node is at a capacity limit (channels, history bytes); retry later.
     OverCapacity,
-    /// The server could not complete the request (e.g. the broker is unreachable); retry.
+    /// The server could not complete the request; retry.
     Internal,
+    /// The broker (Redis) is unreachable or reconnecting: nothing was
+    /// done; retry with backoff.
+    Unavailable,
     /// Any code this client version does not know.
     #[serde(other)]
     Unknown,
@@ -166,6 +169,7 @@ impl ErrorCode {
             ErrorCode::TooManySubscriptions => "too_many_subscriptions",
             ErrorCode::OverCapacity => "over_capacity",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unavailable => "unavailable",
             ErrorCode::Unknown => "unknown",
         }
     }

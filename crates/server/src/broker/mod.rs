@@ -7,6 +7,7 @@
 //! which is the hub.
 
 pub mod memory;
+pub mod redis;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -69,8 +70,9 @@ pub struct Recovery {
     pub publications: Vec<Arc<Publication>>,
 }
 
-/// Why the broker could not do something. Sessions answer `internal` and the
-/// client retries; `/readyz` turns false while the broker is unhealthy.
+/// Why the broker could not do something. Sessions answer `unavailable`
+/// (or `over_capacity`) and the client retries; `/readyz` turns false while
+/// the broker is unhealthy.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("broker unavailable: {0}")]
@@ -88,6 +90,11 @@ pub trait Delivery: Send + Sync + 'static {
     /// the broker's lock for the channel); returns the subscribers to wake,
     /// which the broker rings after releasing its locks.
     fn deliver(&self, publication: Arc<Publication>) -> crate::channel_log::Wakeup;
+
+    /// The channel's stream changed epoch and the broker cannot bridge the
+    /// gap: every local subscriber resynchronises (`recovered: false`
+    /// through the ordinary path); returns them to wake.
+    fn reset(&self, channel: &str) -> crate::channel_log::Wakeup;
 }
 
 #[async_trait]

@@ -80,7 +80,9 @@ pub const KEYS: &[Key] = &[
     k("proxy", "trusted", "trusted-proxies", "comma-separated CIDRs of proxies whose Forwarded/X-Forwarded-For (or PROXY header) names the client [default: none]"),
     Key { switch: true, ..k("proxy", "protocol", "proxy-protocol", "expect a PROXY protocol v1/v2 header from peers in --trusted-proxies") },
     k("broker", "kind", "broker", "memory (one node) or redis (many nodes) [default: memory]"),
-    k("broker", "redis_url", "redis-url", "Redis URL for --broker redis [default: redis://127.0.0.1:6379]"),
+    k("broker", "redis_url", "redis-url", "Redis URL for --broker redis, e.g. redis://:password@10.0.0.7:6379/0 [default: redis://127.0.0.1:6379]"),
+    k("broker", "redis_prefix", "redis-prefix", "prefix of every Redis key and pub/sub channel (letters, digits, _ . - only) [default: tether]"),
+    k("broker", "redis_check_interval", "redis-check-interval", "how often quiet channels are compared with Redis and pub/sub connections pinged [default: 5s]"),
     k("log", "format", "log-format", "text or json [default: text]"),
     k("log", "level", "log-level", "tracing filter, e.g. info or tether_server=debug [default: info]"),
 ];

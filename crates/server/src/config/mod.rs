@@ -216,6 +216,12 @@ pub enum BrokerKind {
 pub struct BrokerConfig {
     pub kind: BrokerKind,
     pub redis_url: String,
+    /// Prefix of every Redis key and pub/sub channel Tether uses.
+    pub redis_prefix: String,
+    /// How often quiet channels are compared with Redis and pub/sub
+    /// connections pinged.
+    #[serde(with = "duration")]
+    pub redis_check_interval: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -223,6 +229,8 @@ impl Default for BrokerConfig {
         BrokerConfig {
             kind: BrokerKind::Memory,
             redis_url: "redis://127.0.0.1:6379".into(),
+            redis_prefix: "tether".into(),
+            redis_check_interval: Duration::from_secs(5),
         }
     }
 }

@@ -115,9 +115,32 @@ impl Config {
         }
         self.validate_exposure()?;
         if self.broker.kind == BrokerKind::Redis {
-            return bad(
-                "--broker redis is not available in this build yet; use --broker memory".into(),
-            );
+            if let Err(e) = redis::Client::open(self.broker.redis_url.as_str()) {
+                return bad(format!(
+                    "--redis-url {:?}: {e} (expected redis://[:password@]host[:port][/db])",
+                    self.broker.redis_url
+                ));
+            }
+            let prefix = &self.broker.redis_prefix;
+            if prefix.is_empty()
+                || prefix.len() > 64
+                || !prefix
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+            {
+                return bad(format!(
+                    "--redis-prefix {prefix:?}: 1 to 64 letters, digits, '_', '.' or '-'"
+                ));
+            }
+            let every = self.broker.redis_check_interval;
+            if every < std::time::Duration::from_millis(100)
+                || every > std::time::Duration::from_secs(3600)
+            {
+                return bad(format!(
+                    "--redis-check-interval {}: expected 100ms to 1h",
+                    humantime::format_duration(every)
+                ));
+            }
         }
         Ok(())
     }

@@ -233,6 +233,13 @@ impl Session {
     }
 
     fn fell_behind(&self, cursor: &Cursor, b: Behind) -> Closing {
+        if b.reset {
+            debug!(channel = %cursor.log.name, "the channel's stream was reset");
+            return Closing::new(
+                CloseCode::SlowConsumer,
+                "the channel's history was reset (a new epoch): reconnect and resubscribe",
+            );
+        }
         self.node.metrics.slow_consumers.inc();
         debug!(channel = %cursor.log.name, position = b.position, first_held = b.first_held, "fell behind the channel log");
         Closing::new(
@@ -273,6 +280,13 @@ pub(crate) fn read_cursor(
     batch: &mut Vec<Arc<Publication>>,
     out: &mut Out,
 ) -> Result<bool, Behind> {
+    if cursor.is_stale() {
+        return Err(Behind {
+            position: cursor.position(),
+            first_held: 0,
+            reset: true,
+        });
+    }
     let more = cursor.log.read_after(cursor.position(), max, batch)?;
     push_publications(cursor, batch, out);
     Ok(more)

@@ -211,7 +211,15 @@ impl Session {
         // style client reads it with its next poll.
         self.hold(channel, &recovery.epoch, recovery.offset);
         let (mut rest, position) = split_replay(&mut recovery);
-        cursor.advance_to(position);
+        if cursor.is_stale() {
+            // The reply names the stream's new epoch: a cursor the channel's
+            // reset left stale is valid again, from the new position (which
+            // may be lower than the old epoch's).
+            cursor.revive();
+            cursor.set_position(position);
+        } else {
+            cursor.advance_to(position);
+        }
         out.push(encode_subscribed(id, channel, &recovery, position).into());
         if self.on_connection() && !rest.is_empty() {
             super::push_publications(&cursor, &mut rest, out);
@@ -313,7 +321,7 @@ fn too_many(retry: std::time::Duration) -> String {
 fn error_code(e: &BrokerError) -> ErrorCode {
     match e {
         BrokerError::OverCapacity(_) => ErrorCode::OverCapacity,
-        BrokerError::Unavailable(_) => ErrorCode::Internal,
+        BrokerError::Unavailable(_) => ErrorCode::Unavailable,
     }
 }
 

@@ -11,6 +11,9 @@ impl Delivery for Collect {
         self.0.lock().push(p.offset);
         crate::channel_log::Wakeup::none()
     }
+    fn reset(&self, _: &str) -> crate::channel_log::Wakeup {
+        crate::channel_log::Wakeup::none()
+    }
 }
 
 fn raw(s: &str) -> Box<RawValue> {

@@ -1,0 +1,279 @@
+//! The Redis broker: many nodes share offsets, history and idempotency keys
+//! in Redis, and every node delivers what any node publishes.
+//!
+//! - A publish is one script (`scripts`): idempotency check, epoch fence,
+//!   offset, history append, TTLs and the pub/sub message, atomically, so
+//!   offsets are gap-free under concurrent publishers on many nodes.
+//! - Each node subscribes once per channel it has local subscribers for
+//!   (`fanout`), on a few pub/sub connections chosen by channel hash, and
+//!   feeds what arrives into the hub in offset order, reading back from
+//!   history whatever pub/sub lost.
+//! - While Redis or any of this node's connections to it is down the node
+//!   is not ready, and publishes and subscribes fail with `unavailable`
+//!   (nothing is silently dropped); it reconnects with backoff and repairs.
+
+mod backoff;
+mod fanout;
+mod link;
+mod repair;
+mod scripts;
+
+use super::{Broker, BrokerError, Delivery, Publication, PublishOutcome, Recovery};
+use crate::{config::HistoryConfig, metrics::Metrics};
+use async_trait::async_trait;
+use fanout::Fanout;
+use link::{Conn, Link};
+use scripts::{Keys, PUBLISH_SCRIPT, RECOVER_SCRIPT};
+use serde_json::value::RawValue;
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+use tether_protocol::StreamPosition;
+use tokio_util::sync::CancellationToken;
+
+/// What the Redis broker is told at start.
+pub struct RedisOptions {
+    pub url: String,
+    /// Prefix of every key and pub/sub channel (several deployments can
+    /// share one Redis).
+    pub prefix: String,
+    /// How often quiet channels are compared with Redis (a lost last
+    /// message surfaces within this) and pub/sub connections pinged.
+    pub check_interval: Duration,
+}
+
+pub struct RedisBroker {
+    inner: Arc<Inner>,
+    stop: CancellationToken,
+}
+
+struct Inner {
+    prefix: Arc<str>,
+    history: HistoryConfig,
+    link: Arc<Link>,
+    fanout: Fanout,
+}
+
+/// The raw answer of the recover script.
+struct Raw {
+    epoch: String,
+    top: u64,
+    recovered: bool,
+    /// The data of the publications after `since`, in order.
+    data: Vec<String>,
+}
+
+impl RedisBroker {
+    /// Starts the broker's connections (in the background: the node starts
+    /// not ready and turns ready once Redis answers).
+    pub fn start(
+        options: RedisOptions,
+        history: HistoryConfig,
+        delivery: Arc<dyn Delivery>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, BrokerError> {
+        let client = redis::Client::open(options.url.as_str())
+            .map_err(|e| BrokerError::Unavailable(format!("--redis-url: {e}")))?;
+        let stop = CancellationToken::new();
+        let health = fanout::Health::new(metrics.clone());
+        let link = Arc::new(Link::new(client.clone(), {
+            let health = health.clone();
+            Box::new(move |up| health.set_link(up))
+        }));
+        let prefix: Arc<str> = options.prefix.into();
+        let inner = Arc::new(Inner {
+            prefix: prefix.clone(),
+            history,
+            link: link.clone(),
+            fanout: Fanout::new(
+                client,
+                prefix,
+                delivery,
+                metrics,
+                health,
+                options.check_interval,
+            ),
+        });
+        tokio::spawn(link.run(stop.clone()));
+        Fanout::spawn(&inner, &stop);
+        Ok(RedisBroker { inner, stop })
+    }
+}
+
+impl Drop for RedisBroker {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Inner {
+    /// A fresh epoch for a stream the scripts (re)start: random, so no two
+    /// lives of a channel share one.
+    fn fresh_epoch() -> String {
+        format!("{:016x}", fastrand::u64(..))
+    }
+
+    fn conn(&self) -> Result<Conn, BrokerError> {
+        if !self.fanout.health.is_up() {
+            return Err(BrokerError::Unavailable(
+                "Redis is unreachable or a connection to it is down (reconnecting); retry".into(),
+            ));
+        }
+        self.link.get()
+    }
+
+    async fn publish(
+        &self,
+        channel: &str,
+        data: &RawValue,
+        key: Option<&str>,
+    ) -> Result<PublishOutcome, BrokerError> {
+        let conn = self.conn()?;
+        let keys = Keys::new(&self.prefix, channel);
+        let mut invocation = PUBLISH_SCRIPT.prepare_invoke();
+        invocation.key(&keys.meta).key(&keys.history);
+        if let Some(key) = key {
+            invocation.key(Keys::idempotency(&self.prefix, channel, key));
+        }
+        let h = &self.history;
+        invocation
+            .arg(&*conn.run_id)
+            .arg(Self::fresh_epoch())
+            .arg(millis(h.meta_ttl))
+            .arg(data.get())
+            .arg(h.size)
+            .arg(millis(h.ttl))
+            .arg(millis(h.idempotency_window))
+            .arg(now_ms())
+            .arg(&keys.topic);
+        let mut c = conn.conn.clone();
+        let (epoch, offset, duplicate): (String, u64, u8) =
+            invocation
+                .invoke_async(&mut c)
+                .await
+                .map_err(|e| self.link.failed(&conn, e))?;
+        Ok(PublishOutcome {
+            offset,
+            epoch,
+            duplicate: duplicate == 1,
+        })
+    }
+
+    /// The channel's epoch and top, and the publications after `since` when
+    /// history holds all of them. Fences the epoch (see `scripts`).
+    async fn recover_raw(
+        &self,
+        channel: &str,
+        since: Option<(&str, u64)>,
+    ) -> Result<Raw, BrokerError> {
+        let conn = self.link.get()?;
+        let keys = Keys::new(&self.prefix, channel);
+        let (since_epoch, since_offset) = since.unwrap_or(("", 0));
+        let mut c = conn.conn.clone();
+        let (epoch, top, recovered, data): (String, u64, u8, Vec<String>) = RECOVER_SCRIPT
+            .key(&keys.meta)
+            .key(&keys.history)
+            .arg(&*conn.run_id)
+            .arg(Self::fresh_epoch())
+            .arg(millis(self.history.meta_ttl))
+            .arg(since_epoch)
+            .arg(since_offset)
+            .arg(millis(self.history.ttl))
+            .arg(now_ms())
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.link.failed(&conn, e))?;
+        Ok(Raw {
+            epoch,
+            top,
+            recovered: recovered == 1,
+            data,
+        })
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn publish(
+        &self,
+        channel: &str,
+        data: &RawValue,
+        key: Option<&str>,
+    ) -> Result<PublishOutcome, BrokerError> {
+        self.inner.publish(channel, data, key).await
+    }
+
+    async fn subscribe(&self, channel: &str) -> Result<(), BrokerError> {
+        if !self.inner.fanout.health.is_up() {
+            return Err(BrokerError::Unavailable(
+                "Redis is unreachable or a connection to it is down (reconnecting); retry".into(),
+            ));
+        }
+        Fanout::subscribe(&self.inner, channel).await
+    }
+
+    async fn unsubscribe(&self, channel: &str) -> Result<(), BrokerError> {
+        self.inner.fanout.unsubscribe(channel).await;
+        Ok(())
+    }
+
+    async fn recover(
+        &self,
+        channel: &str,
+        since: Option<&StreamPosition>,
+    ) -> Result<Recovery, BrokerError> {
+        if !self.inner.fanout.health.is_up() {
+            return Err(BrokerError::Unavailable(
+                "Redis is unreachable or a connection to it is down (reconnecting); retry".into(),
+            ));
+        }
+        let raw = self
+            .inner
+            .recover_raw(channel, since.map(|s| (s.epoch.as_str(), s.offset)))
+            .await?;
+        let name: Arc<str> = Arc::from(channel);
+        let first = since.map_or(0, |s| s.offset) + 1;
+        let publications = if raw.recovered {
+            publications(&name, first, raw.data)
+        } else {
+            Vec::new()
+        };
+        Ok(Recovery {
+            epoch: raw.epoch,
+            offset: raw.top,
+            recovered: raw.recovered,
+            publications,
+        })
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.inner.fanout.health.is_up()
+    }
+}
+
+/// Publications from consecutive data starting at offset `first`; data that
+/// is not JSON (nothing Tether wrote) is skipped, never forwarded.
+fn publications(channel: &Arc<str>, first: u64, data: Vec<String>) -> Vec<Arc<Publication>> {
+    data.into_iter()
+        .enumerate()
+        .filter_map(|(i, d)| {
+            let raw = RawValue::from_string(d).ok()?;
+            Some(Arc::new(Publication::new(
+                channel.clone(),
+                first + i as u64,
+                &raw,
+            )))
+        })
+        .collect()
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

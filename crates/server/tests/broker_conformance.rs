@@ -1,0 +1,187 @@
+//! One conformance suite for every broker: the memory broker and the Redis
+//! broker must answer the same requests the same way (offsets, epochs,
+//! recovery, idempotency, history bounds, delivery). Each case runs once
+//! per broker, through a real `tether serve`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "redis_support/mod.rs"]
+mod support;
+
+use serde_json::json;
+use support::{data_of, publish, publish_key, Node};
+use tether_test_util::{process::ServerProcess, redis::RedisServer, ws::WsClient};
+
+/// A node on the broker under test (and its Redis, kept alive with it).
+struct Under {
+    node: Node,
+    _redis: Option<RedisServer>,
+}
+
+async fn memory(extra: &[&str]) -> Under {
+    let server = ServerProcess::start(extra).await;
+    Under {
+        node: Node { server },
+        _redis: None,
+    }
+}
+
+async fn redis(extra: &[&str]) -> Under {
+    let redis = RedisServer::start().await;
+    let node = support::node_with(&redis, extra).await;
+    Under {
+        node,
+        _redis: Some(redis),
+    }
+}
+
+/// Runs `$case(&Node)` against each broker, as two tests.
+macro_rules! conformance {
+    ($case:ident, $flags:expr) => {
+        mod $case {
+            #[tokio::test]
+            async fn memory() {
+                let under = super::memory($flags).await;
+                super::$case(&under.node).await;
+            }
+            #[tokio::test]
+            async fn redis() {
+                let under = super::redis($flags).await;
+                super::$case(&under.node).await;
+            }
+        }
+    };
+}
+
+conformance!(offsets_count_from_one_in_one_epoch, &[]);
+async fn offsets_count_from_one_in_one_epoch(n: &Node) {
+    let first = publish(n, "c", json!(1)).await;
+    assert_eq!(first["offset"], 1);
+    for i in 2..=5 {
+        let next = publish(n, "c", json!(i)).await;
+        assert_eq!(next["offset"], i);
+        assert_eq!(next["epoch"], first["epoch"]);
+    }
+    // Channels count apart.
+    assert_eq!(publish(n, "other", json!(1)).await["offset"], 1);
+}
+
+conformance!(
+    a_fresh_channel_is_at_zero_and_recovering_from_zero_is_exact,
+    &[]
+);
+async fn a_fresh_channel_is_at_zero_and_recovering_from_zero_is_exact(n: &Node) {
+    let (mut ws, _) = WsClient::tether(&n.ws_url()).await;
+    let reply = ws.subscribe(1, "fresh", None).await;
+    assert_eq!(
+        (reply["offset"].clone(), reply["recovered"].clone()),
+        (json!(0), json!(false))
+    );
+    let epoch = reply["epoch"].as_str().unwrap().to_owned();
+    let (mut again, _) = WsClient::tether(&n.ws_url()).await;
+    let reply = again.subscribe(1, "fresh", Some((&epoch, 0))).await;
+    assert_eq!(reply["recovered"], true, "{reply}");
+    assert_eq!(reply["epoch"], epoch.as_str());
+}
+
+conformance!(recovery_returns_exactly_the_missed_publications, &[]);
+async fn recovery_returns_exactly_the_missed_publications(n: &Node) {
+    let mut epoch = String::new();
+    for i in 1..=6 {
+        epoch = publish(n, "r", json!({"i": i})).await["epoch"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    }
+    let (mut ws, _) = WsClient::tether(&n.ws_url()).await;
+    let reply = ws.subscribe(1, "r", Some((&epoch, 3))).await;
+    assert_eq!(reply["recovered"], true);
+    assert_eq!(reply["offset"], 6);
+    assert_eq!(
+        data_of(&reply),
+        vec![json!({"i": 4}), json!({"i": 5}), json!({"i": 6})]
+    );
+    let offsets: Vec<_> = reply["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, [4, 5, 6]);
+    // At the top: recovered, nothing to replay.
+    let (mut top, _) = WsClient::tether(&n.ws_url()).await;
+    let reply = top.subscribe(1, "r", Some((&epoch, 6))).await;
+    assert_eq!(reply["recovered"], true);
+    assert!(data_of(&reply).is_empty());
+}
+
+conformance!(
+    recovery_is_refused_for_another_epoch_or_a_future_offset,
+    &[]
+);
+async fn recovery_is_refused_for_another_epoch_or_a_future_offset(n: &Node) {
+    let epoch = publish(n, "x", json!(1)).await["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (e, o) in [("not-the-epoch", 0), (epoch.as_str(), 5)] {
+        let (mut ws, _) = WsClient::tether(&n.ws_url()).await;
+        let reply = ws.subscribe(1, "x", Some((e, o))).await;
+        assert_eq!(reply["recovered"], false, "{e} {o}: {reply}");
+        assert!(data_of(&reply).is_empty());
+        assert_eq!(reply["offset"], 1);
+        assert_eq!(reply["epoch"], epoch.as_str());
+    }
+}
+
+conformance!(history_holds_at_most_history_size, &["--history-size", "3"]);
+async fn history_holds_at_most_history_size(n: &Node) {
+    let mut epoch = String::new();
+    for i in 1..=6 {
+        epoch = publish(n, "h", json!(i)).await["epoch"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    }
+    let (mut ws, _) = WsClient::tether(&n.ws_url()).await;
+    let reply = ws.subscribe(1, "h", Some((&epoch, 1))).await;
+    assert_eq!(
+        reply["recovered"], false,
+        "offsets 2 and 3 are gone: {reply}"
+    );
+    let (mut ws, _) = WsClient::tether(&n.ws_url()).await;
+    let reply = ws.subscribe(1, "h", Some((&epoch, 3))).await;
+    assert_eq!(reply["recovered"], true, "the last three are held: {reply}");
+    assert_eq!(data_of(&reply), vec![json!(4), json!(5), json!(6)]);
+}
+
+conformance!(an_idempotency_key_makes_a_retry_a_duplicate, &[]);
+async fn an_idempotency_key_makes_a_retry_a_duplicate(n: &Node) {
+    let first = publish_key(n, "k", json!("a"), "key-1").await;
+    let again = publish_key(n, "k", json!("a"), "key-1").await;
+    assert_eq!(again, first);
+    let other = publish_key(n, "k", json!("b"), "key-2").await;
+    assert_eq!(other["offset"], 2);
+    // The duplicate stored nothing: history has two entries.
+    let (mut ws, _) = WsClient::tether(&n.ws_url()).await;
+    let reply = ws
+        .subscribe(1, "k", Some((first["epoch"].as_str().unwrap(), 0)))
+        .await;
+    assert_eq!(data_of(&reply), vec![json!("a"), json!("b")]);
+}
+
+conformance!(subscribers_receive_in_order_until_they_unsubscribe, &[]);
+async fn subscribers_receive_in_order_until_they_unsubscribe(n: &Node) {
+    let (mut ws, _) = WsClient::tether(&n.ws_url()).await;
+    ws.subscribe(1, "live", None).await;
+    for i in 1..=20 {
+        publish(n, "live", json!(i)).await;
+    }
+    let got = support::offsets_in_order(&mut ws, "live", 20).await;
+    assert_eq!(got.last().unwrap().1, json!(20));
+    ws.send(json!({"type": "unsubscribe", "id": 2, "channel": "live"}))
+        .await;
+    assert_eq!(ws.recv_type("unsubscribed").await["id"], 2);
+    publish(n, "live", json!(21)).await;
+    ws.send(json!({"type": "ping"})).await;
+    assert_eq!(ws.recv().await["type"], "pong", "nothing after unsubscribe");
+}
