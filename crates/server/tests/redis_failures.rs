@@ -10,7 +10,14 @@ mod support;
 use serde_json::{json, Value};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use support::{node, publish, Node};
-use tether_test_util::{http, redis::RedisServer, ws::Ended, ws::WsClient, STEP};
+use tether_test_util::{
+    http,
+    proxy::{Cut, Proxy},
+    redis::RedisServer,
+    ws::Ended,
+    ws::WsClient,
+    STEP,
+};
 
 /// Publishes like a backend that retries while the cluster says 503.
 async fn publish_retrying(node: &Node, channel: &str, data: Value) -> Value {
@@ -206,4 +213,36 @@ async fn a_quiet_channel_whose_last_message_was_lost_is_repaired_within_seconds(
         .await
             >= 1.0
     );
+}
+
+#[tokio::test]
+async fn a_network_cut_between_a_node_and_redis_makes_it_unready_then_it_repairs() {
+    let redis = RedisServer::start().await;
+    let target = format!("127.0.0.1:{}", redis.port).parse().unwrap();
+    let proxy = Proxy::start(target).await;
+    let through = RedisServer::url_of(proxy.addr);
+    let a = support::node_at(&through).await;
+    let b = node(&redis).await;
+    let (mut sub, _) = WsClient::tether(&a.ws_url()).await;
+    sub.subscribe(1, "cut", None).await;
+    publish(&b, "cut", json!(1)).await;
+    assert_eq!(sub.recv_type("message").await["offset"], 1);
+
+    // Silence, not an error: the pings notice it.
+    proxy.pause(true);
+    for i in 2..=4 {
+        publish(&b, "cut", json!(i)).await;
+    }
+    a.wait_ready(false).await;
+    let (status, answer) = http::try_publish(a.addr(), &json!({"channel": "cut", "data": 0})).await;
+    assert_eq!(status, 503, "{answer}");
+
+    proxy.pause(false);
+    proxy.cut(Cut::Reset); // the stalled connections are dead to the node anyway
+    a.wait_ready(true).await;
+    publish(&b, "cut", json!(5)).await;
+    // What was published during the cut arrives from history, then the rest,
+    // on the same connection.
+    let got = support::offsets_in_order(&mut sub, "cut", 4).await;
+    assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), [2, 3, 4, 5]);
 }

@@ -77,6 +77,11 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// The URL of a Redis reached at `addr` (e.g. a fault proxy in front).
+    pub fn url_of(addr: std::net::SocketAddr) -> String {
+        format!("redis://{addr}")
+    }
+
     /// Kills the server with SIGKILL (no shutdown, no save) and reaps it.
     /// The port and the dir stay this server's for `restart`.
     pub fn kill(&mut self) {

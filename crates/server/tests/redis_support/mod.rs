@@ -23,12 +23,20 @@ pub async fn node(redis: &RedisServer) -> Node {
 }
 
 pub async fn node_with(redis: &RedisServer, extra: &[&str]) -> Node {
-    let url = redis.url();
+    node_on(&redis.url(), extra).await
+}
+
+/// A node on the Redis at `url` (e.g. through a fault proxy).
+pub async fn node_at(url: &str) -> Node {
+    node_on(url, &[]).await
+}
+
+async fn node_on(url: &str, extra: &[&str]) -> Node {
     let mut args = vec![
         "--broker",
         "redis",
         "--redis-url",
-        url.as_str(),
+        url,
         "--redis-check-interval",
         CHECK,
     ];

@@ -42,6 +42,9 @@ use tracing::{info, warn};
 
 /// Pub/sub connections per node; channels are spread over them by hash.
 pub const SHARDS: usize = 4;
+/// Publications one channel may hold waiting on a gap; past this the
+/// channel is reset (its subscribers resynchronise) instead.
+pub const MAX_PENDING: usize = 10_000;
 
 /// Whether every Redis connection is up; feeds readiness and `tether_redis_up`.
 #[derive(Clone)]
@@ -402,6 +405,10 @@ pub(super) fn on_message(inner: &Arc<Inner>, topic: &str, payload: &str) {
         let publication = Arc::new(Publication::new(t.name.clone(), offset, &data));
         match t.epoch.as_deref() {
             None => {
+                // Before the seam: the oldest can go (history refills it).
+                if t.pending.len() >= MAX_PENDING {
+                    t.pending.pop_first();
+                }
                 t.pending.insert(offset, publication);
             }
             Some(known) if known != epoch => {
@@ -411,7 +418,15 @@ pub(super) fn on_message(inner: &Arc<Inner>, topic: &str, payload: &str) {
                 t.last = offset;
                 wakeups.push(me.delivery.deliver(publication));
             }
-            Some(_) => {
+            Some(known) => {
+                if offset > t.last && t.pending.len() >= MAX_PENDING {
+                    // Publications keep arriving ahead of a gap history
+                    // cannot fill fast enough: resynchronise the channel's
+                    // subscribers rather than hold without bound.
+                    warn!(%channel, held = t.pending.len(), "too many publications waiting on a gap; resetting the channel's subscribers");
+                    let known: Arc<str> = known.into();
+                    me.reset(t, known, offset.saturating_sub(1), &mut wakeups);
+                }
                 if offset > t.last {
                     t.pending.insert(offset, publication);
                     if !t.repairing && me.drain_pending(t, &mut wakeups) {
