@@ -12,7 +12,9 @@
 #        load generator can read even on a shared machine)
 # Environment: ROUNDS (2), CONNS (10000), SERVERS ("tether baseline node socketio";
 #              also baseline-bare: the baseline relaying the bare payload, not
-#              Tether's message frame, as in runs A-H),
+#              Tether's message frame, as in runs A-H; and tether-redis:
+#              Tether on --broker redis, with a redis-server of its own on
+#              the server CPU),
 #              OUT (target/bench), SERVER_CPU (0), LOAD_CPU (1)
 # Results: $OUT/results.jsonl (one JSON report per run) and a summary with
 # medians and ratios printed at the end ($OUT/summary.txt).
@@ -76,6 +78,17 @@ start_server() {
       [[ $mode == defaults ]] && limits=()
       taskset -c "$SERVER_CPU" "$TETHER" serve --listen "$addr" "${limits[@]}" >"$log" 2>&1 &
       PROTO=tether ;;
+    tether-redis) # Redis shares the server's CPU: the node's cost with its broker's
+      local limits=("${BENCH_LIMITS[@]}")
+      [[ $mode == defaults ]] && limits=()
+      REDIS_DIR=$(mktemp -d)
+      taskset -c "$SERVER_CPU" redis-server --port $((PORT + 1000)) --bind 127.0.0.1 --dir "$REDIS_DIR" \
+        --save "" --appendonly no >"$OUT/redis.log" 2>&1 &
+      REDIS_PID=$!
+      for _ in $(seq 50); do redis-cli -p $((PORT + 1000)) ping >/dev/null 2>&1 && break; sleep 0.1; done
+      taskset -c "$SERVER_CPU" "$TETHER" serve --listen "$addr" "${limits[@]}" --broker redis \
+        --redis-url "redis://127.0.0.1:$((PORT + 1000))" >"$log" 2>&1 &
+      PROTO=tether ;;
     baseline | baseline-bare)
       taskset -c "$SERVER_CPU" "$BASELINE" "$addr" >"$log" 2>&1 &
       PROTO=raw ;;
@@ -86,7 +99,7 @@ start_server() {
       taskset -c "$SERVER_CPU" node benches/socketio/server.js "$addr" >"$log" 2>&1 &
       PROTO=socketio ;;
     *)
-      echo "unknown server $name (expected tether, baseline, baseline-bare, node or socketio)" >&2
+      echo "unknown server $name (expected tether, tether-redis, baseline, baseline-bare, node or socketio)" >&2
       exit 2 ;;
   esac
   SERVER_PID=$!
@@ -104,7 +117,11 @@ start_server() {
     ECHO_PROTO=socketio
   fi
   for _ in $(seq 100); do
-    grep -q "listening on" "$log" 2>/dev/null && return 0
+    if grep -q "listening on" "$log" 2>/dev/null; then
+      # On Redis, ready once its connections are up.
+      [[ $name != tether-redis ]] && return 0
+      curl -sf "http://$addr/readyz" >/dev/null && return 0
+    fi
     sleep 0.1
   done
   echo "$name did not start; see $log" >&2
@@ -116,6 +133,12 @@ stop_server() {
   for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
   kill -9 "$SERVER_PID" 2>/dev/null || true
   wait "$SERVER_PID" 2>/dev/null || true
+  if [[ -n ${REDIS_PID:-} ]]; then
+    kill "$REDIS_PID" 2>/dev/null || true
+    wait "$REDIS_PID" 2>/dev/null || true
+    rm -rf "$REDIS_DIR"
+    REDIS_PID=""
+  fi
   sleep 1 # let TIME_WAIT sockets and the kernel settle between runs
 }
 
@@ -132,7 +155,7 @@ tcp_counters() {
 }
 
 # A failed step must not leave a server holding its port for the next run.
-trap '[[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null || true' EXIT
+trap '[[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null; [[ -n ${REDIS_PID:-} ]] && kill "$REDIS_PID" 2>/dev/null || true' EXIT
 
 # load ROUND SERVER SCENARIO ARGS... : runs tether bench on the load CPU and
 # appends its JSON report, tagged (and with the kernel's TCP counter deltas
