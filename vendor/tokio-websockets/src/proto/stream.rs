@@ -28,6 +28,44 @@ use crate::{CloseCode, Error};
 /// Initial capacity of the read buffer (Tether patch; upstream uses 8 KiB).
 const READ_BUFFER_INITIAL_CAPACITY: usize = 1024;
 
+/// Tether patch: empty read buffers kept per thread for reuse (see
+/// `poll_next_frame`), at most `KEEP` of them and only ones still at their
+/// initial size, so the pool holds at most `KEEP` KiB per runtime thread.
+mod read_buffer_pool {
+    use super::READ_BUFFER_INITIAL_CAPACITY;
+    use bytes::BytesMut;
+    use std::cell::RefCell;
+
+    const KEEP: usize = 64;
+
+    thread_local! {
+        static POOL: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// An empty buffer with room for `READ_BUFFER_INITIAL_CAPACITY` bytes.
+    pub(super) fn take() -> BytesMut {
+        POOL.with(|p| p.borrow_mut().pop())
+            .unwrap_or_else(|| BytesMut::with_capacity(READ_BUFFER_INITIAL_CAPACITY))
+    }
+
+    /// Gives an empty buffer back; one that grew (a large message was read
+    /// into it), or one past `KEEP`, is freed.
+    pub(super) fn give(mut buffer: BytesMut) {
+        buffer.clear();
+        if buffer.capacity() < READ_BUFFER_INITIAL_CAPACITY
+            || buffer.capacity() > 2 * READ_BUFFER_INITIAL_CAPACITY
+        {
+            return;
+        }
+        POOL.with(|p| {
+            let mut pool = p.borrow_mut();
+            if pool.len() < KEEP {
+                pool.push(buffer);
+            }
+        });
+    }
+}
+
 /// Helper struct for storing a frame header, the header size and payload.
 #[derive(Debug)]
 struct EncodedFrame {
@@ -345,17 +383,18 @@ where
         }
 
         // Tether patch: an idle connection holds no read buffer. It is
-        // allocated for a poll and released when the poll finds nothing to
+        // taken for a poll and given back when the poll finds nothing to
         // read (readiness stays registered with the reactor, so the next
-        // poll comes when there is data). See vendor/README.md.
+        // poll comes when there is data). Buffers go back to a small pool
+        // per thread: a connection woken to write (not to read) polls here
+        // first, and a fresh allocation and free each time cost more than
+        // the rest of the poll. See vendor/README.md.
         if self.inner.read_buffer().capacity() == 0 {
-            self.inner
-                .read_buffer_mut()
-                .reserve(READ_BUFFER_INITIAL_CAPACITY);
+            *self.inner.read_buffer_mut() = read_buffer_pool::take();
         }
         let polled = Pin::new(&mut self.inner).poll_next(cx);
         if polled.is_pending() && self.inner.read_buffer().is_empty() {
-            *self.inner.read_buffer_mut() = BytesMut::new();
+            read_buffer_pool::give(std::mem::take(self.inner.read_buffer_mut()));
         }
         let frame = match ready!(polled) {
             Some(Ok(frame)) => frame,

@@ -94,6 +94,12 @@ pub struct Session<S> {
     peer: SocketAddr,
 }
 
+thread_local! {
+    /// `write_rung`'s scratch space: rung cursors, publications read.
+    static SCRATCH: std::cell::RefCell<(Vec<Arc<Cursor>>, Vec<Arc<Publication>>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub fn new(
         node: Arc<Node>,
@@ -277,17 +283,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// logs (at most `WRITE_BATCH` publications each per turn; one with
     /// more is rung again, so inbound frames are read in between).
     async fn write_rung(&mut self) -> Result<(), End> {
-        let mut rung: Vec<Arc<Cursor>> = Vec::new();
-        if self.engine.take_rung(&mut rung).is_err() {
-            return Err(End::Peer("session finished".into()));
-        }
-        if rung.is_empty() {
-            return Ok(());
-        }
-        let mut batch: Vec<Arc<Publication>> = Vec::new();
         let mut out = Out::new();
-        self.engine
-            .read_rung(&mut rung, WRITE_BATCH, &mut batch, &mut out)?;
+        // The rung cursors and the publications read are only needed until
+        // the frames are in `out`: per-thread scratch space, so a wake-up
+        // allocates for neither (and an idle session holds neither).
+        SCRATCH.with(|scratch| {
+            let (rung, batch) = &mut *scratch.borrow_mut();
+            let read = match self.engine.take_rung(rung) {
+                Err(_) => Err(End::Peer("session finished".into())),
+                Ok(()) => self
+                    .engine
+                    .read_rung(rung, WRITE_BATCH, batch, &mut out)
+                    .map_err(End::from),
+            };
+            rung.clear();
+            batch.clear();
+            read
+        })?;
         self.write_out(&mut out).await
     }
 
@@ -329,8 +341,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             ws.flush().await
         };
-        // Dropped on a timeout, the drain empties `out` all the same.
-        let result = timeout(write_timeout, write).await;
+        // Most writes finish at once (into the socket buffer): the write
+        // timeout's timer is only armed for one that has to wait, as in
+        // `send_within`. Dropped on a timeout, the drain empties `out` all
+        // the same.
+        let mut write = std::pin::pin!(write);
+        let first = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::future::Future::poll(write.as_mut(), cx))
+        })
+        .await;
+        let result = match first {
+            std::task::Poll::Ready(r) => Ok(r),
+            std::task::Poll::Pending => timeout(write_timeout, write).await,
+        };
         match result {
             Ok(Ok(())) => {
                 node.metrics.messages_out.inc_by(sent);
