@@ -94,9 +94,11 @@ pub struct Session<S> {
     peer: SocketAddr,
 }
 
+/// `write_rung`'s scratch space: rung cursors, publications read.
+type Scratch = (Vec<Arc<Cursor>>, Vec<Arc<Publication>>);
+
 thread_local! {
-    /// `write_rung`'s scratch space: rung cursors, publications read.
-    static SCRATCH: std::cell::RefCell<(Vec<Arc<Cursor>>, Vec<Arc<Publication>>)> =
+    static SCRATCH: std::cell::RefCell<Scratch> =
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
