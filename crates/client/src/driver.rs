@@ -92,6 +92,20 @@ pub(crate) struct Sub {
     /// The subscribe request in flight on this connection, and whether it
     /// asked for recovery.
     pub(crate) request: Option<(u64, bool)>,
+    /// Retryable refusals since the last successful subscribe: the attempt
+    /// of the retry backoff (see `resubscribe.rs`).
+    pub(crate) refusals: u32,
+    /// When to subscribe again after a retryable refusal on this connection.
+    pub(crate) retry_at: Option<tokio::time::Instant>,
+}
+
+impl Sub {
+    /// Whether the server holds (or is about to hold) this subscription on
+    /// the current connection, so that dropping it needs an `unsubscribe`.
+    /// While a retry waits it does not: the last subscribe was refused.
+    pub(crate) fn held_by_server(&self) -> bool {
+        self.request.is_some() || (self.position.is_some() && self.retry_at.is_none())
+    }
 }
 
 pub(crate) struct Core {
@@ -102,6 +116,10 @@ pub(crate) struct Core {
     pub(crate) pending: VecDeque<Pending>,
     pub(crate) token: Option<String>,
     pub(crate) next_request: u64,
+    /// The earliest `Sub::retry_at` (or earlier: a cancelled retry leaves it
+    /// behind, and its wake-up finds nothing due). Kept apart so the online
+    /// loop does not scan every subscription per frame.
+    pub(crate) next_retry: Option<tokio::time::Instant>,
 }
 
 /// Why the online loop returned.
@@ -126,6 +144,7 @@ pub(crate) async fn run(
         subs: HashMap::new(),
         pending: VecDeque::new(),
         next_request: 1,
+        next_retry: None,
     };
     let uri = core.config.uri.to_string();
     let (code, reason) = loop {
@@ -229,7 +248,8 @@ impl Core {
     }
 
     /// Adds a subscription; returns whether the server already held an
-    /// older one for the channel (which must be unsubscribed first).
+    /// older one for the channel on this connection (which must be
+    /// unsubscribed first).
     pub(crate) fn register(
         &mut self,
         channel: String,
@@ -241,7 +261,7 @@ impl Core {
                 let _ = reply.send(Err(Error::AlreadySubscribed(channel)));
                 return None;
             }
-            Some(_) => true,
+            Some(old) => old.held_by_server(),
             None => false,
         };
         let (events, rx) = mpsc::channel(self.config.subscription_buffer);
@@ -253,25 +273,32 @@ impl Core {
             events,
             position: None,
             request: None,
+            refusals: 0,
+            retry_at: None,
         };
         self.subs.insert(channel, sub);
         Some(replaced)
     }
 
-    pub(crate) fn unregister(&mut self, channel: &str, id: u64) -> bool {
+    /// Removes subscription `id`; returns it, so the caller can tell whether
+    /// the server must be told (`Sub::held_by_server`).
+    pub(crate) fn unregister(&mut self, channel: &str, id: u64) -> Option<Sub> {
         if self.subs.get(channel).is_some_and(|s| s.id == id) {
-            self.subs.remove(channel);
-            return true;
+            return self.subs.remove(channel);
         }
-        false
+        None
     }
 
     /// Requests in flight died with the connection: subscriptions will be
-    /// restored and publishes resent on the next one.
+    /// restored and publishes resent on the next one. A pending subscribe
+    /// retry dies too: the restore subscribes anyway (its refusal count
+    /// stays, so a broker still down keeps the delays growing).
     fn connection_ended(&mut self) {
         for sub in self.subs.values_mut() {
             sub.request = None;
+            sub.retry_at = None;
         }
+        self.next_retry = None;
         for p in &mut self.pending {
             p.sent_as = None;
         }

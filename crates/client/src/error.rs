@@ -27,8 +27,11 @@ pub enum Error {
     /// to the channel; drop it before subscribing again.
     #[error("already subscribed to {0:?} on this client; drop the other Subscription first")]
     AlreadySubscribed(String),
-    /// The server answered the request with an `error` reply. `Forbidden`
-    /// needs other credentials; `Internal` and `RateLimited` may be retried.
+    /// The server answered the request with an `error` reply; the client does
+    /// not retry a publish. `Forbidden` needs other credentials. After the
+    /// [retryable](crate::is_retryable) codes (`Unavailable`: the broker is
+    /// unreachable; `Internal`, `OverCapacity`) nothing was stored: publish
+    /// again with backoff. `RateLimited`: slow down, then retry.
     #[error("the server refused: {code}: {message}")]
     Server { code: ErrorCode, message: String },
     /// The client stopped reconnecting (a close code or HTTP status that

@@ -22,18 +22,21 @@
 //! One background task owns the connection: it connects, reconnects with
 //! exponential backoff and full jitter, sends application pings and drops a
 //! connection that stays silent past `ping_interval + pong_timeout`,
-//! resubscribes with recovery, and resends unacknowledged publishes with
+//! resubscribes with recovery, retries a subscribe the server refused for
+//! now (`unavailable`, ...), and resends unacknowledged publishes with
 //! their idempotency keys. See `docs/client.md` for the full semantics.
 
 mod driver;
 mod error;
 mod handshake;
 mod reconnect;
+mod resubscribe;
 mod session;
 mod subscription;
 
 pub use error::Error;
 pub use reconnect::Jitter;
+pub use resubscribe::{is_retryable, RETRYABLE};
 pub use subscription::{Event, Publication, Subscription};
 pub use tether_protocol::ErrorCode;
 

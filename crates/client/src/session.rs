@@ -5,11 +5,14 @@
 //! Delivery rules live here: each publication reaches its subscription once
 //! and in order (deduplicated by offset), and a recovering subscribe that
 //! the server could not satisfy becomes an explicit `Unrecovered` event.
+//! A subscribe refused for now is retried on this connection
+//! (`resubscribe.rs`); one refused for good ends its subscription.
 
 use crate::{
     driver::{Command, Core, Exit, CLOSE_WAIT},
     handshake::Ws,
     reconnect::{Ended, Policy},
+    resubscribe::is_retryable,
     Error, Event, Publication, State,
 };
 use futures_util::{SinkExt, StreamExt};
@@ -49,6 +52,7 @@ impl Core {
             } else {
                 last_heard + ping_interval
             };
+            let retry_at = self.next_retry;
             // Biased: commands are few and bounded by the handles; inbound
             // frames come before the timer so that a frame that is already
             // waiting refreshes `last_heard` before silence is judged.
@@ -78,6 +82,9 @@ impl Core {
                         pinged = true;
                         send(ws, &ClientMessage::Ping, write_limit).await
                     }
+                }
+                () = sleep_until(retry_at.unwrap_or(deadline)), if retry_at.is_some() => {
+                    self.send_due_retries(ws, write_limit).await
                 }
             };
             if let Err(ended) = result {
@@ -124,7 +131,7 @@ impl Core {
         }
     }
 
-    async fn send_subscribe(
+    pub(crate) async fn send_subscribe(
         &mut self,
         ws: &mut Ws,
         channel: &str,
@@ -183,7 +190,10 @@ impl Core {
                 }
             }
             Command::Unsubscribe { channel, id } => {
-                if self.unregister(&channel, id) {
+                if self
+                    .unregister(&channel, id)
+                    .is_some_and(|s| s.held_by_server())
+                {
                     self.send_unsubscribe(ws, &channel, limit).await?;
                 }
                 Ok(())
@@ -257,6 +267,7 @@ impl Core {
                     return Ok(()); // the answer to an older subscription
                 }
                 sub.request = None;
+                sub.refusals = 0;
                 let last = sub.position.as_ref().map_or(0, |p| p.offset);
                 if recovering && !recovered {
                     sub.position = Some(StreamPosition {
@@ -322,11 +333,15 @@ impl Core {
                     .iter()
                     .find(|(_, s)| s.request.is_some_and(|(r, _)| r == id))
                     .map(|(c, _)| c.clone());
-                if let Some(channel) = channel {
-                    if let Some(sub) = self.subs.remove(&channel) {
-                        // The stream ends after this event (the sender is dropped).
-                        let _ = sub.events.send(Event::Refused { code, message }).await;
-                    }
+                let Some(channel) = channel else {
+                    return Ok(());
+                };
+                if is_retryable(code) {
+                    return self.retry_later(ws, &channel, code, message, limit).await;
+                }
+                if let Some(sub) = self.subs.remove(&channel) {
+                    // The stream ends after this event (the sender is dropped).
+                    let _ = sub.events.send(Event::Refused { code, message }).await;
                 }
                 Ok(())
             }
@@ -384,7 +399,7 @@ impl Core {
 
     /// Hands an event to its subscription, waiting while its queue is full;
     /// a dropped subscription is unsubscribed.
-    async fn deliver(
+    pub(crate) async fn deliver(
         &mut self,
         ws: &mut Ws,
         channel: &str,
@@ -396,7 +411,11 @@ impl Core {
         };
         let events = sub.events.clone();
         let id = sub.id;
-        if events.send(event).await.is_err() && self.unregister(channel, id) {
+        if events.send(event).await.is_err()
+            && self
+                .unregister(channel, id)
+                .is_some_and(|s| s.held_by_server())
+        {
             self.send_unsubscribe(ws, channel, limit).await?;
         }
         Ok(())

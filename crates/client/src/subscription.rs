@@ -43,9 +43,24 @@ pub enum Event {
     /// and `offset` of the new `epoch` are lost: resync from the source of
     /// truth. Delivery continues after `offset`.
     Unrecovered { epoch: String, offset: u64 },
-    /// The server refused the subscription (e.g. `forbidden`). This is the
-    /// last event: the stream ends after it.
+    /// The server refused the subscription for good (`forbidden`,
+    /// `invalid_channel`, `too_many_subscriptions`, ...: asking again would
+    /// get the same answer). This is the last event: the stream ends after it.
     Refused { code: ErrorCode, message: String },
+    /// The server refused the subscribe for now (`unavailable` while its
+    /// broker is unreachable, `internal`, `over_capacity`; see
+    /// [`is_retryable`](crate::is_retryable)): nothing was done. The
+    /// subscription stays and the client subscribes again, from the same
+    /// recovery position, after `next_delay`; this is retry `attempt`
+    /// (1-based) since the last successful subscribe, and the delay grows
+    /// with it as the reconnect delay does. Drop the subscription to stop
+    /// retrying; a `Subscribed` (or `Unrecovered`) event follows success.
+    RefusedWillRetry {
+        code: ErrorCode,
+        message: String,
+        attempt: u32,
+        next_delay: std::time::Duration,
+    },
 }
 
 /// A live subscription to one channel; a [`Stream`] of [`Event`]s.
