@@ -95,6 +95,17 @@ async fn subscribe(
             Event::Refused { code, message } => {
                 eprintln!("tether sub: {channel}: subscription refused: {code}: {message}");
             }
+            Event::RefusedWillRetry {
+                code,
+                message,
+                next_delay,
+                ..
+            } => {
+                eprintln!(
+                    "tether sub: {channel}: refused for now ({code}: {message}); retrying in {} ms",
+                    next_delay.as_millis()
+                );
+            }
             _ => {}
         }
     }

@@ -36,7 +36,7 @@ pub const RETRYABLE: [ErrorCode; 3] = [
 /// [`Error::Server`](crate::Error::Server): after these codes nothing was
 /// stored and the application may publish again, with backoff.
 pub fn is_retryable(code: ErrorCode) -> bool {
-    RETRYABLE.contains(&code)
+    code.is_retryable()
 }
 
 impl Sub {

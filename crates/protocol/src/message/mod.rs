@@ -155,6 +155,15 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Whether nothing was done and the same request may be sent again
+    /// later, with backoff (both clients retry subscribes refused so).
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::Unavailable | ErrorCode::Internal | ErrorCode::OverCapacity
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::MalformedJson => "malformed_json",
