@@ -196,10 +196,22 @@ impl Fanout {
             let _ops = shard.ops.lock().await;
             let sink = shard.sink.lock().clone();
             match sink {
-                Some(mut sink) => sink
-                    .subscribe(me.topic(channel))
+                Some(mut sink) => {
+                    match tokio::time::timeout(
+                        super::link::TIMEOUT,
+                        sink.subscribe(me.topic(channel)),
+                    )
                     .await
-                    .map_err(|e| BrokerError::Unavailable(format!("Redis pub/sub: {e}; retry"))),
+                    {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(e)) => Err(BrokerError::Unavailable(format!(
+                            "Redis pub/sub: {e}; retry"
+                        ))),
+                        Err(_) => Err(BrokerError::Unavailable(
+                            "Redis pub/sub did not answer SUBSCRIBE in time; retry".into(),
+                        )),
+                    }
+                }
                 None => Err(BrokerError::Unavailable(
                     "a Redis pub/sub connection is down (reconnecting); retry".into(),
                 )),
@@ -238,7 +250,9 @@ impl Fanout {
         if let Some(mut sink) = sink {
             // A failure here is a dropped connection, whose reconnect
             // resubscribes only what is still wanted.
-            let _ = sink.unsubscribe(self.topic(channel)).await;
+            let _ =
+                tokio::time::timeout(super::link::TIMEOUT, sink.unsubscribe(self.topic(channel)))
+                    .await;
         }
     }
 
