@@ -8,6 +8,8 @@ pub mod attack;
 pub mod http;
 pub mod longpoll;
 pub mod nginx;
+pub mod nginx_upstream;
+pub mod proc_stats;
 pub mod process;
 pub mod proxy;
 pub mod redis;
