@@ -1,7 +1,7 @@
 //! The `tether` binary as a child process, for what only a real process
 //! shows: signals, exit status, the ready line, file-descriptor limits.
 
-use crate::STEP;
+use crate::{netns::Netns, STEP};
 use std::{net::SocketAddr, path::PathBuf, process::Stdio};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
@@ -69,6 +69,29 @@ impl ServerProcess {
         .await
         .expect("ready line in time");
         ServerProcess { child, addr }
+    }
+
+    /// Runs `tether serve --listen NSIP:0 ARGS...` inside `ns` (through
+    /// `ip netns exec`, which execs, so the child's pid is the server's);
+    /// `addr` is then the namespace's address, reachable from the test
+    /// over the veth. A non-loopback listener needs `--allow-anonymous`
+    /// (or auth) in `args`.
+    pub async fn start_in(ns: &Netns, args: &[&str]) -> Self {
+        let listen = format!("{}:0", ns.addr());
+        let name = ns.name().to_owned();
+        Self::start_at(&listen, args, move |cmd| {
+            let std = cmd.as_std();
+            let mut inside = Command::new("ip");
+            inside
+                .args(["netns", "exec", &name])
+                .arg(std.get_program())
+                .args(std.get_args())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true);
+            *cmd = inside;
+        })
+        .await
     }
 
     /// Runs the server under `sh -c 'ulimit ULIMIT && exec tether ...'`,

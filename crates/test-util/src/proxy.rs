@@ -4,19 +4,49 @@
 //! Listens on `127.0.0.1:0` and forwards every connection to one target. A
 //! test can cut all current connections (with an RST, like a crashed
 //! middlebox, or a FIN, like one that closes politely), stall forwarding
-//! while keeping the sockets open (a half-open connection), and delay every
-//! forwarded chunk.
+//! while keeping the sockets open (a half-open connection), delay every
+//! forwarded chunk with or without jitter, and cap each direction's
+//! bandwidth. The kernel has no netem here (see FACTS.md), so latency and
+//! jitter live in this proxy.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, pin::pin, sync::Arc, time::Duration};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{
         tcp::{OwnedReadHalf, OwnedWriteHalf},
         TcpListener, TcpStream,
     },
-    sync::watch,
+    sync::{mpsc, watch},
     task::JoinHandle,
+    time::{sleep_until, Instant},
 };
+
+/// Chunks read but not yet written, per direction: enough to keep a
+/// delayed pipe full, small enough that a stalled one pushes back on its
+/// sender through TCP instead of buffering without bound.
+const IN_FLIGHT: usize = 64;
+
+/// The largest chunk read at once.
+const CHUNK: usize = 16 * 1024;
+
+/// A bandwidth cap releases at most this fraction of a second's worth of
+/// bytes at once, so the rate holds over short windows too.
+const PACING_SLICES_PER_SECOND: u64 = 50;
+
+/// The delay each forwarded chunk waits: uniform in `base ± jitter`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Latency {
+    base: Duration,
+    jitter: Duration,
+}
+
+impl Latency {
+    /// One chunk's delay; `unit` is uniform in `[0, 1)`.
+    fn sample(self, unit: f64) -> Duration {
+        let secs = self.base.as_secs_f64() + self.jitter.as_secs_f64() * (2.0 * unit - 1.0);
+        Duration::from_secs_f64(secs.max(0.0))
+    }
+}
 
 /// How [`Proxy::cut`] ends connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +61,9 @@ struct Control {
     /// Bumped by every cut; connections compare it with the value they started with.
     cuts: watch::Sender<(u64, Cut)>,
     paused: watch::Sender<bool>,
-    delay: watch::Sender<Duration>,
+    latency: watch::Sender<Latency>,
+    /// Bytes per second per direction; `None` is unlimited.
+    bandwidth: watch::Sender<Option<u64>>,
     accepted: watch::Sender<u64>,
 }
 
@@ -50,7 +82,8 @@ impl Proxy {
         let control = Arc::new(Control {
             cuts: watch::channel((0, Cut::Reset)).0,
             paused: watch::channel(false).0,
-            delay: watch::channel(Duration::ZERO).0,
+            latency: watch::channel(Latency::default()).0,
+            bandwidth: watch::channel(None).0,
             accepted: watch::channel(0).0,
         });
         let ctl = control.clone();
@@ -91,9 +124,31 @@ impl Proxy {
         self.control.paused.send_replace(paused);
     }
 
-    /// Delays every forwarded chunk by `delay`.
+    /// Delays every forwarded chunk by `delay` (latency, not a rate
+    /// limit: chunks read meanwhile travel behind it, each `delay` after
+    /// it was read).
     pub fn delay(&self, delay: Duration) {
-        self.control.delay.send_replace(delay);
+        self.jitter(delay, Duration::ZERO);
+    }
+
+    /// Delays every forwarded chunk by `delay ± jitter`, uniformly random
+    /// per chunk (never below zero). A chunk never overtakes the one read
+    /// before it in the same direction: TCP's bytes stay in order, as on a
+    /// real path whose queueing delay varies.
+    pub fn jitter(&self, delay: Duration, jitter: Duration) {
+        self.control.latency.send_replace(Latency {
+            base: delay,
+            jitter,
+        });
+    }
+
+    /// Caps each direction of every connection at `bytes_per_second`
+    /// (`None` lifts the cap). Bytes beyond it wait in the proxy, then in
+    /// the kernel's buffers, so the sender feels it as TCP backpressure.
+    pub fn bandwidth(&self, bytes_per_second: Option<u64>) {
+        self.control
+            .bandwidth
+            .send_replace(bytes_per_second.filter(|b| *b > 0));
     }
 
     /// Connections accepted so far.
@@ -162,26 +217,188 @@ async fn pipe(client: TcpStream, server: TcpStream, ctl: &Control) {
     }
 }
 
-/// Copies one direction chunk by chunk, honouring pause and delay; on EOF
-/// passes the FIN on.
+/// Copies one direction: a reader stamps each chunk with the time it may
+/// leave (its delay, never earlier than the chunk before it), a writer
+/// releases chunks at those times, honouring pause and the bandwidth cap.
+/// On EOF the writer drains what was read, then passes the FIN on; a
+/// failed write ends the direction at once.
 async fn forward(from: &mut OwnedReadHalf, to: &mut OwnedWriteHalf, ctl: &Control) {
-    let mut paused = ctl.paused.subscribe();
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let delay = *ctl.delay.borrow();
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
+    let (chunks, mut queued) = mpsc::channel::<(Instant, Vec<u8>)>(IN_FLIGHT);
+    let read = async move {
+        let mut rng = fastrand::Rng::new();
+        let mut buf = vec![0u8; CHUNK];
+        let mut last_due = Instant::now();
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let latency = *ctl.latency.borrow();
+            let due = (Instant::now() + latency.sample(rng.f64())).max(last_due);
+            last_due = due;
+            if chunks.send((due, buf[..n].to_vec())).await.is_err() {
+                break;
+            }
         }
-        if paused.wait_for(|p| !*p).await.is_err() {
-            break;
+        // The writer drains until every sender is gone.
+        drop(chunks);
+    };
+    let mut write = pin!(async {
+        let mut paused = ctl.paused.subscribe();
+        let mut next_free = Instant::now();
+        'chunks: while let Some((due, chunk)) = queued.recv().await {
+            sleep_until(due).await;
+            if paused.wait_for(|p| !*p).await.is_err() {
+                break;
+            }
+            let mut rest = &chunk[..];
+            while !rest.is_empty() {
+                let rate = *ctl.bandwidth.borrow();
+                let n = match rate {
+                    None => rest.len(),
+                    Some(rate) => {
+                        sleep_until(next_free).await;
+                        let n = rest.len().min(slice_len(rate));
+                        let cost = Duration::from_secs_f64(n as f64 / rate as f64);
+                        next_free = next_free.max(Instant::now()) + cost;
+                        n
+                    }
+                };
+                if to.write_all(&rest[..n]).await.is_err() {
+                    break 'chunks;
+                }
+                rest = &rest[n..];
+            }
         }
-        if to.write_all(&buf[..n]).await.is_err() {
-            break;
-        }
+        let _ = to.shutdown().await;
+    });
+    tokio::select! {
+        _ = read => write.await,
+        _ = &mut write => {}
     }
-    let _ = to.shutdown().await;
+}
+
+/// The bytes one paced write may carry at `rate` bytes per second.
+fn slice_len(rate: u64) -> usize {
+    usize::try_from(rate / PACING_SLICES_PER_SECOND)
+        .unwrap_or(usize::MAX)
+        .max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant as StdInstant;
+
+    /// Accepts one connection and returns everything it sent before EOF.
+    async fn sink() -> (SocketAddr, JoinHandle<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sink");
+        let addr = listener.local_addr().expect("sink addr");
+        let task = tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.expect("accept");
+            let mut all = Vec::new();
+            tcp.read_to_end(&mut all).await.expect("read");
+            all
+        });
+        (addr, task)
+    }
+
+    #[test]
+    fn latency_stays_within_its_spread() {
+        let l = Latency {
+            base: Duration::from_millis(100),
+            jitter: Duration::from_millis(50),
+        };
+        assert_eq!(l.sample(0.0), Duration::from_millis(50));
+        assert_eq!(l.sample(0.5), Duration::from_millis(100));
+        assert!(l.sample(0.999_999) <= Duration::from_millis(150));
+        assert!(l.sample(0.999_999) > Duration::from_millis(149));
+        let wide = Latency {
+            base: Duration::from_millis(10),
+            jitter: Duration::from_millis(50),
+        };
+        assert_eq!(wide.sample(0.0), Duration::ZERO, "never below zero");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jitter_keeps_each_direction_in_order() {
+        const CHUNKS: u32 = 200;
+        let (target, received) = sink().await;
+        let proxy = Proxy::start(target).await;
+        // The spread (0..40 ms) is far wider than the gap between writes
+        // (1 ms): chunks delayed independently would arrive shuffled.
+        proxy.jitter(Duration::from_millis(20), Duration::from_millis(20));
+        let mut tcp = TcpStream::connect(proxy.addr).await.expect("connect");
+        tcp.set_nodelay(true).expect("nodelay");
+        let mut pace = tokio::time::interval(Duration::from_millis(1));
+        let mut sent = Vec::new();
+        for i in 0..CHUNKS {
+            pace.tick().await;
+            let bytes = i.to_be_bytes();
+            tcp.write_all(&bytes).await.expect("write");
+            sent.extend_from_slice(&bytes);
+        }
+        tcp.shutdown().await.expect("fin");
+        let got = tokio::time::timeout(crate::STEP, received)
+            .await
+            .expect("sink done in time")
+            .expect("sink task");
+        assert_eq!(got.len(), sent.len(), "every byte arrived");
+        assert!(got == sent, "bytes arrived in the order they were sent");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bandwidth_cap_paces_a_direction() {
+        const BYTES: usize = 100 * 1024;
+        const RATE: u64 = 200 * 1024;
+        let (target, received) = sink().await;
+        let proxy = Proxy::start(target).await;
+        proxy.bandwidth(Some(RATE));
+        let mut tcp = TcpStream::connect(proxy.addr).await.expect("connect");
+        let started = StdInstant::now();
+        tcp.write_all(&vec![7u8; BYTES]).await.expect("write");
+        tcp.shutdown().await.expect("fin");
+        let got = tokio::time::timeout(crate::STEP, received)
+            .await
+            .expect("sink done in time")
+            .expect("sink task");
+        let took = started.elapsed();
+        assert_eq!(got.len(), BYTES);
+        // 100 KiB at 200 KiB/s: half a second, less the one slice that
+        // may leave at once; far less than that without a cap.
+        assert!(took >= Duration::from_millis(450), "too fast: {took:?}");
+        assert!(took < Duration::from_secs(3), "too slow: {took:?}");
+    }
+
+    #[tokio::test]
+    async fn delay_applies_per_direction() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let target = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.expect("accept");
+            let mut byte = [0u8; 1];
+            while tcp.read_exact(&mut byte).await.is_ok() {
+                if tcp.write_all(&byte).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let proxy = Proxy::start(target).await;
+        proxy.delay(Duration::from_millis(100));
+        let mut tcp = TcpStream::connect(proxy.addr).await.expect("connect");
+        let started = StdInstant::now();
+        tcp.write_all(b"x").await.expect("write");
+        let mut echo = [0u8; 1];
+        tokio::time::timeout(crate::STEP, tcp.read_exact(&mut echo))
+            .await
+            .expect("echo in time")
+            .expect("echo");
+        let rtt = started.elapsed();
+        assert_eq!(&echo, b"x");
+        assert!(
+            rtt >= Duration::from_millis(200),
+            "both ways delayed: {rtt:?}"
+        );
+        assert!(rtt < Duration::from_secs(2), "{rtt:?}");
+    }
 }
