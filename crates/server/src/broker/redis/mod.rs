@@ -114,12 +114,20 @@ impl Inner {
         format!("{:016x}", fastrand::u64(..))
     }
 
-    fn conn(&self) -> Result<Conn, BrokerError> {
-        if !self.fanout.health.is_up() {
-            return Err(BrokerError::Unavailable(
+    /// Refuses work while Redis or any connection to it is down: a publish
+    /// or subscribe then would be lost or half done.
+    fn ensure_up(&self) -> Result<(), BrokerError> {
+        if self.fanout.health.is_up() {
+            Ok(())
+        } else {
+            Err(BrokerError::Unavailable(
                 "Redis is unreachable or a connection to it is down (reconnecting); retry".into(),
-            ));
+            ))
         }
+    }
+
+    fn conn(&self) -> Result<Conn, BrokerError> {
+        self.ensure_up()?;
         self.link.get()
     }
 
@@ -205,11 +213,7 @@ impl Broker for RedisBroker {
     }
 
     async fn subscribe(&self, channel: &str) -> Result<(), BrokerError> {
-        if !self.inner.fanout.health.is_up() {
-            return Err(BrokerError::Unavailable(
-                "Redis is unreachable or a connection to it is down (reconnecting); retry".into(),
-            ));
-        }
+        self.inner.ensure_up()?;
         Fanout::subscribe(&self.inner, channel).await
     }
 
@@ -223,11 +227,7 @@ impl Broker for RedisBroker {
         channel: &str,
         since: Option<&StreamPosition>,
     ) -> Result<Recovery, BrokerError> {
-        if !self.inner.fanout.health.is_up() {
-            return Err(BrokerError::Unavailable(
-                "Redis is unreachable or a connection to it is down (reconnecting); retry".into(),
-            ));
-        }
+        self.inner.ensure_up()?;
         let raw = self
             .inner
             .recover_raw(channel, since.map(|s| (s.epoch.as_str(), s.offset)))
