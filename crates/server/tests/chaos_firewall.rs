@@ -26,8 +26,6 @@ const SCENARIO: Outage = Outage {
     before: 20,
     during: 30,
     after: 10,
-    // A deleted rule takes effect at once.
-    heal_delay: Duration::ZERO,
     slack: Duration::from_millis(1200),
 };
 

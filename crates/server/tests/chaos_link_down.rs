@@ -27,9 +27,6 @@ const SCENARIO: Outage = Outage {
     before: 20,
     during: 30,
     after: 10,
-    // A veth coming up is announced by the kernel's linkwatch, which
-    // batches carrier-on events up to a second.
-    heal_delay: Duration::from_secs(1),
     slack: Duration::from_millis(1200),
 };
 

@@ -326,8 +326,6 @@ pub struct Outage {
     pub before: u64,
     pub during: u64,
     pub after: u64,
-    /// How long the healed path itself may take to carry packets again.
-    pub heal_delay: Duration,
     /// Scheduling slack allowed on top of each bound.
     pub slack: Duration,
 }
@@ -478,7 +476,7 @@ pub async fn outage(o: &Outage, fault: &impl Fault) -> OutageReport {
         "{server_released:?}"
     );
     assert!(
-        reconnected <= o.heal_delay + CONNECT_TIMEOUT + MAX_DELAY + o.slack,
+        reconnected <= CONNECT_TIMEOUT + MAX_DELAY + o.slack,
         "back {reconnected:?} after the heal"
     );
     OutageReport {
