@@ -29,7 +29,9 @@ fn close_message(code: u16, reason: &str) -> Message {
 
 /// Sends a close frame and lets the peer answer it, so it sees a clean
 /// closure; gives up (and the socket is dropped) after the close timeouts.
-/// Returns whether the close frame went out (only those are counted).
+/// A peer closed for silence (4003) is not waited for: it has not answered
+/// anything for the whole heartbeat bound, and its socket is released at
+/// once. Returns whether the close frame went out (only those are counted).
 pub(crate) async fn close<S>(ws: &mut WebSocketStream<S>, code: u16, reason: &str) -> bool
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -38,7 +40,8 @@ where
         timeout(CLOSE_SEND_TIMEOUT, ws.send(close_message(code, reason))).await,
         Ok(Ok(()))
     );
-    if sent {
+    let silent = code == tether_protocol::CloseCode::HeartbeatTimeout.as_u16();
+    if sent && !silent {
         let _ = timeout(CLOSE_ACK_TIMEOUT, async {
             while ws.next().await.is_some() {}
         })

@@ -307,11 +307,6 @@ pub async fn ns_metric_until(
 const CONNECTIONS: &str = "tether_connections";
 const HEARTBEAT_TIMEOUTS: &str = "tether_heartbeat_timeouts_total";
 
-/// After deciding to close a silent connection (4003) the server sends its
-/// close frame and waits this long for the answer that a dead peer never
-/// gives (`transport::CLOSE_ACK_TIMEOUT`) before it lets the socket go.
-pub const CLOSE_ACK_WAIT: Duration = Duration::from_secs(2);
-
 /// The numbers of an outage scenario (link down, firewall drop).
 pub struct Outage {
     pub name: &'static str,
@@ -366,8 +361,8 @@ fn outage_client(url: &str) -> Client {
 /// The server in a namespace, subscribers in the root namespace on its
 /// veth address: the fault cuts the path for `outage`; both sides detect it
 /// within `ping_interval + pong_timeout` (the server closes every
-/// connection with 4003, and releases it `CLOSE_ACK_WAIT` later at the
-/// latest: none is left half-open), the clients reconnect by
+/// connection with 4003 and releases it at once: none is left
+/// half-open), the clients reconnect by
 /// themselves once it heals, and every offset published before, during and
 /// after arrives exactly once, in order.
 pub async fn outage(o: &Outage, fault: &impl Fault) -> OutageReport {
@@ -415,9 +410,7 @@ pub async fn outage(o: &Outage, fault: &impl Fault) -> OutageReport {
     // Measured side by side, each from the moment of the cut.
     let (server_detected, server_released, clients_detected) = tokio::join!(
         ns_metric_until(&ns, addr, HEARTBEAT_TIMEOUTS, cut, within, |v| v == n),
-        ns_metric_until(&ns, addr, CONNECTIONS, cut, within + CLOSE_ACK_WAIT, |v| {
-            v == 0.0
-        }),
+        ns_metric_until(&ns, addr, CONNECTIONS, cut, within, |v| { v == 0.0 }),
         all_reach(&mut subs, "reconnecting", cut, within, |s| {
             matches!(s, State::Reconnecting { .. })
         }),
@@ -472,7 +465,7 @@ pub async fn outage(o: &Outage, fault: &impl Fault) -> OutageReport {
     assert!(server_detected >= earliest, "{server_detected:?}");
     assert!(clients_detected >= earliest, "{clients_detected:?}");
     assert!(
-        server_released <= server_detected + CLOSE_ACK_WAIT + o.slack,
+        server_released <= server_detected + o.slack,
         "{server_released:?}"
     );
     assert!(
