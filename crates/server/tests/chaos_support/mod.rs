@@ -1,77 +1,130 @@
-//! RECONSTRUCTED — READ FIRST. The original of this file (written by the
-//! engineer doing chaos_nginx / chaos_storm / chaos_pressure) was
-//! overwritten by mistake at 18:59:50 UTC on 2026-11-25 by the issue-12
-//! harness work (whose own helpers now live in `chaos_faults/mod.rs`). This
-//! version was rebuilt from how `chaos_nginx.rs`, `chaos_storm.rs` and
-//! `chaos_pressure.rs` use it; compare it with your copy and replace it.
+//! Shared by the chaos and soak tests: subscribers on the Rust client
+//! (`tether-client`: reconnect with backoff, recovery, dedup by offset) that
+//! record what they were given, so a test can await progress and then
+//! check that every offset arrived exactly once, in order; and reading the
+//! server's gauges and handshake outcomes from `/metrics`.
 //!
-//! Shared by the chaos tests: a fleet of Rust clients each subscribed to one
-//! channel, whose progress (offsets, (re)subscribes, drops, reconnect
-//! attempts) is followed through a watch; and reading the server's gauges and
-//! handshake outcomes from `/metrics`.
+//! (The issue-12 fault harness has its own helpers in `chaos_faults/`.)
 #![allow(dead_code)]
 
 use futures_util::StreamExt;
-use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 use tether_client::{Client, Event, State};
 use tether_test_util::http;
 use tokio::{
     sync::watch,
-    time::{timeout, Instant},
+    task::JoinHandle,
+    time::{timeout_at, Instant},
 };
 
-/// What one client has seen so far.
-#[derive(Debug, Clone, Default)]
+/// What one subscriber has seen so far.
+#[derive(Debug, Default, Clone)]
 pub struct Progress {
-    /// Publication offsets in arrival order.
+    /// Offsets of every publication, in arrival order.
     pub offsets: Vec<u64>,
-    /// When each `Subscribed` arrived (one per connection that subscribed).
+    /// When each `Subscribed` arrived: one per connection that subscribed.
     pub subscribed_at: Vec<Instant>,
-    /// When each connection was lost (the state left `Connected`).
+    /// When the client was seen leaving `Connected`: one per lost connection.
     pub dropped_at: Vec<Instant>,
-    /// `Subscribed` events that replayed missed publications.
+    /// `Subscribed` events with `recovered: true`.
     pub recovered: u32,
-    /// `Unrecovered` events.
+    /// `Unrecovered` events: a gap the server could not fill.
     pub unrecovered: u32,
-    /// `RefusedWillRetry` events.
-    pub refused_for_now: u32,
-    /// The latest reconnect attempt number seen (`State::Reconnecting`).
+    /// `RefusedWillRetry` events: when, and the code and message.
+    pub refused_for_now: Vec<(Instant, String)>,
+    /// The highest reconnect attempt seen (failed connects in a row).
     pub attempts: u32,
+    /// A `Refused`, or the stream's end.
+    pub ended: Option<String>,
 }
 
 impl Progress {
-    pub fn subscribed(&self) -> usize {
-        self.subscribed_at.len()
-    }
-
-    /// The last offset received; 0 before any.
     pub fn last(&self) -> u64 {
         self.offsets.last().copied().unwrap_or(0)
     }
+
+    pub fn subscribed(&self) -> usize {
+        self.subscribed_at.len()
+    }
 }
 
-/// A one-line summary for assertion messages.
-pub fn brief(p: &Progress) -> String {
-    format!(
-        "{} offsets (last {}), {} subscribed, {} dropped, {} recovered, {} unrecovered, {} refused for now, attempt {}",
-        p.offsets.len(),
-        p.last(),
-        p.subscribed(),
-        p.dropped_at.len(),
-        p.recovered,
-        p.unrecovered,
-        p.refused_for_now,
-        p.attempts
-    )
-}
-
+/// A Rust client with one subscription, read by a task of its own, and a
+/// task following its connection state.
 pub struct Subscriber {
     pub client: Client,
     pub progress: watch::Receiver<Progress>,
+    tasks: [JoinHandle<()>; 2],
+}
+
+/// A client of `url` retrying between `min` and `max` (the server's
+/// `Retry-After` is a floor, capped at `max`).
+pub fn client(url: &str, min: Duration, max: Duration) -> Client {
+    Client::builder(url)
+        .min_delay(min)
+        .max_delay(max)
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
 }
 
 impl Subscriber {
-    /// A snapshot of the progress.
+    /// Subscribes `client` to `channel`; the client connects in the
+    /// background, so this returns before it is connected.
+    pub async fn start(client: Client, channel: &str) -> Self {
+        let mut sub = client.subscribe(channel).await.expect("subscribe");
+        let (tx, progress) = watch::channel(Progress::default());
+        let tx = Arc::new(tx);
+        let mut state = client.state();
+        let states = tx.clone();
+        // The driver stays `Reconnecting` for the backoff delay and the
+        // connect attempt, so this task sees every drop.
+        let watcher = tokio::spawn(async move {
+            let mut connected = false;
+            while state.changed().await.is_ok() {
+                let now = state.borrow_and_update().clone();
+                let is_connected = now == State::Connected;
+                if connected && !is_connected {
+                    states.send_modify(|p| p.dropped_at.push(Instant::now()));
+                }
+                if let State::Reconnecting { attempt, .. } = now {
+                    states.send_if_modified(|p| {
+                        let more = attempt > p.attempts;
+                        p.attempts = p.attempts.max(attempt);
+                        more
+                    });
+                }
+                connected = is_connected;
+            }
+        });
+        let task = tokio::spawn(async move {
+            while let Some(event) = sub.next().await {
+                tx.send_modify(|p| match event {
+                    Event::Publication(publication) => p.offsets.push(publication.offset),
+                    Event::Subscribed { recovered, .. } => {
+                        p.subscribed_at.push(Instant::now());
+                        p.recovered += u32::from(recovered);
+                    }
+                    Event::Unrecovered { .. } => p.unrecovered += 1,
+                    Event::RefusedWillRetry { code, message, .. } => p
+                        .refused_for_now
+                        .push((Instant::now(), format!("{code:?}: {message}"))),
+                    Event::Refused { code, message } => {
+                        p.ended = Some(format!("refused: {code:?} {message}"))
+                    }
+                    _ => {}
+                });
+            }
+            tx.send_modify(|p| {
+                p.ended.get_or_insert_with(|| "stream ended".into());
+            });
+        });
+        Subscriber {
+            client,
+            progress,
+            tasks: [task, watcher],
+        }
+    }
+
     pub fn now(&self) -> Progress {
         self.progress.borrow().clone()
     }
@@ -81,84 +134,57 @@ impl Subscriber {
     }
 }
 
-/// `n` clients of `url`, each subscribed to `channel`, retrying with backoff
-/// between `min_delay` and `max_delay`. Returns at once: wait for
-/// `subscribed() == 1` with [`wait_all`].
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Starts `n` subscribers of `channel` at `url` at once.
 pub async fn fleet(
     n: usize,
     url: &str,
     channel: &str,
-    min_delay: Duration,
-    max_delay: Duration,
+    min: Duration,
+    max: Duration,
 ) -> Vec<Subscriber> {
     let mut subs = Vec::with_capacity(n);
     for _ in 0..n {
-        let client = Client::builder(url)
-            .min_delay(min_delay)
-            .max_delay(max_delay)
-            .build()
-            .expect("client");
-        let mut sub = client.subscribe(channel).await.expect("subscribe");
-        let mut state = client.state();
-        let (tx, progress) = watch::channel(Progress::default());
-        tokio::spawn(async move {
-            let mut was_connected = false;
-            loop {
-                tokio::select! {
-                    event = sub.next() => {
-                        let Some(event) = event else { break };
-                        tx.send_modify(|p| match event {
-                            Event::Publication(pb) => p.offsets.push(pb.offset),
-                            Event::Subscribed { recovered, .. } => {
-                                // A reconnect the state watch coalesced
-                                // still counts as a drop.
-                                if p.dropped_at.len() < p.subscribed_at.len() {
-                                    p.dropped_at.push(Instant::now());
-                                }
-                                p.subscribed_at.push(Instant::now());
-                                p.recovered += u32::from(recovered);
-                            }
-                            Event::Unrecovered { .. } => p.unrecovered += 1,
-                            Event::RefusedWillRetry { .. } => p.refused_for_now += 1,
-                            _ => {}
-                        });
-                    }
-                    changed = state.changed() => {
-                        if changed.is_err() {
-                            break;
-                        }
-                        let now = state.borrow_and_update().clone();
-                        tx.send_modify(|p| {
-                            if was_connected && now != State::Connected
-                                && p.dropped_at.len() < p.subscribed_at.len()
-                            {
-                                p.dropped_at.push(Instant::now());
-                            }
-                            if let State::Reconnecting { attempt, .. } = now {
-                                p.attempts = attempt;
-                            }
-                        });
-                        was_connected = now == State::Connected;
-                    }
-                }
-            }
-        });
-        subs.push(Subscriber { client, progress });
+        subs.push(Subscriber::start(client(url, min, max), channel).await);
     }
     subs
 }
 
-/// Waits until `pred` holds for every subscriber (at most `within`).
+/// Waits until every subscriber's progress satisfies `pred`, for at most
+/// `within`; the panic says how many did.
 pub async fn wait_all(
     subs: &[Subscriber],
     what: &str,
     within: Duration,
     pred: impl Fn(&Progress) -> bool,
 ) {
-    wait_count(subs, subs.len(), what, within, pred).await;
+    let deadline = Instant::now() + within;
+    for (i, s) in subs.iter().enumerate() {
+        let mut rx = s.progress.clone();
+        if timeout_at(deadline, rx.wait_for(|p| pred(p)))
+            .await
+            .is_err()
+        {
+            let done = subs.iter().filter(|s| pred(&s.progress.borrow())).count();
+            panic!(
+                "{what}: only {done} of {} within {within:?} (subscriber {i}: {}, state {:?})",
+                subs.len(),
+                brief(&s.now()),
+                s.state()
+            );
+        }
+    }
 }
 
-/// Waits until `pred` holds for at least `n` subscribers (at most `within`).
+/// Waits until at least `n` subscribers' progress satisfies `pred`, for at
+/// most `within`. There is no one event for "n of them", so this polls.
 pub async fn wait_count(
     subs: &[Subscriber],
     n: usize,
@@ -168,49 +194,77 @@ pub async fn wait_count(
 ) {
     let deadline = Instant::now() + within;
     loop {
-        let count = subs.iter().filter(|s| pred(&s.progress.borrow())).count();
-        if count >= n {
+        let done = subs.iter().filter(|s| pred(&s.progress.borrow())).count();
+        if done >= n {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "{what}: {count} of {n} after {within:?}"
+            "{what}: only {done} of {n} within {within:?}"
         );
-        let mut rxs: Vec<_> = subs.iter().map(|s| s.progress.clone()).collect();
-        let changes = rxs.iter_mut().map(|r| Box::pin(r.changed()));
-        let _ = timeout(
-            Duration::from_millis(100),
-            futures_util::future::select_all(changes),
-        )
-        .await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-/// Every subscriber received `first..=last`, each once, in order.
-pub fn assert_every_offset_once(subs: &[Subscriber], first: u64, last: u64) {
-    let expected: Vec<u64> = (first..=last).collect();
+/// A progress without its (long) offset list, for messages.
+pub fn brief(p: &Progress) -> String {
+    format!(
+        "last {} ({} received), subscribed {}, dropped {}, recovered {}, unrecovered {}, \
+         refused for now {}, attempts {}, ended {:?}",
+        p.last(),
+        p.offsets.len(),
+        p.subscribed(),
+        p.dropped_at.len(),
+        p.recovered,
+        p.unrecovered,
+        p.refused_for_now.len(),
+        p.attempts,
+        p.ended
+    )
+}
+
+/// Every subscriber received exactly `from..=to`, each once and in order,
+/// with no unrecovered gap and no refusal.
+pub fn assert_every_offset_once(subs: &[Subscriber], from: u64, to: u64) {
+    let want: Vec<u64> = (from..=to).collect();
     for (i, s) in subs.iter().enumerate() {
         let p = s.now();
-        assert_eq!(p.unrecovered, 0, "client {i}: {}", brief(&p));
-        assert!(p.offsets == expected, "client {i}: {}", brief(&p));
+        assert_eq!(p.unrecovered, 0, "subscriber {i}: {}", brief(&p));
+        assert!(p.ended.is_none(), "subscriber {i}: {}", brief(&p));
+        if p.offsets != want {
+            let missing: Vec<u64> = want
+                .iter()
+                .filter(|o| !p.offsets.contains(o))
+                .copied()
+                .collect();
+            panic!(
+                "subscriber {i}: not every offset {from}..={to} once in order; missing {missing:?}; {}",
+                brief(&p)
+            );
+        }
     }
 }
 
-/// A gauge (or counter) from `/metrics`, as an integer.
-pub async fn gauge(addr: SocketAddr, name: &str) -> u64 {
-    http::metric(addr, name, &[]).await as u64
+/// `tether_handshakes_total` by outcome, from `/metrics` at `addr`.
+pub async fn handshakes(addr: SocketAddr) -> BTreeMap<String, u64> {
+    let body = http::request(addr, "GET", "/metrics", &[], "").await.body;
+    let mut out = BTreeMap::new();
+    for line in body.lines() {
+        let Some(rest) = line.strip_prefix("tether_handshakes_total{outcome=\"") else {
+            continue;
+        };
+        let Some((outcome, value)) = rest.split_once("\"} ") else {
+            continue;
+        };
+        out.insert(
+            outcome.to_owned(),
+            value.trim().parse::<f64>().unwrap_or(0.0) as u64,
+        );
+    }
+    out
 }
 
-/// `tether_handshakes_total` by outcome.
-pub async fn handshakes(addr: SocketAddr) -> BTreeMap<String, u64> {
-    let res = http::request(addr, "GET", "/metrics", &[], "").await;
-    res.body
-        .lines()
-        .filter(|l| l.starts_with("tether_handshakes_total{"))
-        .filter_map(|l| {
-            let outcome = l.split("outcome=\"").nth(1)?.split('"').next()?;
-            let value = l.rsplit(' ').next()?.parse::<f64>().ok()?;
-            Some((outcome.to_owned(), value as u64))
-        })
-        .collect()
+/// A gauge or counter without labels from `/metrics` at `addr`.
+pub async fn gauge(addr: SocketAddr, name: &str) -> u64 {
+    http::metric(addr, name, &[]).await as u64
 }
