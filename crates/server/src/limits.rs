@@ -145,7 +145,24 @@ pub struct Admission {
     sockets: AtomicUsize,
     /// Sockets the process may hold before refusing new handshakes.
     socket_budget: usize,
+    /// Sockets past the budget being answered 503 (each holds a descriptor
+    /// of the reserve for up to a second); at most [`MAX_OVER_BUDGET_REFUSALS`].
+    over_budget_refusals: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, IpState>>,
+}
+
+/// Refusals past the socket budget answered at once: half the open-file
+/// reserve, so a wave of them can never use the descriptors up. One more is
+/// closed without an answer.
+pub const MAX_OVER_BUDGET_REFUSALS: usize = crate::fdlimit::RESERVE / 2;
+
+/// One over-budget refusal in progress; its place is released on drop.
+pub struct OverBudgetRefusal(Arc<Admission>);
+
+impl Drop for OverBudgetRefusal {
+    fn drop(&mut self) {
+        self.0.over_budget_refusals.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Admission {
@@ -157,6 +174,7 @@ impl Admission {
             echo_connections: AtomicUsize::new(0),
             sockets: AtomicUsize::new(0),
             socket_budget,
+            over_budget_refusals: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
         })
     }
@@ -213,6 +231,14 @@ impl Admission {
     pub fn held_by(&self, ip: IpAddr) -> usize {
         let key = self.key(ip);
         self.per_ip.lock().get(&key).map_or(0, |s| s.held)
+    }
+
+    /// A place to answer a socket past the budget with 503, or `None` when
+    /// [`MAX_OVER_BUDGET_REFUSALS`] are being answered already.
+    pub fn over_budget_refusal(self: &Arc<Self>) -> Option<OverBudgetRefusal> {
+        let taken = self.over_budget_refusals.fetch_add(1, Ordering::AcqRel);
+        let slot = OverBudgetRefusal(self.clone());
+        (taken < MAX_OVER_BUDGET_REFUSALS).then_some(slot)
     }
 
     /// Whether the open sockets (handshaking or upgraded) have reached the

@@ -208,13 +208,17 @@ fn accept(edge: &Arc<Edge>, tcp: TcpStream, peer: SocketAddr) {
         return;
     };
     if node.admission.over_file_budget() {
-        node.tasks.spawn(refuse_raw(
-            node.clone(),
-            tcp,
-            peer,
-            Denied::FileLimit,
-            socket,
-        ));
+        // Answering holds a descriptor of the reserve for up to a second:
+        // only so many at once, the rest are closed unanswered.
+        let Some(slot) = node.admission.over_budget_refusal() else {
+            node.metrics.handshake("file_limit_unanswered");
+            return;
+        };
+        let node = node.clone();
+        node.clone().tasks.spawn(async move {
+            refuse_raw(node, tcp, peer, Denied::FileLimit, socket).await;
+            drop(slot);
+        });
         return;
     }
     let trusted = edge.trusted.contains(peer.ip());

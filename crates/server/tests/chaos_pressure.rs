@@ -145,9 +145,9 @@ async fn held_clients_keep_working_the_rest_get_503_and_get_in_as_room_frees() {
     server.signal("TERM");
     let status = server.child.wait().await.expect("wait");
     assert_eq!(status.code(), Some(0), "a clean exit after the pressure");
-    // Counted, not asserted: a wave of more than the 32 reserved
-    // descriptors' worth of refusals at once can still make accept() fail
-    // (EMFILE; the listener then pauses 50 ms, no spin).
+    // At most 16 refusals past the budget are answered at once (the rest
+    // closed unanswered), so the 32 reserved descriptors are never all in
+    // use and accept() never fails with EMFILE.
     let text = log.read();
     let accept_failures = text.matches("accept failed").count();
     if let Some(line) = text.lines().find(|l| l.contains("accept failed")) {
@@ -162,6 +162,7 @@ async fn held_clients_keep_working_the_rest_get_503_and_get_in_as_room_frees() {
         cpu_share * 100.0,
         started.elapsed()
     );
+    assert_eq!(accept_failures, 0, "the descriptor reserve ran out");
 }
 
 /// The server's stderr, kept in a file the test reads at the end.
