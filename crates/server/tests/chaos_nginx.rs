@@ -21,10 +21,7 @@ use futures_util::future::select_all;
 use serde_json::json;
 use std::time::Duration;
 use tether_client::State;
-use tether_test_util::{
-    http, nginx::Nginx, nginx_upstream::NginxUpstream, process::ServerProcess, redis::RedisServer,
-    STEP,
-};
+use tether_test_util::{http, nginx::Nginx, process::ServerProcess, redis::RedisServer, STEP};
 use tokio::time::{timeout, Instant};
 
 /// nginx's `proxy_read_timeout` in these tests.
@@ -146,7 +143,7 @@ async fn round_robin_over_two_redis_nodes_idle_connections_survive_and_both_deli
         support::node_with(&redis, &flags).await,
         support::node_with(&redis, &flags).await,
     );
-    let nginx = NginxUpstream::start(&[a.addr(), b.addr()], &location("tether")).await;
+    let nginx = Nginx::round_robin(&[a.addr(), b.addr()], &location("tether")).await;
     let subs = fleet(CLIENTS, &nginx.url("/ws"), "rr", MIN_DELAY, MAX_DELAY).await;
     wait_all(&subs, "subscribed", STEP, |p| p.subscribed() == 1).await;
     let (on_a, on_b) = (

@@ -21,9 +21,7 @@ mod chaos;
 use chaos::{assert_every_offset_once, fleet, gauge, handshakes, wait_all, wait_count, Subscriber};
 use serde_json::json;
 use std::{net::SocketAddr, time::Duration};
-use tether_test_util::{
-    http, nginx_upstream::NginxUpstream, process::ServerProcess, redis::RedisServer, STEP,
-};
+use tether_test_util::{http, nginx::Nginx, process::ServerProcess, redis::RedisServer, STEP};
 use tokio::{sync::watch, task::JoinHandle, time::Instant};
 
 /// Clients in each storm (the test process holds one socket each, the
@@ -365,7 +363,7 @@ async fn the_clients_of_a_killed_node_move_to_the_other_and_recover() {
     let location = "proxy_pass http://tether;\n proxy_http_version 1.1;\n\
                     proxy_set_header Upgrade $http_upgrade;\n proxy_set_header Connection \"upgrade\";\n\
                     proxy_read_timeout 3600s;";
-    let nginx = NginxUpstream::start(&[a.addr, b.addr], location).await;
+    let nginx = Nginx::round_robin(&[a.addr, b.addr], location).await;
 
     let started = Instant::now();
     let subs = fleet(CLIENTS, &nginx.url("/ws"), "failover", MIN_DELAY, MAX_DELAY).await;

@@ -11,7 +11,6 @@ pub mod http;
 pub mod longpoll;
 pub mod netns;
 pub mod nginx;
-pub mod nginx_upstream;
 pub mod proc_stats;
 pub mod process;
 pub mod proxy;

@@ -23,6 +23,29 @@ impl Nginx {
 
     /// Starts nginx with `location` as the body of `location / { ... }`.
     pub async fn start(location: &str) -> Self {
+        Self::launch("", location, 256).await
+    }
+
+    /// Starts nginx balancing round robin over `backends` (an `upstream`
+    /// named `tether`, no sticky sessions: how a load balancer in front of
+    /// many nodes is deployed, docs/scaling.md), with room for a reconnect
+    /// storm (each client holds two sockets in nginx); `location` should
+    /// `proxy_pass http://tether;`.
+    pub async fn round_robin(backends: &[std::net::SocketAddr], location: &str) -> Self {
+        let servers: String = backends
+            .iter()
+            .map(|b| format!("    server {b};\n"))
+            .collect();
+        Self::launch(
+            &format!("  upstream tether {{\n{servers}  }}\n"),
+            location,
+            10_000,
+        )
+        .await
+    }
+
+    /// `http_extra` goes into the `http` block before the server.
+    async fn launch(http_extra: &str, location: &str, worker_connections: u32) -> Self {
         assert!(
             Self::available(),
             "{NGINX} not found: run scripts/setup, or apt-get install -y nginx"
@@ -43,9 +66,10 @@ impl Nginx {
         let d = dir.display();
         let conf = format!(
             "daemon off;\nmaster_process off;\nworker_processes 1;\nerror_log {d}/error.log info;\npid {d}/nginx.pid;\n\
-             events {{ worker_connections 256; }}\n\
+             events {{ worker_connections {worker_connections}; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d}/client_body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-             \x20 server {{\n    listen 127.0.0.1:{port};\n    location / {{\n{location}\n    }}\n  }}\n}}\n"
+             {http_extra}\
+             \x20 server {{\n    listen 127.0.0.1:{port} backlog=4096;\n    location / {{\n{location}\n    }}\n  }}\n}}\n"
         );
         std::fs::write(dir.join("nginx.conf"), conf).expect("nginx.conf");
         let child = Command::new(NGINX)
@@ -68,12 +92,16 @@ impl Nginx {
                 return nginx;
             }
             if let Ok(Some(status)) = nginx.child.try_wait() {
-                let log = std::fs::read_to_string(nginx.dir.join("error.log")).unwrap_or_default();
-                panic!("nginx exited with {status}:\n{log}");
+                panic!("nginx exited with {status}:\n{}", nginx.log());
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("nginx did not listen on 127.0.0.1:{port} within 5 s");
+    }
+
+    /// nginx's error log (at `info`: every upstream it gave up on).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
     }
 
     /// `ws://` URL of `path` through nginx.
