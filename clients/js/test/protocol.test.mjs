@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { CLOSE_CODES, DecodeError, classify, decode, encode, reconnectFor, vectors } from './helpers.mjs';
+import { CLOSE_CODES, DecodeError, classify, decode, encode, isRetryable, reconnectFor, vectors } from './helpers.mjs';
 
 const messages = vectors('messages.json');
 const closeCodes = vectors('close_codes.json');
@@ -60,4 +60,11 @@ test('the close-code table matches close_codes.json', () => {
   assert.equal(classify({ kind: 'lost', reason: 'x' }).code, 1006);
   for (const status of [400, 401, 403, 404]) assert.equal(classify({ kind: 'refused', status, reason: '' }).reconnect, 'never');
   for (const status of [429, 500, 502, 503]) assert.equal(classify({ kind: 'refused', status, reason: '' }).reconnect, 'backoff');
+});
+
+test('the retryable error codes match error_codes.json', () => {
+  for (const { code, retryable } of vectors('error_codes.json')) {
+    assert.equal(isRetryable(code), retryable, code);
+  }
+  assert.equal(isRetryable('something_new'), false);
 });

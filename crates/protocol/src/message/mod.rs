@@ -156,7 +156,8 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Whether nothing was done and the same request may be sent again
-    /// later, with backoff (both clients retry subscribes refused so).
+    /// later, with backoff (both clients retry subscribes refused so; the
+    /// JS client checks its copy against `vectors/error_codes.json`).
     pub fn is_retryable(self) -> bool {
         matches!(
             self,

@@ -257,3 +257,19 @@ fn server_messages_round_trip() {
         assert_eq!(ServerMessage::decode(&m.encode()).as_ref(), Ok(&m));
     }
 }
+
+/// The vector file is what the JS client checks its retryable list against;
+/// every code the server sends is in it.
+#[test]
+fn error_code_vectors_match_this_table() {
+    let text = include_str!("../../vectors/error_codes.json");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(text).unwrap_or_default();
+    assert_eq!(rows.len(), 13, "one row per ErrorCode but Unknown");
+    for row in rows {
+        let code: ErrorCode =
+            serde_json::from_value(row["code"].clone()).unwrap_or(ErrorCode::Unknown);
+        assert_ne!(code, ErrorCode::Unknown, "{row}");
+        assert_eq!(row["code"], code.as_str());
+        assert_eq!(row["retryable"], code.is_retryable(), "{row}");
+    }
+}
