@@ -235,6 +235,24 @@ impl Fanout {
         }
     }
 
+    /// Tests: tracks `channel` as if subscribed and primed at `epoch`/`last`.
+    #[cfg(test)]
+    pub(super) fn track_at(&self, channel: &str, epoch: &str, last: u64) {
+        let name: Arc<str> = Arc::from(channel);
+        self.channels.lock().insert(
+            name.clone(),
+            Tracked {
+                name,
+                refs: 1,
+                epoch: Some(Arc::from(epoch)),
+                last,
+                pending: BTreeMap::new(),
+                repairing: false,
+                seen_top: 0,
+            },
+        );
+    }
+
     /// Drops one unit of interest; the last unsubscribes in Redis.
     pub async fn unsubscribe(&self, channel: &str) {
         if !self.release(channel) {
@@ -433,15 +451,19 @@ pub(super) fn on_message(inner: &Arc<Inner>, topic: &str, payload: &str) {
                 wakeups.push(me.delivery.deliver(publication));
             }
             Some(known) => {
-                if offset > t.last && t.pending.len() >= MAX_PENDING {
+                if offset <= t.last {
+                    // Already delivered (a repair got there first).
+                } else if t.pending.len() >= MAX_PENDING {
                     // Publications keep arriving ahead of a gap history
                     // cannot fill fast enough: resynchronise the channel's
-                    // subscribers rather than hold without bound.
+                    // subscribers rather than hold without bound, and go on
+                    // from this one.
                     warn!(%channel, held = t.pending.len(), "too many publications waiting on a gap; resetting the channel's subscribers");
                     let known: Arc<str> = known.into();
-                    me.reset(t, known, offset.saturating_sub(1), &mut wakeups);
-                }
-                if offset > t.last {
+                    me.reset(t, known, offset - 1, &mut wakeups);
+                    t.last = offset;
+                    wakeups.push(me.delivery.deliver(publication));
+                } else {
                     t.pending.insert(offset, publication);
                     if !t.repairing && me.drain_pending(t, &mut wakeups) {
                         repair = Some(t.name.clone());

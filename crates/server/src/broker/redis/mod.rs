@@ -14,6 +14,8 @@
 
 mod backoff;
 mod fanout;
+#[cfg(test)]
+mod fanout_tests;
 mod link;
 mod repair;
 mod scripts;
