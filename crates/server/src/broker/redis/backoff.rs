@@ -1,10 +1,14 @@
-//! Reconnect delays: exponential from 100 ms to 5 s, with full jitter, so
-//! many nodes that lost the same Redis do not come back in step.
+//! Reconnect delays to Redis: the clients' schedule (`tether_protocol::Backoff`,
+//! doubling from 100 ms to 5 s), counted per connection, with the jitter in
+//! the upper half of each step so that many nodes that lost the same Redis
+//! neither come back in step nor retry at once.
 
 use std::time::Duration;
 
-const FIRST: Duration = Duration::from_millis(100);
-const MAX: Duration = Duration::from_secs(5);
+const SCHEDULE: tether_protocol::Backoff = tether_protocol::Backoff {
+    min_delay: Duration::from_millis(100),
+    max_delay: Duration::from_secs(5),
+};
 
 pub struct Backoff {
     attempts: u32,
@@ -25,15 +29,18 @@ impl Backoff {
 
     /// The next delay: a random point in the upper half of the current step.
     pub fn next(&mut self) -> Duration {
-        let step = FIRST.saturating_mul(1u32 << self.attempts.min(16)).min(MAX);
+        let delay = SCHEDULE.delay(self.attempts, 0.5 + fastrand::f64() * 0.5, None);
         self.attempts = self.attempts.saturating_add(1);
-        step.mul_f64(0.5 + fastrand::f64() * 0.5)
+        delay
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const FIRST: Duration = SCHEDULE.min_delay;
+    const MAX: Duration = SCHEDULE.max_delay;
 
     #[test]
     fn grows_to_the_cap_with_jitter_and_resets() {
