@@ -56,9 +56,7 @@ pub(crate) enum SendError {
     TimedOut,
 }
 
-/// Sends one message within `write_timeout`. Only a send that does not
-/// finish at once gets a timer: on the common path (the socket has room) a
-/// message costs no timer registration at all.
+/// Sends one message within `write_timeout` (see [`within`]).
 pub(crate) async fn send_within<S>(
     ws: &mut WebSocketStream<S>,
     msg: Message,
@@ -67,15 +65,24 @@ pub(crate) async fn send_within<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut sending = pin!(ws.send(msg));
-    let first = std::future::poll_fn(|cx| Poll::Ready(sending.as_mut().poll(cx))).await;
-    let result = match first {
-        Poll::Ready(r) => r,
-        Poll::Pending => timeout(write_timeout, sending)
-            .await
-            .map_err(|_| SendError::TimedOut)?,
-    };
-    result.map_err(SendError::Write)
+    within(write_timeout, ws.send(msg))
+        .await
+        .map_err(|_| SendError::TimedOut)?
+        .map_err(SendError::Write)
+}
+
+/// `timeout(wait, work)`, except that only work which does not finish at
+/// once gets a timer: on the common path of a write (the socket has room)
+/// it costs no timer registration at all.
+pub(crate) async fn within<F: Future>(
+    wait: Duration,
+    work: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut work = pin!(work);
+    match std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await {
+        Poll::Ready(r) => Ok(r),
+        Poll::Pending => timeout(wait, work).await,
+    }
 }
 
 /// The 1012 reason of a drain: a reconnect delay picked at random up to

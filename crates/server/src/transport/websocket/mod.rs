@@ -343,19 +343,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             ws.flush().await
         };
-        // Most writes finish at once (into the socket buffer): the write
-        // timeout's timer is only armed for one that has to wait, as in
-        // `send_within`. Dropped on a timeout, the drain empties `out` all
-        // the same.
-        let mut write = std::pin::pin!(write);
-        let first = std::future::poll_fn(|cx| {
-            std::task::Poll::Ready(std::future::Future::poll(write.as_mut(), cx))
-        })
-        .await;
-        let result = match first {
-            std::task::Poll::Ready(r) => Ok(r),
-            std::task::Poll::Pending => timeout(write_timeout, write).await,
-        };
+        // Most writes finish at once (into the socket buffer), without a
+        // timer. Dropped on a timeout, the drain empties `out` all the same.
+        let result = super::within(write_timeout, write).await;
         match result {
             Ok(Ok(())) => {
                 node.metrics.messages_out.inc_by(sent);
