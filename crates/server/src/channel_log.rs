@@ -157,11 +157,7 @@ impl ChannelLog {
         for cursor in &inner.subscribers {
             cursor.stale.store(true, Ordering::Release);
         }
-        let inner = &mut *inner;
-        let snapshot = inner
-            .snapshot
-            .get_or_insert_with(|| Arc::from(inner.subscribers.as_slice()));
-        Wakeup(Some(snapshot.clone()))
+        Self::wake_all(&mut inner)
     }
 
     pub fn subscriber_count(&self) -> usize {
@@ -191,7 +187,11 @@ impl ChannelLog {
         while self.over_window(&inner) && inner.ring.len() > 1 {
             Self::pop(&mut inner);
         }
-        let inner = &mut *inner;
+        Self::wake_all(&mut inner)
+    }
+
+    /// Every current subscriber, from the shared snapshot of the list.
+    fn wake_all(inner: &mut Inner) -> Wakeup {
         let snapshot = inner
             .snapshot
             .get_or_insert_with(|| Arc::from(inner.subscribers.as_slice()));
