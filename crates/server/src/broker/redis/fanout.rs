@@ -19,7 +19,7 @@
 //!   the gap, the hub resets the channel: its subscribers resynchronise
 //!   with `recovered: false` through the ordinary path.
 
-use super::{scripts::Keys, Inner};
+use super::{link::bounded, scripts::Keys, Inner};
 use crate::{
     broker::{BrokerError, Delivery, Publication},
     channel_log::Wakeup,
@@ -107,6 +107,21 @@ pub(super) struct Tracked {
     seen_top: u64,
 }
 
+impl Tracked {
+    /// Not subscribed yet: no interest, no position.
+    fn new(name: Arc<str>) -> Self {
+        Tracked {
+            name,
+            refs: 0,
+            epoch: None,
+            last: 0,
+            pending: BTreeMap::new(),
+            repairing: false,
+            seen_top: 0,
+        }
+    }
+}
+
 pub(super) struct Shard {
     /// `None` while the connection is down.
     pub(super) sink: Mutex<Option<PubSubSink>>,
@@ -177,15 +192,7 @@ impl Fanout {
             let mut map = me.channels.lock();
             let t = map
                 .entry(Arc::from(channel))
-                .or_insert_with_key(|name| Tracked {
-                    name: name.clone(),
-                    refs: 0,
-                    epoch: None,
-                    last: 0,
-                    pending: BTreeMap::new(),
-                    repairing: false,
-                    seen_top: 0,
-                });
+                .or_insert_with_key(|name| Tracked::new(name.clone()));
             t.refs += 1;
             if t.refs > 1 {
                 return Ok(());
@@ -196,22 +203,9 @@ impl Fanout {
             let _ops = shard.ops.lock().await;
             let sink = shard.sink.lock().clone();
             match sink {
-                Some(mut sink) => {
-                    match tokio::time::timeout(
-                        super::link::TIMEOUT,
-                        sink.subscribe(me.topic(channel)),
-                    )
+                Some(mut sink) => bounded("SUBSCRIBE", sink.subscribe(me.topic(channel)))
                     .await
-                    {
-                        Ok(Ok(())) => Ok(()),
-                        Ok(Err(e)) => Err(BrokerError::Unavailable(format!(
-                            "Redis pub/sub: {e}; retry"
-                        ))),
-                        Err(_) => Err(BrokerError::Unavailable(
-                            "Redis pub/sub did not answer SUBSCRIBE in time; retry".into(),
-                        )),
-                    }
-                }
+                    .map_err(|e| BrokerError::Unavailable(format!("Redis pub/sub: {e}; retry"))),
                 None => Err(BrokerError::Unavailable(
                     "a Redis pub/sub connection is down (reconnecting); retry".into(),
                 )),
@@ -239,18 +233,9 @@ impl Fanout {
     #[cfg(test)]
     pub(super) fn track_at(&self, channel: &str, epoch: &str, last: u64) {
         let name: Arc<str> = Arc::from(channel);
-        self.channels.lock().insert(
-            name.clone(),
-            Tracked {
-                name,
-                refs: 1,
-                epoch: Some(Arc::from(epoch)),
-                last,
-                pending: BTreeMap::new(),
-                repairing: false,
-                seen_top: 0,
-            },
-        );
+        let mut t = Tracked::new(name.clone());
+        (t.refs, t.epoch, t.last) = (1, Some(Arc::from(epoch)), last);
+        self.channels.lock().insert(name, t);
     }
 
     /// Drops one unit of interest; the last unsubscribes in Redis.
@@ -268,9 +253,7 @@ impl Fanout {
         if let Some(mut sink) = sink {
             // A failure here is a dropped connection, whose reconnect
             // resubscribes only what is still wanted.
-            let _ =
-                tokio::time::timeout(super::link::TIMEOUT, sink.unsubscribe(self.topic(channel)))
-                    .await;
+            let _ = bounded("UNSUBSCRIBE", sink.unsubscribe(self.topic(channel))).await;
         }
     }
 

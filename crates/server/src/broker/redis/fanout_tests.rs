@@ -52,7 +52,6 @@ fn tracking() -> (Arc<Inner>, Arc<Seen>, String) {
     );
     fanout.track_at("c", "e", 10);
     let inner = Arc::new(Inner {
-        prefix: prefix.clone(),
         history: HistoryConfig::default(),
         link: Arc::new(Link::new(client, Box::new(|_| {}))),
         fanout,

@@ -148,6 +148,17 @@ impl Link {
     }
 }
 
+/// `work` on a Redis connection within [`TIMEOUT`]; running out of it is
+/// an I/O error, like the lost connection it most likely means.
+pub async fn bounded<T>(
+    what: &'static str,
+    work: impl std::future::Future<Output = Result<T, RedisError>>,
+) -> Result<T, RedisError> {
+    tokio::time::timeout(TIMEOUT, work)
+        .await
+        .map_err(|_| RedisError::from((redis::ErrorKind::Io, "timed out", what.to_owned())))?
+}
+
 /// The `run_id` from `INFO server`: unique to one life of one Redis server.
 pub async fn run_id(conn: &mut impl ConnectionLike) -> Result<String, RedisError> {
     let info: String = redis::cmd("INFO").arg("server").query_async(conn).await?;

@@ -51,7 +51,6 @@ pub struct RedisBroker {
 }
 
 struct Inner {
-    prefix: Arc<str>,
     history: HistoryConfig,
     link: Arc<Link>,
     fanout: Fanout,
@@ -83,14 +82,12 @@ impl RedisBroker {
             let health = health.clone();
             Box::new(move |up| health.set_link(up))
         }));
-        let prefix: Arc<str> = options.prefix.into();
         let inner = Arc::new(Inner {
-            prefix: prefix.clone(),
             history,
             link: link.clone(),
             fanout: Fanout::new(
                 client,
-                prefix,
+                options.prefix.into(),
                 delivery,
                 metrics,
                 health,
@@ -140,11 +137,11 @@ impl Inner {
         key: Option<&str>,
     ) -> Result<PublishOutcome, BrokerError> {
         let conn = self.conn()?;
-        let keys = Keys::new(&self.prefix, channel);
+        let keys = Keys::new(&self.fanout.prefix, channel);
         let mut invocation = PUBLISH_SCRIPT.prepare_invoke();
         invocation.key(&keys.meta).key(&keys.history);
         if let Some(key) = key {
-            invocation.key(Keys::idempotency(&self.prefix, channel, key));
+            invocation.key(Keys::idempotency(&self.fanout.prefix, channel, key));
         }
         let h = &self.history;
         invocation
@@ -178,7 +175,7 @@ impl Inner {
         since: Option<(&str, u64)>,
     ) -> Result<Raw, BrokerError> {
         let conn = self.link.get()?;
-        let keys = Keys::new(&self.prefix, channel);
+        let keys = Keys::new(&self.fanout.prefix, channel);
         let (since_epoch, since_offset) = since.unwrap_or(("", 0));
         let mut c = conn.conn.clone();
         let (epoch, top, recovered, data): (String, u64, u8, Vec<String>) = RECOVER_SCRIPT

@@ -5,7 +5,7 @@
 use super::{
     backoff::Backoff,
     fanout::{on_message, ring},
-    link::TIMEOUT,
+    link::bounded,
     scripts::Keys,
     Inner,
 };
@@ -117,10 +117,7 @@ pub(super) async fn run_shard(inner: Arc<Inner>, i: usize, stop: CancellationTok
                         _ = ping.tick() => {
                             let sink = me.shards[i].sink.lock().clone();
                             let alive = match sink {
-                                Some(mut sink) => matches!(
-                                    tokio::time::timeout(TIMEOUT, sink.ping::<redis::Value>()).await,
-                                    Ok(Ok(_))
-                                ),
+                                Some(mut sink) => bounded("PING", sink.ping::<redis::Value>()).await.is_ok(),
                                 None => false,
                             };
                             if !alive {
@@ -155,9 +152,7 @@ async fn connect_shard(
     i: usize,
 ) -> Result<redis::aio::PubSubStream, redis::RedisError> {
     let me = &inner.fanout;
-    let pubsub = tokio::time::timeout(TIMEOUT, me.client.get_async_pubsub())
-        .await
-        .map_err(|_| timed_out("connecting"))??;
+    let pubsub = bounded("connecting", me.client.get_async_pubsub()).await?;
     let (mut sink, stream) = pubsub.split();
     let _ops = me.shards[i].ops.lock().await;
     let topics: Vec<String> = me
@@ -166,9 +161,7 @@ async fn connect_shard(
         .map(|c| Keys::new(&me.prefix, c).topic)
         .collect();
     for chunk in topics.chunks(1000) {
-        tokio::time::timeout(TIMEOUT, sink.subscribe(chunk))
-            .await
-            .map_err(|_| timed_out("SUBSCRIBE"))??;
+        bounded("SUBSCRIBE", sink.subscribe(chunk)).await?;
     }
     *me.shards[i].sink.lock() = Some(sink);
     Ok(stream)
@@ -224,7 +217,3 @@ pub(super) async fn run_checks(inner: Arc<Inner>, stop: CancellationToken) {
 
 /// Channels one check reads in one pipeline.
 const CHECK_BATCH: usize = 500;
-
-fn timed_out(what: &'static str) -> redis::RedisError {
-    redis::RedisError::from((redis::ErrorKind::Io, "timed out", what.to_owned()))
-}
