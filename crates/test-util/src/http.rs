@@ -352,17 +352,21 @@ pub async fn metric_from(
 }
 
 fn metric_value(res: &HttpResponse, name: &str, labels: &[(&str, &str)]) -> f64 {
-    res.body
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .find(|l| {
-            l.starts_with(name)
-                && l[name.len()..].starts_with(['{', ' '])
-                && labels
-                    .iter()
-                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+    samples(&res.body, name)
+        .find(|(line, _)| {
+            labels
+                .iter()
+                .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
         })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+        .map_or(0.0, |(_, value)| value)
+}
+
+/// The samples of metric `name` in a Prometheus text, each line with its
+/// value; `name` may end with its first label to pick some
+/// (`tether_closes_total{code="4004"`).
+pub fn samples<'a>(text: &'a str, name: &'a str) -> impl Iterator<Item = (&'a str, f64)> + 'a {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(move |l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ', ',', '}']))
+        .filter_map(|l| Some((l, l.rsplit(' ').next()?.parse().ok()?)))
 }

@@ -257,11 +257,7 @@ pub async fn publish(addr: SocketAddr, channel: &str, n: u64) -> u64 {
 /// may end with the first label to pick one
 /// (`tether_closes_total{code="4004"`). 0 when absent.
 pub fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ', ',', '}']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .fold(0.0, |sum, v| sum + v)
+    http::samples(text, name).map(|(_, value)| value).sum()
 }
 
 /// A metric of a server the test process reaches.

@@ -248,20 +248,12 @@ pub fn assert_every_offset_once(subs: &[Subscriber], from: u64, to: u64) {
 /// `tether_handshakes_total` by outcome, from `/metrics` at `addr`.
 pub async fn handshakes(addr: SocketAddr) -> BTreeMap<String, u64> {
     let body = http::request(addr, "GET", "/metrics", &[], "").await.body;
-    let mut out = BTreeMap::new();
-    for line in body.lines() {
-        let Some(rest) = line.strip_prefix("tether_handshakes_total{outcome=\"") else {
-            continue;
-        };
-        let Some((outcome, value)) = rest.split_once("\"} ") else {
-            continue;
-        };
-        out.insert(
-            outcome.to_owned(),
-            value.trim().parse::<f64>().unwrap_or(0.0) as u64,
-        );
-    }
-    out
+    http::samples(&body, "tether_handshakes_total")
+        .filter_map(|(line, value)| {
+            let outcome = line.split_once("outcome=\"")?.1.split_once('"')?.0;
+            Some((outcome.to_owned(), value as u64))
+        })
+        .collect()
 }
 
 /// A gauge or counter without labels from `/metrics` at `addr`.
