@@ -286,3 +286,78 @@ test('a WebSocket error without a close event (Node 20) still ends the attempt',
   ws.last().onclose?.({ code: 1006, reason: '' }); // a late close changes nothing
   assert.equal(client.state.attempt, 1);
 });
+
+test('an acked publish proves the connection usable: the backoff starts over', () => {
+  const { client, ws, clock } = setup(wsOnly);
+  const retry = () => clock.advance(client.state.nextRetryAt - clock.now());
+  client.connect();
+  ws.last().welcome();
+  ws.last().serverClose(1011);
+  retry();
+  ws.last().welcome();
+  ws.last().serverClose(1011);
+  assert.equal(client.state.attempt, 2, 'welcomes alone do not reset the count');
+  retry();
+  ws.last().welcome();
+  client.publish('chat', 1);
+  const pub = ws.last().sentOf('publish')[0];
+  ws.last().receive({ type: 'ack', id: pub.id, offset: 1 });
+  ws.last().serverClose(1011);
+  assert.equal(client.state.attempt, 1);
+  assert.equal(client.state.nextRetryAt - clock.now(), 250, 'the first backoff step again');
+});
+
+test('a token that arrives after disconnect() and a new connect() is ignored', async () => {
+  const calls = [];
+  const { client, ws, errors } = setup({
+    ...wsOnly,
+    token: () => new Promise((resolve, reject) => calls.push({ resolve, reject })),
+  });
+  client.connect();
+  await flush();
+  client.disconnect();
+  client.connect();
+  await flush();
+  assert.equal(calls.length, 2);
+  calls[0].resolve('stale');
+  await flush();
+  assert.equal(ws.sockets.length, 0, "the old attempt's token opens nothing");
+  calls[1].resolve('fresh');
+  await flush();
+  assert.equal(ws.sockets.length, 1);
+  assert.equal(ws.last().url, 'ws://h:8080/ws?token=fresh');
+  assert.deepEqual(errors, []);
+});
+
+test('a token function failing after disconnect() and a new connect() is ignored', async () => {
+  const calls = [];
+  const { client, ws, errors } = setup({
+    ...wsOnly,
+    token: () => new Promise((resolve, reject) => calls.push({ resolve, reject })),
+  });
+  client.connect();
+  await flush();
+  client.disconnect();
+  client.connect();
+  await flush();
+  calls[0].reject(new Error('old failure'));
+  await flush();
+  assert.deepEqual(errors, [], 'no error reported for the old attempt');
+  assert.equal(client.state.state, 'connecting', 'the new attempt goes on');
+  calls[1].resolve('fresh');
+  await flush();
+  assert.equal(ws.sockets.length, 1);
+});
+
+test('a WebSocket that never opened within handshakeTimeout is an ordinary failure, not a forced fallback', () => {
+  const { client, ws, clock } = setup({ handshakeTimeout: 1000, fallbackAfter: 2 });
+  client.connect();
+  clock.advance(1000); // never opened: blocked or slow, counted like any failure
+  assert.ok(ws.sockets[0].closed);
+  assert.equal(client.state.state, 'reconnecting');
+  assert.equal(client.state.transport, 'websocket', 'one failure of two: still WebSocket');
+  clock.advance(client.state.nextRetryAt - clock.now());
+  assert.equal(ws.sockets.length, 2);
+  clock.advance(1000);
+  assert.equal(client.state.transport, 'longpoll', 'the second failure in a row falls back');
+});

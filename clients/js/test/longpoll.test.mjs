@@ -407,3 +407,39 @@ test('when long polling fails as well, WebSocket is tried again', async () => {
   retry(ctx);
   assert.equal(ws.sockets.length, 3);
 });
+
+test('fallback counts WebSocket failures in a row: a welcome starts the count over', () => {
+  const ctx = setup({ fallbackAfter: 2 });
+  const { client, ws } = ctx;
+  client.connect();
+  ws.last().drop(); // never opened: failure 1
+  retry(ctx);
+  ws.last().welcome();
+  ws.last().drop(); // welcomed, then lost: not a failure to open
+  retry(ctx);
+  ws.last().drop(); // failure 1 again, not 2
+  assert.equal(client.state.transport, 'websocket');
+  retry(ctx);
+  assert.equal(ws.sockets.length, 4);
+});
+
+test('one failed poll is retried at once; two in a row end the session', async () => {
+  const ctx = setup(lpOnly);
+  const { client, http } = ctx;
+  client.connect();
+  await openLp(http);
+  http.last('poll').fail();
+  await flush();
+  assert.equal(client.state.state, 'connected');
+  assert.equal(http.open('poll').length, 1, 'polled again');
+  http.last('poll').respond(200, []); // a success in between starts the count over
+  await flush();
+  http.last('poll').fail();
+  await flush();
+  assert.equal(client.state.state, 'connected');
+  http.last('poll').fail();
+  await flush();
+  assert.equal(client.state.state, 'reconnecting');
+  assert.match(client.state.reason, /\/lp\/poll failed: network error/);
+  assert.equal(http.open('poll').length, 0);
+});

@@ -1,7 +1,7 @@
 // Offline/online, visibility, pageshow and wall-clock jumps (sleep/wake).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { WAKE_CHECK_TIMEOUT, setup } from './helpers.mjs';
+import { WAKE_CHECK_TIMEOUT, flush, setup } from './helpers.mjs';
 
 const wsOnly = { transports: ['websocket'] };
 
@@ -140,4 +140,38 @@ test('listeners are removed on disconnect', () => {
   client.disconnect();
   assert.equal(env.count('online'), 0);
   assert.equal(env.count('visibilitychange'), 0);
+});
+
+test('online while waiting for a retry: the retry starts at once; other resumes wait until it is due', () => {
+  const { client, ws, env } = setup({ ...wsOnly, minDelay: 10_000 });
+  client.connect();
+  ws.last().drop();
+  assert.equal(client.state.state, 'reconnecting');
+  env.fire('pageshow');
+  env.fire('visibilitychange');
+  env.fire('resume');
+  assert.equal(ws.sockets.length, 1, 'not due yet: no attempt');
+  env.fire('online');
+  assert.equal(ws.sockets.length, 2, 'the network came back: retry now');
+});
+
+test('a token that arrives while offline starts no attempt; online asks for a new one', async () => {
+  const calls = [];
+  const { client, ws, env } = setup({ ...wsOnly, token: () => new Promise((resolve) => calls.push(resolve)) });
+  client.connect();
+  await flush();
+  env.online = false;
+  env.fire('offline');
+  assert.equal(client.state.state, 'offline');
+  calls[0]('t1');
+  await flush();
+  assert.equal(ws.sockets.length, 0, 'no attempt while offline');
+  env.online = true;
+  env.fire('online');
+  await flush();
+  assert.equal(calls.length, 2, 'a fresh token for the attempt');
+  calls[1]('t2');
+  await flush();
+  assert.equal(ws.sockets.length, 1);
+  assert.equal(ws.last().url, 'ws://h:8080/ws?token=t2');
 });
