@@ -731,6 +731,7 @@ var Connection = class {
     this.pingSentAt = null;
     this.timers = {
       retryTimer: null,
+      tokenTimer: null,
       handshakeTimer: null,
       stableTimer: null,
       probeTimer: null,
@@ -787,11 +788,44 @@ var Connection = class {
     }
     if (this.current.state !== "reconnecting") this.setState({ state: "connecting", transport: this.preferred() });
     const gen = ++this.generation;
+    this.requestToken(
+      "tokenTimer",
+      () => gen === this.generation && this.started,
+      (token) => this.start(token),
+      (reason) => this.ended(null, { kind: "lost", reason })
+    );
+  }
+  /**
+   * Gets the token for an attempt (or a probe): the option's string, or the
+   * token function's answer within `handshakeTimeout` — a function that never
+   * settles must not leave the client waiting forever. A failure or a missed
+   * deadline is reported as a `token` error and given to `fail`; an answer
+   * that comes after the deadline, or after `current()` turned false (the
+   * caller moved on: disconnect(), offline, a newer attempt), is ignored.
+   */
+  requestToken(timer, current, ok, fail) {
     const src = this.o.token;
     if (typeof src !== "function") {
-      this.start(src);
+      ok(src);
       return;
     }
+    let settled = false;
+    const settle = (why, token) => {
+      if (settled || !current()) return;
+      settled = true;
+      this.clear(timer);
+      if (why === null) {
+        ok(token);
+        return;
+      }
+      this.emitter.emit("error", new TetherError("token", why));
+      fail(why);
+    };
+    this.set(
+      timer,
+      this.o.handshakeTimeout,
+      () => settle(`the token function did not answer within ${this.o.handshakeTimeout} ms`)
+    );
     let p;
     try {
       p = Promise.resolve(src());
@@ -799,12 +833,8 @@ var Connection = class {
       p = Promise.reject(e);
     }
     p.then(
-      (token) => gen === this.generation && this.started && this.start(token),
-      (e) => {
-        if (gen !== this.generation || !this.started) return;
-        this.emitter.emit("error", new TetherError("token", `the token function failed: ${asError(e).message}`));
-        this.ended(null, { kind: "lost", reason: "the token function failed" });
-      }
+      (token) => settle(null, token),
+      (e) => settle(`the token function failed: ${asError(e).message}`)
     );
   }
   start(token) {
@@ -927,7 +957,7 @@ var Connection = class {
   }
   /** Ends the current transport (silently) and forgets what was in flight on it. */
   teardown() {
-    for (const k of ["handshakeTimer", "stableTimer", "probeTimer"]) this.clear(k);
+    for (const k of ["tokenTimer", "handshakeTimer", "stableTimer", "probeTimer"]) this.clear(k);
     this.cancelProbe();
     this.liveness.stop();
     const t = this.transport;
@@ -964,6 +994,7 @@ var Connection = class {
     if (this.welcomed) this.liveness.check("offline event");
     else if (!this.transport) {
       this.generation++;
+      this.clear("tokenTimer");
       this.clear("retryTimer");
       this.setState({ state: "offline", transport: this.preferred() });
     }

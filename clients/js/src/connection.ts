@@ -23,7 +23,7 @@ import { WebSocketTransport } from './transport/websocket.js';
 export const STABLE_AFTER = 5_000;
 
 const NO_HANDLERS: TransportHandlers = { onOpen() {}, onActivity() {}, onMessage() {}, onEnded() {} };
-type Timer = 'retryTimer' | 'handshakeTimer' | 'stableTimer' | 'probeTimer' | 'probeDeadline';
+type Timer = 'retryTimer' | 'tokenTimer' | 'handshakeTimer' | 'stableTimer' | 'probeTimer' | 'probeDeadline';
 type Welcome = Extract<ServerMessage, { type: 'welcome' }>;
 
 export abstract class Connection {
@@ -49,7 +49,7 @@ export abstract class Connection {
   private probe: WebSocketTransport | null = null;
   private pingSentAt: number | null = null;
   private readonly timers: Record<Timer, unknown> = {
-    retryTimer: null, handshakeTimer: null, stableTimer: null, probeTimer: null, probeDeadline: null,
+    retryTimer: null, tokenTimer: null, handshakeTimer: null, stableTimer: null, probeTimer: null, probeDeadline: null,
   };
   private readonly listeners: Array<[string, () => void]>;
 
@@ -123,11 +123,48 @@ export abstract class Connection {
     }
     if (this.current.state !== 'reconnecting') this.setState({ state: 'connecting', transport: this.preferred() });
     const gen = ++this.generation;
+    this.requestToken(
+      'tokenTimer',
+      () => gen === this.generation && this.started,
+      (token) => this.start(token),
+      (reason) => this.ended(null, { kind: 'lost', reason }),
+    );
+  }
+
+  /**
+   * Gets the token for an attempt (or a probe): the option's string, or the
+   * token function's answer within `handshakeTimeout` — a function that never
+   * settles must not leave the client waiting forever. A failure or a missed
+   * deadline is reported as a `token` error and given to `fail`; an answer
+   * that comes after the deadline, or after `current()` turned false (the
+   * caller moved on: disconnect(), offline, a newer attempt), is ignored.
+   */
+  private requestToken(
+    timer: 'tokenTimer' | 'probeDeadline',
+    current: () => boolean,
+    ok: (token: string | undefined) => void,
+    fail: (reason: string) => void,
+  ): void {
     const src = this.o.token;
     if (typeof src !== 'function') {
-      this.start(src);
+      ok(src);
       return;
     }
+    let settled = false;
+    const settle = (why: string | null, token?: string): void => {
+      if (settled || !current()) return;
+      settled = true;
+      this.clear(timer);
+      if (why === null) {
+        ok(token);
+        return;
+      }
+      this.emitter.emit('error', new TetherError('token', why));
+      fail(why);
+    };
+    this.set(timer, this.o.handshakeTimeout, () =>
+      settle(`the token function did not answer within ${this.o.handshakeTimeout} ms`),
+    );
     let p: Promise<string>;
     try {
       p = Promise.resolve(src());
@@ -135,12 +172,8 @@ export abstract class Connection {
       p = Promise.reject(e);
     }
     p.then(
-      (token) => gen === this.generation && this.started && this.start(token),
-      (e) => {
-        if (gen !== this.generation || !this.started) return;
-        this.emitter.emit('error', new TetherError('token', `the token function failed: ${asError(e).message}`));
-        this.ended(null, { kind: 'lost', reason: 'the token function failed' });
-      },
+      (token) => settle(null, token),
+      (e) => settle(`the token function failed: ${asError(e).message}`),
     );
   }
 
@@ -272,7 +305,7 @@ export abstract class Connection {
 
   /** Ends the current transport (silently) and forgets what was in flight on it. */
   private teardown(): void {
-    for (const k of ['handshakeTimer', 'stableTimer', 'probeTimer'] as const) this.clear(k);
+    for (const k of ['tokenTimer', 'handshakeTimer', 'stableTimer', 'probeTimer'] as const) this.clear(k);
     this.cancelProbe();
     this.liveness.stop();
     const t = this.transport;
@@ -315,6 +348,7 @@ export abstract class Connection {
     if (this.welcomed) this.liveness.check('offline event');
     else if (!this.transport) {
       this.generation++; // a token request under way is not followed by an attempt
+      this.clear('tokenTimer');
       this.clear('retryTimer');
       this.setState({ state: 'offline', transport: this.preferred() });
     }

@@ -361,3 +361,55 @@ test('a WebSocket that never opened within handshakeTimeout is an ordinary failu
   clock.advance(1000);
   assert.equal(client.state.transport, 'longpoll', 'the second failure in a row falls back');
 });
+
+test('a token function that never answers: the attempt ends after handshakeTimeout, is reported and retried; a late answer is ignored', async () => {
+  const calls = [];
+  const { client, ws, clock, errors } = setup({
+    ...wsOnly,
+    handshakeTimeout: 2000,
+    token: () => new Promise((resolve) => calls.push(resolve)),
+  });
+  client.connect();
+  await flush();
+  clock.advance(1999);
+  await flush();
+  assert.equal(client.state.state, 'connecting');
+  assert.deepEqual(errors, []);
+  clock.advance(1);
+  await flush();
+  assert.equal(client.state.state, 'reconnecting');
+  assert.equal(client.state.code, 1006);
+  assert.match(client.state.reason, /the token function did not answer within 2000 ms/);
+  assert.equal(errors.length, 1);
+  assert.equal(errors[0].code, 'token');
+  assert.equal(errors[0].message, 'the token function did not answer within 2000 ms');
+  assert.equal(client.state.nextRetryAt - clock.now(), 250, 'the normal backoff');
+  calls[0]('late');
+  await flush();
+  assert.equal(ws.sockets.length, 0, 'the late answer opens nothing');
+  assert.equal(client.state.state, 'reconnecting');
+  clock.advance(250);
+  await flush();
+  assert.equal(calls.length, 2, 'the retry asks again');
+  calls[1]('fresh');
+  await flush();
+  assert.equal(ws.last().url, 'ws://h:8080/ws?token=fresh');
+  assert.equal(errors.length, 1);
+});
+
+test('the token deadline is cleared by disconnect() and while offline', async () => {
+  const { client, clock, env, errors } = setup({ ...wsOnly, handshakeTimeout: 2000, token: () => new Promise(() => {}) });
+  client.connect();
+  await flush();
+  client.disconnect();
+  assert.deepEqual(clock.pending(), []);
+  client.connect();
+  await flush();
+  env.online = false;
+  env.fire('offline');
+  assert.deepEqual(clock.pending(), []);
+  clock.advance(10_000);
+  await flush();
+  assert.equal(client.state.state, 'offline');
+  assert.deepEqual(errors, []);
+});

@@ -3,7 +3,10 @@ import type { TransportName } from './state.js';
 import type { Clock, FetchLike, WebSocketCtor } from './transport/transport.js';
 export type TokenSource = string | (() => string | Promise<string>);
 export interface TetherOptions {
-    /** A token (JWT), or a function called before every attempt (and so after 4002). */
+    /**
+     * A token (JWT), or a function called before every attempt (and so after
+     * 4002). It must answer within `handshakeTimeout`, or the attempt fails.
+     */
     token?: TokenSource;
     /** Backoff: the first retry waits at most this (ms). Default 500. */
     minDelay?: number;
