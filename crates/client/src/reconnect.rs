@@ -72,7 +72,9 @@ impl Policy {
                 code.as_u16(),
                 format!("closed with {code}: {reason}"),
                 // 1013 advises a floor; 1012 carries the server's jittered
-                // delay. Any code carrying a hint is honoured the same way.
+                // delay. Any code carrying a hint is honoured the same way:
+                // waited out, then our own jitter on top (`Backoff::delay`),
+                // so clients given the same hint do not return all at once.
                 RetryHint::parse(reason).map(|h| h.0),
                 code.reconnect(),
             ),
@@ -165,13 +167,13 @@ mod tests {
 
     #[test]
     fn delays_grow_exponentially_up_to_max_delay() {
-        // With the top of the jitter range the delay is the ceiling itself.
+        // At the top of the jitter range the delay is the ceiling less the
+        // last, floored, millisecond.
         let mut p = policy(&[0.999_999_999], None);
-        let got = delays(&mut p, 6, &lost());
-        let ceilings = [100, 200, 400, 800, 1000, 1000];
-        for (d, c) in got.iter().zip(ceilings) {
-            assert!(*d <= MS(c) && *d > MS(c) - MS(1), "{d:?} vs {c} ms");
-        }
+        assert_eq!(
+            delays(&mut p, 6, &lost()),
+            [MS(99), MS(199), MS(399), MS(799), MS(999), MS(999)]
+        );
     }
 
     #[test]
@@ -226,14 +228,18 @@ mod tests {
     }
 
     #[test]
-    fn try_again_later_hint_is_a_floor() {
+    fn try_again_later_hint_is_a_floor_with_jitter_above() {
         let mut p = policy(&[0.0], None);
         let ended = closed(1013, "overloaded retry_after_ms=700");
         assert_eq!(delays(&mut p, 1, &ended), [MS(700)]);
-        // A jittered delay above the floor wins.
+        // The jitter (ceilings 100, 200 ms) is added to the floor, never
+        // instead of it: clients told the same 700 ms spread over 700-800 ms.
+        let mut p = policy(&[0.5], None);
+        assert_eq!(delays(&mut p, 2, &ended), [MS(750), MS(800)]);
+        // However small the hint, it is waited out before the jitter.
         let mut p = policy(&[0.5], None);
         let ended = closed(1013, "overloaded retry_after_ms=10");
-        assert_eq!(delays(&mut p, 2, &ended), [MS(50), MS(100)]);
+        assert_eq!(delays(&mut p, 2, &ended), [MS(60), MS(110)]);
     }
 
     #[test]
@@ -241,6 +247,8 @@ mod tests {
         let mut p = policy(&[0.0], None);
         let ended = closed(1012, "server restarting; reconnect retry_after_ms=321");
         assert_eq!(delays(&mut p, 1, &ended), [MS(321)]);
+        let mut p = policy(&[0.5], None);
+        assert_eq!(delays(&mut p, 1, &ended), [MS(371)]);
     }
 
     #[test]
@@ -251,12 +259,13 @@ mod tests {
             "overloaded retry_after_ms=18446744073709551615",
             "overloaded retry_after_ms=99999999999999999999999999",
         ] {
-            for code in [1012, 1013] {
-                let mut p = policy(&[0.0], None);
+            // The jitter on top cannot carry it past the cut either.
+            for (code, unit) in [(1012, 0.0), (1013, 0.0), (1012, 0.999), (1013, 0.999)] {
+                let mut p = policy(&[unit], None);
                 assert_eq!(
                     delays(&mut p, 1, &closed(code, reason)),
                     [MS(1000)],
-                    "{code} {reason}"
+                    "{code} {reason} {unit}"
                 );
             }
         }
@@ -279,6 +288,8 @@ mod tests {
                 reason: "busy".into(),
             };
             assert_eq!(delays(&mut p, 1, &ended), [MS(800)]);
+            let mut p = policy(&[0.5], None);
+            assert_eq!(delays(&mut p, 1, &ended), [MS(850)]);
         }
     }
 

@@ -1,6 +1,7 @@
 //! A server's advised delay is a floor for the next reconnect: 1013 with
-//! `retry_after_ms`, and a 503 handshake refusal with `Retry-After`; a hint
-//! beyond `max_delay` is cut to it.
+//! `retry_after_ms`, and a 503 handshake refusal with `Retry-After`; the
+//! backoff's jitter is added above it, and a hint beyond `max_delay` is cut
+//! to it.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
 mod common;
@@ -17,10 +18,12 @@ use tokio::{
 
 fn client(url: String) -> Client {
     // Without the floor, the first retry would come within 20 ms (min_delay);
+    // with it, after the floor plus half of that (the jitter is fixed at 0.5).
     // max_delay is above every hint here (hints are cut to it).
     Client::builder(url)
         .min_delay(Duration::from_millis(20))
         .max_delay(Duration::from_secs(10))
+        .jitter(|| 0.5)
         .build()
         .expect("client")
 }
@@ -41,7 +44,7 @@ async fn close_1013_advised_delay_is_waited_out() {
     })
     .await;
     assert!(
-        matches!(waiting, State::Reconnecting { attempt: 1, next_delay } if next_delay >= Duration::from_millis(1500)),
+        matches!(waiting, State::Reconnecting { attempt: 1, next_delay } if next_delay == Duration::from_millis(1510)),
         "{waiting:?}"
     );
     let second = timeout(STEP, accepted.recv())
@@ -81,7 +84,7 @@ async fn retry_after_on_503_is_waited_out() {
     })
     .await;
     assert!(
-        matches!(waiting, State::Reconnecting { next_delay, .. } if next_delay >= Duration::from_secs(1)),
+        matches!(waiting, State::Reconnecting { next_delay, .. } if next_delay == Duration::from_millis(1010)),
         "{waiting:?}"
     );
     let (_tcp, _) = timeout(STEP, listener.accept())
@@ -102,9 +105,11 @@ async fn a_hint_beyond_max_delay_is_cut_to_it() {
         })
     })
     .await;
+    // The jitter near its top: floor plus jitter is cut to max_delay too.
     let client = Client::builder(format!("ws://{addr}/ws"))
         .min_delay(Duration::from_millis(20))
         .max_delay(Duration::from_millis(300))
+        .jitter(|| 0.999)
         .build()
         .expect("client");
     let mut state = client.state();
