@@ -727,6 +727,9 @@ var Connection = class {
     this.lpFailures = 0;
     this.fallback = false;
     this.forceFallback = false;
+    /** A probe is under way (asking for its token, or its WebSocket open). */
+    this.probing = false;
+    this.probeSeq = 0;
     this.probe = null;
     this.pingSentAt = null;
     this.timers = {
@@ -838,7 +841,6 @@ var Connection = class {
     );
   }
   start(token) {
-    this.token = token;
     const t = this.useWebSocket() ? new WebSocketTransport(withToken(this.urls.ws, token), this.o.WebSocket, NO_HANDLERS, (m) => this.log(m)) : new LongPollTransport(
       {
         base: this.urls.lp,
@@ -1004,26 +1006,46 @@ var Connection = class {
     if (!this.fallback || !this.canWebSocket() || this.timers.probeTimer !== null) return;
     this.set("probeTimer", this.o.probeInterval, () => this.runProbe());
   }
-  /** While on long polling: open a WebSocket; with a welcome, switch to it. */
+  /**
+   * While on long polling: ask for a token (the token function is called
+   * before every attempt, probes included), open a WebSocket, and switch to
+   * it once it is welcomed. A probe that fails in any way is tried again later.
+   */
   runProbe() {
-    if (this.transport?.name !== "longpoll" || !this.welcomed || this.probe) return;
+    if (this.transport?.name !== "longpoll" || !this.welcomed || this.probing) return;
+    this.probing = true;
+    const seq = ++this.probeSeq;
+    const current = () => this.probing && this.probeSeq === seq;
+    this.log("probing WebSocket");
+    this.requestToken(
+      "probeDeadline",
+      current,
+      (token) => this.openProbe(token),
+      (reason) => {
+        this.log(`probe: ${reason}`);
+        this.cancelProbe();
+        this.scheduleProbe();
+      }
+    );
+  }
+  openProbe(token) {
     const again = (p2) => {
       if (this.probe !== p2) return;
       this.cancelProbe();
       this.scheduleProbe();
     };
-    const p = new WebSocketTransport(withToken(this.urls.ws, this.token), this.o.WebSocket, NO_HANDLERS);
+    const p = new WebSocketTransport(withToken(this.urls.ws, token), this.o.WebSocket, NO_HANDLERS);
     p.handlers = {
       ...NO_HANDLERS,
       onMessage: (m) => m.type === "welcome" && this.probe === p ? this.switchTo(p, m) : again(p),
       onEnded: () => again(p)
     };
     this.probe = p;
-    this.log("probing WebSocket");
     this.set("probeDeadline", this.o.handshakeTimeout, () => again(p));
   }
   switchTo(p, m) {
     this.probe = null;
+    this.probing = false;
     this.log("WebSocket works again: leaving long polling");
     this.fallback = false;
     this.teardown();
@@ -1032,6 +1054,7 @@ var Connection = class {
     this.welcome(p, m);
   }
   cancelProbe() {
+    this.probing = false;
     this.clear("probeDeadline");
     const p = this.probe;
     this.probe = null;

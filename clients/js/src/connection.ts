@@ -45,7 +45,9 @@ export abstract class Connection {
   private lpFailures = 0;
   private fallback = false;
   private forceFallback = false;
-  private token: string | undefined;
+  /** A probe is under way (asking for its token, or its WebSocket open). */
+  private probing = false;
+  private probeSeq = 0;
   private probe: WebSocketTransport | null = null;
   private pingSentAt: number | null = null;
   private readonly timers: Record<Timer, unknown> = {
@@ -178,7 +180,6 @@ export abstract class Connection {
   }
 
   private start(token: string | undefined): void {
-    this.token = token;
     const t: Transport = this.useWebSocket()
       ? new WebSocketTransport(withToken(this.urls.ws, token), this.o.WebSocket!, NO_HANDLERS, (m) => this.log(m))
       : new LongPollTransport(
@@ -361,27 +362,48 @@ export abstract class Connection {
     this.set('probeTimer', this.o.probeInterval, () => this.runProbe());
   }
 
-  /** While on long polling: open a WebSocket; with a welcome, switch to it. */
+  /**
+   * While on long polling: ask for a token (the token function is called
+   * before every attempt, probes included), open a WebSocket, and switch to
+   * it once it is welcomed. A probe that fails in any way is tried again later.
+   */
   private runProbe(): void {
-    if (this.transport?.name !== 'longpoll' || !this.welcomed || this.probe) return;
+    if (this.transport?.name !== 'longpoll' || !this.welcomed || this.probing) return;
+    this.probing = true;
+    const seq = ++this.probeSeq;
+    const current = () => this.probing && this.probeSeq === seq;
+    this.log('probing WebSocket');
+    this.requestToken(
+      'probeDeadline',
+      current,
+      (token) => this.openProbe(token),
+      (reason) => {
+        this.log(`probe: ${reason}`);
+        this.cancelProbe();
+        this.scheduleProbe();
+      },
+    );
+  }
+
+  private openProbe(token: string | undefined): void {
     const again = (p: WebSocketTransport) => {
       if (this.probe !== p) return;
       this.cancelProbe();
       this.scheduleProbe();
     };
-    const p = new WebSocketTransport(withToken(this.urls.ws, this.token), this.o.WebSocket!, NO_HANDLERS);
+    const p = new WebSocketTransport(withToken(this.urls.ws, token), this.o.WebSocket!, NO_HANDLERS);
     p.handlers = {
       ...NO_HANDLERS,
       onMessage: (m) => (m.type === 'welcome' && this.probe === p ? this.switchTo(p, m) : again(p)),
       onEnded: () => again(p),
     };
     this.probe = p;
-    this.log('probing WebSocket');
     this.set('probeDeadline', this.o.handshakeTimeout, () => again(p));
   }
 
   private switchTo(p: WebSocketTransport, m: Welcome): void {
     this.probe = null;
+    this.probing = false;
     this.log('WebSocket works again: leaving long polling');
     this.fallback = false;
     this.teardown(); // the poll in flight is aborted; its positions are recovered over the WebSocket
@@ -391,6 +413,7 @@ export abstract class Connection {
   }
 
   private cancelProbe(): void {
+    this.probing = false;
     this.clear('probeDeadline');
     const p = this.probe;
     this.probe = null;

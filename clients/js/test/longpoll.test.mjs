@@ -443,3 +443,43 @@ test('one failed poll is retried at once; two in a row end the session', async (
   assert.match(client.state.reason, /\/lp\/poll failed: network error/);
   assert.equal(http.open('poll').length, 0);
 });
+
+test('probe: the token function is called before every probe; a failing or silent one fails the probe, tried again later', async () => {
+  const answers = [
+    () => 'a', // the WebSocket attempt
+    () => 'b', // /lp/open
+    () => {
+      throw new Error('auth down');
+    }, // probe 1
+    () => new Promise(() => {}), // probe 2: never answers
+    () => Promise.resolve('e'), // probe 3
+  ];
+  let calls = 0;
+  const ctx = setup({ fallbackAfter: 1, probeInterval: 10_000, handshakeTimeout: 2000, token: () => answers[calls++]() });
+  const { client, ws, http, errors } = ctx;
+  client.connect();
+  await flush();
+  ws.last().drop();
+  retry(ctx);
+  await flush();
+  assert.equal(http.last('open').headers.Authorization, 'Bearer b');
+  await openLp(http);
+  await idleLp(ctx, 10_000);
+  assert.equal(calls, 3, 'probe 1 asked for a token');
+  assert.equal(ws.sockets.length, 1, 'no WebSocket without a token');
+  assert.equal(errors.at(-1).code, 'token');
+  assert.match(errors.at(-1).message, /auth down/);
+  assert.deepEqual(client.state, { state: 'connected', transport: 'longpoll' });
+  await idleLp(ctx, 10_000);
+  assert.equal(calls, 4, 'probe 2 asked for a token');
+  await idleLp(ctx, 2000);
+  assert.match(errors.at(-1).message, /the token function did not answer within 2000 ms/);
+  assert.equal(ws.sockets.length, 1);
+  assert.deepEqual(client.state, { state: 'connected', transport: 'longpoll' });
+  await idleLp(ctx, 10_000);
+  assert.equal(calls, 5, 'probe 3 asked for a token');
+  assert.equal(ws.sockets.length, 2);
+  assert.equal(ws.last().url, 'ws://h:8080/ws?token=e');
+  ws.last().welcome();
+  assert.deepEqual(client.state, { state: 'connected', transport: 'websocket' });
+});

@@ -29,7 +29,9 @@ export declare abstract class Connection {
     private lpFailures;
     private fallback;
     private forceFallback;
-    private token;
+    /** A probe is under way (asking for its token, or its WebSocket open). */
+    private probing;
+    private probeSeq;
     private probe;
     private pingSentAt;
     private readonly timers;
@@ -80,8 +82,13 @@ export declare abstract class Connection {
     private resume;
     private wentOffline;
     private scheduleProbe;
-    /** While on long polling: open a WebSocket; with a welcome, switch to it. */
+    /**
+     * While on long polling: ask for a token (the token function is called
+     * before every attempt, probes included), open a WebSocket, and switch to
+     * it once it is welcomed. A probe that fails in any way is tried again later.
+     */
     private runProbe;
+    private openProbe;
     private switchTo;
     private cancelProbe;
     private ping;
