@@ -128,13 +128,15 @@ pub fn router(node: Arc<Node>) -> Router {
 }
 
 async fn not_found(req: Request) -> Response {
-    text(
+    let path = req.uri().path();
+    let mut res = text(
         StatusCode::NOT_FOUND,
-        format!(
-            "no route for {}; WebSocket clients connect to /ws (or /echo)\n",
-            req.uri().path()
-        ),
-    )
+        format!("no route for {path}; WebSocket clients connect to /ws (or /echo)\n"),
+    );
+    if path.starts_with("/lp/") {
+        transport::longpoll::never_cached(res.headers_mut());
+    }
+    res
 }
 
 fn text(status: StatusCode, body: String) -> Response {

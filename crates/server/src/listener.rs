@@ -134,7 +134,7 @@ impl Server {
                 // Often enough that a long-polling session expires within a
                 // quarter of its silence limit after it.
                 let hb = &node.config.heartbeat;
-                let every = Duration::from_secs(10).min((hb.ping_interval + hb.pong_timeout) / 4);
+                let every = Duration::from_secs(10).min(hb.silence_limit() / 4);
                 let mut tick = tokio::time::interval(every);
                 loop {
                     tick.tick().await;
@@ -362,7 +362,7 @@ async fn refuse_raw<I>(
         _ => String::new(),
     };
     let response = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\n{retry}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\n{retry}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),
         body.len()

@@ -79,6 +79,14 @@ pub struct HeartbeatConfig {
     pub long_poll_timeout: Duration,
 }
 
+impl HeartbeatConfig {
+    /// How long a client may stay silent (no message, pong or poll) before
+    /// it counts as gone: `ping_interval + pong_timeout`, on every transport.
+    pub fn silence_limit(&self) -> Duration {
+        self.ping_interval + self.pong_timeout
+    }
+}
+
 impl Default for HeartbeatConfig {
     fn default() -> Self {
         HeartbeatConfig {

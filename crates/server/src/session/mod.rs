@@ -47,6 +47,22 @@ impl Closing {
             reason: reason.into(),
         }
     }
+
+    /// 4002: the session's token expired (every transport says it alike).
+    pub fn token_expired() -> Self {
+        Closing::new(
+            CloseCode::TokenExpired,
+            "token expired; reconnect with a fresh token",
+        )
+    }
+
+    /// 1012: the node drains; the reason carries a jittered reconnect delay.
+    pub fn draining(node: &Node) -> Self {
+        Closing::new(
+            CloseCode::ServiceRestart,
+            crate::transport::drain_reason(&node.config.server),
+        )
+    }
 }
 
 /// How the transport carries requests, which decides what a repeated
@@ -176,6 +192,12 @@ impl Session {
         }
     }
 
+    /// 4002 when the session's token has expired by now.
+    pub fn token_expired(&self) -> Option<Closing> {
+        let at = self.grant.expires_at?;
+        (std::time::SystemTime::now() >= at).then(Closing::token_expired)
+    }
+
     pub fn node(&self) -> &Arc<Node> {
         &self.node
     }
@@ -223,8 +245,8 @@ impl Session {
             }
             // Cleared before reading: an append from now on rings again.
             cursor.clear_pending();
-            let more =
-                read_cursor(&cursor, max, batch, out).map_err(|b| self.fell_behind(&cursor, b))?;
+            let more = read_cursor(&cursor, max, usize::MAX, batch, out)
+                .map_err(|b| self.fell_behind(&cursor, b))?;
             if more {
                 cursor.ring();
             }
@@ -274,9 +296,13 @@ fn shared_grant(grant: Grant) -> Arc<Grant> {
 /// Reads up to `max` publications after the cursor's position into `out`
 /// (skipping what it already has) and moves the position to the last one;
 /// returns whether the log holds more.
+///
+/// At most `budget` bytes of frames are read, but always one publication
+/// when `out` is empty (so a reader always moves on).
 pub(crate) fn read_cursor(
     cursor: &Cursor,
     max: usize,
+    budget: usize,
     batch: &mut Vec<Arc<Publication>>,
     out: &mut Out,
 ) -> Result<bool, Behind> {
@@ -287,9 +313,40 @@ pub(crate) fn read_cursor(
             reset: true,
         });
     }
-    let more = cursor.log.read_after(cursor.position(), max, batch)?;
+    let mut more = cursor.log.read_after(cursor.position(), max, batch)?;
+    if budget != usize::MAX {
+        more |= keep_within(batch, budget, out.is_empty());
+    }
     push_publications(cursor, batch, out);
     Ok(more)
+}
+
+/// How many of the first `publications` fit in `budget` bytes of frames.
+pub(crate) fn fitting(publications: &[Arc<Publication>], budget: usize) -> usize {
+    let mut bytes = 0usize;
+    publications
+        .iter()
+        .take_while(|p| {
+            bytes = bytes.saturating_add(p.frame.len());
+            bytes <= budget
+        })
+        .count()
+}
+
+/// Keeps the publications of `batch` that fit in `budget` bytes (at least
+/// one when `at_least_one`); returns whether any were left out.
+pub(crate) fn keep_within(
+    batch: &mut Vec<Arc<Publication>>,
+    budget: usize,
+    at_least_one: bool,
+) -> bool {
+    let mut keep = fitting(batch, budget);
+    if keep == 0 && at_least_one {
+        keep = batch.len().min(1);
+    }
+    let cut = keep < batch.len();
+    batch.truncate(keep);
+    cut
 }
 
 /// Moves `batch` into `out` as `message` frames, skipping offsets the cursor

@@ -148,13 +148,17 @@ impl Session {
         }
     }
 
-    /// Checks the permission and the subscription cap, joins the channel's
+    /// Checks the name, the permission and the subscription cap, joins the channel's
     /// log and reads the broker's answer to `recover`.
     pub(crate) async fn join(
         &mut self,
         channel: &str,
         recover: Option<&StreamPosition>,
     ) -> Result<Recovery, (ErrorCode, String)> {
+        // Decoded requests are checked already; a long poll names its
+        // channels in its own body and is checked here.
+        tether_protocol::message::validate_channel(channel)
+            .map_err(|m| (ErrorCode::InvalidChannel, m))?;
         if !self.grant.can_subscribe(channel) {
             self.node.metrics.refusal("subscribe_forbidden");
             return Err((
@@ -272,10 +276,11 @@ impl Session {
                 format!("no permission to publish to {channel:?}"),
             );
         }
-        // A retried POST carries the same client and id: keyed by them, it
-        // is stored once.
+        // A retried POST carries the same client and id: keyed by them (and
+        // by the token's subject, so another user who learned the client id
+        // cannot take the key first), it is stored once.
         let key = match (key, &self.retried) {
-            (None, Some(r)) => Some(format!("lp:{}:{id}", r.client)),
+            (None, Some(r)) => Some(retried_key(&r.client, id, self.grant.user.as_deref())),
             (key, _) => key,
         };
         match self
@@ -297,6 +302,19 @@ impl Session {
                 );
             }
             Err(e) => Self::reply_error(out, Some(id), error_code(&e), e.to_string()),
+        }
+    }
+}
+
+/// The idempotency key of a long-polling publish sent without one: at most
+/// ~150 bytes whatever the subject's length (a digest of it).
+fn retried_key(client: &str, id: u64, user: Option<&str>) -> String {
+    match user {
+        None => format!("lp:{client}:{id}"),
+        Some(user) => {
+            let digest = sha1_smol::Sha1::from(user).digest().bytes();
+            let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+            format!("lp:{client}:{id}:{hex}")
         }
     }
 }
@@ -333,15 +351,7 @@ pub(crate) const REPLAY_REPLY_BYTES: usize = 64 * 1024;
 /// Keeps in `r.publications` the prefix that fits in a reply and returns the
 /// rest, with the offset the reply brings the client to.
 fn split_replay(r: &mut Recovery) -> (Vec<Arc<Publication>>, u64) {
-    let mut bytes = 0;
-    let fits = r
-        .publications
-        .iter()
-        .take_while(|p| {
-            bytes += p.frame.len();
-            bytes <= REPLAY_REPLY_BYTES
-        })
-        .count();
+    let fits = super::fitting(&r.publications, REPLAY_REPLY_BYTES);
     if fits == r.publications.len() {
         return (Vec::new(), r.offset);
     }
@@ -405,6 +415,26 @@ mod tests {
             recovered: true,
             publications,
         }
+    }
+
+    #[test]
+    fn a_long_poll_publish_key_is_the_subjects_own_and_short() {
+        let anonymous = retried_key("n1-ab", 9, None);
+        assert_eq!(anonymous, "lp:n1-ab:9");
+        let alice = retried_key("n1-ab", 9, Some("alice"));
+        assert_ne!(alice, retried_key("n1-ab", 9, Some("bob")));
+        assert_ne!(alice, anonymous);
+        assert_eq!(
+            alice,
+            retried_key("n1-ab", 9, Some("alice")),
+            "the same on every node"
+        );
+        let long = retried_key(&"c".repeat(96), u64::MAX, Some(&"u".repeat(10_000)));
+        assert!(
+            long.len() <= tether_protocol::message::MAX_KEY_LEN,
+            "{}",
+            long.len()
+        );
     }
 
     #[test]

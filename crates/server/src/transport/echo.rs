@@ -36,7 +36,7 @@ pub async fn run<S>(
     async move {
         node.metrics.connections.inc();
         let hb = &node.config.heartbeat;
-        let silence = hb.ping_interval + hb.pong_timeout;
+        let silence = hb.silence_limit();
         let limits = &node.config.limits;
         let write_timeout = limits.write_timeout;
         let mut bucket = TokenBucket::new(

@@ -11,7 +11,7 @@
 mod poll;
 mod routes;
 
-pub use routes::routes;
+pub use routes::{never_cached, routes};
 
 use crate::{
     node::Node,
@@ -25,6 +25,7 @@ use std::{
         Arc,
     },
 };
+use tether_protocol::CloseCode;
 use tokio::{sync::Notify, time::Instant};
 
 /// The sessions of long-polling clients on this node, by client id.
@@ -56,6 +57,13 @@ pub struct PollState {
 /// Marks a request under way on a session until dropped.
 pub(crate) struct Busy(Arc<PollSession>);
 
+impl std::ops::Deref for Busy {
+    type Target = Arc<PollSession>;
+    fn deref(&self) -> &Arc<PollSession> {
+        &self.0
+    }
+}
+
 impl Drop for Busy {
     fn drop(&mut self) {
         *self.0.last_seen.lock() = Instant::now();
@@ -64,20 +72,23 @@ impl Drop for Busy {
 }
 
 impl PollSession {
-    pub(crate) fn busy(self: &Arc<Self>) -> Busy {
+    fn busy(self: &Arc<Self>) -> Busy {
         self.busy.fetch_add(1, Ordering::AcqRel);
         Busy(self.clone())
     }
 }
 
 impl Registry {
-    pub(crate) fn get(&self, client: &str) -> Option<Arc<PollSession>> {
-        self.sessions.lock().get(client).cloned()
+    /// The session of `client`, marked busy before the registry's lock is
+    /// released: an expiry sweep never removes a session a request holds.
+    pub(crate) fn enter(&self, client: &str) -> Option<Busy> {
+        self.sessions.lock().get(client).map(PollSession::busy)
     }
 
-    /// Adds a session built by the caller (admission already passed);
-    /// returns the one that won if another request created it meanwhile.
-    pub(crate) fn insert(&self, node: &Node, client: &str, engine: Session) -> Arc<PollSession> {
+    /// Adds a session built by the caller (admission already passed), busy
+    /// for the request that built it; if another request created one for
+    /// the same client meanwhile, that one is entered instead.
+    pub(crate) fn insert(&self, node: &Node, client: &str, engine: Session) -> Busy {
         let mut engine = engine;
         engine.set_client(client);
         let session = Arc::new(PollSession {
@@ -93,16 +104,18 @@ impl Registry {
         });
         let mut sessions = self.sessions.lock();
         if let Some(existing) = sessions.get(client) {
-            return existing.clone();
+            return existing.busy();
         }
-        sessions.insert(client.into(), session.clone());
+        let busy = session.busy();
+        sessions.insert(client.into(), session);
         node.metrics.connections.inc();
         node.metrics.longpoll_sessions.inc();
-        session
+        busy
     }
 
-    /// Removes a session and releases what it held.
-    pub(crate) fn remove(&self, node: &Arc<Node>, client: &str) {
+    /// Removes a session and releases what it held. A request that still
+    /// holds it finds it closed with `why` and joins nothing more.
+    pub(crate) fn remove(&self, node: &Arc<Node>, client: &str, why: Closing) {
         let Some(session) = self.sessions.lock().remove(client) else {
             return;
         };
@@ -110,15 +123,16 @@ impl Registry {
         node.metrics.longpoll_sessions.dec();
         // Leaving the channels may talk to the broker: not under any lock.
         node.tasks.spawn(async move {
-            session.state.lock().await.engine.finish().await;
+            let mut state = session.state.lock().await;
+            state.closed.get_or_insert(why);
+            state.engine.finish().await;
         });
     }
 
     /// Drops sessions with no request under way for `ping_interval +
     /// pong_timeout`: their clients stopped polling.
     pub fn expire(&self, node: &Arc<Node>) {
-        let hb = &node.config.heartbeat;
-        let silence = hb.ping_interval + hb.pong_timeout;
+        let silence = node.config.heartbeat.silence_limit();
         let now = Instant::now();
         let idle: Vec<Box<str>> = self
             .sessions
@@ -132,7 +146,11 @@ impl Registry {
         for client in idle {
             tracing::debug!(%client, "long-polling session expired");
             node.metrics.heartbeat_timeouts.inc();
-            self.remove(node, &client);
+            let why = Closing::new(
+                CloseCode::HeartbeatTimeout,
+                format!("no request for {} ms", silence.as_millis()),
+            );
+            self.remove(node, &client, why);
         }
     }
 
@@ -140,7 +158,7 @@ impl Registry {
     pub fn clear(&self, node: &Arc<Node>) {
         let clients: Vec<Box<str>> = self.sessions.lock().keys().cloned().collect();
         for client in clients {
-            self.remove(node, &client);
+            self.remove(node, &client, Closing::draining(node));
         }
     }
 }

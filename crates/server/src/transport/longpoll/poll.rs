@@ -7,19 +7,22 @@ use super::{close_frame, ending_frame, routes::PollBody, PollSession, PollState}
 use crate::{
     channel_log::Cursor,
     node::Node,
-    session::{push_publications, read_cursor, Closing, Out},
+    session::{keep_within, push_publications, read_cursor, Closing, Out},
 };
 use std::{
     pin::pin,
     sync::{atomic::Ordering, Arc},
 };
-use tether_protocol::{CloseCode, StreamPosition};
+use tether_protocol::StreamPosition;
 use tokio::time::{sleep_until, Instant};
 
 /// Publications one poll answer carries per channel at most.
 const POLL_BATCH: usize = 256;
-/// Bytes of frames after which a poll answers without reading further.
-const POLL_BYTES: usize = 256 * 1024;
+/// Bytes of publication frames a poll answer carries at most (beyond it:
+/// one publication, when the answer has nothing else, and the `subscribed`
+/// replies of resyncs, each at most `REPLAY_REPLY_BYTES`, joined before it
+/// was full); what is left comes with the next poll.
+pub(crate) const POLL_BYTES: usize = 256 * 1024;
 
 /// Answers one poll; `body` names at most `--max-subscriptions` channels
 /// (the route answers 413 to more).
@@ -37,7 +40,7 @@ pub(crate) async fn poll(node: &Arc<Node>, session: &Arc<PollSession>, body: Pol
             return end(node, session, &mut state, out, c);
         }
         reconcile(&mut state, body, &mut out).await;
-        read_all(&mut state, &mut out).await;
+        read_all(&mut state, generation, &mut out).await;
         if !out.is_empty() {
             return out;
         }
@@ -61,8 +64,7 @@ pub(crate) async fn poll(node: &Arc<Node>, session: &Arc<PollSession>, body: Pol
         tokio::select! {
             () = &mut cancelled => {
                 let mut state = session.state.lock().await;
-                let c = Closing::new(CloseCode::ServiceRestart, crate::transport::drain_reason(&node.config.server));
-                return end(node, session, &mut state, out, c);
+                return end(node, session, &mut state, out, Closing::draining(node));
             }
             () = &mut timer => {
                 if token_deadline.is_none_or(|t| Instant::now() < t) {
@@ -72,8 +74,7 @@ pub(crate) async fn poll(node: &Arc<Node>, session: &Arc<PollSession>, body: Pol
                 // Another request may have brought a refreshed token while
                 // this poll waited: it replaced the grant, so wait on.
                 token_deadline = state.engine.expires_at();
-                if token_deadline.is_some_and(|t| Instant::now() >= t) {
-                    let c = Closing::new(CloseCode::TokenExpired, "token expired; reconnect with a fresh token");
+                if let Some(c) = state.engine.token_expired() {
                     return end(node, session, &mut state, out, c);
                 }
                 if Instant::now() >= deadline {
@@ -84,7 +85,7 @@ pub(crate) async fn poll(node: &Arc<Node>, session: &Arc<PollSession>, body: Pol
             () = &mut newer => {}
             () = &mut rung => {
                 let mut state = session.state.lock().await;
-                read_all(&mut state, &mut out).await;
+                read_all(&mut state, generation, &mut out).await;
                 if !out.is_empty() {
                     return out;
                 }
@@ -102,8 +103,8 @@ fn end(
     c: Closing,
 ) -> Out {
     out.push(ending_frame(node, &c));
-    state.closed = Some(c);
-    node.longpoll.remove(node, &session.client);
+    state.closed = Some(c.clone());
+    node.longpoll.remove(node, &session.client, c);
     out
 }
 
@@ -130,6 +131,9 @@ async fn reconcile(state: &mut PollState, body: PollBody, out: &mut Out) {
             Some(cursor) if same_epoch && reaches(cursor, position.offset) => {
                 cursor.set_position(position.offset);
             }
+            // The answer is full: the channel is joined when the next poll
+            // names it again.
+            _ if bytes(out) >= POLL_BYTES => {}
             _ => join(state, &channel, &position, out).await,
         }
     }
@@ -164,6 +168,11 @@ async fn join(state: &mut PollState, channel: &str, position: &StreamPosition, o
                 state.engine.hold(channel, &recovery.epoch, recovery.offset);
                 let mut publications = recovery.publications;
                 publications.truncate(POLL_BATCH);
+                keep_within(
+                    &mut publications,
+                    POLL_BYTES.saturating_sub(bytes(out)),
+                    out.is_empty(),
+                );
                 push_publications(&cursor, &mut publications, out);
                 cursor.ring();
             }
@@ -185,7 +194,9 @@ async fn join(state: &mut PollState, channel: &str, position: &StreamPosition, o
 
 /// Reads what every held channel has after its position, from the log, or
 /// from history when the position is before what the log holds.
-async fn read_all(state: &mut PollState, out: &mut Out) {
+/// Channels are read from a point that moves with every poll, so a busy
+/// channel that fills answers cannot starve the others.
+async fn read_all(state: &mut PollState, generation: u64, out: &mut Out) {
     // Everything is read below: drop what is rung, so the next append rings
     // (and wakes a waiting poll) again.
     let mut rung = Vec::new();
@@ -193,13 +204,17 @@ async fn read_all(state: &mut PollState, out: &mut Out) {
         return;
     }
     drop(rung);
-    let cursors: Vec<_> = state
+    let mut cursors: Vec<_> = state
         .engine
         .subscriptions()
         .map(|(c, cursor)| (c.clone(), cursor.clone()))
         .collect();
+    if !cursors.is_empty() {
+        let start = (generation % cursors.len() as u64) as usize;
+        cursors.rotate_left(start);
+    }
     let mut batch = Vec::new();
-    let mut bytes: usize = out.iter().map(|f| f.len()).sum();
+    let mut bytes = bytes(out);
     for (channel, cursor) in cursors {
         if bytes >= POLL_BYTES {
             cursor.ring();
@@ -208,20 +223,26 @@ async fn read_all(state: &mut PollState, out: &mut Out) {
         let before = out.len();
         cursor.clear_pending();
         let joined_at = state.engine.held(&channel).map_or(0, |h| h.joined_at);
+        let budget = POLL_BYTES - bytes;
         let from_log = if cursor.position() < joined_at {
             Err(())
         } else {
-            read_cursor(&cursor, POLL_BATCH, &mut batch, out).map_err(|_| ())
+            read_cursor(&cursor, POLL_BATCH, budget, &mut batch, out).map_err(|_| ())
         };
         if from_log.is_err() {
-            from_history(state, &channel, out).await;
+            from_history(state, &channel, budget, out).await;
         }
         bytes += out[before..].iter().map(|f| f.len()).sum::<usize>();
     }
 }
 
+/// The bytes of the frames in an answer so far.
+fn bytes(out: &Out) -> usize {
+    out.iter().map(|f| f.len()).sum()
+}
+
 /// Serves a position the log does not reach from the broker's history.
-async fn from_history(state: &mut PollState, channel: &Arc<str>, out: &mut Out) {
+async fn from_history(state: &mut PollState, channel: &Arc<str>, budget: usize, out: &mut Out) {
     let Some(cursor) = state.engine.cursor(channel).cloned() else {
         return;
     };
@@ -237,6 +258,7 @@ async fn from_history(state: &mut PollState, channel: &Arc<str>, out: &mut Out) 
         Ok(recovery) if recovery.recovered => {
             let mut publications = recovery.publications;
             publications.truncate(POLL_BATCH);
+            keep_within(&mut publications, budget, out.is_empty());
             push_publications(&cursor, &mut publications, out);
         }
         Ok(recovery) => {

@@ -2,7 +2,7 @@
 //! with the WebSocket handshake's gate (origin, token, handshake rate,
 //! connection caps) and bounded bodies.
 
-use super::{close_frame, ending_frame, new_client_id, poll, valid_client_id, PollSession, STYLE};
+use super::{close_frame, ending_frame, new_client_id, poll, valid_client_id, Busy, STYLE};
 use crate::{
     auth::Grant,
     handshake::Refusal,
@@ -34,6 +34,20 @@ pub fn routes() -> Router<Arc<Node>> {
         .route("/lp/open", post(open_route).options(preflight))
         .route("/lp/send", post(send_route).options(preflight))
         .route("/lp/poll", post(poll_route).options(preflight))
+        // Every answer under /lp/, a 405 included (a 404 gets them in the
+        // node's fallback).
+        .layer(axum::middleware::map_response(
+            |mut res: Response| async move {
+                never_cached(res.headers_mut());
+                res
+            },
+        ))
+}
+
+/// Never cached, never buffered by a proxy: what every `/lp/` answer says.
+pub fn never_cached(h: &mut HeaderMap) {
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
 }
 
 /// The `client` query parameter.
@@ -44,12 +58,9 @@ fn client_param(req: &Parts) -> Option<String> {
         .find_map(|kv| kv.strip_prefix("client=").map(str::to_owned))
 }
 
-/// Headers every long-polling answer carries: never cached, never buffered
-/// by a proxy, and readable cross-origin when the origin is allowed.
+/// Makes an answer readable cross-origin when the origin is allowed.
 fn finish(node: &Node, req_headers: &HeaderMap, mut res: Response) -> Response {
     let h = res.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     if let Some(origin) = req_headers.get(header::ORIGIN) {
         if !node.config.auth.allowed_origins.is_empty()
             && origin_allowed(&node.config.auth.allowed_origins, req_headers).is_ok()
@@ -140,7 +151,7 @@ async fn open_route(
                 ",\"poll_timeout_ms\":{}}}",
                 node.config.heartbeat.long_poll_timeout.as_millis()
             ));
-            node.longpoll.insert(&node, &client, engine);
+            drop(node.longpoll.insert(&node, &client, engine));
             ([(header::CONTENT_TYPE, "application/json")], welcome).into_response()
         }
     };
@@ -148,49 +159,53 @@ async fn open_route(
 }
 
 /// The session a send or poll names: this node's, or a new one (no sticky
-/// sessions: the client's earlier requests may have gone to another node).
-/// `Err` is the response to give instead.
+/// sessions: the client's earlier requests may have gone to another node),
+/// marked busy for the request. `Err` is the response to give instead.
 async fn session_for(
     node: &Arc<Node>,
     peer: &PeerAddr,
     req: &Parts,
     client: Option<String>,
-) -> Result<Arc<PollSession>, Response> {
+) -> Result<Busy, Response> {
     let Some(client) = client.filter(|c| valid_client_id(c)) else {
         return Err(bad_request(
             StatusCode::BAD_REQUEST,
             "?client=ID is missing or malformed (the id from /lp/open's welcome)",
         ));
     };
-    let existing = node.longpoll.get(&client);
     let grant = match gate(node, req) {
         Ok(g) => g,
-        // A token that expired under a live session ends it with 4002,
-        // as on a WebSocket; other refusals are plain HTTP answers.
-        Err(g) if g.token_expired && existing.is_some() => {
-            node.longpoll.remove(node, &client);
-            return Err(json_array(
-                node,
-                &[ending_frame(
-                    node,
-                    &Closing::new(
-                        CloseCode::TokenExpired,
-                        "token expired; reconnect with a fresh token",
-                    ),
-                )],
-            ));
+        // An expired token ends the session with 4002, as on a WebSocket,
+        // on whichever node the request reaches (the client refreshes its
+        // token); other refusals are plain HTTP answers.
+        Err(g) if g.token_expired => {
+            let c = Closing::token_expired();
+            node.longpoll.remove(node, &client, c.clone());
+            return Err(json_array(node, &[ending_frame(node, &c)]));
         }
         Err(g) => return Err(refuse(node, peer.addr, req.uri.path(), g.refusal)),
     };
-    let session = match existing {
+    let session = match node.longpoll.enter(&client) {
         Some(s) => s,
         None => match admit(node, peer, grant.clone()) {
             Ok(engine) => node.longpoll.insert(node, &client, engine),
             Err(r) => return Err(refuse(node, peer.addr, req.uri.path(), r)),
         },
     };
+    let mut state = session.state.lock().await;
+    // A session belongs to the token subject that opened it: another user
+    // who learned the client id cannot act in it (nor a user who logged in
+    // as someone else: they open a new session).
+    if state.engine.grant.user != grant.user {
+        node.metrics.refusal("longpoll_other_user");
+        return Err(bad_request(
+            StatusCode::CONFLICT,
+            "this client id belongs to a session of another user; open a new one with /lp/open",
+        ));
+    }
     // A refreshed token replaces the old one.
-    session.state.lock().await.engine.set_grant(grant);
+    state.engine.set_grant(grant);
+    drop(state);
     Ok(session)
 }
 
@@ -230,7 +245,6 @@ async fn send(node: &Arc<Node>, peer: &PeerAddr, req: &Parts, body: Body) -> Res
         Ok(s) => s,
         Err(res) => return res,
     };
-    let _busy = session.busy();
     let limit = 4 * node.config.limits.max_message_bytes + 1024;
     let bound = "4 × --max-message-bytes + 1 KiB";
     let body = match body_of(node, peer, body, limit, bound).await {
@@ -260,12 +274,23 @@ async fn send(node: &Arc<Node>, peer: &PeerAddr, req: &Parts, body: Body) -> Res
         return json_array(node, &[close_frame(c)]);
     }
     let mut out = Out::new();
+    let max = node.config.limits.max_message_bytes;
     for message in messages {
-        if let Err(c) = state.engine.on_text(message.get(), &mut out).await {
+        let text = message.get();
+        // As on a WebSocket, a message over the limit ends the session (1009).
+        let handled = if text.len() > max {
+            Err(Closing::new(
+                CloseCode::MessageTooBig,
+                format!("message of {} bytes exceeds the limit of {max}", text.len()),
+            ))
+        } else {
+            state.engine.on_text(text, &mut out).await
+        };
+        if let Err(c) = handled {
             out.push(ending_frame(node, &c));
-            state.closed = Some(c);
+            state.closed = Some(c.clone());
             drop(state);
-            node.longpoll.remove(node, &session.client);
+            node.longpoll.remove(node, &session.client, c);
             return json_array(node, &out);
         }
     }
@@ -313,7 +338,6 @@ async fn poll_route(
     let res = match session_for(&node, &peer, &req, client).await {
         Err(res) => res,
         Ok(session) => {
-            let _busy = session.busy();
             let max = node.config.limits.max_subscriptions;
             let bound = "320 bytes per --max-subscriptions + 1 KiB";
             match body_of(&node, &peer, body, max * 320 + 1024, bound).await {

@@ -14,7 +14,7 @@
 //! client is never timed out because the loop was busy writing. Clocks are
 //! tokio's, so tests can run the heartbeat on paused time.
 
-use super::{drain_reason, CLOSE_SEND_TIMEOUT};
+use super::CLOSE_SEND_TIMEOUT;
 use crate::{
     auth::Grant,
     broker::Publication,
@@ -25,7 +25,7 @@ use crate::{
     session::{Closing, Out, Session as Engine, Style},
 };
 use futures_util::{SinkExt, StreamExt};
-use std::{net::SocketAddr, pin::pin, sync::Arc, time::SystemTime};
+use std::{net::SocketAddr, pin::pin, sync::Arc};
 use tether_protocol::CloseCode;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -171,7 +171,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         bell.set_deadline(self.deadline(next_ping));
         let _slot = TickerSlot(node.clone(), node.ticker.add(&bell));
         if node.is_draining() {
-            return End::Close(CloseCode::ServiceRestart, drain_reason(&node.config.server));
+            return Closing::draining(&node).into();
         }
         // Created once and polled in place: re-creating it on each turn of
         // the loop (taking the Notify lock) was a measurable share of the
@@ -215,7 +215,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     wake.set(bell.notified());
                     let events = bell.take_events();
                     if events & DRAIN != 0 {
-                        return End::Close(CloseCode::ServiceRestart, drain_reason(&node.config.server));
+                        return Closing::draining(&node).into();
                     }
                     if events & TICK != 0 {
                         if let Err(end) = Box::pin(self.heartbeat(&mut next_ping)).await {
@@ -236,9 +236,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn deadline(&self, next_ping: u64) -> u64 {
         let node = &self.engine.node;
         let hb = &node.config.heartbeat;
-        let silent = node
-            .ticker
-            .ms(self.last_seen + hb.ping_interval + hb.pong_timeout);
+        let silent = node.ticker.ms(self.last_seen + hb.silence_limit());
         let expiry = self
             .engine
             .expires_at()
@@ -252,18 +250,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let node = self.engine.node.clone();
         let hb = &node.config.heartbeat;
         let now = Instant::now();
-        if self
-            .engine
-            .grant
-            .expires_at
-            .is_some_and(|at| SystemTime::now() >= at)
-        {
-            return Err(End::Close(
-                CloseCode::TokenExpired,
-                "token expired; reconnect with a fresh token".into(),
-            ));
+        if let Some(c) = self.engine.token_expired() {
+            return Err(c.into());
         }
-        let silence_limit = hb.ping_interval + hb.pong_timeout;
+        let silence_limit = hb.silence_limit();
         if now >= self.last_seen + silence_limit {
             node.metrics.heartbeat_timeouts.inc();
             return Err(End::Close(
