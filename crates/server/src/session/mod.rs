@@ -8,6 +8,7 @@
 //! idempotency, and reading from the channels' shared logs all live here,
 //! once, so the transports cannot drift apart.
 
+mod positions;
 mod requests;
 mod subscriptions;
 

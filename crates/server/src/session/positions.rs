@@ -1,0 +1,180 @@
+//! Following a client's positions (`Style::Retried`): the client names its
+//! channels with their positions in every request (a long poll), and the
+//! session brings its cursors there — joining what it does not hold from
+//! the named position, leaving what is no longer named — then reads what is
+//! new, from the channels' logs or from history, within an answer's bounds.
+//! Any node can do this for any client: a lost answer is simply read again.
+
+use super::{keep_within, push_publications, read_cursor, Out, Session};
+use crate::channel_log::Cursor;
+use std::{collections::HashMap, sync::Arc};
+use tether_protocol::StreamPosition;
+
+/// Publications one poll answer carries per channel at most.
+const POLL_BATCH: usize = 256;
+/// Bytes of publication frames a poll answer carries at most (beyond it:
+/// one publication, when the answer has nothing else, and the `subscribed`
+/// replies of resyncs, each at most `REPLAY_REPLY_BYTES`, joined before it
+/// was full); what is left comes with the next poll.
+const POLL_BYTES: usize = 256 * 1024;
+
+impl Session {
+    /// Brings the session's channels to the client's: joins what it names and
+    /// the node does not hold (recovering from the named position), leaves
+    /// what it no longer names, and moves the rest to the named offsets.
+    pub async fn follow(&mut self, channels: HashMap<String, StreamPosition>, out: &mut Out) {
+        let named: std::collections::HashSet<&str> = channels.keys().map(String::as_str).collect();
+        let gone: Vec<Arc<str>> = self
+            .subscriptions()
+            .map(|(c, _)| c.clone())
+            .filter(|c| !named.contains(&**c))
+            .collect();
+        for channel in gone {
+            self.unsubscribe_quietly(&channel).await;
+        }
+        for (channel, position) in channels {
+            let same_epoch = self
+                .held(&channel)
+                .is_some_and(|h| h.epoch == position.epoch);
+            match self.cursor(&channel) {
+                Some(cursor) if same_epoch && reaches(cursor, position.offset) => {
+                    cursor.set_position(position.offset);
+                }
+                // The answer is full: the channel is joined when the next poll
+                // names it again.
+                _ if bytes(out) >= POLL_BYTES => {}
+                _ => self.rejoin(&channel, &position, out).await,
+            }
+        }
+    }
+
+    /// Joins `channel` on this node from the client's position: what history
+    /// holds after it is read as messages; a position history cannot serve
+    /// (another epoch, too old) gets an id-less `subscribed` with
+    /// `recovered:false`, the client's signal to resync.
+    async fn rejoin(&mut self, channel: &str, position: &StreamPosition, out: &mut Out) {
+        self.unsubscribe_quietly(channel).await;
+        match self.join(channel, Some(position)).await {
+            Ok(recovery) if recovery.recovered => {
+                if let Some(cursor) = self.cursor(channel).cloned() {
+                    cursor.set_position(position.offset);
+                    self.hold(channel, &recovery.epoch, recovery.offset);
+                    let mut publications = recovery.publications;
+                    publications.truncate(POLL_BATCH);
+                    keep_within(
+                        &mut publications,
+                        POLL_BYTES.saturating_sub(bytes(out)),
+                        out.is_empty(),
+                    );
+                    push_publications(&cursor, &mut publications, out);
+                    cursor.ring();
+                }
+            }
+            Ok(recovery) => {
+                self.answer_subscribe(None, channel, recovery, out);
+            }
+            Err((code, message)) => {
+                // The client may no longer hold it (its token changed): the
+                // error names the channel, and the client drops it.
+                out.push(
+                    serde_json::json!({"type": "error", "code": code.as_str(), "message": message, "channel": channel})
+                        .to_string()
+                        .into(),
+                );
+            }
+        }
+    }
+
+    /// Reads what every held channel has after its position, from the log, or
+    /// from history when the position is before what the log holds.
+    /// Channels are read from a point that moves with every poll, so a busy
+    /// channel that fills answers cannot starve the others.
+    pub async fn read_held(&mut self, turn: u64, out: &mut Out) {
+        // Everything is read below: drop what is rung, so the next append rings
+        // (and wakes a waiting poll) again.
+        let mut rung = Vec::new();
+        if self.take_rung(&mut rung).is_err() {
+            return;
+        }
+        drop(rung);
+        let mut cursors: Vec<_> = self
+            .subscriptions()
+            .map(|(c, cursor)| (c.clone(), cursor.clone()))
+            .collect();
+        if !cursors.is_empty() {
+            let start = (turn % cursors.len() as u64) as usize;
+            cursors.rotate_left(start);
+        }
+        let mut batch = Vec::new();
+        let mut bytes = bytes(out);
+        for (channel, cursor) in cursors {
+            if bytes >= POLL_BYTES {
+                cursor.ring();
+                continue;
+            }
+            let before = out.len();
+            cursor.clear_pending();
+            let joined_at = self.held(&channel).map_or(0, |h| h.joined_at);
+            let budget = POLL_BYTES - bytes;
+            let from_log = if cursor.position() < joined_at {
+                Err(())
+            } else {
+                read_cursor(&cursor, POLL_BATCH, budget, &mut batch, out).map_err(|_| ())
+            };
+            if from_log.is_err() {
+                self.read_history(&channel, budget, out).await;
+            }
+            bytes += out[before..].iter().map(|f| f.len()).sum::<usize>();
+        }
+    }
+
+    /// Serves a position the log does not reach from the broker's history.
+    async fn read_history(&mut self, channel: &Arc<str>, budget: usize, out: &mut Out) {
+        let Some(cursor) = self.cursor(channel).cloned() else {
+            return;
+        };
+        let Some(held) = self.held(channel).cloned() else {
+            return;
+        };
+        let position = StreamPosition {
+            epoch: held.epoch,
+            offset: cursor.position(),
+        };
+        let node = self.node.clone();
+        match node.broker.recover(channel, Some(&position)).await {
+            Ok(recovery) if recovery.recovered => {
+                let mut publications = recovery.publications;
+                publications.truncate(POLL_BATCH);
+                keep_within(&mut publications, budget, out.is_empty());
+                push_publications(&cursor, &mut publications, out);
+            }
+            Ok(recovery) => {
+                self.answer_subscribe(None, channel, recovery, out);
+            }
+            Err(e) => {
+                tracing::debug!(%channel, error = %e, "history read for a long poll failed");
+            }
+        }
+    }
+}
+
+/// Whether a held channel can continue from the client's `offset`: one at
+/// or before what this node sent, or one its log holds. An offset beyond
+/// both (a client ahead of the channel) is left to a re-join, which asks
+/// the broker and resyncs a position the channel never reached, instead of
+/// silently skipping every publication up to it.
+fn reaches(cursor: &Cursor, offset: u64) -> bool {
+    if offset <= cursor.position() {
+        return true;
+    }
+    let mut at = Vec::new();
+    cursor
+        .log
+        .read_after(offset - 1, 1, &mut at)
+        .is_ok_and(|_| at.first().is_some_and(|p| p.offset == offset))
+}
+
+/// The bytes of the frames in an answer so far.
+fn bytes(out: &Out) -> usize {
+    out.iter().map(|f| f.len()).sum()
+}
