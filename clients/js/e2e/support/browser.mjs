@@ -2,11 +2,28 @@
 // driven by playwright-core, with a fresh temporary profile, and helpers to
 // read the demo page (crates/server/src/index.html): the #status badge and
 // the feed's li[data-offset] entries.
+//
+// The server embeds the page and clients/js/dist/tether.js when it is built,
+// so a binary built before the last client change serves an older client.
+// The page and the client are therefore given to the browser from this
+// working tree (everything else — /ws, /lp/, the API — is the real server's);
+// E2E_EMBEDDED=1 uses the binary's own copies instead.
 
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+
+/** Give the browser the working tree's page and client (see above). */
+const LOCAL_FILES = !process.env.E2E_EMBEDDED;
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repo = path.resolve(here, '../../../..');
+/** Path on the server → [file in this working tree, content type]. */
+const LOCAL = {
+  '/': [path.join(repo, 'crates/server/src/index.html'), 'text/html; charset=utf-8'],
+  '/tether.js': [path.join(repo, 'clients/js/dist/tether.js'), 'text/javascript; charset=utf-8'],
+};
 
 export const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
 const ARGS = [
@@ -18,6 +35,9 @@ const ARGS = [
   '--disable-background-networking',
   '--disable-component-update',
   '--disable-sync',
+  // A page given by page.route() has no address space, so Chromium counts it
+  // as public and blocks its WebSocket to 127.0.0.1 (Local Network Access).
+  ...(LOCAL_FILES ? ['--disable-features=LocalNetworkAccessChecks'] : []),
 ];
 
 /** Timeouts (ms) for waits on the page's state. */
@@ -87,6 +107,16 @@ export async function openDemo(context, base, params = {}) {
       },
     });
   });
+  if (LOCAL_FILES && !page.localFiles) {
+    page.localFiles = true;
+    await page.route(
+      (url) => url.origin === new URL(base).origin && Object.hasOwn(LOCAL, url.pathname),
+      (route) => {
+        const [file, contentType] = LOCAL[new URL(route.request().url()).pathname];
+        return route.fulfill({ status: 200, contentType, headers: { 'Cache-Control': 'no-cache' }, body: readFileSync(file) });
+      },
+    );
+  }
   const q = new URLSearchParams(params).toString();
   await page.goto(`${base}/?${q}`);
   page.states = states;
