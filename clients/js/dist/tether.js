@@ -477,6 +477,9 @@ var LongPollTransport = class {
     this.poll = null;
     this.startPoll();
   }
+  refresh() {
+    this.positionsChanged();
+  }
   close() {
     if (this.closed) return;
     this.closed = true;
@@ -688,6 +691,8 @@ var WebSocketTransport = class {
     }
   }
   positionsChanged() {
+  }
+  refresh() {
   }
   close(code = 1e3, reason = "") {
     if (this.closed) return;
@@ -985,7 +990,10 @@ var Connection = class {
   resume(why) {
     if (!this.started) return;
     if (this.transport) {
-      if (this.welcomed) this.liveness.check(why);
+      if (this.welcomed) {
+        this.liveness.check(why);
+        this.transport.refresh();
+      }
       return;
     }
     const due = this.current.nextRetryAt ?? 0;

@@ -13,7 +13,7 @@
 
 import assert from 'node:assert/strict';
 import { after, afterEach, before, test } from 'node:test';
-import { channelName, launch, openDemo, waitFeedText, waitState } from './support/browser.mjs';
+import { badge, channelName, launch, openDemo, waitFeedText, waitState, waitUntil } from './support/browser.mjs';
 import { FaultProxy } from './support/proxy.mjs';
 import { publish } from './support/publisher.mjs';
 import { startServer } from './support/server.mjs';
@@ -33,6 +33,7 @@ before(async () => {
 afterEach(async () => {
   await browser?.close();
   browser = null;
+  proxy.allowWebSocket();
   proxy.cutAll();
 });
 
@@ -107,4 +108,37 @@ test('a frozen page resumed (Page Lifecycle resume): a dead connection is droppe
 test('the clock jumps a minute ahead (sleep): a dead connection is dropped at once', async () => {
   const { page, channel } = await connectedPage('clock', true);
   await deadOnResume(page, channel, () => browser.context.clock.fastForward('01:00'));
+});
+
+// On long polling the resume ping goes through a new /lp/send and may be
+// answered, while the poll in flight before the sleep hangs on a dead
+// connection until poll_timeout + requestTimeout (35 s): the client polls
+// again at once on resume.
+const LP_DELIVERED_WITHIN = 6_000;
+
+test('long polling, visible again: a zombie poll is replaced at once, publications arrive within seconds', async () => {
+  browser = await launch();
+  proxy.refuseWebSocket();
+  const channel = channelName('lp-resume');
+  const page = await openDemo(browser.context, proxy.url, { channel, fallback: 2, handshake: 2000 });
+  await waitState(page, 'connected', 'longpoll');
+  // Subscribed (a position to poll from) before the first publication.
+  await page.waitForFunction((c) => window.tether.getSubscription(c)?.position != null, channel, { polling: 20 });
+  const published = Date.now();
+  await publish(server, channel, { text: 'first' });
+  await waitFeedText(page, 'first');
+  // The poll that follows the one that delivered it is in flight, waiting on the server.
+  await waitUntil(() => proxy.requests.some((r) => r.at >= published && r.path.startsWith('/lp/poll')), 2_000, 'a poll in flight');
+
+  assert.ok(proxy.blackholeAll() > 0, 'connections to black-hole');
+  const from = Date.now();
+  await dispatch(page, 'document', 'visibilitychange');
+  await publish(server, channel, { text: 'after resume' });
+  await waitFeedText(page, 'after resume', LP_DELIVERED_WITHIN);
+  const took = Date.now() - from;
+  if (process.env.E2E_TRACE) console.log('delivered after', took, page.states.filter((s) => s.at >= from));
+  assert.ok(took < LP_DELIVERED_WITHIN, `delivered ${took} ms after the resume`);
+  assert.ok(proxy.requests.some((r) => r.at >= from && r.path.startsWith('/lp/poll')), 'a new poll after the resume');
+  assert.equal((await badge(page)).transport, 'longpoll');
+  assert.deepEqual(page.errors, []);
 });

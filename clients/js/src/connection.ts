@@ -337,7 +337,12 @@ export abstract class Connection {
   private resume(why: string): void {
     if (!this.started) return;
     if (this.transport) {
-      if (this.welcomed) this.liveness.check(why);
+      if (this.welcomed) {
+        // Ping first: the ping takes an idle (possibly dead) pooled connection
+        // before the new poll does, so a dead one is found within the check.
+        this.liveness.check(why);
+        this.transport.refresh();
+      }
       return;
     }
     const due = this.current.nextRetryAt ?? 0;

@@ -483,3 +483,26 @@ test('probe: the token function is called before every probe; a failing or silen
   ws.last().welcome();
   assert.deepEqual(client.state, { state: 'connected', transport: 'websocket' });
 });
+
+for (const event of ['visibilitychange', 'pageshow', 'resume', 'online']) {
+  test(`${event} on long polling: the poll in flight (maybe a zombie) is replaced by one from the current positions`, async () => {
+    const ctx = setup(lpOnly);
+    const { client, http, env } = ctx;
+    client.connect();
+    await openLp(http);
+    await subscribeLp(ctx, 'news', { epoch: 'e', offset: 5, recovered: false });
+    const before = http.last('poll');
+    env.fire(event);
+    await flush();
+    assert.ok(before.aborted, 'the old poll is aborted');
+    assert.equal(http.open('poll').length, 1, 'one poll at a time');
+    const poll = http.last('poll');
+    assert.notEqual(poll, before);
+    assert.deepEqual(poll.json, { channels: { news: { epoch: 'e', offset: 5 } } });
+    assert.deepEqual(http.last('send').json, [{ type: 'ping' }], 'the liveness check as well');
+    poll.respond(200, [{ type: 'message', channel: 'news', offset: 6, data: null }]);
+    await flush();
+    assert.equal(client.getSubscription('news').position.offset, 6);
+    assert.equal(client.state.state, 'connected');
+  });
+}

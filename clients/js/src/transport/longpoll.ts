@@ -102,6 +102,12 @@ export class LongPollTransport implements Transport {
     this.startPoll();
   }
 
+  refresh(): void {
+    // The same as a changed subscription set: nothing is lost, as positions
+    // only advance when an answer is processed.
+    this.positionsChanged();
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;

@@ -24,6 +24,13 @@ export interface Transport {
   close(code?: number, reason?: string): void;
   /** The set of subscribed channels or their positions changed (long polling re-polls). */
   positionsChanged(): void;
+  /**
+   * The page resumed (visible again, back from the back/forward cache, thawed,
+   * online): a request made before may be a zombie on a dead TCP connection.
+   * Long polling aborts the poll in flight and polls again from the current
+   * positions; a WebSocket has nothing to redo (the liveness ping checks it).
+   */
+  refresh(): void;
   /** Whether the transport repairs a gap itself (long polling: the next poll re-reads). */
   readonly repairsGaps: boolean;
 }

@@ -70,6 +70,8 @@ export class WebSocketTransport implements Transport {
 
   positionsChanged(): void {}
 
+  refresh(): void {}
+
   close(code = 1000, reason = ''): void {
     if (this.closed) return;
     this.closed = true;

@@ -37,6 +37,7 @@ export declare class LongPollTransport implements Transport {
     constructor(opts: LongPollOptions, handlers: TransportHandlers);
     send(msgs: ClientMessage[]): void;
     positionsChanged(): void;
+    refresh(): void;
     close(): void;
     private flush;
     private startPoll;

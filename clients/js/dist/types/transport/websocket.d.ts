@@ -11,6 +11,7 @@ export declare class WebSocketTransport implements Transport {
     constructor(url: string, Impl: WebSocketCtor, handlers: TransportHandlers, log?: (msg: string) => void);
     send(msgs: ClientMessage[]): void;
     positionsChanged(): void;
+    refresh(): void;
     close(code?: number, reason?: string): void;
     private fail;
 }
