@@ -23,6 +23,7 @@ pub mod node;
 pub mod proxy_protocol;
 pub mod session;
 pub mod tls;
+pub mod token_bucket;
 pub mod transport;
 
 pub use config::Config;

@@ -1,9 +1,15 @@
-//! The HTTP routes of one listener: the two WebSocket endpoints, the
-//! publish/stats API, health, readiness and metrics.
+//! The HTTP routes of one listener: the two WebSocket endpoints, long
+//! polling, health, readiness, metrics, the demo page; the publish/stats API
+//! is in `api.rs`, request bodies with a deadline in `body.rs`.
+
+mod api;
+mod body;
+
+pub(crate) use body::body_error;
+pub use body::{BodyTimeout, DeadlineBody};
 
 use crate::{
     auth::{self, Grant},
-    broker::BrokerError,
     handshake::{switching_protocols, validate_upgrade, Refusal},
     limits::{Denied, Lane, SocketGuard},
     node::Node,
@@ -15,20 +21,10 @@ use axum::{
     http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
-    Extension, Json, Router,
+    Extension, Router,
 };
-use bytes::Bytes;
-use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
-use serde_json::json;
-use std::{
-    future::Future,
-    net::SocketAddr,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio_websockets::{Config as WsConfig, Limits as WsLimits, ServerBuilder};
 use tracing::{debug, info};
 
@@ -49,67 +45,11 @@ impl std::fmt::Debug for PeerAddr {
     }
 }
 
-/// A request body was not received within `handshake_timeout` of its head.
-#[derive(Debug, thiserror::Error)]
-#[error("request body not received within the handshake timeout")]
-pub struct BodyTimeout;
-
-/// A request body with a deadline: once `handshake_timeout` has passed
-/// since the head arrived, reading it fails with [`BodyTimeout`], so a
-/// client that trickles or stalls its body cannot hold a socket and a
-/// handler for longer than one that stalls its headers.
-pub struct DeadlineBody {
-    inner: Incoming,
-    // Boxed, and only for bodies that have data to come (not GETs).
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl DeadlineBody {
-    pub fn new(inner: Incoming, wait: Duration) -> Self {
-        let deadline = (!inner.is_end_stream()).then(|| Box::pin(tokio::time::sleep(wait)));
-        DeadlineBody { inner, deadline }
-    }
-}
-
-impl HttpBody for DeadlineBody {
-    type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
-            Poll::Pending => {
-                let expired = match &mut this.deadline {
-                    Some(d) => d.as_mut().poll(cx).is_ready(),
-                    None => false,
-                };
-                if expired {
-                    Poll::Ready(Some(Err(Box::new(BodyTimeout))))
-                } else {
-                    Poll::Pending
-                }
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 pub fn router(node: Arc<Node>) -> Router {
     let mut router = Router::new()
         .route("/ws", get(ws_route))
-        .route("/api/publish", post(publish_route))
-        .route("/api/stats", get(stats_route))
+        .route("/api/publish", post(api::publish_route))
+        .route("/api/stats", get(api::stats_route))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready_route))
         .route("/metrics", get(metrics_route))
@@ -148,7 +88,6 @@ fn text(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
-/// Logs and counts a refused handshake, and turns it into the response.
 /// Answers a refused handshake (a WebSocket upgrade, `/lp/open`, or a
 /// long-polling request that would create a session), counted and logged.
 pub(crate) fn refuse(node: &Node, peer: SocketAddr, path: &str, refusal: Refusal) -> Response {
@@ -356,193 +295,6 @@ async fn upgrade(
     switching_protocols(accept, protocol)
 }
 
-/// Checks `Authorization: Bearer <api key>` when an API key is configured.
-fn check_api_key(node: &Node, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let Some(expected) = node.config.auth.api_key.as_deref() else {
-        return Ok(());
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
-        Some(key) if constant_time_eq(key.as_bytes(), expected.as_bytes()) => Ok(()),
-        Some(_) => {
-            node.metrics.refusal("api_key_wrong");
-            Err(Box::new(api_error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "wrong API key",
-            )))
-        }
-        None => {
-            node.metrics.refusal("api_key_missing");
-            Err(Box::new(api_error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "this endpoint needs `Authorization: Bearer <api key>`",
-            )))
-        }
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn api_error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(json!({"error": code, "message": message}))).into_response()
-}
-
-/// Whether `err` or anything in its source chain is a `T`.
-fn caused_by<T: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if e.is::<T>() {
-            return true;
-        }
-        cur = e.source();
-    }
-    false
-}
-
-/// An API error that tells the client when to retry.
-fn api_error_retry(status: StatusCode, code: &str, message: &str, retry_secs: u64) -> Response {
-    let mut res = api_error(status, code, message);
-    res.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(retry_secs));
-    res
-}
-
-async fn publish_route(
-    State(node): State<Arc<Node>>,
-    Extension(peer): Extension<PeerAddr>,
-    req: Request,
-) -> Response {
-    if let Err(r) = check_api_key(&node, req.headers()) {
-        return *r;
-    }
-    // Counted per client address before the body is read, so a flood costs
-    // the server a header parse per request and nothing more.
-    if let Err(wait) = node.admission.take_publish(peer.addr.ip()) {
-        node.metrics.refusal("publish_rate");
-        let secs = crate::handshake::retry_secs(wait);
-        return api_error_retry(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            &format!("too many publishes from your address; retry in {secs} s"),
-            secs,
-        );
-    }
-    // A body is held in memory while it arrives: at most MAX_BODIES_PER_IP
-    // of them per client address at once.
-    let Some(_receiving) = node.admission.receive_body(peer.addr.ip()) else {
-        node.metrics.refusal("bodies_in_flight");
-        return api_error_retry(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            &format!(
-                "{} publish bodies from your address are still arriving; retry in 1 s",
-                crate::limits::MAX_BODIES_PER_IP
-            ),
-            1,
-        );
-    };
-    let limit = node.config.limits.max_message_bytes + 1024;
-    let body = match axum::body::to_bytes(req.into_body(), limit).await {
-        Ok(b) => b,
-        Err(e) => return body_error(&node, peer.addr, &e, "--max-message-bytes plus 1 KiB"),
-    };
-    // The same decoder and checks as a WebSocket `publish`.
-    let body =
-        match tether_protocol::decode_publish_body(&body, node.config.limits.max_message_bytes) {
-            Ok(b) => b,
-            Err(e) => return api_error(StatusCode::BAD_REQUEST, e.code.as_str(), &e.message),
-        };
-    match node
-        .broker
-        .publish(&body.channel, &body.data, body.key.as_deref())
-        .await
-    {
-        Ok(out) => {
-            if !out.duplicate {
-                node.metrics.publications.inc();
-            }
-            Json(json!({"offset": out.offset, "epoch": out.epoch})).into_response()
-        }
-        Err(e @ BrokerError::OverCapacity(_)) => api_error_retry(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "over_capacity",
-            &e.to_string(),
-            5,
-        ),
-        Err(e) => api_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            &e.to_string(),
-        ),
-    }
-}
-
-/// A body that could not be read: too slow (408, and the connection is
-/// closed so its socket is freed), too large (413), or broken (400).
-/// `bound` names the limit a too-large body broke, for its 413.
-pub(crate) fn body_error(
-    node: &Node,
-    peer: SocketAddr,
-    err: &axum::Error,
-    bound: &str,
-) -> Response {
-    if caused_by::<BodyTimeout>(err) {
-        node.metrics.refusal("body_timeout");
-        info!(%peer, "request body not received within the handshake timeout; closing");
-        let mut res = api_error(
-            StatusCode::REQUEST_TIMEOUT,
-            "timeout",
-            "request body not received in time",
-        );
-        res.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return res;
-    }
-    if caused_by::<http_body_util::LengthLimitError>(err) {
-        node.metrics.refusal("body_too_large");
-        let mut res = api_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "bad_request",
-            &format!("request body too large (limit: {bound})"),
-        );
-        res.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return res;
-    }
-    api_error(
-        StatusCode::BAD_REQUEST,
-        "bad_request",
-        &format!("cannot read the request body: {err}"),
-    )
-}
-
-async fn stats_route(State(node): State<Arc<Node>>, headers: HeaderMap) -> Response {
-    if let Err(r) = check_api_key(&node, &headers) {
-        return *r;
-    }
-    let channels = node.hub.channel_counts();
-    let subscribers: serde_json::Map<String, serde_json::Value> = channels
-        .iter()
-        .map(|(c, n)| (c.clone(), json!(n)))
-        .collect();
-    Json(json!({
-        "node": node.id,
-        "connections": node.admission.connections(),
-        "channels": channels.len(),
-        "subscribers": subscribers,
-        "draining": node.is_draining(),
-    }))
-    .into_response()
-}
-
 async fn ready_route(State(node): State<Arc<Node>>) -> Response {
     if node.is_draining() {
         text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into())
@@ -576,7 +328,7 @@ async fn client_route() -> Response {
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        include_str!("../../../clients/js/dist/tether.js"),
+        include_str!("../../../../clients/js/dist/tether.js"),
     )
         .into_response()
 }
@@ -584,7 +336,7 @@ async fn client_route() -> Response {
 async fn index_route() -> Response {
     (
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        Body::from(include_str!("index.html")),
+        Body::from(include_str!("../index.html")),
     )
         .into_response()
 }

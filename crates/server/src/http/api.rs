@@ -1,0 +1,149 @@
+//! The backend API: `POST /api/publish` and `GET /api/stats`, behind an
+//! optional API key.
+
+use super::{body_error, PeerAddr};
+use crate::{broker::BrokerError, node::Node};
+use axum::{
+    extract::{Request, State},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    Extension, Json,
+};
+use serde_json::json;
+use std::sync::Arc;
+
+/// Checks `Authorization: Bearer <api key>` when an API key is configured.
+fn check_api_key(node: &Node, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let Some(expected) = node.config.auth.api_key.as_deref() else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(key) if constant_time_eq(key.as_bytes(), expected.as_bytes()) => Ok(()),
+        Some(_) => {
+            node.metrics.refusal("api_key_wrong");
+            Err(Box::new(api_error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "wrong API key",
+            )))
+        }
+        None => {
+            node.metrics.refusal("api_key_missing");
+            Err(Box::new(api_error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this endpoint needs `Authorization: Bearer <api key>`",
+            )))
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub(super) fn api_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!({"error": code, "message": message}))).into_response()
+}
+
+/// An API error that tells the client when to retry.
+fn api_error_retry(status: StatusCode, code: &str, message: &str, retry_secs: u64) -> Response {
+    let mut res = api_error(status, code, message);
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_secs));
+    res
+}
+
+pub(super) async fn publish_route(
+    State(node): State<Arc<Node>>,
+    Extension(peer): Extension<PeerAddr>,
+    req: Request,
+) -> Response {
+    if let Err(r) = check_api_key(&node, req.headers()) {
+        return *r;
+    }
+    // Counted per client address before the body is read, so a flood costs
+    // the server a header parse per request and nothing more.
+    if let Err(wait) = node.admission.take_publish(peer.addr.ip()) {
+        node.metrics.refusal("publish_rate");
+        let secs = crate::handshake::retry_secs(wait);
+        return api_error_retry(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            &format!("too many publishes from your address; retry in {secs} s"),
+            secs,
+        );
+    }
+    // A body is held in memory while it arrives: at most MAX_BODIES_PER_IP
+    // of them per client address at once.
+    let Some(_receiving) = node.admission.receive_body(peer.addr.ip()) else {
+        node.metrics.refusal("bodies_in_flight");
+        return api_error_retry(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            &format!(
+                "{} publish bodies from your address are still arriving; retry in 1 s",
+                crate::limits::MAX_BODIES_PER_IP
+            ),
+            1,
+        );
+    };
+    let limit = node.config.limits.max_message_bytes + 1024;
+    let body = match axum::body::to_bytes(req.into_body(), limit).await {
+        Ok(b) => b,
+        Err(e) => return body_error(&node, peer.addr, &e, "--max-message-bytes plus 1 KiB"),
+    };
+    // The same decoder and checks as a WebSocket `publish`.
+    let body =
+        match tether_protocol::decode_publish_body(&body, node.config.limits.max_message_bytes) {
+            Ok(b) => b,
+            Err(e) => return api_error(StatusCode::BAD_REQUEST, e.code.as_str(), &e.message),
+        };
+    match node
+        .broker
+        .publish(&body.channel, &body.data, body.key.as_deref())
+        .await
+    {
+        Ok(out) => {
+            if !out.duplicate {
+                node.metrics.publications.inc();
+            }
+            Json(json!({"offset": out.offset, "epoch": out.epoch})).into_response()
+        }
+        Err(e @ BrokerError::OverCapacity(_)) => api_error_retry(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "over_capacity",
+            &e.to_string(),
+            5,
+        ),
+        Err(e) => api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            &e.to_string(),
+        ),
+    }
+}
+
+pub(super) async fn stats_route(State(node): State<Arc<Node>>, headers: HeaderMap) -> Response {
+    if let Err(r) = check_api_key(&node, &headers) {
+        return *r;
+    }
+    let channels = node.hub.channel_counts();
+    let subscribers: serde_json::Map<String, serde_json::Value> = channels
+        .iter()
+        .map(|(c, n)| (c.clone(), json!(n)))
+        .collect();
+    Json(json!({
+        "node": node.id,
+        "connections": node.admission.connections(),
+        "channels": channels.len(),
+        "subscribers": subscribers,
+        "draining": node.is_draining(),
+    }))
+    .into_response()
+}
