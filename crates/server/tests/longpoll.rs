@@ -69,6 +69,24 @@ async fn open_welcomes_with_a_client_id_and_every_answer_is_uncached() {
         http::metric(server.addr, "tether_longpoll_sessions", &[]).await,
         2.0
     );
+    // Messages count as on /ws: each one sent in, each reply and
+    // publication out (the welcomes included).
+    let (in_before, out_before) = (
+        http::metric(server.addr, "tether_messages_in_total", &[]).await,
+        http::metric(server.addr, "tether_messages_out_total", &[]).await,
+    );
+    let replies = lp
+        .send(json!([{"type": "ping"}, {"type": "subscribe", "id": 1, "channel": "m"}, {"type": "ping"}]))
+        .await;
+    assert_eq!(replies.len(), 3, "{replies:?}");
+    assert_eq!(
+        http::metric(server.addr, "tether_messages_in_total", &[]).await,
+        in_before + 3.0
+    );
+    assert_eq!(
+        http::metric(server.addr, "tether_messages_out_total", &[]).await,
+        out_before + 3.0
+    );
 }
 
 #[tokio::test]
