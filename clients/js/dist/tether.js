@@ -190,12 +190,15 @@ function defaultEnv() {
   return {
     onLine: () => g.navigator?.onLine !== false,
     visible: () => g.document?.visibilityState !== "hidden",
+    // Reading it may throw (storage blocked for the page): the caller catches.
+    sessionStorage: () => g.sessionStorage,
     addEventListener: (type, fn) => on(type)?.addEventListener(type, fn),
     removeEventListener: (type, fn) => on(type)?.removeEventListener(type, fn)
   };
 }
 
 // src/options.ts
+var FIRST_PROBE_DELAY = [1e3, 3e3];
 function resolve(o) {
   const g = globalThis;
   const st = o.setTimeout ?? ((fn, ms) => globalThis.setTimeout(fn, ms));
@@ -212,6 +215,7 @@ function resolve(o) {
     transports: o.transports && o.transports.length > 0 ? [...o.transports] : ["websocket", "longpoll"],
     fallbackAfter: Math.max(1, o.fallbackAfter ?? 2),
     probeInterval: o.probeInterval ?? 6e4,
+    firstProbeDelay: o.firstProbeDelay ?? FIRST_PROBE_DELAY,
     requestTimeout: o.requestTimeout ?? 1e4,
     debug: o.debug ?? false,
     WebSocket: o.WebSocket === void 0 ? typeof g.WebSocket === "function" ? g.WebSocket : null : o.WebSocket,
@@ -731,6 +735,10 @@ var Connection = class {
     this.wsFailures = 0;
     this.lpFailures = 0;
     this.fallback = false;
+    /** A WebSocket was welcomed in this client's life: a later fallback is more likely an outage. */
+    this.wsWorked = false;
+    /** When the next probe runs: after `probeInterval`, soon (`firstProbeDelay`) or at once. */
+    this.nextProbe = "interval";
     this.forceFallback = false;
     /** A probe is under way (asking for its token, or its WebSocket open). */
     this.probing = false;
@@ -751,6 +759,11 @@ var Connection = class {
       throw new TypeError("no usable transport: neither a WebSocket implementation nor fetch is available");
     }
     this.backoff = new Backoff(this.o.minDelay, this.o.maxDelay);
+    this.fallbackKey = `tether:fallback:${this.urls.ws}`;
+    if (this.canWebSocket() && this.canLongPoll() && this.storage((st) => st.getItem(this.fallbackKey)) === "1") {
+      this.fallback = true;
+      this.log("long polling (remembered for this tab)");
+    }
     this.current = { state: "disconnected", transport: this.preferred() };
     this.liveness = new Liveness(this.o.clock, () => this.ping(), (why) => this.drop(why));
     const resume = (why) => () => this.resume(why);
@@ -880,8 +893,13 @@ var Connection = class {
   welcome(t, m) {
     this.clear("handshakeTimer");
     this.welcomed = true;
-    if (t.name === "websocket") this.wsFailures = 0;
-    else this.lpFailures = 0;
+    if (t.name === "websocket") {
+      this.wsFailures = 0;
+      this.wsWorked = true;
+      this.storage((st) => st.removeItem(this.fallbackKey));
+    } else {
+      this.lpFailures = 0;
+    }
     this.liveness.start(m.ping_interval_ms, m.pong_timeout_ms);
     this.setState({ state: "connected", transport: t.name });
     this.set("stableTimer", STABLE_AFTER, () => this.usable());
@@ -917,6 +935,8 @@ var Connection = class {
       if (!this.fallback && (force || this.wsFailures >= this.o.fallbackAfter)) {
         this.fallback = true;
         this.lpFailures = 0;
+        this.nextProbe = this.wsWorked ? "soon" : "interval";
+        this.storage((st) => st.setItem(this.fallbackKey, "1"));
         this.log(`WebSocket failed ${this.wsFailures} time(s)${force ? " (opened, no welcome)" : ""}: long polling from now on`);
       }
     } else if (t && !wasWs && !welcomed && e.kind === "lost" && this.fallback && this.canWebSocket()) {
@@ -989,6 +1009,7 @@ var Connection = class {
   // ---- environment: offline/online, resume from sleep or a hidden tab ----
   resume(why) {
     if (!this.started) return;
+    if (why === "online" && this.fallback) this.probeNow();
     if (this.transport) {
       if (this.welcomed) {
         this.liveness.check(why);
@@ -1011,8 +1032,17 @@ var Connection = class {
   }
   // ---- long polling <-> WebSocket ----
   scheduleProbe() {
-    if (!this.fallback || !this.canWebSocket() || this.timers.probeTimer !== null) return;
-    this.set("probeTimer", this.o.probeInterval, () => this.runProbe());
+    if (!this.fallback || !this.canWebSocket() || this.timers.probeTimer !== null || this.probing) return;
+    const [min, max] = this.o.firstProbeDelay;
+    const delay = this.nextProbe === "now" ? 0 : this.nextProbe === "soon" ? Math.round(min + this.o.random() * (max - min)) : this.o.probeInterval;
+    this.set("probeTimer", delay, () => this.runProbe());
+  }
+  /** Probes at once when connected over long polling, else right after the next long-poll welcome. */
+  probeNow() {
+    this.nextProbe = "now";
+    if (this.transport?.name !== "longpoll" || !this.welcomed || this.probing) return;
+    this.clear("probeTimer");
+    this.runProbe();
   }
   /**
    * While on long polling: ask for a token (the token function is called
@@ -1022,6 +1052,7 @@ var Connection = class {
   runProbe() {
     if (this.transport?.name !== "longpoll" || !this.welcomed || this.probing) return;
     this.probing = true;
+    this.nextProbe = "interval";
     const seq = ++this.probeSeq;
     const current = () => this.probing && this.probeSeq === seq;
     this.log("probing WebSocket");
@@ -1072,6 +1103,15 @@ var Connection = class {
   ping() {
     this.pingSentAt = this.o.clock.now();
     this.transport?.send([{ type: "ping" }]);
+  }
+  /** Uses sessionStorage when there is one; any exception from it is ignored. */
+  storage(use) {
+    try {
+      const st = this.o.env.sessionStorage?.();
+      return st ? use(st) : void 0;
+    } catch {
+      return void 0;
+    }
   }
   canWebSocket() {
     return this.o.WebSocket !== null && this.o.transports.includes("websocket");
@@ -1455,6 +1495,7 @@ export {
   Backoff,
   CLOSE_CODES,
   DecodeError,
+  FIRST_PROBE_DELAY,
   MAX_SEND_BATCH,
   PERMANENT_STATUSES,
   RETRYABLE_ERRORS,

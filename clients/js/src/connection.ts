@@ -5,6 +5,7 @@
 // connection (subscriptions, publishes) is the subclass's (client.ts).
 
 import { Backoff } from './backoff.js';
+import type { SessionStorageLike } from './env.js';
 import { classify, type Ended } from './closeCodes.js';
 import { Liveness } from './liveness.js';
 import { endpoints, resolve, withToken, type Resolved, type TetherOptions } from './options.js';
@@ -44,6 +45,12 @@ export abstract class Connection {
   private wsFailures = 0;
   private lpFailures = 0;
   private fallback = false;
+  /** A WebSocket was welcomed in this client's life: a later fallback is more likely an outage. */
+  private wsWorked = false;
+  /** When the next probe runs: after `probeInterval`, soon (`firstProbeDelay`) or at once. */
+  private nextProbe: 'interval' | 'soon' | 'now' = 'interval';
+  /** The sessionStorage key remembering a fallback for this endpoint. */
+  private readonly fallbackKey: string;
   private forceFallback = false;
   /** A probe is under way (asking for its token, or its WebSocket open). */
   private probing = false;
@@ -62,6 +69,13 @@ export abstract class Connection {
       throw new TypeError('no usable transport: neither a WebSocket implementation nor fetch is available');
     }
     this.backoff = new Backoff(this.o.minDelay, this.o.maxDelay);
+    this.fallbackKey = `tether:fallback:${this.urls.ws}`;
+    if (this.canWebSocket() && this.canLongPoll() && this.storage((st) => st.getItem(this.fallbackKey)) === '1') {
+      // This tab fell back before (a reload): start on long polling instead of
+      // paying the WebSocket failures again; probe after probeInterval.
+      this.fallback = true;
+      this.log('long polling (remembered for this tab)');
+    }
     this.current = { state: 'disconnected', transport: this.preferred() };
     this.liveness = new Liveness(this.o.clock, () => this.ping(), (why) => this.drop(why));
     const resume = (why: string) => () => this.resume(why);
@@ -217,8 +231,13 @@ export abstract class Connection {
   private welcome(t: Transport, m: Welcome): void {
     this.clear('handshakeTimer');
     this.welcomed = true;
-    if (t.name === 'websocket') this.wsFailures = 0;
-    else this.lpFailures = 0;
+    if (t.name === 'websocket') {
+      this.wsFailures = 0;
+      this.wsWorked = true;
+      this.storage((st) => st.removeItem(this.fallbackKey));
+    } else {
+      this.lpFailures = 0;
+    }
     this.liveness.start(m.ping_interval_ms, m.pong_timeout_ms);
     this.setState({ state: 'connected', transport: t.name });
     this.set('stableTimer', STABLE_AFTER, () => this.usable());
@@ -256,6 +275,10 @@ export abstract class Connection {
       if (!this.fallback && (force || this.wsFailures >= this.o.fallbackAfter)) {
         this.fallback = true;
         this.lpFailures = 0;
+        // WebSocket worked before: the server is more likely down, restarting
+        // or refusing handshakes (429) than WebSocket blocked: probe back soon.
+        this.nextProbe = this.wsWorked ? 'soon' : 'interval';
+        this.storage((st) => st.setItem(this.fallbackKey, '1'));
         this.log(`WebSocket failed ${this.wsFailures} time(s)${force ? ' (opened, no welcome)' : ''}: long polling from now on`);
       }
     } else if (t && !wasWs && !welcomed && e.kind === 'lost' && this.fallback && this.canWebSocket()) {
@@ -336,6 +359,8 @@ export abstract class Connection {
 
   private resume(why: string): void {
     if (!this.started) return;
+    // The network may have changed: WebSocket may pass where it was blocked.
+    if (why === 'online' && this.fallback) this.probeNow();
     if (this.transport) {
       if (this.welcomed) {
         // Ping first: the ping takes an idle (possibly dead) pooled connection
@@ -363,8 +388,19 @@ export abstract class Connection {
   // ---- long polling <-> WebSocket ----
 
   private scheduleProbe(): void {
-    if (!this.fallback || !this.canWebSocket() || this.timers.probeTimer !== null) return;
-    this.set('probeTimer', this.o.probeInterval, () => this.runProbe());
+    if (!this.fallback || !this.canWebSocket() || this.timers.probeTimer !== null || this.probing) return;
+    const [min, max] = this.o.firstProbeDelay;
+    const delay =
+      this.nextProbe === 'now' ? 0 : this.nextProbe === 'soon' ? Math.round(min + this.o.random() * (max - min)) : this.o.probeInterval;
+    this.set('probeTimer', delay, () => this.runProbe());
+  }
+
+  /** Probes at once when connected over long polling, else right after the next long-poll welcome. */
+  private probeNow(): void {
+    this.nextProbe = 'now';
+    if (this.transport?.name !== 'longpoll' || !this.welcomed || this.probing) return;
+    this.clear('probeTimer');
+    this.runProbe();
   }
 
   /**
@@ -375,6 +411,7 @@ export abstract class Connection {
   private runProbe(): void {
     if (this.transport?.name !== 'longpoll' || !this.welcomed || this.probing) return;
     this.probing = true;
+    this.nextProbe = 'interval';
     const seq = ++this.probeSeq;
     const current = () => this.probing && this.probeSeq === seq;
     this.log('probing WebSocket');
@@ -430,6 +467,16 @@ export abstract class Connection {
   private ping(): void {
     this.pingSentAt = this.o.clock.now();
     this.transport?.send([{ type: 'ping' }]);
+  }
+
+  /** Uses sessionStorage when there is one; any exception from it is ignored. */
+  private storage<T>(use: (st: SessionStorageLike) => T): T | undefined {
+    try {
+      const st = this.o.env.sessionStorage?.();
+      return st ? use(st) : undefined;
+    } catch {
+      return undefined; // blocked (sandboxed iframe, privacy settings) or full
+    }
   }
 
   private canWebSocket(): boolean {

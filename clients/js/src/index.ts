@@ -1,8 +1,9 @@
 // Public API of the Tether JS client.
 
 export { Tether, STABLE_AFTER } from './client.js';
+export { FIRST_PROBE_DELAY } from './options.js';
 export type { TetherOptions, TokenSource } from './options.js';
-export type { Env } from './env.js';
+export type { Env, SessionStorageLike } from './env.js';
 export { TetherError } from './state.js';
 export type { ConnectionState, StateName, TransportName, TetherEvents } from './state.js';
 export { Subscription } from './subscription.js';

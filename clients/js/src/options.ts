@@ -4,6 +4,9 @@ import { defaultEnv, type Env } from './env.js';
 import type { TransportName } from './state.js';
 import type { Clock, FetchLike, WebSocketCtor } from './transport/transport.js';
 
+/** The default `firstProbeDelay` (ms): the first probe after an outage's fallback. */
+export const FIRST_PROBE_DELAY: readonly [number, number] = [1_000, 3_000];
+
 export type TokenSource = string | (() => string | Promise<string>);
 
 export interface TetherOptions {
@@ -30,6 +33,13 @@ export interface TetherOptions {
   fallbackAfter?: number;
   /** While on long polling, how often to try WebSocket again (ms). Default 60000. */
   probeInterval?: number;
+  /**
+   * A fallback after WebSocket had worked (welcomed) earlier in this client's
+   * life looks like an outage rather than a block: the first probe back then
+   * waits a random time in [min, max] ms instead of `probeInterval`.
+   * Default `FIRST_PROBE_DELAY`, [1000, 3000].
+   */
+  firstProbeDelay?: readonly [number, number];
   /** Every long-poll request is aborted after this (a poll: poll_timeout_ms + this). Default 10000. */
   requestTimeout?: number;
   /** Log state changes (and more) with `console.debug`. */
@@ -55,6 +65,7 @@ export interface Resolved {
   transports: TransportName[];
   fallbackAfter: number;
   probeInterval: number;
+  firstProbeDelay: readonly [number, number];
   requestTimeout: number;
   debug: boolean;
   WebSocket: WebSocketCtor | null;
@@ -80,6 +91,7 @@ export function resolve(o: TetherOptions): Resolved {
     transports: o.transports && o.transports.length > 0 ? [...o.transports] : ['websocket', 'longpoll'],
     fallbackAfter: Math.max(1, o.fallbackAfter ?? 2),
     probeInterval: o.probeInterval ?? 60_000,
+    firstProbeDelay: o.firstProbeDelay ?? FIRST_PROBE_DELAY,
     requestTimeout: o.requestTimeout ?? 10_000,
     debug: o.debug ?? false,
     WebSocket: o.WebSocket === undefined ? (typeof g.WebSocket === 'function' ? g.WebSocket : null) : o.WebSocket,

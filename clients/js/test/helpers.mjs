@@ -187,3 +187,14 @@ export function setup(options = {}, url = 'ws://h:8080/ws') {
   client.on('error', (e) => errors.push(e));
   return { client, clock, ws, http, env, states, errors };
 }
+
+/** A `sessionStorage` stand-in (a Map); `env.sessionStorage = () => storage`. */
+export function fakeStorage() {
+  const items = new Map();
+  return {
+    items,
+    getItem: (k) => (items.has(k) ? items.get(k) : null),
+    setItem: (k, v) => void items.set(k, String(v)),
+    removeItem: (k) => void items.delete(k),
+  };
+}

@@ -1,7 +1,7 @@
 // Long polling (docs/longpoll.md), the fallback to it and the probe back.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { LP_WELCOME, MAX_SEND_BATCH, flush, setup } from './helpers.mjs';
+import { FIRST_PROBE_DELAY, LP_WELCOME, MAX_SEND_BATCH, fakeEnv, fakeStorage, flush, setup } from './helpers.mjs';
 
 const lpOnly = { WebSocket: null };
 const retry = ({ client, clock }) => clock.advance(client.state.nextRetryAt - clock.now());
@@ -506,3 +506,159 @@ for (const event of ['visibilitychange', 'pageshow', 'resume', 'online']) {
     assert.equal(client.state.state, 'connected');
   });
 }
+
+/** Two failures to open a WebSocket in a row after `before()`, then the long-poll session opened. */
+async function fallBack(ctx, before = () => {}) {
+  const { client, ws, http } = ctx;
+  client.connect();
+  before();
+  ws.last().drop();
+  retry(ctx);
+  ws.last().drop();
+  assert.equal(client.state.transport, 'longpoll');
+  retry(ctx);
+  await openLp(http);
+  assert.deepEqual(client.state, { state: 'connected', transport: 'longpoll' });
+}
+
+test('fallback after an outage (WebSocket worked before): the first probe within 1-3 s, later ones every probeInterval', async () => {
+  assert.deepEqual(FIRST_PROBE_DELAY, [1000, 3000]);
+  const ctx = setup({ fallbackAfter: 2, probeInterval: 60_000 }); // random() 0.5: 2000 ms
+  const { client, ws, clock } = ctx;
+  await fallBack(ctx, () => {
+    ws.last().welcome(); // it worked; then the server went away (restart, 429 storm)
+    ws.last().drop();
+    retry(ctx);
+  });
+  const sockets = ws.sockets.length;
+  clock.advance(1999);
+  await flush();
+  assert.equal(ws.sockets.length, sockets, 'not before 2000 ms');
+  clock.advance(1);
+  assert.equal(ws.sockets.length, sockets + 1, 'the first probe');
+  ws.last().drop(); // still down for WebSocket
+  await idleLp(ctx, 55_000);
+  assert.equal(ws.sockets.length, sockets + 1, 'the next probe waits probeInterval');
+  await idleLp(ctx, 5000);
+  assert.equal(ws.sockets.length, sockets + 2);
+  ws.last().welcome();
+  assert.deepEqual(client.state, { state: 'connected', transport: 'websocket' });
+});
+
+test('the first probe delay is uniform in firstProbeDelay', async () => {
+  for (const [u, want] of [[0, 100], [0.5, 200], [0.999, 300]]) {
+    const ctx = setup({ fallbackAfter: 1, random: () => u, firstProbeDelay: [100, 300] });
+    const { client, ws, http, clock } = ctx;
+    client.connect();
+    ws.last().welcome();
+    ws.last().drop();
+    retry(ctx);
+    ws.last().drop(); // fallbackAfter 1: long polling now
+    retry(ctx);
+    await openLp(http);
+    assert.equal(ws.sockets.length, 2);
+    clock.advance(want - 1);
+    assert.equal(ws.sockets.length, 2, `u=${u}: not before ${want} ms`);
+    clock.advance(1);
+    assert.equal(ws.sockets.length, 3, `u=${u}: probe at ${want} ms`);
+  }
+});
+
+test('fallback with WebSocket never welcomed (blocked): no early probe, the first after probeInterval', async () => {
+  const ctx = setup({ fallbackAfter: 2, probeInterval: 60_000 });
+  const { ws } = ctx;
+  await fallBack(ctx);
+  await idleLp(ctx, 55_000);
+  assert.equal(ws.sockets.length, 2, 'no probe yet');
+  await idleLp(ctx, 5000);
+  assert.equal(ws.sockets.length, 3);
+});
+
+test('online while on long polling: WebSocket is probed at once (the network may have changed)', async () => {
+  const ctx = setup({ fallbackAfter: 2, probeInterval: 60_000 });
+  const { client, ws, env } = ctx;
+  await fallBack(ctx);
+  env.fire('online');
+  assert.equal(ws.sockets.length, 3, 'probed at once');
+  ws.last().welcome();
+  assert.deepEqual(client.state, { state: 'connected', transport: 'websocket' });
+});
+
+test('online while between long-poll attempts: the probe runs right after the next welcome', async () => {
+  const ctx = setup({ fallbackAfter: 2, probeInterval: 60_000 });
+  const { client, ws, env, http, clock } = ctx;
+  await fallBack(ctx);
+  env.online = false;
+  http.last('poll').fail();
+  await flush();
+  http.last('poll').fail();
+  await flush();
+  assert.equal(client.state.state, 'offline');
+  env.online = true;
+  env.fire('online');
+  assert.equal(ws.sockets.length, 2, 'the attempt itself stays on long polling');
+  await openLp(http);
+  clock.advance(0);
+  assert.equal(ws.sockets.length, 3, 'probed right after the welcome');
+  ws.last().welcome();
+  assert.deepEqual(client.state, { state: 'connected', transport: 'websocket' });
+});
+
+test('the fallback is remembered for the tab: a reload starts on long polling and probes after probeInterval', async () => {
+  const storage = fakeStorage();
+  const envWith = () => Object.assign(fakeEnv(), { sessionStorage: () => storage });
+  const first = setup({ fallbackAfter: 2, env: envWith() });
+  await fallBack(first);
+  assert.deepEqual([...storage.items], [['tether:fallback:ws://h:8080/ws', '1']]);
+  first.client.disconnect();
+
+  // The same tab reloads: a new client for the same endpoint.
+  const ctx = setup({ fallbackAfter: 2, probeInterval: 60_000, env: envWith() });
+  const { client, ws, http } = ctx;
+  assert.equal(client.state.transport, 'longpoll');
+  client.connect();
+  assert.equal(ws.sockets.length, 0, 'no WebSocket failures paid again');
+  await openLp(http);
+  assert.deepEqual(client.state, { state: 'connected', transport: 'longpoll' });
+  await idleLp(ctx, 55_000);
+  assert.equal(ws.sockets.length, 0, 'WebSocket never worked in this life: no early probe');
+  await idleLp(ctx, 5000);
+  assert.equal(ws.sockets.length, 1, 'probed after probeInterval');
+  ws.last().welcome();
+  assert.deepEqual(client.state, { state: 'connected', transport: 'websocket' });
+  assert.equal(storage.items.size, 0, 'back on WebSocket: forgotten');
+
+  // Another endpoint is not affected.
+  storage.setItem('tether:fallback:ws://h:8080/ws', '1');
+  const other = setup({ env: envWith() }, 'ws://other:8080/ws');
+  assert.equal(other.client.state.transport, 'websocket');
+});
+
+test('a WebSocket welcome clears a remembered fallback (long polling failed, WebSocket tried again)', async () => {
+  const storage = fakeStorage();
+  storage.setItem('tether:fallback:ws://h:8080/ws', '1');
+  const ctx = setup({ fallbackAfter: 2, env: Object.assign(fakeEnv(), { sessionStorage: () => storage }) });
+  const { client, ws, http } = ctx;
+  client.connect();
+  http.last('open').fail();
+  await flush();
+  retry(ctx);
+  http.last('open').fail();
+  await flush();
+  assert.equal(client.state.transport, 'websocket');
+  retry(ctx);
+  ws.last().welcome();
+  assert.equal(storage.items.size, 0);
+});
+
+test('a sessionStorage that throws is ignored: the fallback works, nothing reported', async () => {
+  const denied = () => {
+    throw new Error('SecurityError: access denied');
+  };
+  for (const sessionStorage of [denied, () => ({ getItem: denied, setItem: denied, removeItem: denied })]) {
+    const ctx = setup({ fallbackAfter: 2, env: Object.assign(fakeEnv(), { sessionStorage }) });
+    assert.equal(ctx.client.state.transport, 'websocket');
+    await fallBack(ctx);
+    assert.deepEqual(ctx.errors, []);
+  }
+});

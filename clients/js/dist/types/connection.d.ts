@@ -28,6 +28,12 @@ export declare abstract class Connection {
     private wsFailures;
     private lpFailures;
     private fallback;
+    /** A WebSocket was welcomed in this client's life: a later fallback is more likely an outage. */
+    private wsWorked;
+    /** When the next probe runs: after `probeInterval`, soon (`firstProbeDelay`) or at once. */
+    private nextProbe;
+    /** The sessionStorage key remembering a fallback for this endpoint. */
+    private readonly fallbackKey;
     private forceFallback;
     /** A probe is under way (asking for its token, or its WebSocket open). */
     private probing;
@@ -82,6 +88,8 @@ export declare abstract class Connection {
     private resume;
     private wentOffline;
     private scheduleProbe;
+    /** Probes at once when connected over long polling, else right after the next long-poll welcome. */
+    private probeNow;
     /**
      * While on long polling: ask for a token (the token function is called
      * before every attempt, probes included), open a WebSocket, and switch to
@@ -92,6 +100,8 @@ export declare abstract class Connection {
     private switchTo;
     private cancelProbe;
     private ping;
+    /** Uses sessionStorage when there is one; any exception from it is ignored. */
+    private storage;
     private canWebSocket;
     private canLongPoll;
     private useWebSocket;

@@ -1,6 +1,8 @@
 import { type Env } from './env.js';
 import type { TransportName } from './state.js';
 import type { Clock, FetchLike, WebSocketCtor } from './transport/transport.js';
+/** The default `firstProbeDelay` (ms): the first probe after an outage's fallback. */
+export declare const FIRST_PROBE_DELAY: readonly [number, number];
 export type TokenSource = string | (() => string | Promise<string>);
 export interface TetherOptions {
     /**
@@ -26,6 +28,13 @@ export interface TetherOptions {
     fallbackAfter?: number;
     /** While on long polling, how often to try WebSocket again (ms). Default 60000. */
     probeInterval?: number;
+    /**
+     * A fallback after WebSocket had worked (welcomed) earlier in this client's
+     * life looks like an outage rather than a block: the first probe back then
+     * waits a random time in [min, max] ms instead of `probeInterval`.
+     * Default `FIRST_PROBE_DELAY`, [1000, 3000].
+     */
+    firstProbeDelay?: readonly [number, number];
     /** Every long-poll request is aborted after this (a poll: poll_timeout_ms + this). Default 10000. */
     requestTimeout?: number;
     /** Log state changes (and more) with `console.debug`. */
@@ -50,6 +59,7 @@ export interface Resolved {
     transports: TransportName[];
     fallbackAfter: number;
     probeInterval: number;
+    firstProbeDelay: readonly [number, number];
     requestTimeout: number;
     debug: boolean;
     WebSocket: WebSocketCtor | null;
