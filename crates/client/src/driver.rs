@@ -120,6 +120,9 @@ pub(crate) struct Core {
     /// behind, and its wake-up finds nothing due). Kept apart so the online
     /// loop does not scan every subscription per frame.
     pub(crate) next_retry: Option<tokio::time::Instant>,
+    /// A request was answered (`subscribed`, `ack`) on this connection: it
+    /// proved usable, and the reconnect schedule starts over.
+    pub(crate) answered: bool,
 }
 
 /// Why the online loop returned.
@@ -145,6 +148,7 @@ pub(crate) async fn run(
         pending: VecDeque::new(),
         next_request: 1,
         next_retry: None,
+        answered: false,
     };
     let uri = core.config.uri.to_string();
     let (code, reason) = loop {

@@ -23,6 +23,10 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_websockets::Message;
 use tracing::{debug, warn};
 
+/// How long a welcomed connection must stay up to count as usable when no
+/// request was answered on it (the JS client's `STABLE_AFTER`).
+pub(crate) const STABLE_AFTER: Duration = Duration::from_secs(5);
+
 impl Core {
     pub(crate) async fn online(&mut self, ws: &mut Ws, policy: &mut Policy) -> Exit {
         let limit = self.config.connect_timeout;
@@ -35,14 +39,25 @@ impl Core {
                 })
             }
         };
-        policy.connected();
         self.set_state(State::Connected);
         debug!(uri = %self.config.uri, "connected");
+        // The schedule starts over only once the connection proved usable:
+        // a request answered, or up for STABLE_AFTER. A server that welcomes
+        // and drops at once keeps the client backing off, not reconnecting
+        // in a tight loop (the JS client's rule too).
+        self.answered = false;
+        let stable_at = Instant::now() + STABLE_AFTER;
+        let end = |core: &Core, policy: &mut Policy, ended: Ended| {
+            if core.answered || Instant::now() >= stable_at {
+                policy.connected();
+            }
+            Exit::Ended(ended)
+        };
         // Writes must not outlive the heartbeat: a peer that does not take
         // our bytes is as dead as one that sends none.
         let write_limit = pong_timeout.max(Duration::from_millis(100));
         if let Err(ended) = self.restore(ws, write_limit).await {
-            return Exit::Ended(ended);
+            return end(self, policy, ended);
         }
         let mut last_heard = Instant::now();
         let mut pinged = false;
@@ -88,7 +103,7 @@ impl Core {
                 }
             };
             if let Err(ended) = result {
-                return Exit::Ended(ended);
+                return end(self, policy, ended);
             }
         }
     }
@@ -248,6 +263,12 @@ impl Core {
         message: ServerMessage,
         limit: Duration,
     ) -> Result<(), Ended> {
+        if matches!(
+            message,
+            ServerMessage::Subscribed { .. } | ServerMessage::Ack { .. }
+        ) {
+            self.answered = true;
+        }
         match message {
             ServerMessage::Subscribed {
                 id,
