@@ -730,6 +730,8 @@ var Connection = class {
     this.welcomed = false;
     this.terminal = false;
     this.started = false;
+    /** An attempt was started since connect(): later ones are `reconnecting`, not `connecting`. */
+    this.tried = false;
     this.attempt = 0;
     this.generation = 0;
     this.wsFailures = 0;
@@ -792,6 +794,7 @@ var Connection = class {
     this.started = true;
     this.terminal = false;
     this.attempt = 0;
+    this.tried = false;
     for (const [type, fn] of this.listeners) this.o.env.addEventListener(type, fn);
     this.open();
   }
@@ -804,10 +807,23 @@ var Connection = class {
     this.clear("retryTimer");
     if (!this.started || this.transport) return;
     if (!this.o.env.onLine()) {
-      this.setState({ state: "offline", transport: this.preferred() });
+      this.goOffline();
       return;
     }
-    if (this.current.state !== "reconnecting") this.setState({ state: "connecting", transport: this.preferred() });
+    if (!this.tried) {
+      this.tried = true;
+      this.setState({ state: "connecting", transport: this.preferred() });
+    } else if (this.current.state !== "reconnecting") {
+      const { code, reason } = this.current;
+      this.setState({
+        state: "reconnecting",
+        transport: this.preferred(),
+        attempt: Math.max(1, this.attempt),
+        nextRetryAt: this.o.clock.now(),
+        ...code === void 0 ? {} : { code },
+        ...reason === void 0 ? {} : { reason }
+      });
+    }
     const gen = ++this.generation;
     this.requestToken(
       "tokenTimer",
@@ -1027,8 +1043,19 @@ var Connection = class {
       this.generation++;
       this.clear("tokenTimer");
       this.clear("retryTimer");
-      this.setState({ state: "offline", transport: this.preferred() });
+      this.goOffline();
     }
+  }
+  /** State `offline`, keeping the last ending's code and reason; no event when already offline. */
+  goOffline() {
+    if (this.current.state === "offline") return;
+    const { code, reason } = this.current;
+    this.setState({
+      state: "offline",
+      transport: this.preferred(),
+      ...code === void 0 ? {} : { code },
+      ...reason === void 0 ? {} : { reason }
+    });
   }
   // ---- long polling <-> WebSocket ----
   scheduleProbe() {

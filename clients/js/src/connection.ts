@@ -40,6 +40,8 @@ export abstract class Connection {
   private readonly urls: { ws: string; lp: string };
   private readonly backoff: Backoff;
   private started = false;
+  /** An attempt was started since connect(): later ones are `reconnecting`, not `connecting`. */
+  private tried = false;
   private attempt = 0;
   private generation = 0;
   private wsFailures = 0;
@@ -108,6 +110,7 @@ export abstract class Connection {
     this.started = true;
     this.terminal = false;
     this.attempt = 0;
+    this.tried = false;
     for (const [type, fn] of this.listeners) this.o.env.addEventListener(type, fn);
     this.open();
   }
@@ -134,10 +137,25 @@ export abstract class Connection {
     this.clear('retryTimer');
     if (!this.started || this.transport) return;
     if (!this.o.env.onLine()) {
-      this.setState({ state: 'offline', transport: this.preferred() });
+      this.goOffline();
       return;
     }
-    if (this.current.state !== 'reconnecting') this.setState({ state: 'connecting', transport: this.preferred() });
+    if (!this.tried) {
+      this.tried = true;
+      this.setState({ state: 'connecting', transport: this.preferred() });
+    } else if (this.current.state !== 'reconnecting') {
+      // A retry started early (online again, a due retry on resume): it is
+      // still a reconnection, and it starts now.
+      const { code, reason } = this.current;
+      this.setState({
+        state: 'reconnecting',
+        transport: this.preferred(),
+        attempt: Math.max(1, this.attempt),
+        nextRetryAt: this.o.clock.now(),
+        ...(code === undefined ? {} : { code }),
+        ...(reason === undefined ? {} : { reason }),
+      });
+    }
     const gen = ++this.generation;
     this.requestToken(
       'tokenTimer',
@@ -381,8 +399,20 @@ export abstract class Connection {
       this.generation++; // a token request under way is not followed by an attempt
       this.clear('tokenTimer');
       this.clear('retryTimer');
-      this.setState({ state: 'offline', transport: this.preferred() });
+      this.goOffline();
     }
+  }
+
+  /** State `offline`, keeping the last ending's code and reason; no event when already offline. */
+  private goOffline(): void {
+    if (this.current.state === 'offline') return;
+    const { code, reason } = this.current;
+    this.setState({
+      state: 'offline',
+      transport: this.preferred(),
+      ...(code === undefined ? {} : { code }),
+      ...(reason === undefined ? {} : { reason }),
+    });
   }
 
   // ---- long polling <-> WebSocket ----

@@ -175,3 +175,81 @@ test('a token that arrives while offline starts no attempt; online asks for a ne
   assert.equal(ws.sockets.length, 1);
   assert.equal(ws.last().url, 'ws://h:8080/ws?token=t2');
 });
+
+test('offline after a failure keeps its code and reason; online again is a reconnection, not connecting', () => {
+  const { client, ws, env, clock, states } = setup(wsOnly);
+  client.connect();
+  ws.last().welcome();
+  env.online = false;
+  ws.last().drop();
+  assert.deepEqual(client.state, {
+    state: 'offline',
+    transport: 'websocket',
+    code: 1006,
+    reason: 'connection lost: closed without a close frame',
+  });
+  env.online = true;
+  env.fire('online');
+  assert.equal(ws.sockets.length, 2);
+  assert.deepEqual(client.state, {
+    state: 'reconnecting',
+    transport: 'websocket',
+    attempt: 1,
+    nextRetryAt: clock.now(),
+    code: 1006,
+    reason: 'connection lost: closed without a close frame',
+  });
+  ws.last().welcome();
+  assert.deepEqual(
+    states.map((s) => s.state),
+    ['connecting', 'connected', 'offline', 'reconnecting', 'connected'],
+  );
+});
+
+test('the offline event while waiting to retry: offline keeps the code and reason that ended the connection', () => {
+  const { client, ws, env } = setup({ ...wsOnly, minDelay: 10_000 });
+  client.connect();
+  ws.last().welcome();
+  ws.last().serverClose(1011, 'boom');
+  env.online = false;
+  env.fire('offline');
+  assert.deepEqual(client.state, { state: 'offline', transport: 'websocket', code: 1011, reason: 'closed with 1011: boom' });
+});
+
+test('only the first attempt after connect() is connecting, even when it began offline', () => {
+  const { client, ws, env, states } = setup(wsOnly);
+  env.online = false;
+  client.connect();
+  env.online = true;
+  env.fire('online');
+  assert.equal(client.state.state, 'connecting', 'no attempt was made yet: this is the first');
+  ws.last().drop();
+  env.online = false;
+  env.fire('offline');
+  env.online = true;
+  env.fire('online');
+  assert.equal(client.state.state, 'reconnecting');
+  assert.equal(client.state.attempt, 1);
+  // A new connect() starts over.
+  client.disconnect();
+  client.connect();
+  assert.equal(client.state.state, 'connecting');
+  assert.deepEqual(
+    states.map((s) => s.state),
+    ['offline', 'connecting', 'reconnecting', 'offline', 'reconnecting', 'disconnected', 'connecting'],
+  );
+});
+
+test('already offline: visibilitychange, pageshow, resume and offline emit nothing', () => {
+  const { client, ws, env, states } = setup(wsOnly);
+  client.connect();
+  ws.last().welcome();
+  env.online = false;
+  ws.last().drop();
+  assert.equal(client.state.state, 'offline');
+  const before = states.length;
+  for (const event of ['visibilitychange', 'pageshow', 'resume', 'offline', 'online']) env.fire(event);
+  assert.equal(states.length, before, 'no event without a change');
+  assert.equal(client.state.state, 'offline');
+  assert.equal(ws.sockets.length, 1);
+});

@@ -23,6 +23,8 @@ export declare abstract class Connection {
     private readonly urls;
     private readonly backoff;
     private started;
+    /** An attempt was started since connect(): later ones are `reconnecting`, not `connecting`. */
+    private tried;
     private attempt;
     private generation;
     private wsFailures;
@@ -87,6 +89,8 @@ export declare abstract class Connection {
     private drop;
     private resume;
     private wentOffline;
+    /** State `offline`, keeping the last ending's code and reason; no event when already offline. */
+    private goOffline;
     private scheduleProbe;
     /** Probes at once when connected over long polling, else right after the next long-poll welcome. */
     private probeNow;

@@ -1,19 +1,27 @@
 export type StateName = 'connecting' | 'connected' | 'reconnecting' | 'offline' | 'disconnected';
 export type TransportName = 'websocket' | 'longpoll';
-/** The client's connection state (`client.state`, and the `state` event). */
+/**
+ * The client's connection state (`client.state`, and the `state` event,
+ * emitted on changes only). `connecting` is the first attempt after
+ * `connect()`; every later attempt is `reconnecting`.
+ */
 export interface ConnectionState {
     state: StateName;
     /** The transport in use, or the one the next attempt will use. */
     transport: TransportName;
     /** `reconnecting`: the retry (1-based) that starts at `nextRetryAt`. */
     attempt?: number;
-    /** `reconnecting`: when the retry starts (ms, the injected `now()` clock). */
+    /**
+     * `reconnecting`: when the retry starts (ms, the injected `now()` clock);
+     * for a retry started early (`online`), when it started.
+     */
     nextRetryAt?: number;
     /**
      * `disconnected`: the close code that stopped the client (1000 after
      * `disconnect()`, 1008, 4001, 4002 without a token function, 1006 when
      * `maxAttempts` ran out, or the HTTP status of a refused long-poll
-     * request); `reconnecting`: the code that ended the last connection.
+     * request); `reconnecting`, and `offline` after a failure: the code that
+     * ended the last connection.
      */
     code?: number;
     reason?: string;
