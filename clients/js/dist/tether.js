@@ -746,7 +746,10 @@ var Connection = class {
     this.probing = false;
     this.probeSeq = 0;
     this.probe = null;
+    /** When the oldest unanswered ping was sent (the next pong answers it). */
     this.pingSentAt = null;
+    /** `ping()` calls waiting for the next pong. */
+    this.pingWaiters = /* @__PURE__ */ new Set();
     this.timers = {
       retryTimer: null,
       tokenTimer: null,
@@ -767,7 +770,7 @@ var Connection = class {
       this.log("long polling (remembered for this tab)");
     }
     this.current = { state: "disconnected", transport: this.preferred() };
-    this.liveness = new Liveness(this.o.clock, () => this.ping(), (why) => this.drop(why));
+    this.liveness = new Liveness(this.o.clock, () => this.transport?.send([this.pingMessage()]), (why) => this.drop(why));
     const resume = (why) => () => this.resume(why);
     this.listeners = [
       ["online", resume("online")],
@@ -919,7 +922,7 @@ var Connection = class {
     this.liveness.start(m.ping_interval_ms, m.pong_timeout_ms);
     this.setState({ state: "connected", transport: t.name });
     this.set("stableTimer", STABLE_AFTER, () => this.usable());
-    this.restore(t);
+    t.send([this.pingMessage(), ...this.restore(t)]);
     if (t.name === "longpoll") this.scheduleProbe();
   }
   message(t, m) {
@@ -932,6 +935,8 @@ var Connection = class {
     if (m.type === "pong") {
       if (this.pingSentAt !== null) this.rtt = Math.max(0, this.o.clock.now() - this.pingSentAt);
       this.pingSentAt = null;
+      const rtt = this.rtt;
+      if (rtt !== void 0) this.settlePings((w) => w.resolve(rtt));
     } else if (m.type === "close") {
       this.ended(t, { kind: "closed", code: m.code, reason: m.reason });
     } else {
@@ -998,8 +1003,12 @@ var Connection = class {
     this.setState({ state: "disconnected", transport: this.preferred(), code, reason });
     this.stopped(new TetherError("disconnected", reason, code));
   }
-  /** Ends the current transport (silently) and forgets what was in flight on it. */
-  teardown() {
+  /**
+   * Ends the current transport (silently) and forgets what was in flight on
+   * it; `ping()` calls waiting reject, unless `keepPings` (a switch to another
+   * transport, whose welcome ping answers them).
+   */
+  teardown(keepPings = false) {
     for (const k of ["tokenTimer", "handshakeTimer", "stableTimer", "probeTimer"]) this.clear(k);
     this.cancelProbe();
     this.liveness.stop();
@@ -1007,6 +1016,7 @@ var Connection = class {
     this.transport = null;
     this.welcomed = false;
     this.pingSentAt = null;
+    if (!keepPings) this.settlePings((w) => w.reject(new TetherError("disconnected", "the connection ended before the pong")));
     t?.close(1e3, "client closing");
     this.connectionEnded();
   }
@@ -1114,7 +1124,7 @@ var Connection = class {
     this.probing = false;
     this.log("WebSocket works again: leaving long polling");
     this.fallback = false;
-    this.teardown();
+    this.teardown(true);
     p.handlers = this.bind(p);
     this.transport = p;
     this.welcome(p, m);
@@ -1127,9 +1137,42 @@ var Connection = class {
     p?.close(1e3, "probe done");
   }
   // ---- helpers ----
+  /**
+   * Measures the round-trip time: sends `{"type":"ping"}` (unless one is
+   * already waiting for its pong: pongs carry no id, so concurrent calls share
+   * the next one) and resolves with the RTT in ms, also left in `rtt`. Rejects
+   * with `disconnected` when not connected or when the connection ends first,
+   * and with `timeout` without a pong within `WAKE_CHECK_TIMEOUT` (3 s).
+   */
   ping() {
-    this.pingSentAt = this.o.clock.now();
-    this.transport?.send([{ type: "ping" }]);
+    const t = this.transport;
+    if (!t || !this.welcomed) return Promise.reject(new TetherError("disconnected", "not connected"));
+    return new Promise((resolve2, reject) => {
+      const w = { resolve: resolve2, reject, timer: null };
+      w.timer = this.o.clock.setTimeout(() => {
+        this.pingWaiters.delete(w);
+        reject(new TetherError("timeout", `no pong within ${WAKE_CHECK_TIMEOUT} ms`));
+      }, WAKE_CHECK_TIMEOUT);
+      this.pingWaiters.add(w);
+      if (!this.pingOutstanding()) t.send([this.pingMessage()]);
+    });
+  }
+  /** A ping message; the RTT is measured from the oldest one still unanswered. */
+  pingMessage() {
+    if (!this.pingOutstanding()) this.pingSentAt = this.o.clock.now();
+    return { type: "ping" };
+  }
+  /** A ping waits for its pong; one older than WAKE_CHECK_TIMEOUT counts as lost. */
+  pingOutstanding() {
+    return this.pingSentAt !== null && this.o.clock.now() - this.pingSentAt < WAKE_CHECK_TIMEOUT;
+  }
+  settlePings(settle) {
+    const waiters = [...this.pingWaiters];
+    this.pingWaiters.clear();
+    for (const w of waiters) {
+      this.o.clock.clearTimeout(w.timer);
+      settle(w);
+    }
   }
   /** Uses sessionStorage when there is one; any exception from it is ignored. */
   storage(use) {
@@ -1418,7 +1461,7 @@ var Tether = class extends Connection {
       msgs.push(sub.subscribeMessage(++this.nextId));
     }
     for (const p of this.queue.unsent()) msgs.push(this.publishMessage(p));
-    if (msgs.length > 0) t.send(msgs);
+    return msgs;
   }
   dispatch(t, m) {
     switch (m.type) {

@@ -19,6 +19,17 @@ test('the page connects over WebSocket and shows backend and page publications',
   assert.equal((await badge(page)).text, 'connected');
   assert.equal(await page.locator('#channel').textContent(), channel);
   assert.ok(stack.proxy.upgradesSince(0).some((u) => u.path.startsWith('/ws') && !u.refused), 'the WebSocket went through the proxy');
+  // The RTT is shown at connect (the ping after the welcome), then refreshed every 5 s with ping().
+  await page.locator('#rtt', { hasText: /^\d+ ms$/ }).waitFor({ timeout: 2_000 });
+  await page.evaluate(() => {
+    const c = window.tether;
+    const real = c.ping.bind(c);
+    window.__pings = [];
+    c.ping = () => real().then((ms) => (window.__pings.push(ms), ms));
+  });
+  await page.waitForFunction(() => window.__pings.length >= 1, null, { timeout: 6_000, polling: 50 });
+  const [rtt] = await page.evaluate(() => window.__pings);
+  await page.locator('#rtt', { hasText: new RegExp(`^${Math.round(rtt)} ms$`) }).waitFor({ timeout: 1_000 });
 
   const { offset } = await publish(stack.server, channel, { text: 'from the backend' });
   assert.equal(offset, 2);

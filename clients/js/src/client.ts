@@ -86,7 +86,7 @@ export class Tether extends Connection {
 
   // ---- what a connection restores and receives ----
 
-  protected restore(t: Transport): void {
+  protected restore(t: Transport): ClientMessage[] {
     // Resubscribe with recover (long polling names known positions in its
     // polls instead), then resend unacked publishes with their keys.
     this.queue.expire(this.o.clock.now(), this.o.idempotencyWindow);
@@ -96,7 +96,7 @@ export class Tether extends Connection {
       msgs.push(sub.subscribeMessage(++this.nextId));
     }
     for (const p of this.queue.unsent()) msgs.push(this.publishMessage(p));
-    if (msgs.length > 0) t.send(msgs);
+    return msgs;
   }
 
   protected dispatch(t: Transport, m: ServerMessage): void {

@@ -7,9 +7,9 @@
 import { Backoff } from './backoff.js';
 import type { SessionStorageLike } from './env.js';
 import { classify, type Ended } from './closeCodes.js';
-import { Liveness } from './liveness.js';
+import { Liveness, WAKE_CHECK_TIMEOUT } from './liveness.js';
 import { endpoints, resolve, withToken, type Resolved, type TetherOptions } from './options.js';
-import type { ServerMessage, StreamPosition } from './protocol.js';
+import type { ClientMessage, ServerMessage, StreamPosition } from './protocol.js';
 import { Emitter, TetherError, asError, type ConnectionState, type TetherEvents, type TransportName } from './state.js';
 import { LongPollTransport } from './transport/longpoll.js';
 import type { Transport, TransportHandlers } from './transport/transport.js';
@@ -26,9 +26,17 @@ export const STABLE_AFTER = 5_000;
 const NO_HANDLERS: TransportHandlers = { onOpen() {}, onActivity() {}, onMessage() {}, onEnded() {} };
 type Timer = 'retryTimer' | 'tokenTimer' | 'handshakeTimer' | 'stableTimer' | 'probeTimer' | 'probeDeadline';
 type Welcome = Extract<ServerMessage, { type: 'welcome' }>;
+interface PingWaiter {
+  resolve(rtt: number): void;
+  reject(err: Error): void;
+  timer: unknown;
+}
 
 export abstract class Connection {
-  /** Round-trip time (ms) of the last application ping; undefined until measured. */
+  /**
+   * Round-trip time (ms) of the last application ping (one follows every
+   * welcome, then heartbeat, resume and `ping()` pings); undefined until measured.
+   */
   rtt: number | undefined;
   protected readonly o: Resolved;
   protected readonly emitter = new Emitter<TetherEvents>();
@@ -58,7 +66,10 @@ export abstract class Connection {
   private probing = false;
   private probeSeq = 0;
   private probe: WebSocketTransport | null = null;
+  /** When the oldest unanswered ping was sent (the next pong answers it). */
   private pingSentAt: number | null = null;
+  /** `ping()` calls waiting for the next pong. */
+  private readonly pingWaiters = new Set<PingWaiter>();
   private readonly timers: Record<Timer, unknown> = {
     retryTimer: null, tokenTimer: null, handshakeTimer: null, stableTimer: null, probeTimer: null, probeDeadline: null,
   };
@@ -79,7 +90,7 @@ export abstract class Connection {
       this.log('long polling (remembered for this tab)');
     }
     this.current = { state: 'disconnected', transport: this.preferred() };
-    this.liveness = new Liveness(this.o.clock, () => this.ping(), (why) => this.drop(why));
+    this.liveness = new Liveness(this.o.clock, () => this.transport?.send([this.pingMessage()]), (why) => this.drop(why));
     const resume = (why: string) => () => this.resume(why);
     this.listeners = [
       ['online', resume('online')],
@@ -120,8 +131,8 @@ export abstract class Connection {
     if (this.started || !this.terminal) this.stop(1000, 'disconnected by the client');
   }
 
-  /** A new connection got its welcome: send what it must restore. */
-  protected abstract restore(t: Transport): void;
+  /** A new connection got its welcome: what it must send to restore (subscribes, publishes). */
+  protected abstract restore(t: Transport): ClientMessage[];
   /** A server message other than welcome, pong and close. */
   protected abstract dispatch(t: Transport, m: ServerMessage): void;
   /** The connection ended: requests in flight on it are void. */
@@ -259,7 +270,9 @@ export abstract class Connection {
     this.liveness.start(m.ping_interval_ms, m.pong_timeout_ms);
     this.setState({ state: 'connected', transport: t.name });
     this.set('stableTimer', STABLE_AFTER, () => this.usable());
-    this.restore(t);
+    // A ping first, so that the RTT is known at connect even on a channel too
+    // busy for heartbeat pings; the same send as the restore (one /lp/send).
+    t.send([this.pingMessage(), ...this.restore(t)]);
     if (t.name === 'longpoll') this.scheduleProbe();
   }
 
@@ -273,6 +286,9 @@ export abstract class Connection {
     if (m.type === 'pong') {
       if (this.pingSentAt !== null) this.rtt = Math.max(0, this.o.clock.now() - this.pingSentAt);
       this.pingSentAt = null;
+      // Pongs carry no id: every ping() waiting shares this one.
+      const rtt = this.rtt;
+      if (rtt !== undefined) this.settlePings((w) => w.resolve(rtt));
     } else if (m.type === 'close') {
       this.ended(t, { kind: 'closed', code: m.code, reason: m.reason });
     } else {
@@ -345,8 +361,12 @@ export abstract class Connection {
     this.stopped(new TetherError('disconnected', reason, code));
   }
 
-  /** Ends the current transport (silently) and forgets what was in flight on it. */
-  private teardown(): void {
+  /**
+   * Ends the current transport (silently) and forgets what was in flight on
+   * it; `ping()` calls waiting reject, unless `keepPings` (a switch to another
+   * transport, whose welcome ping answers them).
+   */
+  private teardown(keepPings = false): void {
     for (const k of ['tokenTimer', 'handshakeTimer', 'stableTimer', 'probeTimer'] as const) this.clear(k);
     this.cancelProbe();
     this.liveness.stop();
@@ -354,6 +374,7 @@ export abstract class Connection {
     this.transport = null;
     this.welcomed = false;
     this.pingSentAt = null;
+    if (!keepPings) this.settlePings((w) => w.reject(new TetherError('disconnected', 'the connection ended before the pong')));
     t?.close(1000, 'client closing');
     this.connectionEnded();
   }
@@ -478,7 +499,7 @@ export abstract class Connection {
     this.probing = false;
     this.log('WebSocket works again: leaving long polling');
     this.fallback = false;
-    this.teardown(); // the poll in flight is aborted; its positions are recovered over the WebSocket
+    this.teardown(true); // the poll in flight is aborted; its positions are recovered over the WebSocket
     p.handlers = this.bind(p);
     this.transport = p;
     this.welcome(p, m);
@@ -494,9 +515,45 @@ export abstract class Connection {
 
   // ---- helpers ----
 
-  private ping(): void {
-    this.pingSentAt = this.o.clock.now();
-    this.transport?.send([{ type: 'ping' }]);
+  /**
+   * Measures the round-trip time: sends `{"type":"ping"}` (unless one is
+   * already waiting for its pong: pongs carry no id, so concurrent calls share
+   * the next one) and resolves with the RTT in ms, also left in `rtt`. Rejects
+   * with `disconnected` when not connected or when the connection ends first,
+   * and with `timeout` without a pong within `WAKE_CHECK_TIMEOUT` (3 s).
+   */
+  ping(): Promise<number> {
+    const t = this.transport;
+    if (!t || !this.welcomed) return Promise.reject(new TetherError('disconnected', 'not connected'));
+    return new Promise<number>((resolve, reject) => {
+      const w: PingWaiter = { resolve, reject, timer: null };
+      w.timer = this.o.clock.setTimeout(() => {
+        this.pingWaiters.delete(w);
+        reject(new TetherError('timeout', `no pong within ${WAKE_CHECK_TIMEOUT} ms`));
+      }, WAKE_CHECK_TIMEOUT);
+      this.pingWaiters.add(w);
+      if (!this.pingOutstanding()) t.send([this.pingMessage()]);
+    });
+  }
+
+  /** A ping message; the RTT is measured from the oldest one still unanswered. */
+  private pingMessage(): ClientMessage {
+    if (!this.pingOutstanding()) this.pingSentAt = this.o.clock.now();
+    return { type: 'ping' };
+  }
+
+  /** A ping waits for its pong; one older than WAKE_CHECK_TIMEOUT counts as lost. */
+  private pingOutstanding(): boolean {
+    return this.pingSentAt !== null && this.o.clock.now() - this.pingSentAt < WAKE_CHECK_TIMEOUT;
+  }
+
+  private settlePings(settle: (w: PingWaiter) => void): void {
+    const waiters = [...this.pingWaiters];
+    this.pingWaiters.clear();
+    for (const w of waiters) {
+      this.o.clock.clearTimeout(w.timer);
+      settle(w);
+    }
   }
 
   /** Uses sessionStorage when there is one; any exception from it is ignored. */

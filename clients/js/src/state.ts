@@ -34,7 +34,8 @@ export interface ConnectionState {
 /**
  * Every error the client reports. `code` is one of `queue_full`,
  * `disconnected`, `idempotency_window_expired`, `already_subscribed`,
- * `token`, or a server error code (`forbidden`, `bad_request`, ...).
+ * `token`, `timeout` (`ping()`), or a server error code (`forbidden`,
+ * `bad_request`, ...).
  */
 export class TetherError extends Error {
   /** The close code, for `code: 'disconnected'`. */

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { STABLE_AFTER, flush, setup, vectors } from './helpers.mjs';
+import { LP_WELCOME, STABLE_AFTER, WAKE_CHECK_TIMEOUT, flush, setup, vectors } from './helpers.mjs';
 
 const wsOnly = { transports: ['websocket'] };
 
@@ -219,17 +219,21 @@ test('heartbeat: ping after ping_interval of silence, dead after ping_interval +
   client.connect();
   const s = ws.last();
   s.welcome(1000, 500);
+  assert.equal(s.sentOf('ping').length, 1, 'the ping after the welcome');
+  clock.advance(10);
+  s.receive({ type: 'pong' });
+  assert.equal(client.rtt, 10);
   clock.advance(900);
   s.receive({ type: 'message', channel: 'x', offset: 1, data: null }); // anything resets it
   clock.advance(999);
-  assert.equal(s.sentOf('ping').length, 0);
-  clock.advance(1);
   assert.equal(s.sentOf('ping').length, 1);
+  clock.advance(1);
+  assert.equal(s.sentOf('ping').length, 2);
   clock.advance(40);
   s.receive({ type: 'pong' });
   assert.equal(client.rtt, 40);
   clock.advance(1000);
-  assert.equal(s.sentOf('ping').length, 2);
+  assert.equal(s.sentOf('ping').length, 3);
   clock.advance(499);
   assert.equal(client.state.state, 'connected');
   clock.advance(1);
@@ -412,4 +416,106 @@ test('the token deadline is cleared by disconnect() and while offline', async ()
   await flush();
   assert.equal(client.state.state, 'offline');
   assert.deepEqual(errors, []);
+});
+
+test('a ping follows every welcome, before the resubscribes: the RTT is known at connect', () => {
+  const { client, ws, clock } = setup(wsOnly);
+  client.subscribe('news');
+  client.connect();
+  ws.last().welcome();
+  assert.deepEqual(
+    ws.last().sent.map((m) => m.type),
+    ['ping', 'subscribe'],
+  );
+  clock.advance(7);
+  ws.last().receive({ type: 'pong' });
+  assert.equal(client.rtt, 7);
+  ws.last().drop();
+  clock.advance(client.state.nextRetryAt - clock.now());
+  ws.last().welcome();
+  assert.equal(ws.last().sent[0].type, 'ping', 'and after a reconnect');
+  clock.advance(3);
+  ws.last().receive({ type: 'pong' });
+  assert.equal(client.rtt, 3);
+});
+
+test('long polling: the ping after the welcome goes in the same /lp/send as the restore', async () => {
+  const { client, http, clock } = setup({ WebSocket: null });
+  client.subscribe('news');
+  client.publish('chat', 1);
+  client.connect();
+  http.last('open').respond(200, LP_WELCOME);
+  await flush();
+  assert.equal(http.open('send').length, 1);
+  assert.deepEqual(
+    http.last('send').json.map((m) => m.type),
+    ['ping', 'subscribe', 'publish'],
+  );
+  clock.advance(20);
+  http.last('send').respond(200, [{ type: 'pong' }]);
+  await flush();
+  assert.equal(client.rtt, 20);
+});
+
+test('ping() resolves with the RTT; concurrent calls share the next pong', async () => {
+  const { client, ws, clock } = setup(wsOnly);
+  client.connect();
+  const s = ws.last();
+  s.welcome();
+  s.receive({ type: 'pong' });
+  const p1 = client.ping();
+  assert.equal(s.sentOf('ping').length, 2, 'a ping sent');
+  clock.advance(5);
+  const p2 = client.ping();
+  assert.equal(s.sentOf('ping').length, 2, 'pongs carry no id: the second call waits for the same pong');
+  clock.advance(7);
+  s.receive({ type: 'pong' });
+  assert.deepEqual(await Promise.all([p1, p2]), [12, 12]);
+  assert.equal(client.rtt, 12);
+  assert.deepEqual(clock.pending().filter((ms) => ms <= WAKE_CHECK_TIMEOUT), [], 'no timer left behind');
+});
+
+test('ping() rejects when not connected, without a pong within WAKE_CHECK_TIMEOUT, and when the connection ends', async () => {
+  const { client, ws, clock } = setup(wsOnly);
+  await assert.rejects(client.ping(), { code: 'disconnected' });
+  client.connect();
+  await assert.rejects(client.ping(), { code: 'disconnected' }, 'connecting is not connected');
+  const s = ws.last();
+  s.welcome();
+  s.receive({ type: 'pong' });
+  const late = client.ping();
+  clock.advance(WAKE_CHECK_TIMEOUT - 1);
+  let settled = false;
+  late.then(() => (settled = true), () => (settled = true));
+  await flush();
+  assert.equal(settled, false);
+  clock.advance(1);
+  await assert.rejects(late, { code: 'timeout', message: 'no pong within 3000 ms' });
+  assert.equal(client.state.state, 'connected', 'a slow pong does not drop the connection');
+  // That pong counts as lost: the next call sends a new ping.
+  const before = s.sentOf('ping').length;
+  const again = client.ping();
+  assert.equal(s.sentOf('ping').length, before + 1);
+  s.drop();
+  await assert.rejects(again, { code: 'disconnected' });
+});
+
+test('ping() waiting across the switch from long polling to WebSocket is answered by the new welcome ping', async () => {
+  const { client, ws, http, clock } = setup({ fallbackAfter: 1, probeInterval: 1000 });
+  client.connect();
+  ws.last().drop();
+  clock.advance(client.state.nextRetryAt - clock.now());
+  http.last('open').respond(200, LP_WELCOME);
+  await flush();
+  http.last('send').respond(200, [{ type: 'pong' }]);
+  await flush();
+  const p = client.ping(); // its /lp/send is aborted by the switch
+  clock.advance(1000);
+  const probe = ws.last();
+  probe.welcome();
+  assert.equal(client.state.transport, 'websocket');
+  assert.equal(probe.sentOf('ping').length, 1);
+  clock.advance(4);
+  probe.receive({ type: 'pong' });
+  assert.equal(await p, 4);
 });

@@ -6,12 +6,21 @@ import { FIRST_PROBE_DELAY, LP_WELCOME, MAX_SEND_BATCH, fakeEnv, fakeStorage, fl
 const lpOnly = { WebSocket: null };
 const retry = ({ client, clock }) => clock.advance(client.state.nextRetryAt - clock.now());
 
-/** Opens a long-poll session: answers /lp/open with the welcome. */
+/**
+ * Opens a long-poll session: answers /lp/open with the welcome, and the ping
+ * that follows it with a pong when it is sent alone (nothing to restore).
+ */
 async function openLp(http, welcome = LP_WELCOME) {
   const open = http.last('open');
   assert.ok(open, 'an /lp/open request');
   open.respond(200, welcome);
   await flush();
+  const send = http.last('send');
+  assert.equal(send?.json[0]?.type, 'ping', 'a ping follows the welcome');
+  if (send.json.length === 1) {
+    send.respond(200, [{ type: 'pong' }]);
+    await flush();
+  }
 }
 
 /** Lets `ms` pass with a live long-poll server: polls answered `[]` every 20 s, pings answered. */
@@ -237,11 +246,13 @@ test(`a send body holds at most ${MAX_SEND_BATCH} messages`, async () => {
   await openLp(http);
   const first = http.last('send');
   assert.equal(first.json.length, MAX_SEND_BATCH);
-  first.respond(200, first.json.map((m, i) => ({ type: 'ack', id: m.id, offset: i + 1 })));
+  assert.equal(first.json[0].type, 'ping', 'the ping after the welcome, then 63 publishes');
+  const pubs = first.json.slice(1);
+  first.respond(200, [{ type: 'pong' }, ...pubs.map((m, i) => ({ type: 'ack', id: m.id, offset: i + 1 }))]);
   await flush();
   const second = http.last('send');
-  assert.equal(second.json.length, 6);
-  second.respond(200, second.json.map((m, i) => ({ type: 'ack', id: m.id, offset: 65 + i })));
+  assert.equal(second.json.length, 7);
+  second.respond(200, second.json.map((m, i) => ({ type: 'ack', id: m.id, offset: 64 + i })));
   const offsets = (await Promise.all(all)).map((r) => r.offset);
   assert.deepEqual(offsets, Array.from({ length: 70 }, (_, i) => i + 1));
 });

@@ -379,6 +379,8 @@ test('a retryable refusal over long polling is retried through /lp/send', async 
   client.connect();
   http.last('open').respond(200, LP_WELCOME);
   await flush();
+  http.last('send').respond(200, [{ type: 'pong' }]); // the ping after the welcome
+  await flush();
   client.subscribe('news', log.handlers);
   await flush();
   const send = http.last('send');

@@ -1,6 +1,6 @@
 import { Connection } from './connection.js';
 import type { TetherOptions } from './options.js';
-import { type ServerMessage, type StreamPosition } from './protocol.js';
+import { type ClientMessage, type ServerMessage, type StreamPosition } from './protocol.js';
 import { type PublishResult } from './publishQueue.js';
 import { TetherError } from './state.js';
 import { Subscription, type SubscriptionHandlers } from './subscription.js';
@@ -31,7 +31,7 @@ export declare class Tether extends Connection {
      * error code, `idempotency_window_expired` or `disconnected`.
      */
     publish(channel: string, data: unknown): Promise<PublishResult>;
-    protected restore(t: Transport): void;
+    protected restore(t: Transport): ClientMessage[];
     protected dispatch(t: Transport, m: ServerMessage): void;
     protected connectionEnded(): void;
     protected stopped(err: TetherError): void;

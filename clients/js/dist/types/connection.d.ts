@@ -1,6 +1,6 @@
 import { Liveness } from './liveness.js';
 import { type Resolved, type TetherOptions } from './options.js';
-import type { ServerMessage, StreamPosition } from './protocol.js';
+import type { ClientMessage, ServerMessage, StreamPosition } from './protocol.js';
 import { Emitter, TetherError, type ConnectionState, type TetherEvents } from './state.js';
 import type { Transport } from './transport/transport.js';
 /**
@@ -11,7 +11,10 @@ import type { Transport } from './transport/transport.js';
  */
 export declare const STABLE_AFTER = 5000;
 export declare abstract class Connection {
-    /** Round-trip time (ms) of the last application ping; undefined until measured. */
+    /**
+     * Round-trip time (ms) of the last application ping (one follows every
+     * welcome, then heartbeat, resume and `ping()` pings); undefined until measured.
+     */
     rtt: number | undefined;
     protected readonly o: Resolved;
     protected readonly emitter: Emitter<TetherEvents>;
@@ -41,7 +44,10 @@ export declare abstract class Connection {
     private probing;
     private probeSeq;
     private probe;
+    /** When the oldest unanswered ping was sent (the next pong answers it). */
     private pingSentAt;
+    /** `ping()` calls waiting for the next pong. */
+    private readonly pingWaiters;
     private readonly timers;
     private readonly listeners;
     constructor(url: string, options?: TetherOptions);
@@ -53,8 +59,8 @@ export declare abstract class Connection {
     connect(): void;
     /** Closes the connection (1000) and stays disconnected; pending publishes reject. */
     disconnect(): void;
-    /** A new connection got its welcome: send what it must restore. */
-    protected abstract restore(t: Transport): void;
+    /** A new connection got its welcome: what it must send to restore (subscribes, publishes). */
+    protected abstract restore(t: Transport): ClientMessage[];
     /** A server message other than welcome, pong and close. */
     protected abstract dispatch(t: Transport, m: ServerMessage): void;
     /** The connection ended: requests in flight on it are void. */
@@ -81,7 +87,11 @@ export declare abstract class Connection {
     private ended;
     /** Stops for good (until `connect()`). */
     private stop;
-    /** Ends the current transport (silently) and forgets what was in flight on it. */
+    /**
+     * Ends the current transport (silently) and forgets what was in flight on
+     * it; `ping()` calls waiting reject, unless `keepPings` (a switch to another
+     * transport, whose welcome ping answers them).
+     */
     private teardown;
     protected usable(): void;
     /** A publication skipped offsets: the WebSocket reconnects and recovers; long polling re-reads. */
@@ -103,7 +113,19 @@ export declare abstract class Connection {
     private openProbe;
     private switchTo;
     private cancelProbe;
-    private ping;
+    /**
+     * Measures the round-trip time: sends `{"type":"ping"}` (unless one is
+     * already waiting for its pong: pongs carry no id, so concurrent calls share
+     * the next one) and resolves with the RTT in ms, also left in `rtt`. Rejects
+     * with `disconnected` when not connected or when the connection ends first,
+     * and with `timeout` without a pong within `WAKE_CHECK_TIMEOUT` (3 s).
+     */
+    ping(): Promise<number>;
+    /** A ping message; the RTT is measured from the oldest one still unanswered. */
+    private pingMessage;
+    /** A ping waits for its pong; one older than WAKE_CHECK_TIMEOUT counts as lost. */
+    private pingOutstanding;
+    private settlePings;
     /** Uses sessionStorage when there is one; any exception from it is ignored. */
     private storage;
     private canWebSocket;

@@ -29,7 +29,8 @@ export interface ConnectionState {
 /**
  * Every error the client reports. `code` is one of `queue_full`,
  * `disconnected`, `idempotency_window_expired`, `already_subscribed`,
- * `token`, or a server error code (`forbidden`, `bad_request`, ...).
+ * `token`, `timeout` (`ping()`), or a server error code (`forbidden`,
+ * `bad_request`, ...).
  */
 export declare class TetherError extends Error {
     readonly code: string;
