@@ -1043,6 +1043,7 @@ var Connection = class {
       }
       return;
     }
+    if (this.timers.tokenTimer !== null) return;
     const due = this.current.nextRetryAt ?? 0;
     if (this.current.state === "offline" || why === "online" || this.o.clock.now() >= due) this.open();
   }

@@ -409,6 +409,7 @@ export abstract class Connection {
       }
       return;
     }
+    if (this.timers.tokenTimer !== null) return; // an attempt is under way, waiting for its token
     const due = this.current.nextRetryAt ?? 0;
     if (this.current.state === 'offline' || why === 'online' || this.o.clock.now() >= due) this.open();
   }

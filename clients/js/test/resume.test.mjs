@@ -256,3 +256,18 @@ test('already offline: visibilitychange, pageshow, resume and offline emit nothi
   assert.equal(client.state.state, 'offline');
   assert.equal(ws.sockets.length, 1);
 });
+
+test('a resume while an attempt waits for its token neither asks again nor changes the state', async () => {
+  const calls = [];
+  const { client, ws, env, states } = setup({ ...wsOnly, token: () => new Promise((resolve) => calls.push(resolve)) });
+  client.connect();
+  await flush();
+  for (const event of ['visibilitychange', 'pageshow', 'resume', 'online']) env.fire(event);
+  await flush();
+  assert.equal(calls.length, 1, 'one token request');
+  assert.deepEqual(states.map((s) => s.state), ['connecting']);
+  calls[0]('t1');
+  await flush();
+  assert.equal(ws.sockets.length, 1);
+  assert.equal(ws.last().url, 'ws://h:8080/ws?token=t1');
+});
