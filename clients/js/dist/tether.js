@@ -921,6 +921,7 @@ var Connection = class {
     }
     this.liveness.start(m.ping_interval_ms, m.pong_timeout_ms);
     this.setState({ state: "connected", transport: t.name });
+    if (this.transport !== t) return;
     this.set("stableTimer", STABLE_AFTER, () => this.usable());
     t.send([this.pingMessage(), ...this.restore(t)]);
     if (t.name === "longpoll") this.scheduleProbe();

@@ -269,6 +269,7 @@ export abstract class Connection {
     }
     this.liveness.start(m.ping_interval_ms, m.pong_timeout_ms);
     this.setState({ state: 'connected', transport: t.name });
+    if (this.transport !== t) return; // a state listener called disconnect()
     this.set('stableTimer', STABLE_AFTER, () => this.usable());
     // A ping first, so that the RTT is known at connect even on a channel too
     // busy for heartbeat pings; the same send as the restore (one /lp/send).

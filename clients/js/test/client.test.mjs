@@ -519,3 +519,17 @@ test('ping() waiting across the switch from long polling to WebSocket is answere
   probe.receive({ type: 'pong' });
   assert.equal(await p, 4);
 });
+
+test('disconnect() from the connected listener: nothing is sent and no timer is left', async () => {
+  const { client, ws, http, clock } = setup({ fallbackAfter: 1 });
+  client.subscribe('news');
+  client.on('state', (s) => s.state === 'connected' && client.disconnect());
+  client.connect();
+  ws.last().drop();
+  clock.advance(client.state.nextRetryAt - clock.now());
+  http.last('open').respond(200, LP_WELCOME);
+  await flush();
+  assert.equal(client.state.state, 'disconnected');
+  assert.equal(http.requests.filter((r) => r.route === 'send').length, 0);
+  assert.deepEqual(clock.pending(), []);
+});
