@@ -4,10 +4,12 @@
 // the feed's li[data-offset] entries.
 //
 // The server embeds the page and clients/js/dist/tether.js when it is built,
-// so a binary built before the last client change serves an older client.
-// The page and the client are therefore given to the browser from this
-// working tree (everything else — /ws, /lp/, the API — is the real server's);
-// E2E_EMBEDDED=1 uses the binary's own copies instead.
+// and the tests load them from it, as a user's browser does. A binary built
+// before the last client change would serve an older client: the first page
+// opened checks that the server's copies equal this working tree's and fails
+// with what to do otherwise. While working on the client, E2E_WORKTREE=1
+// gives the browser the working tree's copies instead (everything else —
+// /ws, /lp/, the API — stays the real server's).
 
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -16,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 /** Give the browser the working tree's page and client (see above). */
-const LOCAL_FILES = !process.env.E2E_EMBEDDED;
+const LOCAL_FILES = Boolean(process.env.E2E_WORKTREE);
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '../../../..');
 /** Path on the server → [file in this working tree, content type]. */
@@ -60,6 +62,23 @@ export async function launch() {
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+let checkedEmbedded = false;
+
+/** Fails unless the server at `base` serves this working tree's page and client. */
+async function sameAsWorkingTree(base) {
+  if (checkedEmbedded) return;
+  for (const [route, [file]] of Object.entries(LOCAL)) {
+    const served = await (await fetch(new URL(route, base))).text();
+    if (served !== readFileSync(file, 'utf8')) {
+      throw new Error(
+        `the tether binary serves a ${route} older than ${path.relative(repo, file)}: ` +
+          'run `cargo build -p tether` (or set E2E_WORKTREE=1 to load the working tree\'s copies)',
+      );
+    }
+  }
+  checkedEmbedded = true;
 }
 
 /** A unique channel name per test, so that offsets start at 1. */
@@ -107,6 +126,7 @@ export async function openDemo(context, base, params = {}) {
       },
     });
   });
+  if (!LOCAL_FILES) await sameAsWorkingTree(base);
   if (LOCAL_FILES && !page.localFiles) {
     page.localFiles = true;
     await page.route(
