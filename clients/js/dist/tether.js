@@ -93,6 +93,8 @@ function classify(ended) {
 // src/liveness.ts
 var WAKE_CHECK_TIMEOUT = 3e3;
 var LATE_TIMER = 1e3;
+var WATCH_EVERY = 2e3;
+var SLEPT = 5e3;
 var MAX_HEARTBEAT = 36e5;
 function clampHeartbeat(ms) {
   return Math.min(MAX_HEARTBEAT, Math.max(1, ms));
@@ -109,6 +111,8 @@ var Liveness = class {
     this.dueAt = 0;
     this.pinged = false;
     this.checkTimer = null;
+    this.watchTimer = null;
+    this.watchDue = 0;
     this.running = false;
   }
   start(pingInterval, pongTimeout) {
@@ -116,6 +120,7 @@ var Liveness = class {
     this.pongTimeout = clampHeartbeat(pongTimeout);
     this.running = true;
     this.heard();
+    this.watch();
   }
   stop() {
     this.running = false;
@@ -155,9 +160,19 @@ var Liveness = class {
     this.timer = this.clock.setTimeout(() => this.fire(), ms);
   }
   clear() {
-    if (this.timer !== null) this.clock.clearTimeout(this.timer);
-    if (this.checkTimer !== null) this.clock.clearTimeout(this.checkTimer);
-    this.timer = this.checkTimer = null;
+    for (const t of [this.timer, this.checkTimer, this.watchTimer]) if (t !== null) this.clock.clearTimeout(t);
+    this.timer = this.checkTimer = this.watchTimer = null;
+  }
+  watch() {
+    if (this.watchTimer !== null) this.clock.clearTimeout(this.watchTimer);
+    this.watchDue = this.clock.now() + WATCH_EVERY;
+    this.watchTimer = this.clock.setTimeout(() => {
+      this.watchTimer = null;
+      if (!this.running) return;
+      const late = this.clock.now() - this.watchDue;
+      if (late > SLEPT) this.check(`the wall clock jumped ${Math.round(late / 1e3)} s: woke from sleep?`);
+      this.watch();
+    }, WATCH_EVERY);
   }
   fire() {
     this.timer = null;
@@ -1576,6 +1591,7 @@ export {
   Tether,
   TetherError,
   WAKE_CHECK_TIMEOUT,
+  WATCH_EVERY,
   classify,
   decode,
   decodeValue,

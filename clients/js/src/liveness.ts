@@ -5,7 +5,9 @@
 // wall clock is checked too: a timer that fires late past the deadline, a
 // send, or a resume (visible, pageshow, resume, online) with the wall clock
 // past the deadline makes the connection suspect: it is pinged with a short
-// deadline instead of being trusted.
+// deadline instead of being trusted. A watch every WATCH_EVERY compares the
+// wall clock with the timers' clock, so a wake is noticed within 2 s even
+// where timers stop during a sleep and fire "on time" long after the wake.
 
 import type { Clock } from './transport/transport.js';
 
@@ -13,6 +15,16 @@ import type { Clock } from './transport/transport.js';
 export const WAKE_CHECK_TIMEOUT = 3_000;
 /** A timer that fires this much after it was due means the clock jumped. */
 const LATE_TIMER = 1_000;
+/**
+ * While connected, the wall clock is compared with the timers' clock this
+ * often. Where timers stop during a sleep (Linux's monotonic clock does not
+ * count a suspend), a heartbeat timer fires long after the wake — up to
+ * ping_interval — on time by its own clock; this watch notices the wall
+ * clock's jump within WATCH_EVERY of the wake and checks at once.
+ */
+export const WATCH_EVERY = 2_000;
+/** A watch tick this much late: the page slept, was frozen, or is throttled. */
+const SLEPT = 5_000;
 /** Heartbeat timings from a welcome are clamped to 1 ms ..= 1 hour. */
 const MAX_HEARTBEAT = 3_600_000;
 
@@ -28,6 +40,8 @@ export class Liveness {
   private dueAt = 0;
   private pinged = false;
   private checkTimer: unknown = null;
+  private watchTimer: unknown = null;
+  private watchDue = 0;
   private running = false;
 
   constructor(
@@ -41,6 +55,7 @@ export class Liveness {
     this.pongTimeout = clampHeartbeat(pongTimeout);
     this.running = true;
     this.heard();
+    this.watch();
   }
 
   stop(): void {
@@ -87,9 +102,20 @@ export class Liveness {
   }
 
   private clear(): void {
-    if (this.timer !== null) this.clock.clearTimeout(this.timer);
-    if (this.checkTimer !== null) this.clock.clearTimeout(this.checkTimer);
-    this.timer = this.checkTimer = null;
+    for (const t of [this.timer, this.checkTimer, this.watchTimer]) if (t !== null) this.clock.clearTimeout(t);
+    this.timer = this.checkTimer = this.watchTimer = null;
+  }
+
+  private watch(): void {
+    if (this.watchTimer !== null) this.clock.clearTimeout(this.watchTimer);
+    this.watchDue = this.clock.now() + WATCH_EVERY;
+    this.watchTimer = this.clock.setTimeout(() => {
+      this.watchTimer = null;
+      if (!this.running) return;
+      const late = this.clock.now() - this.watchDue;
+      if (late > SLEPT) this.check(`the wall clock jumped ${Math.round(late / 1000)} s: woke from sleep?`);
+      this.watch();
+    }, WATCH_EVERY);
   }
 
   private fire(): void {

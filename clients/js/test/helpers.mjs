@@ -46,6 +46,15 @@ export class FakeClock {
   jump(ms) {
     this.t += ms;
   }
+  /**
+   * The machine sleeps for `ms`: the wall clock moves on, the timers stop
+   * (Linux's monotonic clock does not count a suspend) and fire afterwards
+   * as late as they had left to run, "on time" by their own clock.
+   */
+  sleep(ms) {
+    this.t += ms;
+    for (const tm of this.timers.values()) tm.at += ms;
+  }
   /** Runs the timers that are due now (after a jump: they fire late). */
   runDue() {
     this.advance(0);

@@ -1,7 +1,7 @@
 // Offline/online, visibility, pageshow and wall-clock jumps (sleep/wake).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { WAKE_CHECK_TIMEOUT, flush, setup } from './helpers.mjs';
+import { WAKE_CHECK_TIMEOUT, WATCH_EVERY, flush, setup } from './helpers.mjs';
 
 const wsOnly = { transports: ['websocket'] };
 
@@ -132,8 +132,45 @@ test('wall-clock check before a send: past the deadline, the connection is suspe
     ['ping', 'ping', 'publish'],
   );
   s.receive({ type: 'pong' });
+  clock.runDue(); // the overdue timers fire late: the watch sees the jump and checks again
+  s.receive({ type: 'pong' });
   clock.advance(WAKE_CHECK_TIMEOUT);
   assert.equal(client.state.state, 'connected');
+});
+
+test('a sleep whose timers stopped with it: the watch notices the wake within WATCH_EVERY and checks at once', () => {
+  const { client, ws, clock, states } = setup(wsOnly);
+  client.connect();
+  const s = ws.last();
+  s.welcome(25_000, 10_000);
+  s.receive({ type: 'pong' });
+  clock.advance(10_000);
+  const pings = s.sentOf('ping').length;
+  // An hour asleep; the heartbeat timer still has ~15 s to run by its own
+  // clock, and would only then notice the jump.
+  clock.sleep(3_600_000);
+  const wokeAt = clock.now();
+  clock.advance(WATCH_EVERY);
+  assert.equal(s.sentOf('ping').length, pings + 1, 'a ping within WATCH_EVERY of the wake');
+  clock.advance(WAKE_CHECK_TIMEOUT);
+  assert.ok(s.closed, 'dead: no answer to the check');
+  const dropped = states.find((st) => st.state === 'reconnecting');
+  assert.match(dropped.reason, /no answer to a ping within 3000 ms \(the wall clock jumped 3600 s/);
+  assert.ok(clock.now() - wokeAt <= WATCH_EVERY + WAKE_CHECK_TIMEOUT, 'far below ping_interval');
+});
+
+test('the same sleep with the connection alive: the check is answered and the connection kept', () => {
+  const { client, ws, clock } = setup(wsOnly);
+  client.connect();
+  const s = ws.last();
+  s.welcome(25_000, 10_000);
+  s.receive({ type: 'pong' });
+  clock.sleep(600_000);
+  clock.advance(WATCH_EVERY);
+  s.receive({ type: 'pong' });
+  clock.advance(WAKE_CHECK_TIMEOUT + WATCH_EVERY);
+  assert.equal(client.state.state, 'connected');
+  assert.equal(s.closed, null);
 });
 
 test('listeners are removed on disconnect', () => {

@@ -12,6 +12,6 @@ export { CLOSE_CODES, PERMANENT_STATUSES, reconnectFor, classify } from './close
 export type { Reconnect, Ended } from './closeCodes.js';
 export { encode, decode, decodeValue, DecodeError, RETRYABLE_ERRORS, isRetryable } from './protocol.js';
 export type { ClientMessage, ServerMessage, StreamPosition, Publication } from './protocol.js';
-export { WAKE_CHECK_TIMEOUT } from './liveness.js';
+export { WAKE_CHECK_TIMEOUT, WATCH_EVERY } from './liveness.js';
 export { MAX_SEND_BATCH } from './transport/longpoll.js';
 export type { WebSocketLike, WebSocketCtor, FetchLike, ResponseLike } from './transport/transport.js';
