@@ -89,6 +89,7 @@ export function channelName(prefix) {
 /**
  * Opens the demo page at `base` with query `params` and records, in order,
  * every state the client reports (`page.states`: {state, transport, at}).
+ * With `params.channel`, returns once the feed's subscription is answered.
  * Page errors fail loudly.
  */
 export async function openDemo(context, base, params = {}) {
@@ -141,6 +142,15 @@ export async function openDemo(context, base, params = {}) {
   await page.goto(`${base}/?${q}`);
   page.states = states;
   page.errors = errors;
+  // The feed's first subscribe has no position to recover from: what is
+  // published before the server answered it is not the page's. Tests
+  // publish after this.
+  if (params.channel) {
+    await page.waitForFunction((c) => window.tether?.getSubscription(c)?.position != null, params.channel, {
+      timeout: WAIT,
+      polling: 20,
+    });
+  }
   return page;
 }
 
