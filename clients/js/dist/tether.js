@@ -193,6 +193,103 @@ var Liveness = class {
   }
 };
 
+// src/state.ts
+var TetherError = class extends Error {
+  constructor(code, message, closeCode) {
+    super(message);
+    this.code = code;
+    this.name = "TetherError";
+    if (closeCode !== void 0) this.closeCode = closeCode;
+  }
+};
+var Emitter = class {
+  constructor() {
+    this.listeners = /* @__PURE__ */ new Map();
+  }
+  on(type, fn) {
+    let set = this.listeners.get(type);
+    if (!set) this.listeners.set(type, set = /* @__PURE__ */ new Set());
+    set.add(fn);
+    return () => this.off(type, fn);
+  }
+  off(type, fn) {
+    this.listeners.get(type)?.delete(fn);
+  }
+  /** Calls every listener; one that throws does not stop the others. */
+  emit(type, value) {
+    const set = this.listeners.get(type);
+    if (!set) return;
+    for (const fn of [...set]) {
+      try {
+        fn(value);
+      } catch (e) {
+        if (type !== "error") this.emit("error", asError(e));
+      }
+    }
+  }
+};
+function asError(e) {
+  return e instanceof Error ? e : new Error(String(e));
+}
+
+// src/rtt.ts
+var RttMeter = class {
+  constructor(clock) {
+    this.clock = clock;
+    /** When the oldest unanswered ping was sent. */
+    this.sentAt = null;
+    this.waiters = /* @__PURE__ */ new Set();
+  }
+  /** A ping to send; the RTT is measured from the oldest one still unanswered. */
+  message() {
+    if (!this.outstanding()) this.sentAt = this.clock.now();
+    return { type: "ping" };
+  }
+  /** A pong arrived: measures, and answers every waiting `measure()`. */
+  pong() {
+    if (this.sentAt !== null) this.last = Math.max(0, this.clock.now() - this.sentAt);
+    this.sentAt = null;
+    const rtt = this.last;
+    if (rtt !== void 0) this.settle((w) => w.resolve(rtt));
+  }
+  /**
+   * The RTT of the next pong; `send` sends a ping unless one already waits
+   * for its pong. Rejects with `timeout` without a pong within
+   * WAKE_CHECK_TIMEOUT.
+   */
+  measure(send) {
+    return new Promise((resolve2, reject) => {
+      const w = { resolve: resolve2, reject, timer: null };
+      w.timer = this.clock.setTimeout(() => {
+        this.waiters.delete(w);
+        reject(new TetherError("timeout", `no pong within ${WAKE_CHECK_TIMEOUT} ms`));
+      }, WAKE_CHECK_TIMEOUT);
+      this.waiters.add(w);
+      if (!this.outstanding()) send(this.message());
+    });
+  }
+  /**
+   * The connection ended: its pings are lost. Waiting calls reject, unless
+   * `keepWaiters` (a switch to another transport, whose welcome ping answers
+   * them).
+   */
+  reset(keepWaiters) {
+    this.sentAt = null;
+    if (!keepWaiters) this.settle((w) => w.reject(new TetherError("disconnected", "the connection ended before the pong")));
+  }
+  outstanding() {
+    return this.sentAt !== null && this.clock.now() - this.sentAt < WAKE_CHECK_TIMEOUT;
+  }
+  settle(fn) {
+    const waiters = [...this.waiters];
+    this.waiters.clear();
+    for (const w of waiters) {
+      this.clock.clearTimeout(w.timer);
+      fn(w);
+    }
+  }
+};
+
 // src/env.ts
 function target(v) {
   return v && typeof v.addEventListener === "function" ? v : void 0;
@@ -258,45 +355,6 @@ function endpoints(url) {
 function withToken(url, token) {
   if (!token) return url;
   return `${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}`;
-}
-
-// src/state.ts
-var TetherError = class extends Error {
-  constructor(code, message, closeCode) {
-    super(message);
-    this.code = code;
-    this.name = "TetherError";
-    if (closeCode !== void 0) this.closeCode = closeCode;
-  }
-};
-var Emitter = class {
-  constructor() {
-    this.listeners = /* @__PURE__ */ new Map();
-  }
-  on(type, fn) {
-    let set = this.listeners.get(type);
-    if (!set) this.listeners.set(type, set = /* @__PURE__ */ new Set());
-    set.add(fn);
-    return () => this.off(type, fn);
-  }
-  off(type, fn) {
-    this.listeners.get(type)?.delete(fn);
-  }
-  /** Calls every listener; one that throws does not stop the others. */
-  emit(type, value) {
-    const set = this.listeners.get(type);
-    if (!set) return;
-    for (const fn of [...set]) {
-      try {
-        fn(value);
-      } catch (e) {
-        if (type !== "error") this.emit("error", asError(e));
-      }
-    }
-  }
-};
-function asError(e) {
-  return e instanceof Error ? e : new Error(String(e));
 }
 
 // src/protocol.ts
@@ -761,10 +819,6 @@ var Connection = class {
     this.probing = false;
     this.probeSeq = 0;
     this.probe = null;
-    /** When the oldest unanswered ping was sent (the next pong answers it). */
-    this.pingSentAt = null;
-    /** `ping()` calls waiting for the next pong. */
-    this.pingWaiters = /* @__PURE__ */ new Set();
     this.timers = {
       retryTimer: null,
       tokenTimer: null,
@@ -785,7 +839,8 @@ var Connection = class {
       this.log("long polling (remembered for this tab)");
     }
     this.current = { state: "disconnected", transport: this.preferred() };
-    this.liveness = new Liveness(this.o.clock, () => this.transport?.send([this.pingMessage()]), (why) => this.drop(why));
+    this.meter = new RttMeter(this.o.clock);
+    this.liveness = new Liveness(this.o.clock, () => this.transport?.send([this.meter.message()]), (why) => this.drop(why));
     const resume = (why) => () => this.resume(why);
     this.listeners = [
       ["online", resume("online")],
@@ -795,6 +850,13 @@ var Connection = class {
       ["resume", resume("resume")],
       ["visibilitychange", () => this.o.env.visible?.() !== false && this.resume("visibilitychange")]
     ];
+  }
+  /**
+   * Round-trip time (ms) of the last application ping (one follows every
+   * welcome, then heartbeat, resume and `ping()` pings); undefined until measured.
+   */
+  get rtt() {
+    return this.meter.last;
   }
   /** The connection state (a copy). */
   get state() {
@@ -938,7 +1000,7 @@ var Connection = class {
     this.setState({ state: "connected", transport: t.name });
     if (this.transport !== t) return;
     this.set("stableTimer", STABLE_AFTER, () => this.usable());
-    t.send([this.pingMessage(), ...this.restore(t)]);
+    t.send([this.meter.message(), ...this.restore(t)]);
     if (t.name === "longpoll") this.scheduleProbe();
   }
   message(t, m) {
@@ -949,10 +1011,7 @@ var Connection = class {
     }
     this.liveness.heard();
     if (m.type === "pong") {
-      if (this.pingSentAt !== null) this.rtt = Math.max(0, this.o.clock.now() - this.pingSentAt);
-      this.pingSentAt = null;
-      const rtt = this.rtt;
-      if (rtt !== void 0) this.settlePings((w) => w.resolve(rtt));
+      this.meter.pong();
     } else if (m.type === "close") {
       this.ended(t, { kind: "closed", code: m.code, reason: m.reason });
     } else {
@@ -1031,8 +1090,7 @@ var Connection = class {
     const t = this.transport;
     this.transport = null;
     this.welcomed = false;
-    this.pingSentAt = null;
-    if (!keepPings) this.settlePings((w) => w.reject(new TetherError("disconnected", "the connection ended before the pong")));
+    this.meter.reset(keepPings);
     t?.close(1e3, "client closing");
     this.connectionEnded();
   }
@@ -1164,32 +1222,7 @@ var Connection = class {
   ping() {
     const t = this.transport;
     if (!t || !this.welcomed) return Promise.reject(new TetherError("disconnected", "not connected"));
-    return new Promise((resolve2, reject) => {
-      const w = { resolve: resolve2, reject, timer: null };
-      w.timer = this.o.clock.setTimeout(() => {
-        this.pingWaiters.delete(w);
-        reject(new TetherError("timeout", `no pong within ${WAKE_CHECK_TIMEOUT} ms`));
-      }, WAKE_CHECK_TIMEOUT);
-      this.pingWaiters.add(w);
-      if (!this.pingOutstanding()) t.send([this.pingMessage()]);
-    });
-  }
-  /** A ping message; the RTT is measured from the oldest one still unanswered. */
-  pingMessage() {
-    if (!this.pingOutstanding()) this.pingSentAt = this.o.clock.now();
-    return { type: "ping" };
-  }
-  /** A ping waits for its pong; one older than WAKE_CHECK_TIMEOUT counts as lost. */
-  pingOutstanding() {
-    return this.pingSentAt !== null && this.o.clock.now() - this.pingSentAt < WAKE_CHECK_TIMEOUT;
-  }
-  settlePings(settle) {
-    const waiters = [...this.pingWaiters];
-    this.pingWaiters.clear();
-    for (const w of waiters) {
-      this.o.clock.clearTimeout(w.timer);
-      settle(w);
-    }
+    return this.meter.measure((m) => t.send([m]));
   }
   /** Uses sessionStorage when there is one; any exception from it is ignored. */
   storage(use) {

@@ -7,7 +7,8 @@
 import { Backoff } from './backoff.js';
 import type { SessionStorageLike } from './env.js';
 import { classify, type Ended } from './closeCodes.js';
-import { Liveness, WAKE_CHECK_TIMEOUT } from './liveness.js';
+import { RttMeter } from './rtt.js';
+import { Liveness } from './liveness.js';
 import { endpoints, resolve, withToken, type Resolved, type TetherOptions } from './options.js';
 import type { ClientMessage, ServerMessage, StreamPosition } from './protocol.js';
 import { Emitter, TetherError, asError, type ConnectionState, type TetherEvents, type TransportName } from './state.js';
@@ -26,18 +27,15 @@ export const STABLE_AFTER = 5_000;
 const NO_HANDLERS: TransportHandlers = { onOpen() {}, onActivity() {}, onMessage() {}, onEnded() {} };
 type Timer = 'retryTimer' | 'tokenTimer' | 'handshakeTimer' | 'stableTimer' | 'probeTimer' | 'probeDeadline';
 type Welcome = Extract<ServerMessage, { type: 'welcome' }>;
-interface PingWaiter {
-  resolve(rtt: number): void;
-  reject(err: Error): void;
-  timer: unknown;
-}
 
 export abstract class Connection {
   /**
    * Round-trip time (ms) of the last application ping (one follows every
    * welcome, then heartbeat, resume and `ping()` pings); undefined until measured.
    */
-  rtt: number | undefined;
+  get rtt(): number | undefined {
+    return this.meter.last;
+  }
   protected readonly o: Resolved;
   protected readonly emitter = new Emitter<TetherEvents>();
   protected transport: Transport | null = null;
@@ -66,10 +64,7 @@ export abstract class Connection {
   private probing = false;
   private probeSeq = 0;
   private probe: WebSocketTransport | null = null;
-  /** When the oldest unanswered ping was sent (the next pong answers it). */
-  private pingSentAt: number | null = null;
-  /** `ping()` calls waiting for the next pong. */
-  private readonly pingWaiters = new Set<PingWaiter>();
+  private readonly meter: RttMeter;
   private readonly timers: Record<Timer, unknown> = {
     retryTimer: null, tokenTimer: null, handshakeTimer: null, stableTimer: null, probeTimer: null, probeDeadline: null,
   };
@@ -90,7 +85,8 @@ export abstract class Connection {
       this.log('long polling (remembered for this tab)');
     }
     this.current = { state: 'disconnected', transport: this.preferred() };
-    this.liveness = new Liveness(this.o.clock, () => this.transport?.send([this.pingMessage()]), (why) => this.drop(why));
+    this.meter = new RttMeter(this.o.clock);
+    this.liveness = new Liveness(this.o.clock, () => this.transport?.send([this.meter.message()]), (why) => this.drop(why));
     const resume = (why: string) => () => this.resume(why);
     this.listeners = [
       ['online', resume('online')],
@@ -273,7 +269,7 @@ export abstract class Connection {
     this.set('stableTimer', STABLE_AFTER, () => this.usable());
     // A ping first, so that the RTT is known at connect even on a channel too
     // busy for heartbeat pings; the same send as the restore (one /lp/send).
-    t.send([this.pingMessage(), ...this.restore(t)]);
+    t.send([this.meter.message(), ...this.restore(t)]);
     if (t.name === 'longpoll') this.scheduleProbe();
   }
 
@@ -285,11 +281,7 @@ export abstract class Connection {
     }
     this.liveness.heard();
     if (m.type === 'pong') {
-      if (this.pingSentAt !== null) this.rtt = Math.max(0, this.o.clock.now() - this.pingSentAt);
-      this.pingSentAt = null;
-      // Pongs carry no id: every ping() waiting shares this one.
-      const rtt = this.rtt;
-      if (rtt !== undefined) this.settlePings((w) => w.resolve(rtt));
+      this.meter.pong();
     } else if (m.type === 'close') {
       this.ended(t, { kind: 'closed', code: m.code, reason: m.reason });
     } else {
@@ -374,8 +366,7 @@ export abstract class Connection {
     const t = this.transport;
     this.transport = null;
     this.welcomed = false;
-    this.pingSentAt = null;
-    if (!keepPings) this.settlePings((w) => w.reject(new TetherError('disconnected', 'the connection ended before the pong')));
+    this.meter.reset(keepPings);
     t?.close(1000, 'client closing');
     this.connectionEnded();
   }
@@ -527,35 +518,7 @@ export abstract class Connection {
   ping(): Promise<number> {
     const t = this.transport;
     if (!t || !this.welcomed) return Promise.reject(new TetherError('disconnected', 'not connected'));
-    return new Promise<number>((resolve, reject) => {
-      const w: PingWaiter = { resolve, reject, timer: null };
-      w.timer = this.o.clock.setTimeout(() => {
-        this.pingWaiters.delete(w);
-        reject(new TetherError('timeout', `no pong within ${WAKE_CHECK_TIMEOUT} ms`));
-      }, WAKE_CHECK_TIMEOUT);
-      this.pingWaiters.add(w);
-      if (!this.pingOutstanding()) t.send([this.pingMessage()]);
-    });
-  }
-
-  /** A ping message; the RTT is measured from the oldest one still unanswered. */
-  private pingMessage(): ClientMessage {
-    if (!this.pingOutstanding()) this.pingSentAt = this.o.clock.now();
-    return { type: 'ping' };
-  }
-
-  /** A ping waits for its pong; one older than WAKE_CHECK_TIMEOUT counts as lost. */
-  private pingOutstanding(): boolean {
-    return this.pingSentAt !== null && this.o.clock.now() - this.pingSentAt < WAKE_CHECK_TIMEOUT;
-  }
-
-  private settlePings(settle: (w: PingWaiter) => void): void {
-    const waiters = [...this.pingWaiters];
-    this.pingWaiters.clear();
-    for (const w of waiters) {
-      this.o.clock.clearTimeout(w.timer);
-      settle(w);
-    }
+    return this.meter.measure((m) => t.send([m]));
   }
 
   /** Uses sessionStorage when there is one; any exception from it is ignored. */

@@ -15,7 +15,7 @@ export declare abstract class Connection {
      * Round-trip time (ms) of the last application ping (one follows every
      * welcome, then heartbeat, resume and `ping()` pings); undefined until measured.
      */
-    rtt: number | undefined;
+    get rtt(): number | undefined;
     protected readonly o: Resolved;
     protected readonly emitter: Emitter<TetherEvents>;
     protected transport: Transport | null;
@@ -44,10 +44,7 @@ export declare abstract class Connection {
     private probing;
     private probeSeq;
     private probe;
-    /** When the oldest unanswered ping was sent (the next pong answers it). */
-    private pingSentAt;
-    /** `ping()` calls waiting for the next pong. */
-    private readonly pingWaiters;
+    private readonly meter;
     private readonly timers;
     private readonly listeners;
     constructor(url: string, options?: TetherOptions);
@@ -121,11 +118,6 @@ export declare abstract class Connection {
      * and with `timeout` without a pong within `WAKE_CHECK_TIMEOUT` (3 s).
      */
     ping(): Promise<number>;
-    /** A ping message; the RTT is measured from the oldest one still unanswered. */
-    private pingMessage;
-    /** A ping waits for its pong; one older than WAKE_CHECK_TIMEOUT counts as lost. */
-    private pingOutstanding;
-    private settlePings;
     /** Uses sessionStorage when there is one; any exception from it is ignored. */
     private storage;
     private canWebSocket;
