@@ -126,6 +126,21 @@ async fn an_idempotent_retry_on_another_node_is_a_duplicate() {
         ws.recv().await,
         json!({"type": "ack", "id": 1, "offset": 1})
     );
+    // A long-polling publish without a key, its POST retried on the other
+    // node (the first answer was lost): applied once, the server's key
+    // (client and request id) is in Redis.
+    let (lp, _) = Lp::open(a.addr()).await;
+    let send = json!([{"type": "publish", "id": 4, "channel": "orders", "data": {"id": 9}}]);
+    let first = lp.send(send.clone()).await;
+    let again = Lp::with_client(b.addr(), &lp.client).send(send).await;
+    assert_eq!(first[0]["type"], "ack", "{first:?}");
+    assert_eq!(again, first, "the same ack, from the other node");
+    let next = publish(&a, "orders", json!({"id": 10})).await;
+    assert_eq!(
+        next["offset"].as_u64(),
+        first[0]["offset"].as_u64().map(|o| o + 1),
+        "the retry stored nothing"
+    );
 }
 
 #[tokio::test]
