@@ -311,17 +311,23 @@ test('an acked publish proves the connection usable: the backoff starts over', (
   assert.equal(client.state.nextRetryAt - clock.now(), 250, 'the first backoff step again');
 });
 
-test('a token that arrives after disconnect() and a new connect() is ignored', async () => {
+/** A client whose token function never answers by itself, connected, disconnected and connected again. */
+async function reconnectedWaitingForTokens() {
   const calls = [];
-  const { client, ws, errors } = setup({
+  const ctx = setup({
     ...wsOnly,
     token: () => new Promise((resolve, reject) => calls.push({ resolve, reject })),
   });
-  client.connect();
+  ctx.client.connect();
   await flush();
-  client.disconnect();
-  client.connect();
+  ctx.client.disconnect();
+  ctx.client.connect();
   await flush();
+  return { ...ctx, calls };
+}
+
+test('a token that arrives after disconnect() and a new connect() is ignored', async () => {
+  const { ws, errors, calls } = await reconnectedWaitingForTokens();
   assert.equal(calls.length, 2);
   calls[0].resolve('stale');
   await flush();
@@ -334,16 +340,7 @@ test('a token that arrives after disconnect() and a new connect() is ignored', a
 });
 
 test('a token function failing after disconnect() and a new connect() is ignored', async () => {
-  const calls = [];
-  const { client, ws, errors } = setup({
-    ...wsOnly,
-    token: () => new Promise((resolve, reject) => calls.push({ resolve, reject })),
-  });
-  client.connect();
-  await flush();
-  client.disconnect();
-  client.connect();
-  await flush();
+  const { client, ws, errors, calls } = await reconnectedWaitingForTokens();
   calls[0].reject(new Error('old failure'));
   await flush();
   assert.deepEqual(errors, [], 'no error reported for the old attempt');
