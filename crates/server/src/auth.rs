@@ -163,6 +163,29 @@ impl Verifier {
                 Err(AuthError::Missing)
             };
         };
+        let claims = self.claims(token, true)?;
+        let now = SystemTime::now();
+        let expires_at = claims.exp.map(|exp| expiry(exp, now));
+        if expires_at.is_some_and(|at| at <= now) {
+            return Err(AuthError::Expired);
+        }
+        Ok(Grant {
+            user: claims.sub,
+            expires_at,
+            subscribe: claims.subscribe,
+            publish: Some(claims.publish.unwrap_or_default()),
+        })
+    }
+
+    /// The subject of a token that verifies but has expired (whose session
+    /// an expired token may end: its own, nobody else's).
+    pub fn expired_subject(&self, token: &str) -> Option<String> {
+        self.claims(token, false).ok()?.sub
+    }
+
+    /// A token's claims, once its signature verifies with our key for its
+    /// algorithm (and, with `check_exp`, it has not expired).
+    fn claims(&self, token: &str, check_exp: bool) -> Result<Claims, AuthError> {
         // A JWT is base64url segments and dots. Saying so up front gives a
         // `?token=` that percent-decoded to non-UTF-8 (now U+FFFD) or to any
         // other non-ASCII text one clear reason.
@@ -183,7 +206,7 @@ impl Verifier {
         .ok_or_else(|| AuthError::WrongAlgorithm(format!("{:?}", header.alg), self.accepted()))?;
         let mut validation = Validation::new(header.alg);
         validation.required_spec_claims.clear();
-        validation.validate_exp = true;
+        validation.validate_exp = check_exp;
         validation.leeway = 0;
         validation.validate_aud = false;
         let data = decode::<Claims>(token, key, &validation).map_err(|e| match e.kind() {
@@ -194,18 +217,7 @@ impl Verifier {
             }
             _ => AuthError::Malformed(e.to_string()),
         })?;
-        let claims = data.claims;
-        let now = SystemTime::now();
-        let expires_at = claims.exp.map(|exp| expiry(exp, now));
-        if expires_at.is_some_and(|at| at <= now) {
-            return Err(AuthError::Expired);
-        }
-        Ok(Grant {
-            user: claims.sub,
-            expires_at,
-            subscribe: claims.subscribe,
-            publish: Some(claims.publish.unwrap_or_default()),
-        })
+        Ok(data.claims)
     }
 }
 

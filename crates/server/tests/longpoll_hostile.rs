@@ -162,11 +162,16 @@ async fn a_message_over_max_message_bytes_ends_the_session_with_1009() {
 const SECRET: &str = "lp-hostile-secret";
 
 fn bearer(sub: &str) -> String {
-    let exp = SystemTime::now()
+    bearer_for(sub, 600)
+}
+
+/// A token of `sub` expiring `secs` from now (in the past when negative).
+fn bearer_for(sub: &str, secs: i64) -> String {
+    let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
-        .as_secs()
-        + 600;
+        .as_secs() as i64;
+    let exp = now + secs;
     let token = encode(
         &Header::new(Algorithm::HS256),
         &json!({"sub": sub, "exp": exp, "publish": ["mine"]}),
@@ -219,6 +224,33 @@ async fn a_session_belongs_to_the_token_subject_that_opened_it() {
         .await
         .json();
     assert_eq!(stats["subscribers"]["mine"], 1, "{stats}");
+    // Bob's expired token on alice's id: bob is told 4002, alice's session
+    // lives on; alice's own expired token ends it.
+    let bob_expired = Lp {
+        headers: vec![("Authorization".into(), bearer_for("bob", -5))],
+        ..alice.clone()
+    };
+    let answer = bob_expired.poll(json!({})).await;
+    assert_eq!(
+        (&answer[0]["type"], &answer[0]["code"]),
+        (&json!("close"), &json!(4002))
+    );
+    assert_eq!(
+        http::metric(addr, "tether_longpoll_sessions", &[]).await,
+        1.0
+    );
+    let answer = alice.send(json!([{"type": "ping"}])).await;
+    assert_eq!(answer, vec![json!({"type": "pong"})]);
+    let alice_expired = Lp {
+        headers: vec![("Authorization".into(), bearer_for("alice", -5))],
+        ..alice.clone()
+    };
+    let answer = alice_expired.poll(json!({})).await;
+    assert_eq!(answer[0]["code"], 4002);
+    assert_eq!(
+        http::metric(addr, "tether_longpoll_sessions", &[]).await,
+        0.0
+    );
 }
 
 #[tokio::test]

@@ -199,6 +199,9 @@ pub(crate) struct Gated {
     /// The token was valid but expired: a live long-polling session ends
     /// with 4002 rather than a plain 401.
     pub token_expired: bool,
+    /// The expired token's subject: it ends a long-polling session only
+    /// when that session is this subject's.
+    pub expired_user: Option<String>,
 }
 
 /// The gate every client request passes before it may hold a session (a
@@ -208,6 +211,7 @@ pub(crate) fn gate(node: &Node, headers: &HeaderMap, token: Option<&str>) -> Res
     let refused = |refusal| Gated {
         refusal,
         token_expired: false,
+        expired_user: None,
     };
     if node.is_draining() {
         return Err(refused(draining_refusal()));
@@ -215,9 +219,15 @@ pub(crate) fn gate(node: &Node, headers: &HeaderMap, token: Option<&str>) -> Res
     origin_allowed(&node.config.auth.allowed_origins, headers).map_err(refused)?;
     match &node.verifier {
         None => Ok(Grant::anonymous()),
-        Some(verifier) => verifier.verify(token).map_err(|e| Gated {
-            token_expired: matches!(e, auth::AuthError::Expired),
-            refusal: Refusal::Unauthorized(e.to_string()),
+        Some(verifier) => verifier.verify(token).map_err(|e| {
+            let token_expired = matches!(e, auth::AuthError::Expired);
+            Gated {
+                token_expired,
+                expired_user: token
+                    .filter(|_| token_expired)
+                    .and_then(|t| verifier.expired_subject(t)),
+                refusal: Refusal::Unauthorized(e.to_string()),
+            }
         }),
     }
 }

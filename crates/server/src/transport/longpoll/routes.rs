@@ -180,7 +180,14 @@ async fn session_for(
         // token); other refusals are plain HTTP answers.
         Err(g) if g.token_expired => {
             let c = Closing::token_expired();
-            node.longpoll.remove(node, &client, c.clone());
+            // Only the session's own subject ends it: another user's expired
+            // token on a learned client id ends nothing.
+            if let Some(session) = node.longpoll.enter(&client) {
+                let owner = session.state.lock().await.engine.grant.user.clone();
+                if owner == g.expired_user {
+                    node.longpoll.remove(node, &client, c.clone());
+                }
+            }
             return Err(json_array(node, &[ending_frame(node, &c)]));
         }
         Err(g) => return Err(refuse(node, peer.addr, req.uri.path(), g.refusal)),
