@@ -135,6 +135,24 @@ fn absurd_rates_are_refused() {
 }
 
 #[test]
+fn zero_timeouts_are_refused() {
+    for key in ["long-poll-timeout", "handshake-timeout", "write-timeout"] {
+        let err = load(None, no_env, &flags(&[(key, "0s")]))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("--{key}")) && err.contains("must be above 0"),
+            "{err}"
+        );
+        assert!(
+            load(None, no_env, &flags(&[(key, "1ms")])).is_ok(),
+            "--{key} 1ms"
+        );
+    }
+}
+
+#[test]
 fn absurd_durations_are_refused() {
     for key in ["ping-interval", "history-ttl", "write-timeout"] {
         let err = load(None, no_env, &flags(&[(key, "9223372036854775807")]))

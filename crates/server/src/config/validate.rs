@@ -79,6 +79,30 @@ impl Config {
                 ));
             }
         }
+        // A zero timeout is never meant: a long poll of 0 answers at once
+        // and its client polls again at once; a handshake or write timeout
+        // of 0 cuts every connection. (The heartbeat has its floors above.)
+        for (name, flag, d) in [
+            (
+                "heartbeat.long_poll_timeout",
+                "--long-poll-timeout",
+                self.heartbeat.long_poll_timeout,
+            ),
+            (
+                "limits.handshake_timeout",
+                "--handshake-timeout",
+                self.limits.handshake_timeout,
+            ),
+            (
+                "limits.write_timeout",
+                "--write-timeout",
+                self.limits.write_timeout,
+            ),
+        ] {
+            if d.is_zero() {
+                return bad(format!("{name} ({flag}) must be above 0, e.g. 1s"));
+            }
+        }
         // A publication must fit in its channel's history, and a channel's
         // history in the node's: otherwise history silently holds nothing.
         let largest = self.limits.max_message_bytes + 1024;
