@@ -359,3 +359,41 @@ async fn bad_input_gets_400_or_413_and_never_hurts_the_server() {
         200
     );
 }
+
+#[tokio::test]
+async fn an_accepted_poll_starts_the_strikes_over() {
+    // One token a second, none stored beyond one (a poll waits 300 ms).
+    let server = TestServer::start(&flags(&[
+        ("messages-per-second", "1"),
+        ("messages-burst", "1"),
+    ]))
+    .await;
+    let (lp, _) = Lp::open(server.addr).await;
+    let over_rate_polls = |n| {
+        let lp = lp.clone();
+        async move {
+            for _ in 0..n {
+                let answer = lp.poll(json!({})).await;
+                assert_eq!(answer[0]["code"], "rate_limited", "{answer:?}");
+            }
+        }
+    };
+    assert!(lp.poll(json!({})).await.is_empty(), "the burst's token");
+    over_rate_polls(9).await;
+    // The bucket's rate (not a synchronisation): a token is there again.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    assert!(
+        lp.poll(json!({})).await.is_empty(),
+        "accepted: strikes start over"
+    );
+    over_rate_polls(9).await;
+    // 18 refusals, never 10 in a row: the session lives.
+    assert_eq!(
+        http::metric(server.addr, "tether_longpoll_sessions", &[]).await,
+        1.0
+    );
+    assert_eq!(
+        http::metric(server.addr, "tether_closes_total", &[("code", "4005")]).await,
+        0.0
+    );
+}

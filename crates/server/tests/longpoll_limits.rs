@@ -262,6 +262,11 @@ async fn origins_outside_the_allow_list_are_refused() {
         Some("https://app.example.com")
     );
     assert!(res.header("Vary").is_some_and(|v| v.contains("Origin")));
+    // Scripts on that origin may read Retry-After (the client's backoff floor).
+    assert_eq!(
+        res.header("Access-Control-Expose-Headers"),
+        Some("Retry-After")
+    );
     // The same client from a page on another origin.
     let hijacked = Lp {
         headers: vec![("Origin".into(), "https://evil.example.com".into())],

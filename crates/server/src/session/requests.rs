@@ -49,7 +49,12 @@ impl Session {
     /// like a message flood.
     pub fn take_token(&mut self, out: &mut Out) -> Result<(), Closing> {
         match self.bucket.take(Instant::now().into_std()) {
-            Ok(()) => Ok(()),
+            // Accepted: the strikes counted "in a row" start over, as after
+            // an accepted message.
+            Ok(()) => {
+                self.strikes = 0;
+                Ok(())
+            }
             Err(retry) => {
                 self.node.metrics.refusal("message_rate");
                 self.strike(out, None, ErrorCode::RateLimited, too_many(retry))

@@ -67,6 +67,12 @@ fn finish(node: &Node, req_headers: &HeaderMap, mut res: Response) -> Response {
         {
             h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
             h.insert(header::VARY, HeaderValue::from_static("Origin"));
+            // Not a header scripts may read cross-origin unless exposed; the
+            // client's backoff honours it.
+            h.insert(
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static("Retry-After"),
+            );
         }
     }
     res
@@ -227,10 +233,13 @@ async fn body_of(
 ) -> Result<Bytes, Response> {
     let Some(_receiving) = node.admission.receive_body(peer.addr.ip()) else {
         node.metrics.refusal("bodies_in_flight");
-        return Err(bad_request(
+        let mut res = bad_request(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many request bodies from your address are still arriving; retry in 1 s",
-        ));
+        );
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return Err(res);
     };
     axum::body::to_bytes(body, limit)
         .await
