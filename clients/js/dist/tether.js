@@ -465,7 +465,8 @@ function decodeValue(v) {
         type,
         ...id === void 0 ? {} : { id },
         code: str(v, "code"),
-        message: typeof v.message === "string" ? v.message : ""
+        message: typeof v.message === "string" ? v.message : "",
+        ...typeof v.channel === "string" ? { channel: v.channel } : {}
       };
     }
     case "pong":
@@ -1537,9 +1538,10 @@ var Tether = class extends Connection {
         const err = new TetherError(m.code, m.message);
         const p = m.id === void 0 ? void 0 : this.queue.take(m.id);
         if (p) return p.reject(err);
-        const sub = m.id === void 0 ? void 0 : [...this.subs.values()].find((s) => s.request?.id === m.id);
+        const sub = m.id === void 0 ? m.channel === void 0 ? void 0 : this.subs.get(m.channel) : [...this.subs.values()].find((s) => s.request?.id === m.id);
         if (sub && isRetryable(m.code)) {
           this.retryLater(t, sub, err);
+          t.positionsChanged();
         } else if (sub) {
           this.subs.delete(sub.channel);
           sub.refused(err);
@@ -1605,9 +1607,10 @@ var Tether = class extends Connection {
     if (sub.request || sub.position && !waiting) this.send([{ type: "unsubscribe", id: ++this.nextId, channel: sub.channel }]);
     t.positionsChanged();
   }
+  /** Held positions; a channel whose retry waits is left out (the server refused to hold it). */
   positions() {
     const out = [];
-    for (const s of this.subs.values()) if (s.position) out.push([s.channel, { ...s.position }]);
+    for (const s of this.subs.values()) if (s.position && s.retryTimer === null) out.push([s.channel, { ...s.position }]);
     return Object.fromEntries(out);
   }
 };

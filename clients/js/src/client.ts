@@ -2,7 +2,9 @@
 // publishes resent with their idempotency keys over the connection that
 // connection.ts keeps up. Same semantics as the Rust client (docs/client.md),
 // plus: a subscribe refused with a retryable code is asked again on the same
-// connection after a backoff (`retryLater`).
+// connection after a backoff (`retryLater`); on long polling, an id-less
+// error naming a held channel (the poll named it, the server could not hold
+// it) is such a refusal too.
 
 import { Backoff } from './backoff.js';
 import { Connection } from './connection.js';
@@ -123,9 +125,16 @@ export class Tether extends Connection {
         const err = new TetherError(m.code, m.message);
         const p = m.id === undefined ? undefined : this.queue.take(m.id);
         if (p) return p.reject(err);
-        const sub = m.id === undefined ? undefined : [...this.subs.values()].find((s) => s.request?.id === m.id);
+        // An id-less error naming a channel (long polling: the poll named it,
+        // the session could not hold it) refuses that channel's subscription
+        // as a refused subscribe would: naming it again at once would loop.
+        const sub =
+          m.id === undefined
+            ? m.channel === undefined ? undefined : this.subs.get(m.channel)
+            : [...this.subs.values()].find((s) => s.request?.id === m.id);
         if (sub && isRetryable(m.code)) {
           this.retryLater(t, sub, err);
+          t.positionsChanged(); // not named in polls while its retry waits
         } else if (sub) {
           this.subs.delete(sub.channel);
           sub.refused(err);
@@ -202,9 +211,10 @@ export class Tether extends Connection {
     t.positionsChanged();
   }
 
+  /** Held positions; a channel whose retry waits is left out (the server refused to hold it). */
   protected positions(): Record<string, StreamPosition> {
     const out: Array<[string, StreamPosition]> = [];
-    for (const s of this.subs.values()) if (s.position) out.push([s.channel, { ...s.position }]);
+    for (const s of this.subs.values()) if (s.position && s.retryTimer === null) out.push([s.channel, { ...s.position }]);
     return Object.fromEntries(out);
   }
 }

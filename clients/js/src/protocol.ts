@@ -43,7 +43,11 @@ export type ServerMessage =
   | { type: 'unsubscribed'; id: number; channel: string }
   | { type: 'message'; channel: string; offset: number; data: unknown }
   | { type: 'ack'; id: number; offset: number }
-  | { type: 'error'; id?: number; code: string; message: string }
+  /**
+   * `channel`: on long polling, an id-less error for a channel the poll named
+   * but the session could not hold (docs/longpoll.md).
+   */
+  | { type: 'error'; id?: number; code: string; message: string; channel?: string }
   | { type: 'pong' }
   | { type: 'close'; code: number; reason: string };
 
@@ -184,6 +188,7 @@ export function decodeValue(v: unknown): ServerMessage | null {
         ...(id === undefined ? {} : { id }),
         code: str(v, 'code'),
         message: typeof v.message === 'string' ? v.message : '',
+        ...(typeof v.channel === 'string' ? { channel: v.channel } : {}),
       };
     }
     case 'pong':

@@ -46,5 +46,6 @@ export declare class Tether extends Connection {
     private retryLater;
     private cancelRetry;
     private removeSubscription;
+    /** Held positions; a channel whose retry waits is left out (the server refused to hold it). */
     protected positions(): Record<string, StreamPosition>;
 }

@@ -55,11 +55,17 @@ export type ServerMessage = {
     type: 'ack';
     id: number;
     offset: number;
-} | {
+}
+/**
+ * `channel`: on long polling, an id-less error for a channel the poll named
+ * but the session could not hold (docs/longpoll.md).
+ */
+ | {
     type: 'error';
     id?: number;
     code: string;
     message: string;
+    channel?: string;
 } | {
     type: 'pong';
 } | {
