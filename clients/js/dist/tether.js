@@ -493,6 +493,7 @@ function decode(frame) {
 
 // src/transport/longpoll.ts
 var MAX_SEND_BATCH = 64;
+var MAX_SEND_BYTES = 256 * 1024;
 var DEFAULT_POLL_TIMEOUT = 25e3;
 var MAX_FAILURES = 2;
 var Refused = class extends Error {
@@ -568,16 +569,15 @@ var LongPollTransport = class {
   }
   flush() {
     if (this.closed || this.sending || !this.client || this.outbox.length === 0) return;
-    const batch = this.outbox.slice(0, MAX_SEND_BATCH);
+    const { count, body } = sendBody(this.outbox);
     this.sending = true;
-    const body = `[${batch.map(encode).join(",")}]`;
     this.request("send", body, this.opts.requestTimeout).then(
       (answer) => {
         this.sending = false;
         const msgs = this.answer(answer);
         if (!msgs) return;
         this.sendFailures = 0;
-        this.outbox.splice(0, batch.length);
+        this.outbox.splice(0, count);
         this.apply(msgs);
         this.flush();
       },
@@ -708,6 +708,32 @@ var LongPollTransport = class {
     );
   }
 };
+function sendBody(outbox) {
+  const parts = [];
+  let bytes = 2;
+  for (const m of outbox) {
+    if (parts.length === MAX_SEND_BATCH) break;
+    const text = encode(m);
+    const size = utf8Length(text) + (parts.length > 0 ? 1 : 0);
+    if (parts.length > 0 && bytes + size > MAX_SEND_BYTES) break;
+    parts.push(text);
+    bytes += size;
+  }
+  return { count: parts.length, body: `[${parts.join(",")}]` };
+}
+function utf8Length(s) {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 128) n += 1;
+    else if (c < 2048) n += 2;
+    else if (c >= 55296 && c < 56320 && (s.charCodeAt(i + 1) & 64512) === 56320) {
+      n += 4;
+      i++;
+    } else n += 3;
+  }
+  return n;
+}
 function refusal(a) {
   const reason = a.body.split("\n")[0]?.slice(0, 200) ?? "";
   return a.retryAfter === void 0 ? { kind: "refused", status: a.status, reason } : { kind: "refused", status: a.status, reason, retryAfter: a.retryAfter };
@@ -1620,6 +1646,7 @@ export {
   DecodeError,
   FIRST_PROBE_DELAY,
   MAX_SEND_BATCH,
+  MAX_SEND_BYTES,
   PERMANENT_STATUSES,
   RETRYABLE_ERRORS,
   STABLE_AFTER,

@@ -15,5 +15,5 @@ export type { Reconnect, Ended } from './closeCodes.js';
 export { encode, decode, decodeValue, DecodeError, RETRYABLE_ERRORS, isRetryable } from './protocol.js';
 export type { ClientMessage, ServerMessage, StreamPosition, Publication } from './protocol.js';
 export { WAKE_CHECK_TIMEOUT, WATCH_EVERY } from './liveness.js';
-export { MAX_SEND_BATCH } from './transport/longpoll.js';
+export { MAX_SEND_BATCH, MAX_SEND_BYTES } from './transport/longpoll.js';
 export type { WebSocketLike, WebSocketCtor, FetchLike, ResponseLike } from './transport/transport.js';

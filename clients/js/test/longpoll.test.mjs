@@ -1,7 +1,7 @@
 // Long polling (docs/longpoll.md): requests, positions, closes, timeouts.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { LP_WELCOME, MAX_SEND_BATCH, flush, setup } from './helpers.mjs';
+import { LP_WELCOME, MAX_SEND_BATCH, MAX_SEND_BYTES, flush, setup } from './helpers.mjs';
 import { lpOnly, openLp, retry, subscribeLp } from './lp_helpers.mjs';
 
 
@@ -251,4 +251,45 @@ test('disconnect() aborts every request; nothing is sent after it', async () => 
   await flush();
   assert.equal(http.requests.length, count);
   assert.equal(client.state.state, 'disconnected');
+});
+
+test(`a send body stops before MAX_SEND_BYTES (${MAX_SEND_BYTES}) in UTF-8 bytes: 64 publishes of 5 KB are not one 413`, async () => {
+  const ctx = setup(lpOnly);
+  const { client, http } = ctx;
+  const data = 'é'.repeat(2500); // 2,500 characters, 5,000 bytes
+  const all = Array.from({ length: 64 }, () => client.publish('chat', data));
+  client.connect();
+  await openLp(http);
+  const bodies = [];
+  let offset = 0;
+  for (let send = http.last('send'); send; send = http.last('send')) {
+    bodies.push(send.body);
+    send.respond(200, send.json.map((m) => (m.type === 'ping' ? { type: 'pong' } : { type: 'ack', id: m.id, offset: ++offset })));
+    await flush();
+  }
+  const bytes = bodies.map((b) => Buffer.byteLength(b));
+  assert.ok(bodies.length > 1, 'more than one send');
+  for (const b of bytes) assert.ok(b <= MAX_SEND_BYTES, `${b} bytes`);
+  // Each body but the last is full: the next message would have passed the bound.
+  const one = Buffer.byteLength(JSON.stringify(JSON.parse(bodies[0])[1])) + 1;
+  for (const b of bytes.slice(0, -1)) assert.ok(b + one > MAX_SEND_BYTES, `${b} bytes is not full`);
+  assert.deepEqual((await Promise.all(all)).map((r) => r.offset), Array.from({ length: 64 }, (_, i) => i + 1));
+});
+
+test('a message larger than MAX_SEND_BYTES is sent alone', async () => {
+  const ctx = setup(lpOnly);
+  const { client, http } = ctx;
+  const big = 'x'.repeat(MAX_SEND_BYTES);
+  const all = [client.publish('chat', 1), client.publish('chat', big), client.publish('chat', 3)];
+  client.connect();
+  await openLp(http);
+  const shapes = [];
+  let offset = 0;
+  for (let send = http.last('send'); send; send = http.last('send')) {
+    shapes.push(send.json.map((m) => (m.type === 'publish' ? (m.data === big ? 'big' : m.data) : m.type)));
+    send.respond(200, send.json.map((m) => (m.type === 'ping' ? { type: 'pong' } : { type: 'ack', id: m.id, offset: ++offset })));
+    await flush();
+  }
+  assert.deepEqual(shapes, [['ping', 1], ['big'], [3]]);
+  await Promise.all(all);
 });

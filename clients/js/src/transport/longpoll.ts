@@ -1,7 +1,7 @@
 // The long-polling transport (docs/longpoll.md): `POST /lp/open` for the
 // welcome, `POST /lp/send?client=ID` for client messages (a JSON array, at
-// most 64), `POST /lp/poll?client=ID` naming every held channel with its
-// position. Bodies are `text/plain` (no CORS preflight), the token is an
+// most 64 messages and 256 KiB), `POST /lp/poll?client=ID` naming every held
+// channel with its position. Bodies are `text/plain` (no CORS preflight), the token is an
 // `Authorization: Bearer` header on every request, and every request is
 // aborted after its timeout. One poll at a time; positions only advance when
 // a response is processed, so a lost poll response is simply read again.
@@ -13,6 +13,14 @@ import type { Clock, FetchLike, ResponseLike, Transport, TransportHandlers } fro
 
 /** At most this many messages in one `/lp/send` body. */
 export const MAX_SEND_BATCH = 64;
+/**
+ * A `/lp/send` body stops before its encoded size (UTF-8 bytes) passes this:
+ * the server refuses a body over 4 × `--max-message-bytes` + 1 KiB (263,168
+ * bytes by default) with 413, and resending the same batch would be refused
+ * forever. A single larger message is sent alone (the server closes with
+ * 1009 for a message over its limit, as on `/ws`).
+ */
+export const MAX_SEND_BYTES = 256 * 1024;
 /** The poll timeout assumed when the welcome does not name one. */
 export const DEFAULT_POLL_TIMEOUT = 25_000;
 /** Failed requests in a row (network error, timeout) before the session is given up. */
@@ -119,16 +127,15 @@ export class LongPollTransport implements Transport {
 
   private flush(): void {
     if (this.closed || this.sending || !this.client || this.outbox.length === 0) return;
-    const batch = this.outbox.slice(0, MAX_SEND_BATCH);
+    const { count, body } = sendBody(this.outbox);
     this.sending = true;
-    const body = `[${batch.map(encode).join(',')}]`;
     this.request('send', body, this.opts.requestTimeout).then(
       (answer) => {
         this.sending = false;
         const msgs = this.answer(answer);
         if (!msgs) return;
         this.sendFailures = 0;
-        this.outbox.splice(0, batch.length);
+        this.outbox.splice(0, count);
         this.apply(msgs);
         this.flush();
       },
@@ -268,6 +275,40 @@ export class LongPollTransport implements Transport {
         },
       );
   }
+}
+
+/**
+ * The body for the head of `outbox`: at most `MAX_SEND_BATCH` messages and
+ * `MAX_SEND_BYTES`, but always at least one message. A retry after a failed
+ * send builds the same body again (the outbox only shrinks on an answer).
+ */
+function sendBody(outbox: readonly ClientMessage[]): { count: number; body: string } {
+  const parts: string[] = [];
+  let bytes = 2; // the brackets
+  for (const m of outbox) {
+    if (parts.length === MAX_SEND_BATCH) break;
+    const text = encode(m);
+    const size = utf8Length(text) + (parts.length > 0 ? 1 : 0);
+    if (parts.length > 0 && bytes + size > MAX_SEND_BYTES) break;
+    parts.push(text);
+    bytes += size;
+  }
+  return { count: parts.length, body: `[${parts.join(',')}]` };
+}
+
+/** The UTF-8 length of `s` (what fetch sends), without encoding it. */
+function utf8Length(s: string): number {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c < 0xdc00 && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      n += 4; // a surrogate pair
+      i++;
+    } else n += 3;
+  }
+  return n;
 }
 
 function refusal(a: Answer): Ended {

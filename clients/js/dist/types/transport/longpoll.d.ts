@@ -2,6 +2,14 @@ import { type ClientMessage, type StreamPosition } from '../protocol.js';
 import type { Clock, FetchLike, Transport, TransportHandlers } from './transport.js';
 /** At most this many messages in one `/lp/send` body. */
 export declare const MAX_SEND_BATCH = 64;
+/**
+ * A `/lp/send` body stops before its encoded size (UTF-8 bytes) passes this:
+ * the server refuses a body over 4 × `--max-message-bytes` + 1 KiB (263,168
+ * bytes by default) with 413, and resending the same batch would be refused
+ * forever. A single larger message is sent alone (the server closes with
+ * 1009 for a message over its limit, as on `/ws`).
+ */
+export declare const MAX_SEND_BYTES: number;
 /** The poll timeout assumed when the welcome does not name one. */
 export declare const DEFAULT_POLL_TIMEOUT = 25000;
 export interface LongPollOptions {
