@@ -496,6 +496,8 @@ var MAX_SEND_BATCH = 64;
 var MAX_SEND_BYTES = 256 * 1024;
 var DEFAULT_POLL_TIMEOUT = 25e3;
 var MAX_FAILURES = 2;
+var RATE_LIMIT_WAIT = 1e3;
+var MAX_RATE_LIMIT_WAIT = 1e4;
 var Refused = class extends Error {
   constructor(ended) {
     super("refused");
@@ -517,6 +519,8 @@ var LongPollTransport = class {
     this.sendFailures = 0;
     this.poll = null;
     this.pollFailures = 0;
+    /** The timer before the next poll after a poll refused for the message rate (no poll until it fires). */
+    this.pollWait = null;
     /** While a response is being applied (a re-poll waits for its end). */
     this.processing = false;
     this.repollWanted = false;
@@ -562,6 +566,8 @@ var LongPollTransport = class {
   close() {
     if (this.closed) return;
     this.closed = true;
+    if (this.pollWait !== null) this.opts.clock.clearTimeout(this.pollWait);
+    this.pollWait = null;
     for (const c of this.inflight) c.abort();
     this.inflight.clear();
     this.poll = null;
@@ -590,7 +596,7 @@ var LongPollTransport = class {
     );
   }
   startPoll() {
-    if (this.closed || this.poll || !this.client) return;
+    if (this.closed || this.poll || this.pollWait !== null || !this.client) return;
     const ctrl = new AbortController();
     this.poll = ctrl;
     const body = JSON.stringify({ channels: this.opts.positions() });
@@ -601,6 +607,14 @@ var LongPollTransport = class {
         const msgs = this.answer(answer);
         if (!msgs) return;
         this.pollFailures = 0;
+        const wait = rateLimitWait(msgs);
+        if (wait !== void 0) {
+          this.opts.log?.(`poll refused for the message rate: polling again in ${wait} ms`);
+          this.pollWait = this.opts.clock.setTimeout(() => {
+            this.pollWait = null;
+            this.startPoll();
+          }, wait);
+        }
         this.apply(msgs);
         this.startPoll();
       },
@@ -708,6 +722,13 @@ var LongPollTransport = class {
     );
   }
 };
+function rateLimitWait(msgs) {
+  const m = msgs.find((m2) => m2.type === "error" && m2.id === void 0 && m2.code === "rate_limited");
+  if (!m || m.type !== "error") return void 0;
+  const named = /retry in ([0-9]+) ms/.exec(m.message);
+  const ms = named ? Number(named[1]) : RATE_LIMIT_WAIT;
+  return Math.min(ms, MAX_RATE_LIMIT_WAIT);
+}
 function sendBody(outbox) {
   const parts = [];
   let bytes = 2;

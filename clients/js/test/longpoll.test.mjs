@@ -293,3 +293,73 @@ test('a message larger than MAX_SEND_BYTES is sent alone', async () => {
   assert.deepEqual(shapes, [['ping', 1], ['big'], [3]]);
   await Promise.all(all);
 });
+
+const rateLimited = (message) => [{ type: 'error', code: 'rate_limited', message }];
+
+test('a poll answered with an id-less rate_limited waits the delay it names before polling again', async () => {
+  const ctx = setup(lpOnly);
+  const { client, http, clock, errors } = ctx;
+  client.connect();
+  await openLp(http);
+  http.last('poll').respond(200, rateLimited('too many messages; retry in 700 ms'));
+  await flush();
+  assert.deepEqual(errors.map((e) => e.code), ['rate_limited'], 'still reported');
+  assert.equal(http.open('poll').length, 0, 'no poll at once');
+  clock.advance(699);
+  await flush();
+  assert.equal(http.open('poll').length, 0);
+  clock.advance(1);
+  await flush();
+  assert.equal(http.open('poll').length, 1);
+  // An answer without the error: the next poll follows at once again.
+  http.last('poll').respond(200, []);
+  await flush();
+  assert.equal(http.open('poll').length, 1);
+  assert.equal(client.state.state, 'connected');
+});
+
+test('rate_limited without a delay waits 1 s; a longer one is cut to 10 s', async () => {
+  for (const [message, wait] of [['too many messages', 1000], ['too many messages; retry in 60000 ms', 10_000]]) {
+    const ctx = setup(lpOnly);
+    const { client, http, clock } = ctx;
+    client.connect();
+    await openLp(http);
+    http.last('poll').respond(200, rateLimited(message));
+    await flush();
+    clock.advance(wait - 1);
+    await flush();
+    assert.equal(http.open('poll').length, 0, message);
+    clock.advance(1);
+    await flush();
+    assert.equal(http.open('poll').length, 1, message);
+  }
+});
+
+test('during a rate-limit wait a subscription change does not poll early; the poll then names it', async () => {
+  const ctx = setup(lpOnly);
+  const { client, http, clock } = ctx;
+  client.connect();
+  await openLp(http);
+  http.last('poll').respond(200, rateLimited('too many messages; retry in 500 ms'));
+  await flush();
+  await subscribeLp(ctx, 'news', { epoch: 'e', offset: 5, recovered: false });
+  assert.equal(http.open('poll').length, 0);
+  clock.advance(500);
+  await flush();
+  assert.deepEqual(http.last('poll').json, { channels: { news: { epoch: 'e', offset: 5 } } });
+});
+
+test('disconnect() cancels a rate-limit wait', async () => {
+  const ctx = setup(lpOnly);
+  const { client, http, clock } = ctx;
+  client.connect();
+  await openLp(http);
+  http.last('poll').respond(200, rateLimited('too many messages; retry in 500 ms'));
+  await flush();
+  client.disconnect();
+  assert.deepEqual(clock.pending(), []);
+  const count = http.requests.length;
+  clock.advance(60_000);
+  await flush();
+  assert.equal(http.requests.length, count);
+});

@@ -25,6 +25,9 @@ export const MAX_SEND_BYTES = 256 * 1024;
 export const DEFAULT_POLL_TIMEOUT = 25_000;
 /** Failed requests in a row (network error, timeout) before the session is given up. */
 const MAX_FAILURES = 2;
+/** After a poll refused for the message rate: the wait when the error names none, and the longest. */
+const RATE_LIMIT_WAIT = 1_000;
+const MAX_RATE_LIMIT_WAIT = 10_000;
 
 export interface LongPollOptions {
   /** `http(s)://host[:port][/prefix]/lp` */
@@ -63,6 +66,8 @@ export class LongPollTransport implements Transport {
   private sendFailures = 0;
   private poll: AbortController | null = null;
   private pollFailures = 0;
+  /** The timer before the next poll after a poll refused for the message rate (no poll until it fires). */
+  private pollWait: unknown = null;
   /** While a response is being applied (a re-poll waits for its end). */
   private processing = false;
   private repollWanted = false;
@@ -119,6 +124,8 @@ export class LongPollTransport implements Transport {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    if (this.pollWait !== null) this.opts.clock.clearTimeout(this.pollWait);
+    this.pollWait = null;
     for (const c of this.inflight) c.abort();
     this.inflight.clear();
     this.poll = null;
@@ -150,7 +157,7 @@ export class LongPollTransport implements Transport {
   }
 
   private startPoll(): void {
-    if (this.closed || this.poll || !this.client) return;
+    if (this.closed || this.poll || this.pollWait !== null || !this.client) return;
     const ctrl = new AbortController();
     this.poll = ctrl;
     const body = JSON.stringify({ channels: this.opts.positions() });
@@ -161,6 +168,18 @@ export class LongPollTransport implements Transport {
         const msgs = this.answer(answer);
         if (!msgs) return;
         this.pollFailures = 0;
+        // Every poll takes a token from the session's message bucket: one
+        // refused for the rate is followed by a wait, not by another refusal
+        // at once (ten in a row end the session with 4005). Armed before the
+        // answer is applied, so a re-poll it asks for waits too.
+        const wait = rateLimitWait(msgs);
+        if (wait !== undefined) {
+          this.opts.log?.(`poll refused for the message rate: polling again in ${wait} ms`);
+          this.pollWait = this.opts.clock.setTimeout(() => {
+            this.pollWait = null;
+            this.startPoll();
+          }, wait);
+        }
         this.apply(msgs);
         this.startPoll();
       },
@@ -275,6 +294,20 @@ export class LongPollTransport implements Transport {
         },
       );
   }
+}
+
+/**
+ * How long to wait before the next poll when an answer holds an id-less
+ * `rate_limited` error: the delay it names ("too many messages; retry in N
+ * ms"), else `RATE_LIMIT_WAIT`, at most `MAX_RATE_LIMIT_WAIT`; undefined
+ * when it holds none.
+ */
+function rateLimitWait(msgs: readonly ServerMessage[]): number | undefined {
+  const m = msgs.find((m) => m.type === 'error' && m.id === undefined && m.code === 'rate_limited');
+  if (!m || m.type !== 'error') return undefined;
+  const named = /retry in ([0-9]+) ms/.exec(m.message);
+  const ms = named ? Number(named[1]) : RATE_LIMIT_WAIT;
+  return Math.min(ms, MAX_RATE_LIMIT_WAIT);
 }
 
 /**

@@ -38,6 +38,8 @@ export declare class LongPollTransport implements Transport {
     private sendFailures;
     private poll;
     private pollFailures;
+    /** The timer before the next poll after a poll refused for the message rate (no poll until it fires). */
+    private pollWait;
     /** While a response is being applied (a re-poll waits for its end). */
     private processing;
     private repollWanted;
