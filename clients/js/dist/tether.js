@@ -347,9 +347,11 @@ function endpoints(url) {
   let prefix = u.pathname.replace(/\/+$/, "");
   if (prefix.endsWith("/ws")) prefix = prefix.slice(0, -3);
   const query = u.search;
+  const lpQuery = query.slice(1).split("&").filter((p) => p !== "" && p.split("=")[0] !== "client").join("&");
   return {
     ws: `${secure ? "wss" : "ws"}://${u.host}${prefix}/ws${query}`,
-    lp: `${secure ? "https" : "http"}://${u.host}${prefix}/lp`
+    lp: `${secure ? "https" : "http"}://${u.host}${prefix}/lp`,
+    lpQuery
   };
 }
 function withToken(url, token) {
@@ -684,7 +686,8 @@ var LongPollTransport = class {
   }
   request(route, body, timeout, ctrl = new AbortController()) {
     const { clock, token } = this.opts;
-    const query = this.client === null ? "" : `?client=${encodeURIComponent(this.client)}`;
+    const params = [this.opts.query ?? "", this.client === null ? "" : `client=${encodeURIComponent(this.client)}`];
+    const query = params.filter((p2) => p2 !== "").join("&");
     const headers = { "Content-Type": "text/plain;charset=UTF-8" };
     if (token) headers.Authorization = `Bearer ${token}`;
     this.inflight.add(ctrl);
@@ -695,7 +698,7 @@ var LongPollTransport = class {
     };
     let p;
     try {
-      p = this.opts.fetch(`${this.opts.base}/${route}${query}`, {
+      p = this.opts.fetch(`${this.opts.base}/${route}${query === "" ? "" : `?${query}`}`, {
         method: "POST",
         headers,
         body,
@@ -1006,6 +1009,7 @@ var Connection = class {
     const t = this.useWebSocket() ? new WebSocketTransport(withToken(this.urls.ws, token), this.o.WebSocket, NO_HANDLERS, (m) => this.log(m)) : new LongPollTransport(
       {
         base: this.urls.lp,
+        query: this.urls.lpQuery,
         token,
         fetch: this.o.fetch,
         clock: this.o.clock,

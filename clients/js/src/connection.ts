@@ -9,7 +9,7 @@ import type { SessionStorageLike } from './env.js';
 import { classify, type Ended } from './closeCodes.js';
 import { RttMeter } from './rtt.js';
 import { Liveness } from './liveness.js';
-import { endpoints, resolve, withToken, type Resolved, type TetherOptions } from './options.js';
+import { endpoints, resolve, withToken, type Endpoints, type Resolved, type TetherOptions } from './options.js';
 import type { ClientMessage, ServerMessage, StreamPosition } from './protocol.js';
 import { Emitter, TetherError, asError, type ConnectionState, type TetherEvents, type TransportName } from './state.js';
 import { LongPollTransport } from './transport/longpoll.js';
@@ -43,7 +43,7 @@ export abstract class Connection {
   protected terminal = false;
   protected current: ConnectionState;
   protected readonly liveness: Liveness;
-  private readonly urls: { ws: string; lp: string };
+  private readonly urls: Endpoints;
   private readonly backoff: Backoff;
   private started = false;
   /** An attempt was started since connect(): later ones are `reconnecting`, not `connecting`. */
@@ -224,6 +224,7 @@ export abstract class Connection {
       : new LongPollTransport(
           {
             base: this.urls.lp,
+            query: this.urls.lpQuery,
             token,
             fetch: this.o.fetch!,
             clock: this.o.clock,

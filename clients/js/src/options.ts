@@ -102,13 +102,27 @@ export function resolve(o: TetherOptions): Resolved {
   };
 }
 
+/** Where the client connects, derived from its URL by {@link endpoints}. */
+export interface Endpoints {
+  /** The WebSocket URL, with the URL's query string. */
+  ws: string;
+  /** The long-polling base, `http(s)://host/prefix/lp` (no query). */
+  lp: string;
+  /**
+   * The URL's query parameters as written (`token=X&a=b`, any `client` left
+   * out: the transport sets it), added to every long-polling request.
+   */
+  lpQuery: string;
+}
+
 /**
  * The WebSocket URL and the long-polling base from one URL:
  * `ws(s)://host/prefix/ws` or `http(s)://host/prefix` (`/ws` and `/lp` are
  * appended to the prefix; a trailing `/ws` is the WebSocket route itself).
- * Relative URLs are resolved against `location` in browsers.
+ * The query string (`?token=X`) goes to both transports. Relative URLs are
+ * resolved against `location` in browsers.
  */
-export function endpoints(url: string): { ws: string; lp: string } {
+export function endpoints(url: string): Endpoints {
   const loc = (globalThis as { location?: { href?: string } }).location?.href;
   const u = loc ? new URL(url, loc) : new URL(url);
   const secure = u.protocol === 'wss:' || u.protocol === 'https:';
@@ -118,9 +132,15 @@ export function endpoints(url: string): { ws: string; lp: string } {
   let prefix = u.pathname.replace(/\/+$/, '');
   if (prefix.endsWith('/ws')) prefix = prefix.slice(0, -3);
   const query = u.search;
+  const lpQuery = query
+    .slice(1)
+    .split('&')
+    .filter((p) => p !== '' && p.split('=')[0] !== 'client')
+    .join('&');
   return {
     ws: `${secure ? 'wss' : 'ws'}://${u.host}${prefix}/ws${query}`,
     lp: `${secure ? 'https' : 'http'}://${u.host}${prefix}/lp`,
+    lpQuery,
   };
 }
 

@@ -363,3 +363,17 @@ test('disconnect() cancels a rate-limit wait', async () => {
   await flush();
   assert.equal(http.requests.length, count);
 });
+
+test("the URL's query string goes on every long-polling request, beside client=", async () => {
+  for (const url of ['ws://h:8080/ws?token=X&room=a%20b', 'http://h:8080/?token=X&room=a%20b', 'http://h:8080?client=old&token=X&room=a%20b']) {
+    const ctx = setup(lpOnly, url);
+    const { client, http } = ctx;
+    client.connect();
+    assert.equal(http.last('open').url, 'http://h:8080/lp/open?token=X&room=a%20b', url);
+    await openLp(http);
+    client.publish('chat', 1).catch(() => {});
+    assert.equal(http.last('poll').url, 'http://h:8080/lp/poll?token=X&room=a%20b&client=lp-1', url);
+    assert.equal(http.last('send').url, 'http://h:8080/lp/send?token=X&room=a%20b&client=lp-1', url);
+    client.disconnect();
+  }
+});

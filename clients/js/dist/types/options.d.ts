@@ -69,15 +69,25 @@ export interface Resolved {
     env: Env;
 }
 export declare function resolve(o: TetherOptions): Resolved;
+/** Where the client connects, derived from its URL by {@link endpoints}. */
+export interface Endpoints {
+    /** The WebSocket URL, with the URL's query string. */
+    ws: string;
+    /** The long-polling base, `http(s)://host/prefix/lp` (no query). */
+    lp: string;
+    /**
+     * The URL's query parameters as written (`token=X&a=b`, any `client` left
+     * out: the transport sets it), added to every long-polling request.
+     */
+    lpQuery: string;
+}
 /**
  * The WebSocket URL and the long-polling base from one URL:
  * `ws(s)://host/prefix/ws` or `http(s)://host/prefix` (`/ws` and `/lp` are
  * appended to the prefix; a trailing `/ws` is the WebSocket route itself).
- * Relative URLs are resolved against `location` in browsers.
+ * The query string (`?token=X`) goes to both transports. Relative URLs are
+ * resolved against `location` in browsers.
  */
-export declare function endpoints(url: string): {
-    ws: string;
-    lp: string;
-};
+export declare function endpoints(url: string): Endpoints;
 /** Adds `token=` to a WebSocket URL (browsers cannot set the header). */
 export declare function withToken(url: string, token: string | undefined): string;

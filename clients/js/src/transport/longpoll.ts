@@ -1,8 +1,9 @@
 // The long-polling transport (docs/longpoll.md): `POST /lp/open` for the
 // welcome, `POST /lp/send?client=ID` for client messages (a JSON array, at
 // most 64 messages and 256 KiB), `POST /lp/poll?client=ID` naming every held
-// channel with its position. Bodies are `text/plain` (no CORS preflight), the token is an
-// `Authorization: Bearer` header on every request, and every request is
+// channel with its position. Bodies are `text/plain` (no CORS preflight), the
+// token is an `Authorization: Bearer` header and the client URL's query
+// parameters (`?token=X`, ...) are added on every request, and every request is
 // aborted after its timeout. One poll at a time; positions only advance when
 // a response is processed, so a lost poll response is simply read again.
 
@@ -32,6 +33,8 @@ const MAX_RATE_LIMIT_WAIT = 10_000;
 export interface LongPollOptions {
   /** `http(s)://host[:port][/prefix]/lp` */
   base: string;
+  /** Query parameters for every request (the client URL's, e.g. `token=X`), beside `client=`. */
+  query?: string;
   token?: string | undefined;
   fetch: FetchLike;
   clock: Clock;
@@ -255,7 +258,8 @@ export class LongPollTransport implements Transport {
 
   private request(route: string, body: string, timeout: number, ctrl = new AbortController()): Promise<Answer> {
     const { clock, token } = this.opts;
-    const query = this.client === null ? '' : `?client=${encodeURIComponent(this.client)}`;
+    const params = [this.opts.query ?? '', this.client === null ? '' : `client=${encodeURIComponent(this.client)}`];
+    const query = params.filter((p) => p !== '').join('&');
     const headers: Record<string, string> = { 'Content-Type': 'text/plain;charset=UTF-8' };
     if (token) headers.Authorization = `Bearer ${token}`;
     this.inflight.add(ctrl);
@@ -266,7 +270,7 @@ export class LongPollTransport implements Transport {
     };
     let p: Promise<ResponseLike>;
     try {
-      p = this.opts.fetch(`${this.opts.base}/${route}${query}`, {
+      p = this.opts.fetch(`${this.opts.base}/${route}${query === '' ? '' : `?${query}`}`, {
         method: 'POST',
         headers,
         body,

@@ -15,6 +15,8 @@ export declare const DEFAULT_POLL_TIMEOUT = 25000;
 export interface LongPollOptions {
     /** `http(s)://host[:port][/prefix]/lp` */
     base: string;
+    /** Query parameters for every request (the client URL's, e.g. `token=X`), beside `client=`. */
+    query?: string;
     token?: string | undefined;
     fetch: FetchLike;
     clock: Clock;
