@@ -19,7 +19,12 @@ export interface TetherOptions {
   minDelay?: number;
   /** Backoff: no retry waits longer (ms). Default 30000. */
   maxDelay?: number;
-  /** Retries in a row before giving up (state `disconnected`, code 1006). Default Infinity. */
+  /**
+   * Retries in a row before giving up: state `disconnected` with the last
+   * failure's code (1006 for a lost connection, a close code, or a refused
+   * long-poll request's HTTP status) and a reason starting "gave up after N
+   * attempts". Default Infinity.
+   */
   maxAttempts?: number;
   /** WebSocket open (or /lp/open) plus the `welcome` must take no longer (ms). Default 10000. */
   handshakeTimeout?: number;

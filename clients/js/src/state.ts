@@ -21,11 +21,13 @@ export interface ConnectionState {
    */
   nextRetryAt?: number;
   /**
-   * `disconnected`: the close code that stopped the client (1000 after
-   * `disconnect()`, 1008, 4001, 4002 without a token function, 1006 when
-   * `maxAttempts` ran out, or the HTTP status of a refused long-poll
-   * request); `reconnecting`, and `offline` after a failure: the code that
-   * ended the last connection.
+   * `disconnected` after a stop (absent before the first `connect()`): the
+   * code that stopped the client (1000 after `disconnect()`, 1008, 4001,
+   * 4002 without a token function, the HTTP status of a long-poll request
+   * refused with 400/401/403/404, or, when `maxAttempts` ran out, the last
+   * failure's code with a reason starting "gave up after N attempts");
+   * `reconnecting`, and `offline` after a failure: the code that ended the
+   * last connection.
    */
   code?: number;
   reason?: string;

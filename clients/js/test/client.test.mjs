@@ -166,6 +166,25 @@ test('backoff grows, capped by maxDelay; maxAttempts stops with the last code', 
   assert.match(client.state.reason, /gave up after 5 attempts/);
 });
 
+test('before connect(): disconnected without code or reason', () => {
+  assert.deepEqual(setup(wsOnly).client.state, { state: 'disconnected', transport: 'websocket' });
+  assert.deepEqual(setup({ WebSocket: null }).client.state, { state: 'disconnected', transport: 'longpoll' });
+});
+
+test('maxAttempts running out stops with the last failure\'s code, not 1006 (as documented)', async () => {
+  const { client, ws, clock } = setup({ ...wsOnly, maxAttempts: 1 });
+  client.connect();
+  ws.last().serverClose(4003, 'no pong');
+  const pending = client.publish('chat', 1);
+  clock.advance(client.state.nextRetryAt - clock.now());
+  assert.equal(ws.sockets.length, 2);
+  ws.last().serverClose(4004, 'too slow');
+  assert.equal(client.state.state, 'disconnected');
+  assert.equal(client.state.code, 4004);
+  assert.equal(client.state.reason, 'gave up after 1 attempts; last: closed with 4004: too slow');
+  await assert.rejects(pending, (e) => e.code === 'disconnected' && e.closeCode === 4004);
+});
+
 test('backoff resets only once a connection proved usable', () => {
   const { client, ws, clock } = setup(wsOnly);
   client.connect();

@@ -377,3 +377,18 @@ test("the URL's query string goes on every long-polling request, beside client="
     client.disconnect();
   }
 });
+
+test('a long-poll request refused with 400, 401, 403 or 404 stops the client (state disconnected, the status as code)', async () => {
+  for (const status of [400, 401, 403, 404]) {
+    for (const route of ['open', 'poll']) {
+      const { client, http } = setup(lpOnly);
+      client.connect();
+      if (route === 'poll') await openLp(http);
+      http.last(route).respond(status, 'no\n');
+      await flush();
+      assert.equal(client.state.state, 'disconnected', `${route} ${status}`);
+      assert.equal(client.state.code, status);
+      assert.equal(client.state.reason, `refused with HTTP ${status}: no`);
+    }
+  }
+});
