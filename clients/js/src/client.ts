@@ -61,7 +61,8 @@ export class Tether extends Connection {
    * Publishes `data` to `channel`; resolves with its offset once acked.
    * Waits in the bounded queue while disconnected; resent with the same
    * idempotency key after a reconnect. Rejects with `queue_full`, a server
-   * error code, `idempotency_window_expired` or `disconnected`.
+   * error code, `idempotency_window_expired`, `disconnected`, or at once with
+   * `bad_request` when `data` is not JSON-serialisable (a cycle, a BigInt).
    */
   publish(channel: string, data: unknown): Promise<PublishResult> {
     if (this.terminal) {

@@ -261,8 +261,12 @@ test('heartbeat: ping after ping_interval of silence, dead after ping_interval +
   assert.match(client.state.reason, /nothing heard for 1500 ms/);
 });
 
-test('rtt is undefined until measured', () => {
+test('rtt is undefined until measured, and read-only', () => {
   const { client } = setup(wsOnly);
+  assert.equal(client.rtt, undefined);
+  assert.throws(() => {
+    client.rtt = 5;
+  }, TypeError);
   assert.equal(client.rtt, undefined);
 });
 

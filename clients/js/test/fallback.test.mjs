@@ -87,6 +87,14 @@ test('an unacked publish survives the switch from long polling to WebSocket with
   assert.deepEqual(await p, { offset: 3 });
 });
 
+test('transports: the order is ignored, WebSocket is tried first when allowed', () => {
+  const { client, ws, http } = setup({ transports: ['longpoll', 'websocket'] });
+  assert.equal(client.state.transport, 'websocket');
+  client.connect();
+  assert.equal(ws.sockets.length, 1);
+  assert.equal(http.requests.length, 0);
+});
+
 test('transports: ["longpoll"] never opens a WebSocket', async () => {
   const { client, ws, http } = setup({ transports: ['longpoll'] });
   client.connect();
@@ -370,9 +378,13 @@ test('a WebSocket welcome clears a remembered fallback (long polling failed, Web
   http.last('open').fail();
   await flush();
   assert.equal(client.state.transport, 'websocket');
+  assert.equal(storage.items.size, 1, 'switching back does not clear it');
+  retry(ctx);
+  ws.last().drop();
+  assert.equal(storage.items.size, 1, 'a WebSocket that fails does not clear it');
   retry(ctx);
   ws.last().welcome();
-  assert.equal(storage.items.size, 0);
+  assert.equal(storage.items.size, 0, 'only a welcome does');
 });
 
 test('a sessionStorage that throws is ignored: the fallback works, nothing reported', async () => {

@@ -246,6 +246,21 @@ test('offline after a failure keeps its code and reason; online again is a recon
   );
 });
 
+test('the offline event while connected pings at once and drops the connection without an answer within 3 s', () => {
+  const { client, ws, env, clock } = setup(wsOnly);
+  client.connect();
+  ws.last().welcome();
+  ws.last().receive({ type: 'pong' }); // the welcome's ping
+  env.online = false;
+  env.fire('offline');
+  assert.equal(ws.last().sentOf('ping').length, 2, 'a ping at once');
+  clock.advance(WAKE_CHECK_TIMEOUT - 1);
+  assert.equal(client.state.state, 'connected');
+  clock.advance(1);
+  assert.equal(client.state.state, 'offline');
+  assert.equal(client.state.code, 1006);
+});
+
 test('the offline event while waiting to retry: offline keeps the code and reason that ended the connection', () => {
   const { client, ws, env } = setup({ ...wsOnly, minDelay: 10_000 });
   client.connect();

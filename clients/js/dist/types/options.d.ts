@@ -27,7 +27,10 @@ export interface TetherOptions {
     publishQueue?: number;
     /** Match the server's `--idempotency-window` (ms). Default 300000. */
     idempotencyWindow?: number;
-    /** Transports to use, in order of preference. Default ['websocket', 'longpoll']. */
+    /**
+     * The transports allowed. Their order is ignored: WebSocket is tried first
+     * when allowed, long polling is the fallback. Default ['websocket', 'longpoll'].
+     */
     transports?: TransportName[];
     /** WebSocket failures in a row before falling back to long polling. Default 2. */
     fallbackAfter?: number;

@@ -5,7 +5,9 @@
 // token is an `Authorization: Bearer` header and the client URL's query
 // parameters (`?token=X`, ...) are added on every request, and every request is
 // aborted after its timeout. One poll at a time; positions only advance when
-// a response is processed, so a lost poll response is simply read again.
+// a response is processed, so a lost poll response is read again by the next
+// poll — once: two failed requests in a row (`MAX_FAILURES`) end the session
+// and the client reconnects.
 
 import { parseRetryAfter } from '../backoff.js';
 import type { Ended } from '../closeCodes.js';
