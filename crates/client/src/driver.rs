@@ -171,7 +171,7 @@ pub(crate) async fn run(
                 Exit::Ended(ended) => ended,
             },
         };
-        core.connection_ended();
+        core.connection_ended(&ended);
         match policy.next(&ended) {
             Decision::Stop { code, reason } => break (code, reason),
             Decision::Retry {
@@ -297,7 +297,28 @@ impl Core {
     /// restored and publishes resent on the next one. A pending subscribe
     /// retry dies too: the restore subscribes anyway (its refusal count
     /// stays, so a broker still down keeps the delays growing).
-    fn connection_ended(&mut self) {
+    fn connection_ended(&mut self, ended: &Ended) {
+        // A 1009 can only be caused by something we sent, and only a publish
+        // can be that big: the largest one sent on this connection fails
+        // instead of being resent into the same close forever. Several too
+        // big go one per 1009.
+        if matches!(
+            ended,
+            Ended::Closed {
+                code: CloseCode::MessageTooBig,
+                ..
+            }
+        ) {
+            let size = |p: &Pending| p.channel.len() + p.data.get().len() + p.key.len();
+            let largest = (self.pending.iter().enumerate())
+                .filter(|(_, p)| p.sent_as.is_some())
+                .max_by_key(|(_, p)| size(p))
+                .map(|(i, _)| i);
+            if let Some(p) = largest.and_then(|i| self.pending.remove(i)) {
+                let bytes = size(&p);
+                let _ = p.reply.send(Err(Error::MessageTooBig { bytes }));
+            }
+        }
         for sub in self.subs.values_mut() {
             sub.request = None;
             sub.retry_at = None;

@@ -46,6 +46,13 @@ pub enum Error {
     /// channel) before publishing it again.
     #[error("publish not resent: its ack was lost and more than {} ms (the idempotency window) passed since it was sent, so the server could store a resend twice; it may or may not have been stored", window.as_millis())]
     IdempotencyWindowExpired { window: std::time::Duration },
+    /// The server closed the connection with 1009 (message too big) while
+    /// this publish, the largest sent on it, waited for its ack: its `data`
+    /// is larger than the server's `--max-message-bytes`. It was not stored
+    /// and is not resent (it would close every connection the same way);
+    /// publish something smaller.
+    #[error("publish of {bytes} bytes not resent: the server closed with 1009 (message too big); it is larger than the server's --max-message-bytes")]
+    MessageTooBig { bytes: usize },
     /// The client was closed with [`Client::close`](crate::Client::close)
     /// (or every handle was dropped).
     #[error("the client is closed")]
