@@ -387,6 +387,19 @@ function encode(msg) {
       return '{"type":"ping"}';
   }
 }
+function utf8Length(s) {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 128) n += 1;
+    else if (c < 2048) n += 2;
+    else if (c >= 55296 && c < 56320 && (s.charCodeAt(i + 1) & 64512) === 56320) {
+      n += 4;
+      i++;
+    } else n += 3;
+  }
+  return n;
+}
 var DecodeError = class extends Error {
   constructor(message) {
     super(message);
@@ -519,6 +532,8 @@ var LongPollTransport = class {
     this.outbox = [];
     this.sending = false;
     this.sendFailures = 0;
+    /** A send body stops before this many bytes: MAX_SEND_BYTES, halved by each 413 to a body of several messages. */
+    this.maxBody = MAX_SEND_BYTES;
     this.poll = null;
     this.pollFailures = 0;
     /** The timer before the next poll after a poll refused for the message rate (no poll until it fires). */
@@ -577,11 +592,12 @@ var LongPollTransport = class {
   }
   flush() {
     if (this.closed || this.sending || !this.client || this.outbox.length === 0) return;
-    const { count, body } = sendBody(this.outbox);
+    const { count, body, bytes } = sendBody(this.outbox, this.maxBody);
     this.sending = true;
     this.request("send", body, this.opts.requestTimeout).then(
       (answer) => {
         this.sending = false;
+        if (answer.status === 413 && !this.closed && this.tooLarge(count, bytes)) return;
         const msgs = this.answer(answer);
         if (!msgs) return;
         this.sendFailures = 0;
@@ -596,6 +612,33 @@ var LongPollTransport = class {
         else this.flush();
       }
     );
+  }
+  /**
+   * A send answered 413: the body passed the server's bound (4 ×
+   * `--max-message-bytes` + 1 KiB), and the same body would be refused
+   * forever. A body of one publish: that publish is too big for the server;
+   * it is answered as a refused request is (an `error` with its id, code
+   * `message_too_big`) and the session goes on with the rest of the outbox.
+   * A body of several messages (a server whose `--max-message-bytes` is under
+   * 65,280 has a bound under MAX_SEND_BYTES): the next bodies stop at half
+   * its size, down to one message each. False for one message that is not a
+   * publish (nothing the client sends can be that big): a refusal as before.
+   */
+  tooLarge(count, bytes) {
+    const head = this.outbox[0];
+    if (count === 1 && head?.type !== "publish") return false;
+    this.handlers.onActivity();
+    this.sendFailures = 0;
+    if (count > 1) {
+      this.maxBody = Math.floor(bytes / 2);
+      this.opts.log?.(`a send of ${count} messages (${bytes} bytes) answered 413: bodies of at most ${this.maxBody} bytes from now on`);
+    } else if (head?.type === "publish") {
+      this.outbox.shift();
+      const message = `this publish (${bytes - 2} bytes) is larger than the server accepts (HTTP 413)`;
+      this.apply([{ type: "error", id: head.id, code: "message_too_big", message }]);
+    }
+    this.flush();
+    return true;
   }
   startPoll() {
     if (this.closed || this.poll || this.pollWait !== null || !this.client) return;
@@ -732,31 +775,18 @@ function rateLimitWait(msgs) {
   const ms = named ? Number(named[1]) : RATE_LIMIT_WAIT;
   return Math.min(ms, MAX_RATE_LIMIT_WAIT);
 }
-function sendBody(outbox) {
+function sendBody(outbox, maxBytes) {
   const parts = [];
   let bytes = 2;
   for (const m of outbox) {
     if (parts.length === MAX_SEND_BATCH) break;
     const text = encode(m);
     const size = utf8Length(text) + (parts.length > 0 ? 1 : 0);
-    if (parts.length > 0 && bytes + size > MAX_SEND_BYTES) break;
+    if (parts.length > 0 && bytes + size > maxBytes) break;
     parts.push(text);
     bytes += size;
   }
-  return { count: parts.length, body: `[${parts.join(",")}]` };
-}
-function utf8Length(s) {
-  let n = 0;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 128) n += 1;
-    else if (c < 2048) n += 2;
-    else if (c >= 55296 && c < 56320 && (s.charCodeAt(i + 1) & 64512) === 56320) {
-      n += 4;
-      i++;
-    } else n += 3;
-  }
-  return n;
+  return { count: parts.length, body: `[${parts.join(",")}]`, bytes };
 }
 function refusal(a) {
   const reason = a.body.split("\n")[0]?.slice(0, 200) ?? "";
@@ -1077,7 +1107,7 @@ var Connection = class {
     const welcomed = this.welcomed;
     const force = this.forceFallback;
     this.forceFallback = false;
-    this.teardown();
+    this.teardown(false, e);
     if (wasWs && !welcomed && e.kind === "lost" && this.canLongPoll()) {
       this.wsFailures++;
       if (!this.fallback && (force || this.wsFailures >= this.o.fallbackAfter)) {
@@ -1132,10 +1162,10 @@ var Connection = class {
   }
   /**
    * Ends the current transport (silently) and forgets what was in flight on
-   * it; `ping()` calls waiting reject, unless `keepPings` (a switch to another
-   * transport, whose welcome ping answers them).
+   * it (`connectionEnded`, told how it `ended`); `ping()` calls waiting reject,
+   * unless `keepPings` (a switch to another transport, whose welcome ping answers them).
    */
-  teardown(keepPings = false) {
+  teardown(keepPings = false, ended) {
     for (const k of ["tokenTimer", "handshakeTimer", "stableTimer", "probeTimer"]) this.clear(k);
     this.cancelProbe();
     this.liveness.stop();
@@ -1144,7 +1174,7 @@ var Connection = class {
     this.welcomed = false;
     this.meter.reset(keepPings);
     t?.close(1e3, "client closing");
-    this.connectionEnded();
+    this.connectionEnded(ended);
   }
   usable() {
     this.clear("stableTimer");
@@ -1347,6 +1377,27 @@ var PublishQueue = class {
     if (i < 0) return void 0;
     return this.items.splice(i, 1)[0];
   }
+  /**
+   * The connection ended with 1009: a message was larger than the server's
+   * `--max-message-bytes`. The client does not know that limit, but only a
+   * publish can be that large (channel names are at most 255 bytes; pings
+   * and subscribes are tiny), and the largest publish sent on the connection
+   * (on long polling: handed to the session, in a send or its outbox) is at
+   * least as large as the one that broke the limit, so it breaks it too. Removes and returns it (the oldest among equals) with its encoded
+   * size, so it is rejected instead of resent into the same 1009; undefined
+   * when none was sent on the connection. Several too big: each 1009 removes
+   * the next largest.
+   */
+  takeLargestSent() {
+    let largest;
+    for (const p of this.items) {
+      if (p.sentAs === null) continue;
+      const bytes = utf8Length(encode(publishMessage(p, p.sentAs)));
+      if (!largest || bytes > largest.bytes) largest = { p, bytes };
+    }
+    if (largest) this.items.splice(this.items.indexOf(largest.p), 1);
+    return largest;
+  }
   /** The connection ended: every publish is to be sent again. */
   resetSent() {
     for (const p of this.items) p.sentAs = null;
@@ -1375,6 +1426,9 @@ var PublishQueue = class {
     for (const p of items) p.reject(err);
   }
 };
+function publishMessage(p, id) {
+  return { type: "publish", id, channel: p.channel, data: p.data, key: p.key };
+}
 function keyPrefix(random) {
   const c = globalThis.crypto;
   const bytes = new Uint8Array(8);
@@ -1530,7 +1584,8 @@ var Tether = class extends Connection {
    * Publishes `data` to `channel`; resolves with its offset once acked.
    * Waits in the bounded queue while disconnected; resent with the same
    * idempotency key after a reconnect. Rejects with `queue_full`, a server
-   * error code, `idempotency_window_expired`, `disconnected`, or at once with
+   * error code, `idempotency_window_expired`, `message_too_big` (larger than
+   * the server accepts: not resent), `disconnected`, or at once with
    * `bad_request` when `data` is not JSON-serialisable (a cycle, a BigInt).
    */
   publish(channel, data) {
@@ -1607,7 +1662,8 @@ var Tether = class extends Connection {
         return;
     }
   }
-  connectionEnded() {
+  connectionEnded(ended) {
+    if (ended?.kind === "closed" && ended.code === 1009) this.rejectTooBig();
     this.queue.resetSent();
     for (const s of this.subs.values()) {
       s.request = null;
@@ -1624,7 +1680,24 @@ var Tether = class extends Connection {
   publishMessage(p) {
     p.sentAs = ++this.nextId;
     if (p.firstSent === null) p.firstSent = this.o.clock.now();
-    return { type: "publish", id: p.sentAs, channel: p.channel, data: p.data, key: p.key };
+    return publishMessage(p, p.sentAs);
+  }
+  /**
+   * The connection ended with 1009 (message too big): rejects the largest
+   * publish sent on it with `message_too_big` (`PublishQueue.takeLargestSent`);
+   * resent, it would get the same 1009 on every reconnect, and the publishes
+   * behind it would wait forever.
+   */
+  rejectTooBig() {
+    const big = this.queue.takeLargestSent();
+    if (!big) return;
+    this.log(`1009: not resending the largest publish sent (${big.bytes} bytes, to ${JSON.stringify(big.p.channel)})`);
+    big.p.reject(
+      new TetherError(
+        "message_too_big",
+        `the server closed with 1009: this publish (${big.bytes} bytes) is larger than its --max-message-bytes`
+      )
+    );
   }
   /**
    * The server refused `sub`'s subscribe with a retryable code (nothing was

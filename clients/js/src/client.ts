@@ -4,13 +4,15 @@
 // plus: a subscribe refused with a retryable code is asked again on the same
 // connection after a backoff (`retryLater`); on long polling, an id-less
 // error naming a held channel (the poll named it, the server could not hold
-// it) is such a refusal too.
+// it) is such a refusal too; a close with 1009 rejects the largest publish
+// sent on that connection (message_too_big) instead of resending it forever.
 
 import { Backoff } from './backoff.js';
+import type { Ended } from './closeCodes.js';
 import { Connection } from './connection.js';
 import type { TetherOptions } from './options.js';
 import { isRetryable, type ClientMessage, type ServerMessage, type StreamPosition } from './protocol.js';
-import { PublishQueue, keyPrefix, type Pending, type PublishResult } from './publishQueue.js';
+import { PublishQueue, keyPrefix, publishMessage, type Pending, type PublishResult } from './publishQueue.js';
 import { TetherError, asError } from './state.js';
 import { Subscription, type SubscriptionHandlers } from './subscription.js';
 import type { Transport } from './transport/transport.js';
@@ -61,7 +63,8 @@ export class Tether extends Connection {
    * Publishes `data` to `channel`; resolves with its offset once acked.
    * Waits in the bounded queue while disconnected; resent with the same
    * idempotency key after a reconnect. Rejects with `queue_full`, a server
-   * error code, `idempotency_window_expired`, `disconnected`, or at once with
+   * error code, `idempotency_window_expired`, `message_too_big` (larger than
+   * the server accepts: not resent), `disconnected`, or at once with
    * `bad_request` when `data` is not JSON-serialisable (a cycle, a BigInt).
    */
   publish(channel: string, data: unknown): Promise<PublishResult> {
@@ -150,7 +153,10 @@ export class Tether extends Connection {
     }
   }
 
-  protected connectionEnded(): void {
+  protected connectionEnded(ended?: Ended): void {
+    // 1009: something this client sent was over the server's limit, and only
+    // a publish can be: the largest sent on the connection is not resent.
+    if (ended?.kind === 'closed' && ended.code === 1009) this.rejectTooBig();
     this.queue.resetSent();
     // A pending retry is void too: restore() resubscribes on the next connection.
     for (const s of this.subs.values()) {
@@ -171,7 +177,25 @@ export class Tether extends Connection {
   private publishMessage(p: Pending): ClientMessage {
     p.sentAs = ++this.nextId;
     if (p.firstSent === null) p.firstSent = this.o.clock.now();
-    return { type: 'publish', id: p.sentAs, channel: p.channel, data: p.data, key: p.key };
+    return publishMessage(p, p.sentAs);
+  }
+
+  /**
+   * The connection ended with 1009 (message too big): rejects the largest
+   * publish sent on it with `message_too_big` (`PublishQueue.takeLargestSent`);
+   * resent, it would get the same 1009 on every reconnect, and the publishes
+   * behind it would wait forever.
+   */
+  private rejectTooBig(): void {
+    const big = this.queue.takeLargestSent();
+    if (!big) return;
+    this.log(`1009: not resending the largest publish sent (${big.bytes} bytes, to ${JSON.stringify(big.p.channel)})`);
+    big.p.reject(
+      new TetherError(
+        'message_too_big',
+        `the server closed with 1009: this publish (${big.bytes} bytes) is larger than its --max-message-bytes`,
+      ),
+    );
   }
 
   /**

@@ -131,8 +131,8 @@ export abstract class Connection {
   protected abstract restore(t: Transport): ClientMessage[];
   /** A server message other than welcome, pong and close. */
   protected abstract dispatch(t: Transport, m: ServerMessage): void;
-  /** The connection ended: requests in flight on it are void. */
-  protected abstract connectionEnded(): void;
+  /** The connection ended (how, when it ended by itself): requests in flight on it are void. */
+  protected abstract connectionEnded(ended?: Ended): void;
   /** The client stopped for good with `err`. */
   protected abstract stopped(err: TetherError): void;
   /** Every held channel's position (named in each long poll). */
@@ -297,7 +297,7 @@ export abstract class Connection {
     const welcomed = this.welcomed;
     const force = this.forceFallback;
     this.forceFallback = false;
-    this.teardown();
+    this.teardown(false, e);
     if (wasWs && !welcomed && e.kind === 'lost' && this.canLongPoll()) {
       this.wsFailures++;
       if (!this.fallback && (force || this.wsFailures >= this.o.fallbackAfter)) {
@@ -357,10 +357,10 @@ export abstract class Connection {
 
   /**
    * Ends the current transport (silently) and forgets what was in flight on
-   * it; `ping()` calls waiting reject, unless `keepPings` (a switch to another
-   * transport, whose welcome ping answers them).
+   * it (`connectionEnded`, told how it `ended`); `ping()` calls waiting reject,
+   * unless `keepPings` (a switch to another transport, whose welcome ping answers them).
    */
-  private teardown(keepPings = false): void {
+  private teardown(keepPings = false, ended?: Ended): void {
     for (const k of ['tokenTimer', 'handshakeTimer', 'stableTimer', 'probeTimer'] as const) this.clear(k);
     this.cancelProbe();
     this.liveness.stop();
@@ -369,7 +369,7 @@ export abstract class Connection {
     this.welcomed = false;
     this.meter.reset(keepPings);
     t?.close(1000, 'client closing');
-    this.connectionEnded();
+    this.connectionEnded(ended);
   }
 
   protected usable(): void {

@@ -91,6 +91,21 @@ export function encode(msg: ClientMessage): string {
   }
 }
 
+/** The UTF-8 length of `s` (what is sent on the wire), without encoding it. */
+export function utf8Length(s: string): number {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c < 0xdc00 && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      n += 4; // a surrogate pair
+      i++;
+    } else n += 3;
+  }
+  return n;
+}
+
 /** Why a frame could not be decoded. */
 export class DecodeError extends Error {
   constructor(message: string) {

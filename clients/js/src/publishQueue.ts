@@ -2,6 +2,7 @@
 // Each publish carries a client-generated idempotency key that stays the same
 // on every resend, so a publish resent after a reconnect is stored once.
 
+import { encode, utf8Length, type ClientMessage } from './protocol.js';
 import { TetherError } from './state.js';
 
 export interface PublishResult {
@@ -52,6 +53,28 @@ export class PublishQueue {
     return this.items.splice(i, 1)[0];
   }
 
+  /**
+   * The connection ended with 1009: a message was larger than the server's
+   * `--max-message-bytes`. The client does not know that limit, but only a
+   * publish can be that large (channel names are at most 255 bytes; pings
+   * and subscribes are tiny), and the largest publish sent on the connection
+   * (on long polling: handed to the session, in a send or its outbox) is at
+   * least as large as the one that broke the limit, so it breaks it too. Removes and returns it (the oldest among equals) with its encoded
+   * size, so it is rejected instead of resent into the same 1009; undefined
+   * when none was sent on the connection. Several too big: each 1009 removes
+   * the next largest.
+   */
+  takeLargestSent(): { p: Pending; bytes: number } | undefined {
+    let largest: { p: Pending; bytes: number } | undefined;
+    for (const p of this.items) {
+      if (p.sentAs === null) continue;
+      const bytes = utf8Length(encode(publishMessage(p, p.sentAs)));
+      if (!largest || bytes > largest.bytes) largest = { p, bytes };
+    }
+    if (largest) this.items.splice(this.items.indexOf(largest.p), 1);
+    return largest;
+  }
+
   /** The connection ended: every publish is to be sent again. */
   resetSent(): void {
     for (const p of this.items) p.sentAs = null;
@@ -82,6 +105,11 @@ export class PublishQueue {
     this.items = [];
     for (const p of items) p.reject(err);
   }
+}
+
+/** The `publish` message for `p` sent as request `id` (always with its key). */
+export function publishMessage(p: Pending, id: number): ClientMessage {
+  return { type: 'publish', id, channel: p.channel, data: p.data, key: p.key };
 }
 
 /** A random per-client key prefix (16 hex digits). */

@@ -1,3 +1,4 @@
+import type { Ended } from './closeCodes.js';
 import { Connection } from './connection.js';
 import type { TetherOptions } from './options.js';
 import { type ClientMessage, type ServerMessage, type StreamPosition } from './protocol.js';
@@ -28,16 +29,24 @@ export declare class Tether extends Connection {
      * Publishes `data` to `channel`; resolves with its offset once acked.
      * Waits in the bounded queue while disconnected; resent with the same
      * idempotency key after a reconnect. Rejects with `queue_full`, a server
-     * error code, `idempotency_window_expired`, `disconnected`, or at once with
+     * error code, `idempotency_window_expired`, `message_too_big` (larger than
+     * the server accepts: not resent), `disconnected`, or at once with
      * `bad_request` when `data` is not JSON-serialisable (a cycle, a BigInt).
      */
     publish(channel: string, data: unknown): Promise<PublishResult>;
     protected restore(t: Transport): ClientMessage[];
     protected dispatch(t: Transport, m: ServerMessage): void;
-    protected connectionEnded(): void;
+    protected connectionEnded(ended?: Ended): void;
     protected stopped(err: TetherError): void;
     private send;
     private publishMessage;
+    /**
+     * The connection ended with 1009 (message too big): rejects the largest
+     * publish sent on it with `message_too_big` (`PublishQueue.takeLargestSent`);
+     * resent, it would get the same 1009 on every reconnect, and the publishes
+     * behind it would wait forever.
+     */
+    private rejectTooBig;
     /**
      * The server refused `sub`'s subscribe with a retryable code (nothing was
      * done): keep the subscription, tell the app, and subscribe again (with its

@@ -1,3 +1,4 @@
+import { type Ended } from './closeCodes.js';
 import { Liveness } from './liveness.js';
 import { type Resolved, type TetherOptions } from './options.js';
 import type { ClientMessage, ServerMessage, StreamPosition } from './protocol.js';
@@ -60,8 +61,8 @@ export declare abstract class Connection {
     protected abstract restore(t: Transport): ClientMessage[];
     /** A server message other than welcome, pong and close. */
     protected abstract dispatch(t: Transport, m: ServerMessage): void;
-    /** The connection ended: requests in flight on it are void. */
-    protected abstract connectionEnded(): void;
+    /** The connection ended (how, when it ended by itself): requests in flight on it are void. */
+    protected abstract connectionEnded(ended?: Ended): void;
     /** The client stopped for good with `err`. */
     protected abstract stopped(err: TetherError): void;
     /** Every held channel's position (named in each long poll). */
@@ -86,8 +87,8 @@ export declare abstract class Connection {
     private stop;
     /**
      * Ends the current transport (silently) and forgets what was in flight on
-     * it; `ping()` calls waiting reject, unless `keepPings` (a switch to another
-     * transport, whose welcome ping answers them).
+     * it (`connectionEnded`, told how it `ended`); `ping()` calls waiting reject,
+     * unless `keepPings` (a switch to another transport, whose welcome ping answers them).
      */
     private teardown;
     protected usable(): void;

@@ -85,6 +85,8 @@ export declare const RETRYABLE_ERRORS: readonly string[];
 export declare function isRetryable(code: string): boolean;
 /** Encodes a client message as one JSON text frame (field order fixed). */
 export declare function encode(msg: ClientMessage): string;
+/** The UTF-8 length of `s` (what is sent on the wire), without encoding it. */
+export declare function utf8Length(s: string): number;
 /** Why a frame could not be decoded. */
 export declare class DecodeError extends Error {
     constructor(message: string);

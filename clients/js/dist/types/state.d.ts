@@ -31,7 +31,9 @@ export interface ConnectionState {
 /**
  * Every error the client reports. `code` is one of `queue_full`,
  * `disconnected`, `idempotency_window_expired`, `already_subscribed`,
- * `token`, `timeout` (`ping()`), or a server error code (`forbidden`,
+ * `token`, `timeout` (`ping()`), `message_too_big` (a publish larger than the
+ * server accepts: the server closed with 1009, or answered its long-poll send
+ * with 413; not resent, not retryable), or a server error code (`forbidden`,
  * `bad_request`, ...).
  */
 export declare class TetherError extends Error {

@@ -11,7 +11,7 @@
 
 import { parseRetryAfter } from '../backoff.js';
 import type { Ended } from '../closeCodes.js';
-import { decodeValue, encode, type ClientMessage, type ServerMessage, type StreamPosition } from '../protocol.js';
+import { decodeValue, encode, utf8Length, type ClientMessage, type ServerMessage, type StreamPosition } from '../protocol.js';
 import type { Clock, FetchLike, ResponseLike, Transport, TransportHandlers } from './transport.js';
 
 /** At most this many messages in one `/lp/send` body. */
@@ -21,7 +21,9 @@ export const MAX_SEND_BATCH = 64;
  * the server refuses a body over 4 × `--max-message-bytes` + 1 KiB (263,168
  * bytes by default) with 413, and resending the same batch would be refused
  * forever. A single larger message is sent alone (the server closes with
- * 1009 for a message over its limit, as on `/ws`).
+ * 1009 for a message over its limit, as on `/ws`; a 413 to a publish sent
+ * alone rejects it with `message_too_big`, and a 413 to several messages
+ * halves the bodies that follow: see `tooLarge`).
  */
 export const MAX_SEND_BYTES = 256 * 1024;
 /** The poll timeout assumed when the welcome does not name one. */
@@ -69,6 +71,8 @@ export class LongPollTransport implements Transport {
   private outbox: ClientMessage[] = [];
   private sending = false;
   private sendFailures = 0;
+  /** A send body stops before this many bytes: MAX_SEND_BYTES, halved by each 413 to a body of several messages. */
+  private maxBody = MAX_SEND_BYTES;
   private poll: AbortController | null = null;
   private pollFailures = 0;
   /** The timer before the next poll after a poll refused for the message rate (no poll until it fires). */
@@ -139,11 +143,12 @@ export class LongPollTransport implements Transport {
 
   private flush(): void {
     if (this.closed || this.sending || !this.client || this.outbox.length === 0) return;
-    const { count, body } = sendBody(this.outbox);
+    const { count, body, bytes } = sendBody(this.outbox, this.maxBody);
     this.sending = true;
     this.request('send', body, this.opts.requestTimeout).then(
       (answer) => {
         this.sending = false;
+        if (answer.status === 413 && !this.closed && this.tooLarge(count, bytes)) return;
         const msgs = this.answer(answer);
         if (!msgs) return;
         this.sendFailures = 0;
@@ -159,6 +164,34 @@ export class LongPollTransport implements Transport {
         else this.flush();
       },
     );
+  }
+
+  /**
+   * A send answered 413: the body passed the server's bound (4 ×
+   * `--max-message-bytes` + 1 KiB), and the same body would be refused
+   * forever. A body of one publish: that publish is too big for the server;
+   * it is answered as a refused request is (an `error` with its id, code
+   * `message_too_big`) and the session goes on with the rest of the outbox.
+   * A body of several messages (a server whose `--max-message-bytes` is under
+   * 65,280 has a bound under MAX_SEND_BYTES): the next bodies stop at half
+   * its size, down to one message each. False for one message that is not a
+   * publish (nothing the client sends can be that big): a refusal as before.
+   */
+  private tooLarge(count: number, bytes: number): boolean {
+    const head = this.outbox[0];
+    if (count === 1 && head?.type !== 'publish') return false;
+    this.handlers.onActivity();
+    this.sendFailures = 0;
+    if (count > 1) {
+      this.maxBody = Math.floor(bytes / 2);
+      this.opts.log?.(`a send of ${count} messages (${bytes} bytes) answered 413: bodies of at most ${this.maxBody} bytes from now on`);
+    } else if (head?.type === 'publish') {
+      this.outbox.shift();
+      const message = `this publish (${bytes - 2} bytes) is larger than the server accepts (HTTP 413)`;
+      this.apply([{ type: 'error', id: head.id, code: 'message_too_big', message }]);
+    }
+    this.flush();
+    return true;
   }
 
   private startPoll(): void {
@@ -318,36 +351,22 @@ function rateLimitWait(msgs: readonly ServerMessage[]): number | undefined {
 
 /**
  * The body for the head of `outbox`: at most `MAX_SEND_BATCH` messages and
- * `MAX_SEND_BYTES`, but always at least one message. A retry after a failed
- * send builds the same body again (the outbox only shrinks on an answer).
+ * `maxBytes` (`MAX_SEND_BYTES`, less after a 413), but always at least one
+ * message; `bytes` is its UTF-8 size. A retry after a failed send builds the
+ * same body again (the outbox only shrinks on an answer).
  */
-function sendBody(outbox: readonly ClientMessage[]): { count: number; body: string } {
+function sendBody(outbox: readonly ClientMessage[], maxBytes: number): { count: number; body: string; bytes: number } {
   const parts: string[] = [];
   let bytes = 2; // the brackets
   for (const m of outbox) {
     if (parts.length === MAX_SEND_BATCH) break;
     const text = encode(m);
     const size = utf8Length(text) + (parts.length > 0 ? 1 : 0);
-    if (parts.length > 0 && bytes + size > MAX_SEND_BYTES) break;
+    if (parts.length > 0 && bytes + size > maxBytes) break;
     parts.push(text);
     bytes += size;
   }
-  return { count: parts.length, body: `[${parts.join(',')}]` };
-}
-
-/** The UTF-8 length of `s` (what fetch sends), without encoding it. */
-function utf8Length(s: string): number {
-  let n = 0;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0x80) n += 1;
-    else if (c < 0x800) n += 2;
-    else if (c >= 0xd800 && c < 0xdc00 && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
-      n += 4; // a surrogate pair
-      i++;
-    } else n += 3;
-  }
-  return n;
+  return { count: parts.length, body: `[${parts.join(',')}]`, bytes };
 }
 
 function refusal(a: Answer): Ended {
