@@ -342,6 +342,7 @@ impl Core {
                 id: Some(id),
                 code,
                 message,
+                ..
             } => {
                 if let Some(i) = self.pending.iter().position(|p| p.sent_as == Some(id)) {
                     if let Some(p) = self.pending.remove(i) {
@@ -370,12 +371,15 @@ impl Core {
                 id: None,
                 code,
                 message,
+                ..
             } => {
                 debug!(%code, %message, "server error without a request id");
                 Ok(())
             }
+            // `close` messages are long polling's; a WebSocket closes with a frame.
             ServerMessage::Welcome { .. }
             | ServerMessage::Unsubscribed { .. }
+            | ServerMessage::Close { .. }
             | ServerMessage::Pong => Ok(()),
         }
     }

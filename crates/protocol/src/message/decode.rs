@@ -41,6 +41,8 @@ pub(super) struct Fields<'a> {
     publications: Option<&'a RawValue>,
     code: Option<&'a RawValue>,
     message: Option<&'a RawValue>,
+    poll_timeout_ms: Option<&'a RawValue>,
+    reason: Option<&'a RawValue>,
     /// The first known field that appeared more than once.
     duplicate: Option<&'static str>,
 }
@@ -66,6 +68,8 @@ enum Field {
     Publications,
     Code,
     Message,
+    PollTimeoutMs,
+    Reason,
     #[serde(other)]
     Unknown,
 }
@@ -103,6 +107,8 @@ impl<'de> Deserialize<'de> for Fields<'de> {
                         Field::Publications => (&mut f.publications, "publications"),
                         Field::Code => (&mut f.code, "code"),
                         Field::Message => (&mut f.message, "message"),
+                        Field::PollTimeoutMs => (&mut f.poll_timeout_ms, "poll_timeout_ms"),
+                        Field::Reason => (&mut f.reason, "reason"),
                         Field::Unknown => {
                             // Skipped without building anything (the JSON is
                             // still checked, and nesting is depth-limited).
@@ -368,6 +374,7 @@ impl ServerMessage {
                 ping_interval_ms: need(f.ping_interval_ms, k, "ping_interval_ms")?,
                 pong_timeout_ms: need(f.pong_timeout_ms, k, "pong_timeout_ms")?,
                 version: optional(f.version, k, "version")?.unwrap_or(PROTOCOL_VERSION),
+                poll_timeout_ms: optional(f.poll_timeout_ms, k, "poll_timeout_ms")?,
             },
             "subscribed" => ServerMessage::Subscribed {
                 id: need(f.id, k, "id")?,
@@ -399,6 +406,11 @@ impl ServerMessage {
                 id,
                 code: f.code.and_then(read).unwrap_or(ErrorCode::Unknown),
                 message: f.message.and_then(read).unwrap_or_default(),
+                channel: f.channel.and_then(read),
+            },
+            "close" => ServerMessage::Close {
+                code: need(f.code, k, "code")?,
+                reason: optional(f.reason, k, "reason")?.unwrap_or_default(),
             },
             "pong" => ServerMessage::Pong,
             other => {

@@ -88,6 +88,8 @@ pub enum ServerMessage {
         ping_interval_ms: u64,
         pong_timeout_ms: u64,
         version: u32,
+        /// Long polling only: how long a poll waits before answering `[]`.
+        poll_timeout_ms: Option<u64>,
     },
     Subscribed {
         id: u64,
@@ -114,6 +116,15 @@ pub enum ServerMessage {
         id: Option<u64>,
         code: ErrorCode,
         message: String,
+        /// Long polling only: the channel a poll named and the session could
+        /// not hold (an `error` without `id`).
+        channel: Option<String>,
+    },
+    /// Long polling only: the session ends with this close code (a
+    /// WebSocket carries it in its close frame instead).
+    Close {
+        code: u16,
+        reason: String,
     },
     Pong,
 }
@@ -216,6 +227,7 @@ impl DecodeError {
             id: self.id,
             code: self.code,
             message: self.message,
+            channel: None,
         }
     }
 }
@@ -270,11 +282,13 @@ impl ServerMessage {
                 ping_interval_ms,
                 pong_timeout_ms,
                 version,
+                poll_timeout_ms,
             } => Wire::Welcome {
                 client,
                 ping_interval_ms: *ping_interval_ms,
                 pong_timeout_ms: *pong_timeout_ms,
                 version: *version,
+                poll_timeout_ms: *poll_timeout_ms,
             },
             ServerMessage::Subscribed {
                 id,
@@ -301,10 +315,20 @@ impl ServerMessage {
                 id: *id,
                 offset: *offset,
             },
-            ServerMessage::Error { id, code, message } => Wire::Error {
+            ServerMessage::Error {
+                id,
+                code,
+                message,
+                channel,
+            } => Wire::Error {
                 id: *id,
                 code: *code,
                 message,
+                channel: channel.as_deref(),
+            },
+            ServerMessage::Close { code, reason } => Wire::Close {
+                code: *code,
+                reason,
             },
             ServerMessage::Pong => Wire::Pong,
         };
@@ -323,6 +347,8 @@ enum Wire<'a> {
         ping_interval_ms: u64,
         pong_timeout_ms: u64,
         version: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        poll_timeout_ms: Option<u64>,
     },
     Subscribed {
         id: u64,
@@ -345,6 +371,12 @@ enum Wire<'a> {
         id: Option<u64>,
         code: ErrorCode,
         message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        channel: Option<&'a str>,
+    },
+    Close {
+        code: u16,
+        reason: &'a str,
     },
     Pong,
 }

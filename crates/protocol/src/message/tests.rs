@@ -228,6 +228,14 @@ fn server_messages_round_trip() {
             ping_interval_ms: 25000,
             pong_timeout_ms: 10000,
             version: 1,
+            poll_timeout_ms: None,
+        },
+        ServerMessage::Welcome {
+            client: "lp".into(),
+            ping_interval_ms: 25000,
+            pong_timeout_ms: 10000,
+            version: 1,
+            poll_timeout_ms: Some(25000),
         },
         ServerMessage::Subscribed {
             id: 1,
@@ -250,6 +258,17 @@ fn server_messages_round_trip() {
             id: Some(3),
             code: ErrorCode::Forbidden,
             message: "no".into(),
+            channel: None,
+        },
+        ServerMessage::Error {
+            id: None,
+            code: ErrorCode::InvalidChannel,
+            message: "bad name".into(),
+            channel: Some("a b".into()),
+        },
+        ServerMessage::Close {
+            code: 4002,
+            reason: "token expired".into(),
         },
         ServerMessage::Pong,
     ];

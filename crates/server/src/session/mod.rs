@@ -171,7 +171,9 @@ impl Session {
         format!("{}-{:x}", self.node.id, self.conn_id)
     }
 
-    /// The `welcome`, the first message of every session.
+    /// The `welcome`, the first message of every session; a session whose
+    /// requests may be retried (long polling) is also told how long a poll
+    /// waits.
     pub fn welcome(&self, client: String) -> ServerMessage {
         let hb = &self.node.config.heartbeat;
         ServerMessage::Welcome {
@@ -179,6 +181,8 @@ impl Session {
             ping_interval_ms: hb.ping_interval.as_millis() as u64,
             pong_timeout_ms: hb.pong_timeout.as_millis() as u64,
             version: PROTOCOL_VERSION,
+            poll_timeout_ms: (!self.on_connection())
+                .then_some(hb.long_poll_timeout.as_millis() as u64),
         }
     }
 

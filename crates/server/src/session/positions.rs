@@ -8,7 +8,7 @@
 use super::{keep_within, push_publications, read_cursor, Out, Session};
 use crate::channel_log::Cursor;
 use std::{collections::HashMap, sync::Arc};
-use tether_protocol::StreamPosition;
+use tether_protocol::{ServerMessage, StreamPosition};
 
 /// Publications one poll answer carries per channel at most.
 const POLL_BATCH: usize = 256;
@@ -76,11 +76,13 @@ impl Session {
             Err((code, message)) => {
                 // The client may no longer hold it (its token changed): the
                 // error names the channel, and the client drops it.
-                out.push(
-                    serde_json::json!({"type": "error", "code": code.as_str(), "message": message, "channel": channel})
-                        .to_string()
-                        .into(),
-                );
+                let error = ServerMessage::Error {
+                    id: None,
+                    code,
+                    message,
+                    channel: Some(channel.to_owned()),
+                };
+                out.push(error.encode().into());
             }
         }
     }

@@ -15,7 +15,13 @@ impl Session {
     }
 
     fn reply_error(out: &mut Out, id: Option<u64>, code: ErrorCode, message: String) {
-        Self::reply(out, ServerMessage::Error { id, code, message });
+        let reply = ServerMessage::Error {
+            id,
+            code,
+            message,
+            channel: None,
+        };
+        Self::reply(out, reply);
     }
 
     /// Counts an invalid or refused message; too many in a row ends the session.

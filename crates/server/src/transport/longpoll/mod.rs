@@ -25,7 +25,7 @@ use std::{
         Arc,
     },
 };
-use tether_protocol::CloseCode;
+use tether_protocol::{CloseCode, ServerMessage};
 use tokio::{sync::Notify, time::Instant};
 
 /// The sessions of long-polling clients on this node, by client id.
@@ -210,9 +210,11 @@ pub(crate) fn ending_frame(node: &Node, c: &Closing) -> bytes::Bytes {
 
 /// The `close` message a long-polling response carries when the session ends.
 pub(crate) fn close_frame(c: &Closing) -> bytes::Bytes {
-    serde_json::json!({"type": "close", "code": c.code.as_u16(), "reason": c.reason})
-        .to_string()
-        .into()
+    let close = ServerMessage::Close {
+        code: c.code.as_u16(),
+        reason: c.reason.clone(),
+    };
+    close.encode().into()
 }
 
 pub(crate) const STYLE: Style = Style::Retried;

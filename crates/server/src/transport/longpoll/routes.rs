@@ -150,13 +150,8 @@ async fn open_route(
         Err(r) => refuse(&node, peer.addr, "/lp/open", r),
         Ok(engine) => {
             let client = new_client_id(&node);
-            // The `welcome` of every transport, plus how long a poll waits.
-            let mut welcome = engine.welcome(client.clone()).encode();
-            welcome.pop(); // the object's closing brace
-            welcome.push_str(&format!(
-                ",\"poll_timeout_ms\":{}}}",
-                node.config.heartbeat.long_poll_timeout.as_millis()
-            ));
+            // The `welcome` of every transport, with how long a poll waits.
+            let welcome = engine.welcome(client.clone()).encode();
             drop(node.longpoll.insert(&node, &client, engine));
             ([(header::CONTENT_TYPE, "application/json")], welcome).into_response()
         }
