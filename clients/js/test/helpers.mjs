@@ -207,3 +207,14 @@ export function fakeStorage() {
     removeItem: (k) => void items.delete(k),
   };
 }
+
+/** Subscription handlers that record what they are given: offsets, `subscribed` infos, errors. */
+export function recorder() {
+  const log = { messages: [], subscribed: [], errors: [] };
+  log.handlers = {
+    onMessage: (m) => log.messages.push(m.offset),
+    onSubscribed: (s) => log.subscribed.push(s),
+    onError: (e) => log.errors.push(e),
+  };
+  return log;
+}

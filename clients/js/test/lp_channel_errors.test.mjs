@@ -4,18 +4,8 @@
 // again at once (which looped until the session was closed with 4005).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { RETRYABLE_ERRORS, decode, flush, setup } from './helpers.mjs';
+import { RETRYABLE_ERRORS, decode, flush, recorder, setup } from './helpers.mjs';
 import { lpOnly, openLp, subscribeLp } from './lp_helpers.mjs';
-
-function recorder() {
-  const log = { messages: [], subscribed: [], errors: [] };
-  log.handlers = {
-    onMessage: (m) => log.messages.push(m.offset),
-    onSubscribed: (s) => log.subscribed.push(s),
-    onError: (e) => log.errors.push(e),
-  };
-  return log;
-}
 
 /** A session holding `news` (offset 5) and `chat` (offset 1). */
 async function holding() {

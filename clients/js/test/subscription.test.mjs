@@ -2,19 +2,9 @@
 // refusals (final ones remove the subscription, retryable ones are retried).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { LP_WELCOME, RETRYABLE_ERRORS, flush, isRetryable, setup } from './helpers.mjs';
+import { LP_WELCOME, RETRYABLE_ERRORS, flush, isRetryable, recorder, setup } from './helpers.mjs';
 
 const wsOnly = { transports: ['websocket'] };
-
-function recorder() {
-  const log = { messages: [], subscribed: [], errors: [] };
-  log.handlers = {
-    onMessage: (m) => log.messages.push(m.offset),
-    onSubscribed: (s) => log.subscribed.push(s),
-    onError: (e) => log.errors.push(e),
-  };
-  return log;
-}
 
 function subscribedReply(sock, channel, fields) {
   const req = sock.sentOf('subscribe').filter((m) => m.channel === channel).at(-1);
