@@ -36,6 +36,21 @@ pub struct ChannelLog {
     pub name: Arc<str>,
     window: Window,
     inner: Mutex<Inner>,
+    /// Whether this node's subscription at the broker is in place (set by
+    /// the session that joined first and subscribed there).
+    interest: tokio::sync::watch::Sender<Interest>,
+}
+
+/// This node's subscription to a channel at the broker. A session that
+/// joins while the first one is still subscribing must not read history
+/// before the subscription is live: a publication in between would be in
+/// neither its history read nor this log, and its cursor would start behind
+/// the log (4004 for nothing, seen in the restart storms with Redis).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    Pending,
+    Live,
+    Failed,
 }
 
 struct Inner {
@@ -110,7 +125,30 @@ impl ChannelLog {
                 subscribers: Vec::new(),
                 snapshot: None,
             }),
+            interest: tokio::sync::watch::Sender::new(Interest::Pending),
         })
+    }
+
+    /// The first subscriber's subscription at the broker succeeded or failed.
+    pub fn settle_interest(&self, live: bool) {
+        let to = if live {
+            Interest::Live
+        } else {
+            Interest::Failed
+        };
+        self.interest.send_replace(to);
+    }
+
+    /// Waits until the first subscriber's subscription at the broker is
+    /// settled; whether it is live.
+    pub async fn interest_live(&self) -> bool {
+        let mut rx = self.interest.subscribe();
+        let settled = match rx.wait_for(|i| *i != Interest::Pending).await {
+            Ok(i) => *i,
+            // The log is gone (cannot happen while a cursor holds it).
+            Err(_) => Interest::Failed,
+        };
+        settled == Interest::Live
     }
 
     /// Adds a subscriber. Its position starts at 0 — the log keeps what
@@ -315,6 +353,31 @@ mod tests {
                 bytes: 1 << 20,
             },
         )
+    }
+
+    #[tokio::test]
+    async fn a_joiner_waits_for_the_first_subscription_at_the_broker() {
+        let l = log(8);
+        let waiter = tokio::spawn({
+            let l = l.clone();
+            async move { l.interest_live().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "pending: the joiner waits");
+        l.settle_interest(true);
+        assert!(waiter.await.unwrap_or(false), "live");
+        assert!(l.interest_live().await, "a later joiner does not wait");
+    }
+
+    #[tokio::test]
+    async fn a_failed_first_subscription_fails_the_waiting_joiners() {
+        let l = log(8);
+        let waiter = tokio::spawn({
+            let l = l.clone();
+            async move { l.interest_live().await }
+        });
+        l.settle_interest(false);
+        assert!(!waiter.await.unwrap_or(true));
     }
 
     #[test]

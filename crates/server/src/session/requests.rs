@@ -190,10 +190,21 @@ impl Session {
         // covers are skipped on send.
         let (cursor, first) = self.node.hub.add(channel, self.conn_id, self.bell.clone());
         if first {
+            let settle = Settle(&cursor.log, false);
             if let Err(e) = self.node.broker.subscribe(channel).await {
+                drop(settle);
                 self.node.hub.remove(channel, self.conn_id);
                 return Err((error_code(&e), e.to_string()));
             }
+            settle.live();
+        } else if !cursor.log.interest_live().await {
+            // Whoever subscribed it at the broker failed: so does this join,
+            // for now (the client retries; the next first joiner subscribes).
+            self.node.hub.remove(channel, self.conn_id);
+            return Err((
+                ErrorCode::Unavailable,
+                format!("subscribing {channel:?} at the broker failed; retry"),
+            ));
         }
         match self.node.broker.recover(channel, recover).await {
             Ok(r) => {
@@ -330,6 +341,26 @@ fn retried_key(client: &str, id: u64, user: Option<&str>) -> String {
     }
 }
 
+/// Settles the channel log's broker interest: live when told, failed when
+/// dropped before (an error, or the joining session went away meanwhile),
+/// so that sessions waiting on it never wait forever.
+struct Settle<'a>(&'a crate::channel_log::ChannelLog, bool);
+
+impl Settle<'_> {
+    fn live(mut self) {
+        self.1 = true;
+        self.0.settle_interest(true);
+    }
+}
+
+impl Drop for Settle<'_> {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.settle_interest(false);
+        }
+    }
+}
+
 fn request_id(m: &ClientMessage) -> Option<u64> {
     match m {
         ClientMessage::Subscribe { id, .. }
@@ -426,6 +457,24 @@ mod tests {
             recovered: true,
             publications,
         }
+    }
+
+    #[tokio::test]
+    async fn a_subscribing_session_that_goes_away_fails_the_waiting_joiners() {
+        use crate::channel_log::{ChannelLog, Window};
+        let window = Window {
+            publications: 8,
+            bytes: 1 << 20,
+        };
+        let log = ChannelLog::new(Arc::from("c"), window);
+        drop(Settle(&log, false));
+        assert!(
+            !log.interest_live().await,
+            "dropped unsettled: failed, not pending"
+        );
+        let log = ChannelLog::new(Arc::from("c"), window);
+        Settle(&log, false).live();
+        assert!(log.interest_live().await);
     }
 
     #[test]
