@@ -133,6 +133,7 @@ stop_server() {
   for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
   kill -9 "$SERVER_PID" 2>/dev/null || true
   wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID="" # gone: the EXIT trap must not kill it again (a failed kill under set -e made a good run exit 1)
   if [[ -n ${REDIS_PID:-} ]]; then
     kill "$REDIS_PID" 2>/dev/null || true
     wait "$REDIS_PID" 2>/dev/null || true
