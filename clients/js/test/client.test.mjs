@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { LP_WELCOME, STABLE_AFTER, WAKE_CHECK_TIMEOUT, flush, setup, vectors } from './helpers.mjs';
+import { flush, LP_WELCOME, retry, setup, STABLE_AFTER, vectors, WAKE_CHECK_TIMEOUT } from './helpers.mjs';
 
 const wsOnly = { transports: ['websocket'] };
 
@@ -69,7 +69,7 @@ for (const { code, reconnect } of vectors('close_codes.json')) {
     } else {
       assert.equal(client.state.state, 'reconnecting');
       assert.equal(client.state.code, code);
-      clock.advance(client.state.nextRetryAt - clock.now());
+      retry({ client, clock });
       await flush();
       assert.equal(ws.sockets.length, 2);
       assert.equal(calls, 2, 'the token function is called before every attempt');
@@ -176,7 +176,7 @@ test('maxAttempts running out stops with the last failure\'s code, not 1006 (as 
   client.connect();
   ws.last().serverClose(4003, 'no pong');
   const pending = client.publish('chat', 1);
-  clock.advance(client.state.nextRetryAt - clock.now());
+  retry({ client, clock });
   assert.equal(ws.sockets.length, 2);
   ws.last().serverClose(4004, 'too slow');
   assert.equal(client.state.state, 'disconnected');
@@ -188,24 +188,23 @@ test('maxAttempts running out stops with the last failure\'s code, not 1006 (as 
 test('backoff resets only once a connection proved usable', () => {
   const { client, ws, clock } = setup(wsOnly);
   client.connect();
-  const retry = () => clock.advance(client.state.nextRetryAt - clock.now());
   // Welcome, then an immediate close: not usable, the attempts keep counting.
   ws.last().welcome();
   ws.last().serverClose(1011);
   assert.equal(client.state.attempt, 1);
-  retry();
+  retry({ client, clock });
   ws.last().welcome();
   ws.last().serverClose(1011);
   assert.equal(client.state.attempt, 2);
   // Up for STABLE_AFTER: usable.
-  retry();
+  retry({ client, clock });
   ws.last().welcome();
   clock.advance(STABLE_AFTER);
   ws.last().serverClose(1011);
   assert.equal(client.state.attempt, 1);
   // A completed subscribe: usable at once.
   client.subscribe('news');
-  retry();
+  retry({ client, clock });
   ws.last().welcome();
   const id = ws.last().sentOf('subscribe')[0].id;
   ws.last().receive({ type: 'subscribed', id, channel: 'news', epoch: 'e', offset: 0, recovered: false, publications: [] });
@@ -316,15 +315,14 @@ test('a WebSocket error without a close event (Node 20) still ends the attempt',
 
 test('an acked publish proves the connection usable: the backoff starts over', () => {
   const { client, ws, clock } = setup(wsOnly);
-  const retry = () => clock.advance(client.state.nextRetryAt - clock.now());
   client.connect();
   ws.last().welcome();
   ws.last().serverClose(1011);
-  retry();
+  retry({ client, clock });
   ws.last().welcome();
   ws.last().serverClose(1011);
   assert.equal(client.state.attempt, 2, 'welcomes alone do not reset the count');
-  retry();
+  retry({ client, clock });
   ws.last().welcome();
   client.publish('chat', 1);
   const pub = ws.last().sentOf('publish')[0];
@@ -380,7 +378,7 @@ test('a WebSocket that never opened within handshakeTimeout is an ordinary failu
   assert.ok(ws.sockets[0].closed);
   assert.equal(client.state.state, 'reconnecting');
   assert.equal(client.state.transport, 'websocket', 'one failure of two: still WebSocket');
-  clock.advance(client.state.nextRetryAt - clock.now());
+  retry({ client, clock });
   assert.equal(ws.sockets.length, 2);
   clock.advance(1000);
   assert.equal(client.state.transport, 'longpoll', 'the second failure in a row falls back');
@@ -451,7 +449,7 @@ test('a ping follows every welcome, before the resubscribes: the RTT is known at
   ws.last().receive({ type: 'pong' });
   assert.equal(client.rtt, 7);
   ws.last().drop();
-  clock.advance(client.state.nextRetryAt - clock.now());
+  retry({ client, clock });
   ws.last().welcome();
   assert.equal(ws.last().sent[0].type, 'ping', 'and after a reconnect');
   clock.advance(3);
@@ -525,7 +523,7 @@ test('ping() waiting across the switch from long polling to WebSocket is answere
   const { client, ws, http, clock } = setup({ fallbackAfter: 1, probeInterval: 1000 });
   client.connect();
   ws.last().drop();
-  clock.advance(client.state.nextRetryAt - clock.now());
+  retry({ client, clock });
   http.last('open').respond(200, LP_WELCOME);
   await flush();
   http.last('send').respond(200, [{ type: 'pong' }]);
@@ -547,7 +545,7 @@ test('disconnect() from the connected listener: nothing is sent and no timer is 
   client.on('state', (s) => s.state === 'connected' && client.disconnect());
   client.connect();
   ws.last().drop();
-  clock.advance(client.state.nextRetryAt - clock.now());
+  retry({ client, clock });
   http.last('open').respond(200, LP_WELCOME);
   await flush();
   assert.equal(client.state.state, 'disconnected');

@@ -218,3 +218,6 @@ export function recorder() {
   };
   return log;
 }
+
+/** Lets the fake clock run to the client's next retry (the `reconnecting` state's `nextRetryAt`). */
+export const retry = ({ client, clock }) => clock.advance(client.state.nextRetryAt - clock.now());

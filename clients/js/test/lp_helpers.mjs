@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { LP_WELCOME, flush } from './helpers.mjs';
 
 export const lpOnly = { WebSocket: null };
-export const retry = ({ client, clock }) => clock.advance(client.state.nextRetryAt - clock.now());
+export { retry } from './helpers.mjs';
 
 /**
  * Opens a long-poll session: answers /lp/open with the welcome, and the ping

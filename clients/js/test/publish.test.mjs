@@ -1,11 +1,9 @@
 // Publishing: acks by id, the bounded queue, resend with the same key.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { flush, setup } from './helpers.mjs';
+import { flush, retry, setup } from './helpers.mjs';
 
 const wsOnly = { transports: ['websocket'] };
-const retry = ({ client, clock }) => clock.advance(client.state.nextRetryAt - clock.now());
-
 test('publish resolves with the acked offset; an error reply rejects', async () => {
   const { client, ws } = setup(wsOnly);
   client.connect();

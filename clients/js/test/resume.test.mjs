@@ -1,7 +1,7 @@
 // Offline/online, visibility, pageshow and wall-clock jumps (sleep/wake).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { WAKE_CHECK_TIMEOUT, WATCH_EVERY, flush, setup } from './helpers.mjs';
+import { flush, retry, setup, WAKE_CHECK_TIMEOUT, WATCH_EVERY } from './helpers.mjs';
 
 const wsOnly = { transports: ['websocket'] };
 
@@ -90,7 +90,7 @@ test('hidden: no ping on visibilitychange, and retries never stop', () => {
   for (let i = 1; i <= 20; i++) {
     ws.last().drop();
     assert.equal(client.state.state, 'reconnecting');
-    clock.advance(client.state.nextRetryAt - clock.now());
+    retry({ client, clock });
     assert.equal(ws.sockets.length, i + 1);
   }
 });

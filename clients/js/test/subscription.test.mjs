@@ -2,7 +2,7 @@
 // refusals (final ones remove the subscription, retryable ones are retried).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { LP_WELCOME, RETRYABLE_ERRORS, flush, isRetryable, recorder, setup } from './helpers.mjs';
+import { flush, isRetryable, LP_WELCOME, recorder, retry, RETRYABLE_ERRORS, setup } from './helpers.mjs';
 
 const wsOnly = { transports: ['websocket'] };
 
@@ -12,7 +12,24 @@ function subscribedReply(sock, channel, fields) {
   return req;
 }
 
-const retry = ({ client, clock }) => clock.advance(client.state.nextRetryAt - clock.now());
+
+/**
+ * `news` held at epoch `e`, offset 5, on a first connection that then
+ * dropped; the second connection is welcomed and its resubscribe (with
+ * `recover`) awaits an answer.
+ */
+function reconnectedWithNews() {
+  const ctx = setup(wsOnly);
+  const log = recorder();
+  ctx.client.subscribe('news', log.handlers);
+  ctx.client.connect();
+  ctx.ws.last().welcome();
+  subscribedReply(ctx.ws.last(), 'news', { epoch: 'e', offset: 5, recovered: false });
+  ctx.ws.last().drop();
+  retry(ctx);
+  ctx.ws.last().welcome();
+  return { ...ctx, log };
+}
 
 test('subscribe, deliver in order once, recover after a reconnect', () => {
   const ctx = setup(wsOnly);
@@ -43,16 +60,8 @@ test('subscribe, deliver in order once, recover after a reconnect', () => {
 });
 
 test('recovered:false after a reconnect: onSubscribed tells the app to resync; delivery continues', () => {
-  const ctx = setup(wsOnly);
-  const { client, ws } = ctx;
-  const log = recorder();
-  client.subscribe('news', log.handlers);
-  client.connect();
-  ws.last().welcome();
-  subscribedReply(ws.last(), 'news', { epoch: 'e', offset: 5, recovered: false });
-  ws.last().drop();
-  retry(ctx);
-  ws.last().welcome();
+  const ctx = reconnectedWithNews();
+  const { client, ws, log } = ctx;
   subscribedReply(ws.last(), 'news', { epoch: 'f', offset: 2, recovered: false });
   assert.deepEqual(log.subscribed.at(-1), { channel: 'news', epoch: 'f', offset: 2, recovered: false, resync: true });
   ws.last().receive({ type: 'message', channel: 'news', offset: 3, data: null });
@@ -60,16 +69,8 @@ test('recovered:false after a reconnect: onSubscribed tells the app to resync; d
 });
 
 test('a replay cut short continues with message frames', () => {
-  const ctx = setup(wsOnly);
-  const { client, ws } = ctx;
-  const log = recorder();
-  client.subscribe('news', log.handlers);
-  client.connect();
-  ws.last().welcome();
-  subscribedReply(ws.last(), 'news', { epoch: 'e', offset: 5, recovered: false });
-  ws.last().drop();
-  retry(ctx);
-  ws.last().welcome();
+  const ctx = reconnectedWithNews();
+  const { client, ws, log } = ctx;
   subscribedReply(ws.last(), 'news', { epoch: 'e', offset: 7, recovered: true, publications: [{ offset: 6, data: 6 }, { offset: 7, data: 7 }] });
   for (const o of [8, 9]) ws.last().receive({ type: 'message', channel: 'news', offset: o, data: o });
   assert.deepEqual(log.messages, [6, 7, 8, 9]);
@@ -217,16 +218,8 @@ for (const code of RETRYABLE_ERRORS) {
 }
 
 test('a refused recovery is retried with the recovery position', () => {
-  const ctx = setup(wsOnly);
-  const { client, clock, ws } = ctx;
-  const log = recorder();
-  client.subscribe('news', log.handlers);
-  client.connect();
-  ws.last().welcome();
-  subscribedReply(ws.last(), 'news', { epoch: 'e', offset: 5, recovered: false });
-  ws.last().drop();
-  retry(ctx);
-  ws.last().welcome();
+  const ctx = reconnectedWithNews();
+  const { client, clock, ws, log } = ctx;
   refuse(ws.last(), 'news', 'unavailable');
   // Nothing is delivered for the channel while the server holds no subscription.
   waitForResubscribe(clock, ws.last());
