@@ -6,7 +6,7 @@
 //! Any node can do this for any client: a lost answer is simply read again.
 
 use super::{keep_within, push_publications, read_cursor, Out, Session};
-use crate::channel_log::Cursor;
+use crate::{broker::Publication, channel_log::Cursor};
 use std::{collections::HashMap, sync::Arc};
 use tether_protocol::{ServerMessage, StreamPosition};
 
@@ -32,6 +32,7 @@ impl Session {
         for channel in gone {
             self.unsubscribe_quietly(&channel).await;
         }
+        let mut used = bytes(out);
         for (channel, position) in channels {
             let same_epoch = self
                 .held(&channel)
@@ -42,8 +43,13 @@ impl Session {
                 }
                 // The answer is full: the channel is joined when the next poll
                 // names it again.
-                _ if bytes(out) >= POLL_BYTES => {}
-                _ => self.rejoin(&channel, &position, out).await,
+                _ if used >= POLL_BYTES => {}
+                _ => {
+                    let before = out.len();
+                    self.rejoin(&channel, &position, POLL_BYTES - used, out)
+                        .await;
+                    used += bytes(&out[before..]);
+                }
             }
         }
     }
@@ -52,21 +58,20 @@ impl Session {
     /// holds after it is read as messages; a position history cannot serve
     /// (another epoch, too old) gets an id-less `subscribed` with
     /// `recovered:false`, the client's signal to resync.
-    async fn rejoin(&mut self, channel: &str, position: &StreamPosition, out: &mut Out) {
+    async fn rejoin(
+        &mut self,
+        channel: &str,
+        position: &StreamPosition,
+        budget: usize,
+        out: &mut Out,
+    ) {
         self.unsubscribe_quietly(channel).await;
         match self.join(channel, Some(position)).await {
             Ok(recovery) if recovery.recovered => {
                 if let Some(cursor) = self.cursor(channel).cloned() {
                     cursor.set_position(position.offset);
                     self.hold(channel, &recovery.epoch, recovery.offset);
-                    let mut publications = recovery.publications;
-                    publications.truncate(POLL_BATCH);
-                    keep_within(
-                        &mut publications,
-                        POLL_BYTES.saturating_sub(bytes(out)),
-                        out.is_empty(),
-                    );
-                    push_publications(&cursor, &mut publications, out);
+                    push_within(&cursor, recovery.publications, budget, out);
                     cursor.ring();
                 }
             }
@@ -108,16 +113,16 @@ impl Session {
             cursors.rotate_left(start);
         }
         let mut batch = Vec::new();
-        let mut bytes = bytes(out);
+        let mut used = bytes(out);
         for (channel, cursor) in cursors {
-            if bytes >= POLL_BYTES {
+            if used >= POLL_BYTES {
                 cursor.ring();
                 continue;
             }
             let before = out.len();
             cursor.clear_pending();
             let joined_at = self.held(&channel).map_or(0, |h| h.joined_at);
-            let budget = POLL_BYTES - bytes;
+            let budget = POLL_BYTES - used;
             let from_log = if cursor.position() < joined_at {
                 Err(())
             } else {
@@ -126,7 +131,7 @@ impl Session {
             if from_log.is_err() {
                 self.read_history(&channel, budget, out).await;
             }
-            bytes += out[before..].iter().map(|f| f.len()).sum::<usize>();
+            used += bytes(&out[before..]);
         }
     }
 
@@ -145,10 +150,7 @@ impl Session {
         let node = self.node.clone();
         match node.broker.recover(channel, Some(&position)).await {
             Ok(recovery) if recovery.recovered => {
-                let mut publications = recovery.publications;
-                publications.truncate(POLL_BATCH);
-                keep_within(&mut publications, budget, out.is_empty());
-                push_publications(&cursor, &mut publications, out);
+                push_within(&cursor, recovery.publications, budget, out);
             }
             Ok(recovery) => {
                 self.answer_subscribe(None, channel, recovery, out);
@@ -176,7 +178,21 @@ fn reaches(cursor: &Cursor, offset: u64) -> bool {
         .is_ok_and(|_| at.first().is_some_and(|p| p.offset == offset))
 }
 
-/// The bytes of the frames in an answer so far.
-fn bytes(out: &Out) -> usize {
-    out.iter().map(|f| f.len()).sum()
+/// The bytes of `frames` (an answer, or what a step added to it).
+fn bytes(frames: &[bytes::Bytes]) -> usize {
+    frames.iter().map(|f| f.len()).sum()
+}
+
+/// Moves into `out` what of `publications` fits an answer: at most
+/// `POLL_BATCH` of them and `budget` bytes (one at least, into an empty
+/// answer); the rest is read by the next poll.
+fn push_within(
+    cursor: &Cursor,
+    mut publications: Vec<Arc<Publication>>,
+    budget: usize,
+    out: &mut Out,
+) {
+    publications.truncate(POLL_BATCH);
+    keep_within(&mut publications, budget, out.is_empty());
+    push_publications(cursor, &mut publications, out);
 }
