@@ -11,8 +11,10 @@
 //! A reader that falls off the start of the window is told so
 //! ([`Behind`]) and resynchronised through the ordinary recovery path.
 
-use crate::{broker::Publication, doorbell::Doorbell};
+use crate::doorbell::Doorbell;
+use bytes::Bytes;
 use parking_lot::Mutex;
+use serde_json::value::RawValue;
 use std::{
     collections::VecDeque,
     sync::{
@@ -20,6 +22,38 @@ use std::{
         Arc,
     },
 };
+
+/// One publication, with its `message` frame encoded once and shared by every
+/// subscriber that receives it.
+#[derive(Debug)]
+pub struct Publication {
+    pub channel: Arc<str>,
+    pub offset: u64,
+    /// The complete `{"type":"message",...}` frame.
+    pub frame: Bytes,
+    /// Where `data` starts inside `frame` (it runs to the closing brace).
+    data_start: usize,
+}
+
+impl Publication {
+    pub fn new(channel: Arc<str>, offset: u64, data: &RawValue) -> Self {
+        let frame = tether_protocol::message::encode_message_frame(&channel, offset, data.get());
+        let data_start = frame.len() - 1 - data.get().len();
+        Publication {
+            channel,
+            offset,
+            frame: Bytes::from(frame),
+            data_start,
+        }
+    }
+
+    /// The publication's `data`, as raw JSON text.
+    pub fn data(&self) -> &str {
+        let end = self.frame.len().saturating_sub(1);
+        std::str::from_utf8(self.frame.get(self.data_start..end).unwrap_or_default())
+            .unwrap_or("null")
+    }
+}
 
 /// How many publications and bytes the log may hold at most.
 #[derive(Debug, Clone, Copy)]

@@ -72,13 +72,11 @@ pub enum StartError {
     #[error("cannot listen on {addr}")]
     Bind { addr: SocketAddr, source: io::Error },
     #[error(transparent)]
-    Auth(#[from] crate::auth::KeyError),
+    Node(#[from] crate::node::NodeError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
     #[error("--trusted-proxies: {0}")]
     TrustedProxies(String),
-    #[error("{0}")]
-    Broker(String),
 }
 
 impl Server {

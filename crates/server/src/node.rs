@@ -18,6 +18,15 @@ use std::sync::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+/// Why a node could not be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Auth(#[from] crate::auth::KeyError),
+    #[error("{0}")]
+    Broker(String),
+}
+
 pub struct Node {
     pub config: Arc<Config>,
     pub id: String,
@@ -45,10 +54,7 @@ pub struct Node {
 
 impl Node {
     /// Builds a node; `socket_budget` is how many sockets the open-file limit allows.
-    pub fn new(
-        config: Config,
-        socket_budget: usize,
-    ) -> Result<Arc<Self>, crate::listener::StartError> {
+    pub fn new(config: Config, socket_budget: usize) -> Result<Arc<Self>, NodeError> {
         let verifier = Verifier::from_config(&config.auth)?;
         let metrics = Arc::new(Metrics::new());
         // How far a subscriber may fall behind its channel before it is
@@ -79,7 +85,7 @@ impl Node {
                     hub.clone(),
                     metrics.clone(),
                 )
-                .map_err(|e| crate::listener::StartError::Broker(e.to_string()))?;
+                .map_err(|e| NodeError::Broker(e.to_string()))?;
                 (Arc::new(redis), None)
             }
         };

@@ -10,42 +10,12 @@ pub mod memory;
 pub mod redis;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use serde_json::value::RawValue;
 use std::sync::Arc;
 use tether_protocol::StreamPosition;
 
-/// One publication, with its `message` frame encoded once and shared by every
-/// subscriber that receives it.
-#[derive(Debug)]
-pub struct Publication {
-    pub channel: Arc<str>,
-    pub offset: u64,
-    /// The complete `{"type":"message",...}` frame.
-    pub frame: Bytes,
-    /// Where `data` starts inside `frame` (it runs to the closing brace).
-    data_start: usize,
-}
-
-impl Publication {
-    pub fn new(channel: Arc<str>, offset: u64, data: &RawValue) -> Self {
-        let frame = tether_protocol::message::encode_message_frame(&channel, offset, data.get());
-        let data_start = frame.len() - 1 - data.get().len();
-        Publication {
-            channel,
-            offset,
-            frame: Bytes::from(frame),
-            data_start,
-        }
-    }
-
-    /// The publication's `data`, as raw JSON text.
-    pub fn data(&self) -> &str {
-        let end = self.frame.len().saturating_sub(1);
-        std::str::from_utf8(self.frame.get(self.data_start..end).unwrap_or_default())
-            .unwrap_or("null")
-    }
-}
+/// Publications live in the channels' logs; brokers make and hand them over.
+pub use crate::channel_log::Publication;
 
 /// What a publish returns.
 #[derive(Debug, Clone, PartialEq, Eq)]

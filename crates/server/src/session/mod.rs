@@ -59,11 +59,16 @@ impl Closing {
 
     /// 1012: the node drains; the reason carries a jittered reconnect delay.
     pub fn draining(node: &Node) -> Self {
-        Closing::new(
-            CloseCode::ServiceRestart,
-            crate::transport::drain_reason(&node.config.server),
-        )
+        Closing::new(CloseCode::ServiceRestart, drain_reason(&node.config.server))
     }
+}
+
+/// The 1012 reason of a drain: a reconnect delay picked at random up to
+/// `drain_jitter`, so that the clients of a restarting node do not all
+/// come back at once.
+pub(crate) fn drain_reason(server: &crate::config::ServerConfig) -> String {
+    let jitter = server.drain_jitter.mul_f64(fastrand::f64());
+    tether_protocol::RetryHint(jitter).append_to("server restarting; reconnect")
 }
 
 /// How the transport carries requests, which decides what a repeated

@@ -8,7 +8,8 @@
 //! `--messages-burst`): a message over the rate is not echoed, and
 //! ten over-rate frames in a row (`MAX_STRIKES`) close the connection with 4005.
 
-use super::{drain_reason, websocket::read_error, CLOSE_SEND_TIMEOUT};
+use super::{websocket::read_error, CLOSE_SEND_TIMEOUT};
+use crate::session::drain_reason;
 use crate::session::MAX_STRIKES;
 use crate::{
     limits::{ConnectionPermit, TokenBucket},

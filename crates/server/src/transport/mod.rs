@@ -6,10 +6,8 @@ pub mod echo;
 pub mod longpoll;
 pub mod websocket;
 
-use crate::config::ServerConfig;
 use futures_util::{SinkExt, StreamExt};
 use std::{future::Future, pin::pin, task::Poll, time::Duration};
-use tether_protocol::RetryHint;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     time::timeout,
@@ -83,12 +81,4 @@ pub(crate) async fn within<F: Future>(
         Poll::Ready(r) => Ok(r),
         Poll::Pending => timeout(wait, work).await,
     }
-}
-
-/// The 1012 reason of a drain: a reconnect delay picked at random up to
-/// `drain_jitter`, so that the clients of a restarting node do not all
-/// come back at once.
-pub(crate) fn drain_reason(server: &ServerConfig) -> String {
-    let jitter = server.drain_jitter.mul_f64(fastrand::f64());
-    RetryHint(jitter).append_to("server restarting; reconnect")
 }
