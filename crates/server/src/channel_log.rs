@@ -173,6 +173,12 @@ impl ChannelLog {
         self.interest.send_replace(to);
     }
 
+    /// Whether this node's subscription at the broker is in place now: the
+    /// last subscriber to leave gives it back only then.
+    pub fn interest_is_live(&self) -> bool {
+        *self.interest.borrow() == Interest::Live
+    }
+
     /// Waits until the first subscriber's subscription at the broker is
     /// settled; whether it is live.
     pub async fn interest_live(&self) -> bool {

@@ -55,18 +55,16 @@ impl Hub {
         (cursor, log.subscriber_count() == 1)
     }
 
-    /// Unsubscribes a connection; returns true if the channel has no
-    /// subscriber left here.
-    pub fn remove(&self, channel: &str, conn_id: u64) -> bool {
+    /// Unsubscribes a connection; returns the channel's log when no
+    /// subscriber is left here (the caller gives back the node's interest
+    /// at the broker if it was live).
+    pub fn remove(&self, channel: &str, conn_id: u64) -> Option<Arc<ChannelLog>> {
         let mut map = self.shard(channel).write();
-        let Some(log) = map.get(channel) else {
-            return false;
-        };
+        let log = map.get(channel)?;
         if log.leave(conn_id) == 0 {
-            map.remove(channel);
-            true
+            map.remove(channel)
         } else {
-            false
+            None
         }
     }
 

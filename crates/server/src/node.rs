@@ -117,6 +117,25 @@ impl Node {
         }))
     }
 
+    /// Gives back this node's interest in `channel` at the broker (its last
+    /// local subscriber left, or a join was undone) in a task of the node's:
+    /// the caller may be a request future that is dropped at any await, and
+    /// the broker's count of interest must stay matched. Brokers count
+    /// interest, so this commutes with a later subscribe: nothing waits for it.
+    pub fn release_interest(self: &Arc<Self>, channel: &str) {
+        // No runtime: the process is exiting and the broker goes with it.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let node = self.clone();
+        let channel = channel.to_owned();
+        self.tasks.spawn(async move {
+            if let Err(e) = node.broker.unsubscribe(&channel).await {
+                tracing::debug!(channel, error = %e, "broker unsubscribe failed");
+            }
+        });
+    }
+
     pub fn next_conn_id(&self) -> u64 {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }

@@ -79,10 +79,16 @@ pub trait Broker: Send + Sync + 'static {
         key: Option<&str>,
     ) -> Result<PublishOutcome, BrokerError>;
 
-    /// This node now has a local subscriber on `channel` (called for the first).
+    /// This node now has a local subscriber on `channel` (called for the
+    /// first). Takes the node's interest in the channel before its first
+    /// await and gives it back itself when it fails; a call dropped halfway
+    /// keeps it, and is matched by one [`Broker::unsubscribe`]. Interest is
+    /// counted, so a subscribe and an unsubscribe may run in either order.
     async fn subscribe(&self, channel: &str) -> Result<(), BrokerError>;
 
-    /// This node's last local subscriber on `channel` left.
+    /// Gives back one interest taken by [`Broker::subscribe`] (this node's
+    /// last local subscriber left); called from a task of the node's
+    /// ([`crate::node::Node::release_interest`]), never from a request.
     async fn unsubscribe(&self, channel: &str) -> Result<(), BrokerError>;
 
     /// The channel's position, plus the publications after `since` when given.

@@ -8,6 +8,7 @@
 //! idempotency, and reading from the channels' shared logs all live here,
 //! once, so the transports cannot drift apart.
 
+mod joining;
 mod positions;
 mod requests;
 mod subscriptions;
@@ -281,12 +282,12 @@ impl Session {
     }
 
     /// Ends the session: refuses further rings and leaves every channel.
-    pub async fn finish(&mut self) {
+    pub fn finish(&mut self) {
         // Nothing more will be read: free what is rung and refuse new rings.
         self.bell.finish();
         let channels = self.subs.drain();
         for channel in channels {
-            self.leave(&channel).await;
+            self.leave(&channel);
         }
     }
 }

@@ -30,7 +30,7 @@ impl Session {
             .filter(|c| !named.contains(&**c))
             .collect();
         for channel in gone {
-            self.unsubscribe_quietly(&channel).await;
+            self.unsubscribe_quietly(&channel);
         }
         let mut used = bytes(out);
         for (channel, position) in channels {
@@ -65,7 +65,7 @@ impl Session {
         budget: usize,
         out: &mut Out,
     ) {
-        self.unsubscribe_quietly(channel).await;
+        self.unsubscribe_quietly(channel);
         match self.join(channel, Some(position)).await {
             Ok(recovery) if recovery.recovered => {
                 if let Some(cursor) = self.cursor(channel).cloned() {

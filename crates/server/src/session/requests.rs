@@ -1,13 +1,12 @@
 //! Requests on a session: decoding, the message rate and strikes, and
 //! subscribe / unsubscribe / publish against the hub and the broker.
 
-use super::{Closing, Out, Session, MAX_STRIKES};
+use super::{joining::Joining, Closing, Out, Session, MAX_STRIKES};
 use crate::broker::{BrokerError, Publication, Recovery};
 use serde_json::value::RawValue;
 use std::sync::Arc;
 use tether_protocol::{ClientMessage, CloseCode, ErrorCode, ServerMessage, StreamPosition};
 use tokio::time::Instant;
-use tracing::debug;
 
 impl Session {
     fn reply(out: &mut Out, message: ServerMessage) {
@@ -121,7 +120,7 @@ impl Session {
                         );
                     }
                 } else {
-                    self.leave(&channel).await;
+                    self.leave(&channel);
                 }
                 Self::reply(out, ServerMessage::Unsubscribed { id, channel });
             }
@@ -151,7 +150,7 @@ impl Session {
                 );
             }
             // A retried subscribe: answered afresh from the position it names.
-            self.unsubscribe_quietly(&channel).await;
+            self.unsubscribe_quietly(&channel);
         }
         match self.join(&channel, recover.as_ref()).await {
             Ok(recovery) => self.answer_subscribe(Some(id), &channel, recovery, out),
@@ -187,35 +186,32 @@ impl Session {
         }
         // Join the channel's log before reading history: anything published
         // from now on is kept for this cursor, and offsets the reply already
-        // covers are skipped on send.
+        // covers are skipped on send. Until the join is done, `joining`
+        // undoes it if it stops (an error, or this future dropped).
         let (cursor, first) = self.node.hub.add(channel, self.conn_id, self.bell.clone());
+        let mut joining = Joining::new(&self.node, cursor.log.clone(), self.conn_id);
         if first {
-            let settle = Settle(&cursor.log, false);
-            if let Err(e) = self.node.broker.subscribe(channel).await {
-                drop(settle);
-                self.node.hub.remove(channel, self.conn_id);
-                return Err((error_code(&e), e.to_string()));
-            }
-            settle.live();
+            joining
+                .subscribe_first()
+                .await
+                .map_err(|e| (error_code(&e), e.to_string()))?;
         } else if !cursor.log.interest_live().await {
             // Whoever subscribed it at the broker failed: so does this join,
             // for now (the client retries; the next first joiner subscribes).
-            self.node.hub.remove(channel, self.conn_id);
             return Err((
                 ErrorCode::Unavailable,
                 format!("subscribing {channel:?} at the broker failed; retry"),
             ));
         }
-        match self.node.broker.recover(channel, recover).await {
-            Ok(r) => {
-                self.subs.insert(cursor);
-                Ok(r)
-            }
-            Err(e) => {
-                self.leave(channel).await;
-                Err((error_code(&e), e.to_string()))
-            }
-        }
+        let recovery = self
+            .node
+            .broker
+            .recover(channel, recover)
+            .await
+            .map_err(|e| (error_code(&e), e.to_string()))?;
+        joining.done();
+        self.subs.insert(cursor);
+        Ok(recovery)
     }
 
     /// The `subscribed` reply (with `id`, or without for a long-polling
@@ -255,20 +251,22 @@ impl Session {
     }
 
     /// Drops a subscription without a reply.
-    pub(crate) async fn unsubscribe_quietly(&mut self, channel: &str) {
+    pub(crate) fn unsubscribe_quietly(&mut self, channel: &str) {
         if self.subs.remove(channel).is_some() {
-            self.leave(channel).await;
+            self.leave(channel);
         }
     }
 
-    /// Leaves the hub for `channel`, releasing broker interest if last here.
-    pub(super) async fn leave(&mut self, channel: &str) {
+    /// Leaves the hub for `channel`, giving back the node's interest at the
+    /// broker if this was its last subscriber here. Awaits nothing, so a
+    /// request dropped at any point leaves no half-done leave behind.
+    pub(super) fn leave(&mut self, channel: &str) {
         if let Some(r) = &mut self.retried {
             r.held.remove(channel);
         }
-        if self.node.hub.remove(channel, self.conn_id) {
-            if let Err(e) = self.node.broker.unsubscribe(channel).await {
-                debug!(channel, error = %e, "broker unsubscribe failed");
+        if let Some(last) = self.node.hub.remove(channel, self.conn_id) {
+            if last.interest_is_live() {
+                self.node.release_interest(channel);
             }
         }
     }
@@ -337,26 +335,6 @@ fn retried_key(client: &str, id: u64, user: Option<&str>) -> String {
             let digest = sha1_smol::Sha1::from(user).digest().bytes();
             let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
             format!("lp:{client}:{id}:{hex}")
-        }
-    }
-}
-
-/// Settles the channel log's broker interest: live when told, failed when
-/// dropped before (an error, or the joining session went away meanwhile),
-/// so that sessions waiting on it never wait forever.
-struct Settle<'a>(&'a crate::channel_log::ChannelLog, bool);
-
-impl Settle<'_> {
-    fn live(mut self) {
-        self.1 = true;
-        self.0.settle_interest(true);
-    }
-}
-
-impl Drop for Settle<'_> {
-    fn drop(&mut self) {
-        if !self.1 {
-            self.0.settle_interest(false);
         }
     }
 }
@@ -457,24 +435,6 @@ mod tests {
             recovered: true,
             publications,
         }
-    }
-
-    #[tokio::test]
-    async fn a_subscribing_session_that_goes_away_fails_the_waiting_joiners() {
-        use crate::channel_log::{ChannelLog, Window};
-        let window = Window {
-            publications: 8,
-            bytes: 1 << 20,
-        };
-        let log = ChannelLog::new(Arc::from("c"), window);
-        drop(Settle(&log, false));
-        assert!(
-            !log.interest_live().await,
-            "dropped unsettled: failed, not pending"
-        );
-        let log = ChannelLog::new(Arc::from("c"), window);
-        Settle(&log, false).live();
-        assert!(log.interest_live().await);
     }
 
     #[test]

@@ -31,6 +31,11 @@ pub async fn node_at(url: &str) -> Node {
     node_on(url, &[]).await
 }
 
+/// A node on the Redis at `url`, with more flags.
+pub async fn node_at_with(url: &str, extra: &[&str]) -> Node {
+    node_on(url, extra).await
+}
+
 async fn node_on(url: &str, extra: &[&str]) -> Node {
     let mut args = vec![
         "--broker",

@@ -18,6 +18,7 @@ use crate::{
     session::{Closing, Session, Style},
 };
 use parking_lot::Mutex;
+use std::future::Future;
 use std::{
     collections::HashMap,
     sync::{
@@ -26,7 +27,10 @@ use std::{
     },
 };
 use tether_protocol::{CloseCode, ServerMessage};
-use tokio::{sync::Notify, time::Instant};
+use tokio::{
+    sync::{Notify, OwnedMutexGuard},
+    time::Instant,
+};
 
 /// The sessions of long-polling clients on this node, by client id.
 #[derive(Default)]
@@ -37,7 +41,8 @@ pub struct Registry {
 /// One long-polling client on this node.
 pub struct PollSession {
     pub(crate) client: Box<str>,
-    pub(crate) state: tokio::sync::Mutex<PollState>,
+    /// Shared with the tasks that run engine work ([`PollSession::run`]).
+    pub(crate) state: Arc<tokio::sync::Mutex<PollState>>,
     /// Requests under way; a session is not expired while one is.
     busy: AtomicUsize,
     /// When the last request ended.
@@ -76,6 +81,31 @@ impl PollSession {
         self.busy.fetch_add(1, Ordering::AcqRel);
         Busy(self.clone())
     }
+
+    /// Runs engine work on this session in a task of the node's, and waits
+    /// for it. hyper drops a request's future when its client hangs up, and
+    /// engine work must not stop halfway (a join awaits the broker; backend
+    /// hooks will await the backend): the task finishes it either way. What
+    /// a dropped request's work produced is not sent, and nothing is lost
+    /// by that: a long-polling client names its positions in every poll,
+    /// and retries its sends with the same ids. `None` only if the work
+    /// panicked.
+    pub(crate) async fn run<T, F, Fut>(self: &Arc<Self>, node: &Node, work: F) -> Option<T>
+    where
+        F: FnOnce(OwnedMutexGuard<PollState>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        // Busy until the work is done, even if the request is gone: the
+        // session is not expired under it.
+        let busy = self.busy();
+        let state = self.state.clone();
+        let work = node.tasks.spawn(async move {
+            let _busy = busy;
+            work(state.lock_owned().await).await
+        });
+        work.await.ok()
+    }
 }
 
 impl Registry {
@@ -93,10 +123,10 @@ impl Registry {
         engine.set_client(client);
         let session = Arc::new(PollSession {
             client: client.into(),
-            state: tokio::sync::Mutex::new(PollState {
+            state: Arc::new(tokio::sync::Mutex::new(PollState {
                 engine,
                 closed: None,
-            }),
+            })),
             busy: AtomicUsize::new(0),
             last_seen: Mutex::new(Instant::now()),
             poll_generation: AtomicU64::new(0),
@@ -125,7 +155,7 @@ impl Registry {
         node.tasks.spawn(async move {
             let mut state = session.state.lock().await;
             state.closed.get_or_insert(why);
-            state.engine.finish().await;
+            state.engine.finish();
         });
     }
 

@@ -19,25 +19,33 @@ use tokio::time::{sleep_until, Instant};
 pub(crate) async fn poll(node: &Arc<Node>, session: &Arc<PollSession>, body: PollBody) -> Out {
     let generation = session.poll_generation.fetch_add(1, Ordering::AcqRel) + 1;
     session.superseded.notify_waiters();
-    let mut out = Out::new();
-    let mut token_deadline;
-    {
-        let mut state = session.state.lock().await;
-        if let Some(c) = &state.closed {
-            return vec![close_frame(c)];
+    // Engine work runs in a task the session owns (`PollSession::run`):
+    // this future is dropped when the client hangs up. `Err` is an answer
+    // to give at once; `Ok` what waiting for one needs.
+    let first = session.run(node, {
+        let (node, session) = (node.clone(), session.clone());
+        move |mut state| async move {
+            let mut out = Out::new();
+            if let Some(c) = &state.closed {
+                return Err(vec![close_frame(c)]);
+            }
+            if let Err(c) = state.engine.take_token(&mut out) {
+                return Err(end(&node, &session, &mut state, out, c));
+            }
+            state.engine.follow(body.channels, &mut out).await;
+            state.engine.read_held(generation, &mut out).await;
+            if !out.is_empty() {
+                return Err(out);
+            }
+            Ok((state.engine.expires_at(), state.engine.bell.clone()))
         }
-        if let Err(c) = state.engine.take_token(&mut out) {
-            return end(node, session, &mut state, out, c);
-        }
-        state.engine.follow(body.channels, &mut out).await;
-        state.engine.read_held(generation, &mut out).await;
-        if !out.is_empty() {
-            return out;
-        }
-        token_deadline = state.engine.expires_at();
-    }
+    });
+    let (mut token_deadline, bell) = match first.await {
+        Some(Ok(waiting)) => waiting,
+        Some(Err(answer)) => return answer,
+        None => return Out::new(),
+    };
     let deadline = Instant::now() + node.config.heartbeat.long_poll_timeout;
-    let bell = session.state.lock().await.engine.bell.clone();
     let shutdown = node.shutdown.clone();
     let mut cancelled = pin!(shutdown.cancelled());
     let mut timer = pin!(sleep_until(
@@ -49,35 +57,39 @@ pub(crate) async fn poll(node: &Arc<Node>, session: &Arc<PollSession>, body: Pol
         rung.as_mut().enable();
         newer.as_mut().enable();
         if session.poll_generation.load(Ordering::Acquire) != generation {
-            return out;
+            return Out::new();
         }
         tokio::select! {
             () = &mut cancelled => {
                 let mut state = session.state.lock().await;
-                return end(node, session, &mut state, out, Closing::draining(node));
+                return end(node, session, &mut state, Out::new(), Closing::draining(node));
             }
             () = &mut timer => {
                 if token_deadline.is_none_or(|t| Instant::now() < t) {
-                    return out;
+                    return Out::new();
                 }
                 let mut state = session.state.lock().await;
                 // Another request may have brought a refreshed token while
                 // this poll waited: it replaced the grant, so wait on.
                 token_deadline = state.engine.expires_at();
                 if let Some(c) = state.engine.token_expired() {
-                    return end(node, session, &mut state, out, c);
+                    return end(node, session, &mut state, Out::new(), c);
                 }
                 if Instant::now() >= deadline {
-                    return out;
+                    return Out::new();
                 }
                 timer.as_mut().reset(token_deadline.map_or(deadline, |t| t.min(deadline)));
             }
             () = &mut newer => {}
             () = &mut rung => {
-                let mut state = session.state.lock().await;
-                state.engine.read_held(generation, &mut out).await;
-                if !out.is_empty() {
-                    return out;
+                let read = session.run(node, move |mut state| async move {
+                    let mut out = Out::new();
+                    state.engine.read_held(generation, &mut out).await;
+                    out
+                });
+                match read.await {
+                    Some(read) if !read.is_empty() => return read,
+                    _ => {}
                 }
             }
         }

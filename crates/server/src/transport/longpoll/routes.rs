@@ -262,7 +262,7 @@ async fn send(node: &Arc<Node>, peer: &PeerAddr, req: &Parts, body: Body) -> Res
         Ok(b) => b,
         Err(res) => return res,
     };
-    let messages: Vec<&RawValue> = match serde_json::from_slice(&body) {
+    let messages: Vec<Box<RawValue>> = match serde_json::from_slice(&body) {
         Ok(m) => m,
         Err(e) => {
             return bad_request(
@@ -280,32 +280,49 @@ async fn send(node: &Arc<Node>, peer: &PeerAddr, req: &Parts, body: Body) -> Res
             ),
         );
     }
-    let mut state = session.state.lock().await;
-    if let Some(c) = &state.closed {
-        return json_array(node, &[close_frame(c)]);
-    }
-    let mut out = Out::new();
-    let max = node.config.limits.max_message_bytes;
-    for message in messages {
-        let text = message.get();
-        // As on a WebSocket, a message over the limit ends the session (1009).
-        let handled = if text.len() > max {
-            Err(Closing::new(
-                CloseCode::MessageTooBig,
-                format!("message of {} bytes exceeds the limit of {max}", text.len()),
-            ))
-        } else {
-            state.engine.on_text(text, &mut out).await
-        };
-        if let Err(c) = handled {
-            out.push(ending_frame(node, &c));
-            state.closed = Some(c.clone());
-            drop(state);
-            node.longpoll.remove(node, &session.client, c);
-            return json_array(node, &out);
+    let client = session.client.clone();
+    let handled = session.run(node, {
+        let node = node.clone();
+        move |mut state| async move {
+            if let Some(c) = &state.closed {
+                return vec![close_frame(c)];
+            }
+            let mut out = Out::new();
+            let max = node.config.limits.max_message_bytes;
+            for message in messages {
+                let text = message.get();
+                // As on a WebSocket, a message over the limit ends the session (1009).
+                let handled = if text.len() > max {
+                    Err(Closing::new(
+                        CloseCode::MessageTooBig,
+                        format!("message of {} bytes exceeds the limit of {max}", text.len()),
+                    ))
+                } else {
+                    state.engine.on_text(text, &mut out).await
+                };
+                if let Err(c) = handled {
+                    out.push(ending_frame(&node, &c));
+                    state.closed = Some(c.clone());
+                    drop(state);
+                    node.longpoll.remove(&node, &client, c);
+                    return out;
+                }
+            }
+            out
         }
+    });
+    match handled.await {
+        Some(out) => json_array(node, &out),
+        None => engine_failed(),
     }
-    json_array(node, &out)
+}
+
+/// The answer when engine work panicked (a bug): nothing the client did.
+pub(super) fn engine_failed() -> Response {
+    bad_request(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error handling the request; retry",
+    )
 }
 
 #[derive(Deserialize)]

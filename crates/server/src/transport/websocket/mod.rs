@@ -397,6 +397,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             }
         }
-        self.engine.finish().await;
+        self.engine.finish();
     }
 }
