@@ -1,12 +1,15 @@
 //! Who the client is: the trusted-proxy list (`--trusted-proxies`), the
-//! client address named by a trusted proxy in `Forwarded` (RFC 7239) or
-//! `X-Forwarded-For`, and the grouping of addresses for per-address limits
-//! (IPv6 by `--ipv6-prefix`).
+//! client address named by a trusted proxy in the one header
+//! `--forwarded-header` names (`X-Forwarded-For`, or RFC 7239 `Forwarded`),
+//! and the grouping of addresses for per-address limits (IPv6 by
+//! `--ipv6-prefix`).
 //!
 //! Headers are only believed when the hop that sent them is trusted; from
 //! anyone else they are ignored, so a client cannot pick its own identity
-//! to dodge its caps or frame someone else.
+//! to dodge its caps or frame someone else. The other header is ignored even
+//! from a trusted proxy: a proxy passes through whatever it does not set.
 
+use crate::config::{ForwardedHeader, ProxyConfig};
 use axum::http::{header, HeaderMap};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
@@ -90,6 +93,7 @@ pub fn group(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies {
     nets: Vec<IpNet>,
+    header: ForwardedHeader,
 }
 
 impl TrustedProxies {
@@ -99,7 +103,20 @@ impl TrustedProxies {
             .iter()
             .map(|e| IpNet::parse(e))
             .collect::<Result<_, _>>()?;
-        Ok(TrustedProxies { nets })
+        Ok(TrustedProxies {
+            nets,
+            header: ForwardedHeader::default(),
+        })
+    }
+
+    /// `proxy.trusted`, reading only `proxy.forwarded_header`.
+    pub fn from_config(proxy: &ProxyConfig) -> Result<Self, String> {
+        Ok(Self::parse(&proxy.trusted)?.reading(proxy.forwarded_header))
+    }
+
+    /// The same proxies, believed only in `header`.
+    pub fn reading(self, header: ForwardedHeader) -> Self {
+        TrustedProxies { header, ..self }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -111,8 +128,8 @@ impl TrustedProxies {
     }
 
     /// The client behind `peer`: `peer` itself unless it is trusted; then the
-    /// right-most address in `Forwarded` (or, without it, `X-Forwarded-For`)
-    /// that is not itself a trusted proxy. Left of that, every entry could
+    /// right-most address in the configured header that is not itself a
+    /// trusted proxy. Left of that, every entry could
     /// have been written by the client, so none is believed.
     ///
     /// An entry that is not an address (`unknown`, an obfuscated
@@ -123,7 +140,10 @@ impl TrustedProxies {
         if self.nets.is_empty() || !self.contains(peer.ip()) {
             return peer;
         }
-        let chain = forwarded_chain(headers);
+        let chain = match self.header {
+            ForwardedHeader::Forwarded => forwarded_chain(headers),
+            ForwardedHeader::XForwardedFor => x_forwarded_for_chain(headers),
+        };
         let mut last_trusted = peer;
         for hop in chain.iter().rev() {
             match hop {
@@ -136,32 +156,34 @@ impl TrustedProxies {
     }
 }
 
-/// The hops named by `Forwarded: for=` (all header lines, in order), or by
-/// `X-Forwarded-For` when there is no `Forwarded`; `None` for an entry that
-/// is not an address.
+/// The hops named by `Forwarded: for=` (all header lines, in order); `None`
+/// for an entry that is not an address.
 fn forwarded_chain(headers: &HeaderMap) -> Vec<Option<SocketAddr>> {
     let mut chain = Vec::new();
-    let forwarded = headers.get_all(header::FORWARDED);
-    if forwarded.iter().next().is_some() {
-        for value in forwarded {
-            let Ok(value) = value.to_str() else {
-                chain.push(None);
-                continue;
-            };
-            for element in value.split(',') {
-                let for_ = element.split(';').find_map(|pair| {
-                    let (k, v) = pair.split_once('=')?;
-                    k.trim().eq_ignore_ascii_case("for").then(|| v.trim())
-                });
-                // An element without `for=` says nothing about this hop's
-                // client: skip it rather than guess.
-                if let Some(v) = for_ {
-                    chain.push(parse_node(v.trim_matches('"')));
-                }
+    for value in headers.get_all(header::FORWARDED) {
+        let Ok(value) = value.to_str() else {
+            chain.push(None);
+            continue;
+        };
+        for element in value.split(',') {
+            let for_ = element.split(';').find_map(|pair| {
+                let (k, v) = pair.split_once('=')?;
+                k.trim().eq_ignore_ascii_case("for").then(|| v.trim())
+            });
+            // An element without `for=` says nothing about this hop's
+            // client: skip it rather than guess.
+            if let Some(v) = for_ {
+                chain.push(parse_node(v.trim_matches('"')));
             }
         }
-        return chain;
     }
+    chain
+}
+
+/// The hops named by `X-Forwarded-For` (all header lines, in order); `None`
+/// for an entry that is not an address.
+fn x_forwarded_for_chain(headers: &HeaderMap) -> Vec<Option<SocketAddr>> {
+    let mut chain = Vec::new();
     for value in headers.get_all("x-forwarded-for") {
         let Ok(value) = value.to_str() else {
             chain.push(None);
@@ -275,7 +297,7 @@ mod tests {
 
     #[test]
     fn forwarded_for_with_quotes_ports_and_v6() {
-        let t = trusted(&["10.0.0.0/8"]);
+        let t = trusted(&["10.0.0.0/8"]).reading(ForwardedHeader::Forwarded);
         let h = headers(&[(
             "forwarded",
             r#"for=6.6.6.6, For="[2001:db8:cafe::17]:4711";proto=https, for=10.0.0.5"#,
@@ -286,18 +308,34 @@ mod tests {
         );
         let h = headers(&[("forwarded", "proto=https;for=192.0.2.60:8080;by=10.0.0.1")]);
         assert_eq!(t.client(sa("10.0.0.1:80"), &h), sa("192.0.2.60:8080"));
-        // Forwarded wins over X-Forwarded-For when both are present.
-        let h = headers(&[
-            ("forwarded", "for=192.0.2.60"),
-            ("x-forwarded-for", "6.6.6.6"),
-        ]);
-        assert_eq!(
-            t.client(sa("10.0.0.1:80"), &h).ip(),
-            "192.0.2.60".parse::<IpAddr>().unwrap()
-        );
         // An obfuscated identifier: the client is unknown.
         let h = headers(&[("forwarded", "for=_hidden")]);
         assert_eq!(t.client(sa("10.0.0.1:80"), &h), sa("10.0.0.1:80"));
+    }
+
+    #[test]
+    fn only_the_configured_header_is_read() {
+        // A proxy sets one header and passes the other through as the
+        // client wrote it: the other one must not name the client.
+        let both = headers(&[
+            ("forwarded", "for=198.51.100.7"),
+            ("x-forwarded-for", "192.0.2.60"),
+        ]);
+        let xff = trusted(&["10.0.0.0/8"]);
+        assert_eq!(
+            xff.client(sa("10.0.0.1:80"), &both).ip(),
+            "192.0.2.60".parse::<IpAddr>().unwrap()
+        );
+        let fwd = trusted(&["10.0.0.0/8"]).reading(ForwardedHeader::Forwarded);
+        assert_eq!(
+            fwd.client(sa("10.0.0.1:80"), &both).ip(),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        // Only the other header: the proxy itself, not the client's claim.
+        let forged = headers(&[("forwarded", "for=198.51.100.7")]);
+        assert_eq!(xff.client(sa("10.0.0.1:80"), &forged), sa("10.0.0.1:80"));
+        let forged = headers(&[("x-forwarded-for", "198.51.100.7")]);
+        assert_eq!(fwd.client(sa("10.0.0.1:80"), &forged), sa("10.0.0.1:80"));
     }
 
     #[test]

@@ -86,7 +86,7 @@ impl Server {
         let limit = fdlimit::raise_to_hard_limit();
         let tls = crate::tls::acceptor(&config.tls)?;
         let trusted =
-            TrustedProxies::parse(&config.proxy.trusted).map_err(StartError::TrustedProxies)?;
+            TrustedProxies::from_config(&config.proxy).map_err(StartError::TrustedProxies)?;
         let addr = config.server.listen;
         let listener = listen(addr).map_err(|source| StartError::Bind { addr, source })?;
         let node = Node::new(config, fdlimit::socket_budget(limit))?;
@@ -223,7 +223,7 @@ fn accept(edge: &Arc<Edge>, tcp: TcpStream, peer: SocketAddr) {
     // A trusted proxy's socket is not counted under the proxy's address:
     // that would put every client behind it under one cap. Its client is
     // counted once known (PROXY header below, or per upgrade from
-    // X-Forwarded-For/Forwarded).
+    // the header --forwarded-header names).
     if !trusted {
         if let Err(denied) = socket.assign(peer.ip()) {
             node.tasks

@@ -2,8 +2,9 @@
 //! per-address caps (or to frame someone else); and, the other way round, a
 //! trusted proxy's clients must not share one cap.
 //!
-//! Bound: headers are believed only from `--trusted-proxies` peers, and then
-//! only their right-most untrusted entry; per-address caps apply to that
+//! Bound: headers are believed only from `--trusted-proxies` peers, only the
+//! one `--forwarded-header` names, and then only its right-most untrusted
+//! entry; per-address caps apply to that
 //! address (IPv6 grouped by /64). An untrusted peer stays capped under its
 //! own address whatever it claims. A bystander on 127.0.0.2 stays served.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -68,32 +69,24 @@ async fn forwarded_clients_get_their_own_caps_and_spoofers_do_not() {
     assert_eq!(res.status, 101, "another client behind the proxy: {res:?}");
     held.push(tcp);
 
-    // RFC 7239, quoted IPv6 with a port; another address in the same /64 is
-    // the same subscriber.
-    for (header, want) in [
-        (r#"Forwarded: for="[2001:db8:1:2::a]:4711""#, 101),
-        (r#"Forwarded: for="[2001:db8:1:2::b]""#, 101),
-        (r#"Forwarded: for="[2001:db8:1:2::c]:1""#, 503),
-        (r#"Forwarded: for="[2001:db8:1:3::a]""#, 101),
-    ] {
-        let (res, tcp) = http::upgrade_with(PROXY, server.addr, "/ws", &[header]).await;
-        assert_eq!(res.status, want, "{header}: {res:?}");
-        held.push(tcp);
-    }
-    assert_eq!(
-        server
-            .node
-            .admission
-            .held_by("198.51.100.1".parse().unwrap()),
-        2
-    );
-    assert_eq!(
-        server
-            .node
-            .admission
-            .held_by("2001:db8:1:2::ffff".parse().unwrap()),
-        2
-    );
+    // `Forwarded` is not the configured header (--forwarded-header defaults
+    // to x-forwarded-for): what a client writes there names nobody.
+    let (res, tcp) = http::upgrade_with(
+        PROXY,
+        server.addr,
+        "/ws",
+        &[
+            "Forwarded: for=198.51.100.7",
+            "X-Forwarded-For: 198.51.100.3",
+        ],
+    )
+    .await;
+    assert_eq!(res.status, 101, "{res:?}");
+    held.push(tcp);
+    let held_by = |ip: &str| server.node.admission.held_by(ip.parse().unwrap());
+    assert_eq!(held_by("198.51.100.7"), 0, "Forwarded was believed");
+    assert_eq!(held_by("198.51.100.3"), 1);
+    assert_eq!(held_by("198.51.100.1"), 2);
 
     // An untrusted peer's headers are ignored: capped under its own address.
     let mut spoofed = Vec::new();
@@ -119,6 +112,40 @@ async fn forwarded_clients_get_their_own_caps_and_spoofers_do_not() {
         0
     );
 
+    bystander.still_served().await;
+}
+
+#[tokio::test]
+async fn with_forwarded_header_forwarded_only_rfc_7239_counts() {
+    let server = TestServer::start(&[
+        ("trusted-proxies", "127.0.0.1"),
+        ("forwarded-header", "forwarded"),
+        ("max-connections-per-ip", "2"),
+    ])
+    .await;
+    let mut bystander = Bystander::join(server.addr).await;
+    let mut held = Vec::new();
+    // RFC 7239, quoted IPv6 with a port; another address in the same /64 is
+    // the same subscriber. X-Forwarded-For beside it is not read.
+    for (header, want) in [
+        (r#"Forwarded: for="[2001:db8:1:2::a]:4711""#, 101),
+        (r#"Forwarded: for="[2001:db8:1:2::b]""#, 101),
+        (r#"Forwarded: for="[2001:db8:1:2::c]:1""#, 503),
+        (r#"Forwarded: for="[2001:db8:1:3::a]""#, 101),
+    ] {
+        let (res, tcp) = http::upgrade_with(
+            PROXY,
+            server.addr,
+            "/ws",
+            &[header, "X-Forwarded-For: 198.51.100.9"],
+        )
+        .await;
+        assert_eq!(res.status, want, "{header}: {res:?}");
+        held.push(tcp);
+    }
+    let held_by = |ip: &str| server.node.admission.held_by(ip.parse().unwrap());
+    assert_eq!(held_by("2001:db8:1:2::ffff"), 2);
+    assert_eq!(held_by("198.51.100.9"), 0, "X-Forwarded-For was believed");
     bystander.still_served().await;
 }
 

@@ -209,6 +209,23 @@ pub struct ProxyConfig {
     pub trusted: Vec<String>,
     /// Read a PROXY protocol v1/v2 header from trusted peers.
     pub protocol: bool,
+    /// The one header a trusted proxy names the client in.
+    pub forwarded_header: ForwardedHeader,
+}
+
+/// Which header names the client (`--forwarded-header`). Only this one is
+/// read, even from trusted proxies: a proxy overwrites the header it sets but
+/// passes the other one through as the client wrote it, so reading both would
+/// let a client pick its own address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For`, what the configs in docs/deployment.md set.
+    #[default]
+    #[serde(rename = "x-forwarded-for")]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=...`.
+    #[serde(rename = "forwarded")]
+    Forwarded,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -195,6 +195,21 @@ fn trusted_proxies_are_validated() {
 }
 
 #[test]
+fn forwarded_header_is_one_of_two_names() {
+    let c = load(None, no_env, &[]).expect("defaults");
+    assert_eq!(c.proxy.forwarded_header, ForwardedHeader::XForwardedFor);
+    let env = |k: &str| (k == "TETHER_PROXY_FORWARDED_HEADER").then(|| "forwarded".to_owned());
+    let c = load(None, env, &[]).expect("forwarded");
+    assert_eq!(c.proxy.forwarded_header, ForwardedHeader::Forwarded);
+    let flags = vec![("forwarded-header".to_owned(), "X-Real-IP".to_owned())];
+    let err = load(None, no_env, &flags).unwrap_err().to_string();
+    assert!(
+        err.contains("--forwarded-header") && err.contains("x-forwarded-for"),
+        "{err}"
+    );
+}
+
+#[test]
 fn print_config_round_trips_and_masks_secrets() {
     let flags = vec![("api-key".to_owned(), "hunter2".to_owned())];
     let c = load(None, no_env, &flags).expect("valid");

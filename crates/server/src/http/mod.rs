@@ -32,8 +32,8 @@ use tracing::{debug, info};
 #[derive(Clone)]
 pub struct PeerAddr {
     /// The client's address: the TCP peer, or, when the peer is a trusted
-    /// proxy, the client it named (PROXY header, `Forwarded`,
-    /// `X-Forwarded-For`). Every per-address limit and log line uses it.
+    /// proxy, the client it named (PROXY header, or the one header
+    /// `--forwarded-header` names). Every per-address limit and log line uses it.
     pub addr: SocketAddr,
     /// The socket's place in the admission counts; an upgrade takes it over.
     pub socket: Arc<SocketGuard>,
