@@ -2,11 +2,12 @@
 //! `127.0.0.1:0` (in-process or as the `tether` binary), a small WebSocket
 //! test client speaking JSON, a raw HTTP helper, fault-injecting proxies,
 //! network namespaces for faults in the kernel (link down, firewall drops,
-//! slow lines), and the real nginx and Redis the proxy and broker tests run
-//! against.
+//! slow lines), and the real nginx, HAProxy and Redis the proxy and broker
+//! tests run against.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
 pub mod attack;
+pub mod haproxy;
 pub mod http;
 pub mod longpoll;
 pub mod netns;

@@ -44,32 +44,43 @@ impl Nginx {
         .await
     }
 
+    /// Starts nginx with `http` (what `http` builds for the free port it is
+    /// given) as the whole content of the `http` block: `map`s, `upstream`s
+    /// and a `server` listening on that port, e.g. a config from the docs.
+    pub async fn start_http(http: impl FnOnce(u16) -> String) -> Self {
+        Self::launch_with(http, 256).await
+    }
+
     /// `http_extra` goes into the `http` block before the server.
     async fn launch(http_extra: &str, location: &str, worker_connections: u32) -> Self {
+        let http = |port: u16| {
+            format!(
+                "{http_extra}\
+                 \x20 server {{\n    listen 127.0.0.1:{port} backlog=4096;\n    location / {{\n{location}\n    }}\n  }}\n"
+            )
+        };
+        Self::launch_with(http, worker_connections).await
+    }
+
+    /// Runs nginx with `http(port)` inside its `http` block, around which
+    /// go the process settings and temp paths of a private prefix.
+    async fn launch_with(http: impl FnOnce(u16) -> String, worker_connections: u32) -> Self {
         assert!(
             Self::available(),
             "{NGINX} not found: run scripts/setup, or apt-get install -y nginx"
         );
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir =
-            std::env::temp_dir().join(format!("tether-nginx-{}-{nanos:x}", std::process::id()));
+        let dir = scratch_dir("nginx");
         for sub in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
             std::fs::create_dir_all(dir.join(sub)).expect("nginx dirs");
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = free_port();
         let d = dir.display();
+        let http = http(port);
         let conf = format!(
             "daemon off;\nmaster_process off;\nworker_processes 1;\nerror_log {d}/error.log info;\npid {d}/nginx.pid;\n\
              events {{ worker_connections {worker_connections}; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d}/client_body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-             {http_extra}\
-             \x20 server {{\n    listen 127.0.0.1:{port} backlog=4096;\n    location / {{\n{location}\n    }}\n  }}\n}}\n"
+             {http}}}\n"
         );
         std::fs::write(dir.join("nginx.conf"), conf).expect("nginx.conf");
         let child = Command::new(NGINX)
@@ -112,6 +123,25 @@ impl Nginx {
     pub fn addr(&self) -> std::net::SocketAddr {
         std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
     }
+}
+
+/// A fresh directory under the temp dir for one proxy process's files.
+pub(crate) fn scratch_dir(what: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!("tether-{what}-{}-{nanos:x}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// A loopback port free right now (for a proxy that must be told its port).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
 }
 
 impl Drop for Nginx {
