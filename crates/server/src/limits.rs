@@ -38,12 +38,17 @@ pub enum Denied {
     HandshakeRate { retry_after: Duration },
 }
 
-/// Which WebSocket endpoint a connection is for: `/echo` has a cap of its
-/// own, so diagnosis traffic cannot crowd out `/ws` and the other way round.
+/// Which endpoint a connection is for: `/echo` has a cap of its own, so
+/// diagnosis traffic cannot crowd out `/ws` and the other way round; a
+/// long-polling session shares `/ws`'s caps but holds no descriptor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
     Tether,
     Echo,
+    /// A long-polling session: a place under `--max-connections` and the
+    /// per-address cap, but no socket of its own (its requests' sockets are
+    /// counted as sockets), so not a place in the open-file budget.
+    LongPoll,
 }
 
 /// What one client address (see [`crate::client_addr::group`]) holds.
@@ -80,6 +85,9 @@ pub struct Admission {
     connections: AtomicUsize,
     /// Of which on `/echo`.
     echo_connections: AtomicUsize,
+    /// Long-polling sessions: counted in `connections` (its caps) but not
+    /// in the open-file budget, as they hold no descriptor.
+    longpoll_sessions: AtomicUsize,
     /// Open TCP sockets not (yet) upgraded, against the file budget.
     sockets: AtomicUsize,
     /// Sockets the process may hold before refusing new handshakes.
@@ -111,6 +119,7 @@ impl Admission {
             echo_max_connections,
             connections: AtomicUsize::new(0),
             echo_connections: AtomicUsize::new(0),
+            longpoll_sessions: AtomicUsize::new(0),
             sockets: AtomicUsize::new(0),
             socket_budget,
             over_budget_refusals: AtomicUsize::new(0),
@@ -182,8 +191,10 @@ impl Admission {
 
     /// Whether the open sockets (handshaking or upgraded) have reached the
     /// budget the open-file limit allows: then new work is refused.
+    /// Long-polling sessions hold no descriptor and do not count.
     pub fn over_file_budget(&self) -> bool {
-        self.sockets() + self.connections() > self.socket_budget
+        let longpoll = self.longpoll_sessions.load(Ordering::Acquire);
+        self.sockets() + self.connections().saturating_sub(longpoll) > self.socket_budget
     }
 
     /// Takes one place for `key` if it has room.
@@ -227,12 +238,16 @@ impl Admission {
         socket: Option<&SocketGuard>,
         lane: Lane,
     ) -> Result<ConnectionPermit, Denied> {
-        if self.over_file_budget() {
+        // A long-polling session takes no descriptor: the socket its
+        // request came on passed the budget at accept.
+        if lane != Lane::LongPoll && self.over_file_budget() {
             return Err(Denied::FileLimit);
         }
         let echo = self.echo_connections();
         match lane {
-            Lane::Tether if self.connections().saturating_sub(echo) >= self.cfg.max_connections => {
+            Lane::Tether | Lane::LongPoll
+                if self.connections().saturating_sub(echo) >= self.cfg.max_connections =>
+            {
                 return Err(Denied::NodeFull)
             }
             Lane::Echo if echo >= self.echo_max_connections => return Err(Denied::EchoFull),
@@ -260,9 +275,11 @@ impl Admission {
             }
         }
         self.connections.fetch_add(1, Ordering::AcqRel);
-        if lane == Lane::Echo {
-            self.echo_connections.fetch_add(1, Ordering::AcqRel);
-        }
+        match lane {
+            Lane::Echo => self.echo_connections.fetch_add(1, Ordering::AcqRel),
+            Lane::LongPoll => self.longpoll_sessions.fetch_add(1, Ordering::AcqRel),
+            Lane::Tether => 0,
+        };
         Ok(ConnectionPermit {
             admission: self.clone(),
             key,
@@ -307,10 +324,12 @@ impl Admission {
     }
 
     fn release(&self, key: IpAddr, lane: Lane) {
+        match lane {
+            Lane::Echo => self.echo_connections.fetch_sub(1, Ordering::AcqRel),
+            Lane::LongPoll => self.longpoll_sessions.fetch_sub(1, Ordering::AcqRel),
+            Lane::Tether => 0,
+        };
         self.connections.fetch_sub(1, Ordering::AcqRel);
-        if lane == Lane::Echo {
-            self.echo_connections.fetch_sub(1, Ordering::AcqRel);
-        }
         self.unhold(key);
     }
 
@@ -456,6 +475,26 @@ mod tests {
             a.admit_on(ip, Some(&proxied), Lane::Tether).err(),
             Some(Denied::IpFull)
         );
+    }
+
+    #[test]
+    fn long_polling_sessions_are_not_in_the_file_budget() {
+        let mut c = cfg();
+        c.max_connections = 2;
+        c.max_connections_per_ip = 100;
+        c.handshake_burst_per_ip = 100;
+        let a = Admission::new(c, 1, 1);
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let _socket = a.socket(Some(ip)).expect("the request's socket");
+        let _s1 = a.admit_on(ip, None, Lane::LongPoll).expect("no descriptor");
+        assert!(!a.over_file_budget(), "a session holds no descriptor");
+        let _s2 = a.admit_on(ip, None, Lane::LongPoll).expect("second");
+        // Still under --max-connections and the per-address cap.
+        assert_eq!(
+            a.admit_on(ip, None, Lane::LongPoll).err(),
+            Some(Denied::NodeFull)
+        );
+        assert_eq!(a.connections(), 2);
     }
 
     #[test]

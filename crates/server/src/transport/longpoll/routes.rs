@@ -130,7 +130,7 @@ fn gate(node: &Node, req: &Parts) -> Result<Grant, Gated> {
 fn admit(node: &Arc<Node>, peer: &PeerAddr, grant: Grant) -> Result<Session, Refusal> {
     let permit = node
         .admission
-        .admit_on(peer.addr.ip(), None, Lane::Tether)
+        .admit_on(peer.addr.ip(), None, Lane::LongPoll)
         .map_err(denied_to_refusal)?;
     node.metrics.handshake("accepted");
     Ok(Session::new(node.clone(), grant, permit, STYLE))
