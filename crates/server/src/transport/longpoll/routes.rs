@@ -120,10 +120,32 @@ fn bad_request(status: StatusCode, message: &str) -> Response {
 }
 
 /// The WebSocket handshake's gate (draining, origin, token) for a
-/// long-polling request.
+/// long-polling request, and one rule of its own: a token must name its
+/// subject.
 fn gate(node: &Node, req: &Parts) -> Result<Grant, Gated> {
     let (token, _) = crate::auth::token_from_request(&req.headers, req.uri.query());
-    crate::http::gate(node, &req.headers, token.as_deref())
+    let grant = crate::http::gate(node, &req.headers, token.as_deref())?;
+    // A session is its subject's (a request for it with another subject is
+    // refused): a token without one would make every sub-less token, and a
+    // tokenless request, the owner of every sub-less session. On `/ws` the
+    // socket is the session and needs no owner; here the client id is
+    // learnable, so the subject must be something an outsider cannot present.
+    if token.is_some() && node.verifier.is_some() && !has_subject(&grant) {
+        return Err(Gated {
+            refusal: Refusal::Unauthorized(
+                "long polling needs a token with a `sub` claim (a session belongs to its \
+                 subject); issue tokens with `sub`, or use the WebSocket"
+                    .into(),
+            ),
+            token_expired: false,
+            expired_user: None,
+        });
+    }
+    Ok(grant)
+}
+
+fn has_subject(grant: &Grant) -> bool {
+    grant.user.as_deref().is_some_and(|s| !s.is_empty())
 }
 
 /// A new engine session for `peer`, under the connection limits.
@@ -182,10 +204,12 @@ async fn session_for(
         Err(g) if g.token_expired => {
             let c = Closing::token_expired();
             // Only the session's own subject ends it: another user's expired
-            // token on a learned client id ends nothing.
-            if let Some(session) = node.longpoll.enter(&client) {
+            // token on a learned client id ends nothing, and neither does a
+            // token without a subject (no session is a sub-less token's).
+            let subject = g.expired_user.filter(|s| !s.is_empty());
+            if let (Some(session), Some(subject)) = (node.longpoll.enter(&client), subject) {
                 let owner = session.state.lock().await.engine.grant.user.clone();
-                if owner == g.expired_user {
+                if owner.as_deref() == Some(subject.as_str()) {
                     node.longpoll.remove(node, &client, c.clone());
                 }
             }
