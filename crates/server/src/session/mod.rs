@@ -144,9 +144,24 @@ impl Session {
         }
     }
 
-    /// Replaces the session's permissions (a refreshed token).
-    pub fn set_grant(&mut self, grant: Grant) {
+    /// Replaces the session's permissions (a refreshed token) and leaves at
+    /// once every held channel the new grant does not allow, so nothing more
+    /// of it is read; a client that still names one is answered `forbidden`
+    /// when it next joins, as by a node that never held it. Returns what
+    /// was left.
+    pub async fn set_grant(&mut self, grant: Grant) -> Vec<Arc<str>> {
         self.grant = shared_grant(grant);
+        let revoked: Vec<Arc<str>> = self
+            .subs
+            .iter()
+            .map(|(channel, _)| channel)
+            .filter(|channel| !self.grant.can_subscribe(channel))
+            .cloned()
+            .collect();
+        for channel in &revoked {
+            self.unsubscribe_quietly(channel).await;
+        }
+        revoked
     }
 
     /// The client id a `Style::Retried` session keys its publishes with.

@@ -235,8 +235,12 @@ async fn session_for(
             "this client id belongs to a session of another user; open a new one with /lp/open",
         ));
     }
-    // A refreshed token replaces the old one.
-    state.engine.set_grant(grant);
+    // A refreshed token replaces the old one, and what it no longer allows
+    // is left now (the next poll naming it answers `forbidden`).
+    let revoked = state.engine.set_grant(grant).await;
+    if !revoked.is_empty() {
+        tracing::debug!(client = %session.client, ?revoked, "refreshed token: channels left");
+    }
     drop(state);
     Ok(session)
 }
