@@ -21,6 +21,7 @@ pub mod listener;
 pub mod metrics;
 pub mod node;
 pub mod proxy_protocol;
+pub mod refused_origins;
 pub mod session;
 pub mod tls;
 pub mod token_bucket;

@@ -48,6 +48,8 @@ pub struct Node {
     /// Every connection task, so the drain can wait for them.
     pub tasks: TaskTracker,
     next_conn_id: AtomicU64,
+    /// Origins refused so far, each logged once.
+    pub refused_origins: crate::refused_origins::RefusedOrigins,
     /// Notices connections repeatedly cut after the same idle time.
     idle_patterns: parking_lot::Mutex<crate::idle_pattern::IdlePatterns>,
 }
@@ -114,6 +116,7 @@ impl Node {
             ticker: Default::default(),
             next_conn_id: AtomicU64::new(1),
             idle_patterns: Default::default(),
+            refused_origins: Default::default(),
         }))
     }
 

@@ -152,6 +152,37 @@ pub fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> Result<(), Ref
     }
 }
 
+/// Lets a page on another origin read the answer when its origin is allowed
+/// (any origin while `--allowed-origins` is empty, as for `/ws`): the Origin
+/// is echoed (never `*`, so the answer depends on it, hence `Vary`) and
+/// `Retry-After` is exposed, the client's backoff floor. A refused origin
+/// gets no CORS header, so its page sees a network error: it is logged
+/// once, with the flag to set.
+pub(crate) fn cross_origin(node: &Node, req: &HeaderMap, res: &mut Response) {
+    let h = res.headers_mut();
+    h.append(header::VARY, HeaderValue::from_static("Origin"));
+    let Some(origin) = req.get(header::ORIGIN) else {
+        return;
+    };
+    if origin_allowed(&node.config.auth.allowed_origins, req).is_err() {
+        note_refused_origin(node, req);
+        return;
+    }
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Retry-After"),
+    );
+}
+
+/// Logs the request's origin as refused, once per origin.
+pub(crate) fn note_refused_origin(node: &Node, req: &HeaderMap) {
+    if let Some(origin) = req.get(header::ORIGIN) {
+        node.refused_origins
+            .note(&String::from_utf8_lossy(origin.as_bytes()));
+    }
+}
+
 /// `https://app.example.com` matches exactly; `https://*.example.com` matches
 /// any subdomain (not the apex); `*` matches everything.
 fn origin_matches(pattern: &str, origin: &str) -> bool {
@@ -216,7 +247,10 @@ pub(crate) fn gate(node: &Node, headers: &HeaderMap, token: Option<&str>) -> Res
     if node.is_draining() {
         return Err(refused(draining_refusal()));
     }
-    origin_allowed(&node.config.auth.allowed_origins, headers).map_err(refused)?;
+    if let Err(r) = origin_allowed(&node.config.auth.allowed_origins, headers) {
+        note_refused_origin(node, headers);
+        return Err(refused(r));
+    }
     match &node.verifier {
         None => Ok(Grant::anonymous()),
         Some(verifier) => verifier.verify(token).map_err(|e| {
@@ -331,16 +365,19 @@ async fn metrics_route(State(node): State<Arc<Node>>) -> Response {
 }
 
 /// The JS client, built from `clients/js` (its `npm run check-dist` keeps
-/// this file equal to the sources); the demo page at `/` imports it.
-async fn client_route() -> Response {
-    (
+/// this file equal to the sources); the demo page at `/` imports it, and so
+/// may a page on an allowed origin (a module script is fetched with CORS).
+async fn client_route(State(node): State<Arc<Node>>, headers: HeaderMap) -> Response {
+    let mut res = (
         [
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
         include_str!("../../../../clients/js/dist/tether.js"),
     )
-        .into_response()
+        .into_response();
+    cross_origin(&node, &headers, &mut res);
+    res
 }
 
 async fn index_route() -> Response {

@@ -6,7 +6,7 @@ use super::{close_frame, ending_frame, new_client_id, poll, valid_client_id, Bus
 use crate::{
     auth::Grant,
     handshake::Refusal,
-    http::{denied_to_refusal, origin_allowed, refuse, Gated, PeerAddr},
+    http::{cross_origin, denied_to_refusal, origin_allowed, refuse, Gated, PeerAddr},
     limits::Lane,
     node::Node,
     session::{Closing, Out, Session},
@@ -58,27 +58,20 @@ fn client_param(req: &Parts) -> Option<String> {
         .find_map(|kv| kv.strip_prefix("client=").map(str::to_owned))
 }
 
-/// Makes an answer readable cross-origin when the origin is allowed.
+/// Makes an answer readable cross-origin when the origin is allowed (any,
+/// by default).
 fn finish(node: &Node, req_headers: &HeaderMap, mut res: Response) -> Response {
-    let h = res.headers_mut();
-    if let Some(origin) = req_headers.get(header::ORIGIN) {
-        if !node.config.auth.allowed_origins.is_empty()
-            && origin_allowed(&node.config.auth.allowed_origins, req_headers).is_ok()
-        {
-            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-            h.insert(header::VARY, HeaderValue::from_static("Origin"));
-            // Not a header scripts may read cross-origin unless exposed; the
-            // client's backoff honours it.
-            h.insert(
-                header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                HeaderValue::from_static("Retry-After"),
-            );
-        }
-    }
+    cross_origin(node, req_headers, &mut res);
     res
 }
 
+/// A CORS preflight: allowed for an allowed origin; another gets 403 with
+/// the reason (and no CORS header, so its browser stops there).
 async fn preflight(State(node): State<Arc<Node>>, headers: HeaderMap) -> Response {
+    if let Err(refusal) = origin_allowed(&node.config.auth.allowed_origins, &headers) {
+        let res = bad_request(StatusCode::FORBIDDEN, &refusal.message());
+        return finish(&node, &headers, res);
+    }
     let mut res = StatusCode::NO_CONTENT.into_response();
     let h = res.headers_mut();
     h.insert(
