@@ -148,8 +148,8 @@ impl Session {
     /// once every held channel the new grant does not allow, so nothing more
     /// of it is read; a client that still names one is answered `forbidden`
     /// when it next joins, as by a node that never held it. Returns what
-    /// was left.
-    pub async fn set_grant(&mut self, grant: Grant) -> Vec<Arc<str>> {
+    /// was left. Awaits nothing, like every leave.
+    pub fn set_grant(&mut self, grant: Grant) -> Vec<Arc<str>> {
         self.grant = shared_grant(grant);
         let revoked: Vec<Arc<str>> = self
             .subs
@@ -159,7 +159,7 @@ impl Session {
             .cloned()
             .collect();
         for channel in &revoked {
-            self.unsubscribe_quietly(channel).await;
+            self.unsubscribe_quietly(channel);
         }
         revoked
     }

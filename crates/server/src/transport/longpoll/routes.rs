@@ -230,7 +230,7 @@ async fn session_for(
     }
     // A refreshed token replaces the old one, and what it no longer allows
     // is left now (the next poll naming it answers `forbidden`).
-    let revoked = state.engine.set_grant(grant).await;
+    let revoked = state.engine.set_grant(grant);
     if !revoked.is_empty() {
         tracing::debug!(client = %session.client, ?revoked, "refreshed token: channels left");
     }
