@@ -129,10 +129,7 @@ impl Server {
         let sweeper = tokio::spawn({
             let node = node.clone();
             async move {
-                // Often enough that a long-polling session expires within a
-                // quarter of its silence limit after it.
-                let hb = &node.config.heartbeat;
-                let every = Duration::from_secs(10).min(hb.silence_limit() / 4);
+                let every = Duration::from_secs(10);
                 let mut tick = tokio::time::interval(every);
                 loop {
                     tick.tick().await;

@@ -43,8 +43,6 @@ pub struct Node {
     draining: AtomicBool,
     /// Wakes WebSocket sessions for their heartbeat checks and the drain.
     pub ticker: crate::heartbeat::Ticker,
-    /// Long-polling clients' sessions on this node.
-    pub longpoll: crate::transport::longpoll::Registry,
     /// Every connection task, so the drain can wait for them.
     pub tasks: TaskTracker,
     next_conn_id: AtomicU64,
@@ -112,7 +110,6 @@ impl Node {
             shutdown: CancellationToken::new(),
             draining: AtomicBool::new(false),
             tasks: TaskTracker::new(),
-            longpoll: Default::default(),
             ticker: Default::default(),
             next_conn_id: AtomicU64::new(1),
             idle_patterns: Default::default(),
@@ -153,12 +150,10 @@ impl Node {
         self.draining.store(true, Ordering::Release);
         self.shutdown.cancel();
         self.ticker.drain();
-        self.longpoll.clear(self);
     }
 
     /// Periodic housekeeping: expired history, idle per-IP state.
     pub fn sweep(self: &Arc<Self>) {
-        self.longpoll.expire(self);
         if let Some(m) = &self.memory_broker {
             m.sweep();
         }

@@ -55,7 +55,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/metrics", get(metrics_route))
         .route("/", get(index_route))
         .route("/tether.js", get(client_route))
-        .merge(transport::longpoll::routes());
+        .merge(transport::longpoll::routes(&node));
     if node.config.server.echo {
         router = router.route("/echo", get(echo_route));
     }

@@ -184,6 +184,26 @@ impl Registry {
         }
     }
 
+    /// While the node runs, expires sessions whose clients stopped polling
+    /// (often enough that one goes within a quarter of its silence limit);
+    /// when it drains, drops them all. A node task, so the drain waits for
+    /// the sessions' ends it starts.
+    pub(crate) fn keep(self: Arc<Self>, node: &Arc<Node>) {
+        let node = node.clone();
+        let every =
+            std::time::Duration::from_secs(10).min(node.config.heartbeat.silence_limit() / 4);
+        let tasks = node.tasks.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    () = node.shutdown.cancelled() => break self.clear(&node),
+                    _ = tick.tick() => self.expire(&node),
+                }
+            }
+        });
+    }
+
     /// Drops every session (the node drains; polls under way answer 1012).
     pub fn clear(&self, node: &Arc<Node>) {
         let clients: Vec<Box<str>> = self.sessions.lock().keys().cloned().collect();

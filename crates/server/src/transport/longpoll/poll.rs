@@ -3,7 +3,7 @@
 //! for a publication when there is nothing yet, and for the poll timeout,
 //! the token's expiry, a newer poll or the drain.
 
-use super::{close_frame, ending_frame, routes::PollBody, PollSession, PollState};
+use super::{close_frame, ending_frame, routes::PollBody, PollSession, PollState, Registry};
 use crate::{
     node::Node,
     session::{Closing, Out},
@@ -16,21 +16,26 @@ use tokio::time::{sleep_until, Instant};
 
 /// Answers one poll; `body` names at most `--max-subscriptions` channels
 /// (the route answers 413 to more).
-pub(crate) async fn poll(node: &Arc<Node>, session: &Arc<PollSession>, body: PollBody) -> Out {
+pub(crate) async fn poll(
+    node: &Arc<Node>,
+    registry: &Arc<Registry>,
+    session: &Arc<PollSession>,
+    body: PollBody,
+) -> Out {
     let generation = session.poll_generation.fetch_add(1, Ordering::AcqRel) + 1;
     session.superseded.notify_waiters();
     // Engine work runs in a task the session owns (`PollSession::run`):
     // this future is dropped when the client hangs up. `Err` is an answer
     // to give at once; `Ok` what waiting for one needs.
     let first = session.run(node, {
-        let (node, session) = (node.clone(), session.clone());
+        let (node, registry, session) = (node.clone(), registry.clone(), session.clone());
         move |mut state| async move {
             let mut out = Out::new();
             if let Some(c) = &state.closed {
                 return Err(vec![close_frame(c)]);
             }
             if let Err(c) = state.engine.take_token(&mut out) {
-                return Err(end(&node, &session, &mut state, out, c));
+                return Err(end(&node, &registry, &session, &mut state, out, c));
             }
             state.engine.follow(body.channels, &mut out).await;
             state.engine.read_held(generation, &mut out).await;
@@ -62,7 +67,7 @@ pub(crate) async fn poll(node: &Arc<Node>, session: &Arc<PollSession>, body: Pol
         tokio::select! {
             () = &mut cancelled => {
                 let mut state = session.state.lock().await;
-                return end(node, session, &mut state, Out::new(), Closing::draining(node));
+                return end(node, registry, session, &mut state, Out::new(), Closing::draining(node));
             }
             () = &mut timer => {
                 if token_deadline.is_none_or(|t| Instant::now() < t) {
@@ -73,7 +78,7 @@ pub(crate) async fn poll(node: &Arc<Node>, session: &Arc<PollSession>, body: Pol
                 // this poll waited: it replaced the grant, so wait on.
                 token_deadline = state.engine.expires_at();
                 if let Some(c) = state.engine.token_expired() {
-                    return end(node, session, &mut state, Out::new(), c);
+                    return end(node, registry, session, &mut state, Out::new(), c);
                 }
                 if Instant::now() >= deadline {
                     return Out::new();
@@ -99,6 +104,7 @@ pub(crate) async fn poll(node: &Arc<Node>, session: &Arc<PollSession>, body: Pol
 /// Ends the session with `c`: the answer carries the close.
 fn end(
     node: &Arc<Node>,
+    registry: &Registry,
     session: &Arc<PollSession>,
     state: &mut PollState,
     mut out: Out,
@@ -106,6 +112,6 @@ fn end(
 ) -> Out {
     out.push(ending_frame(node, &c));
     state.closed = Some(c.clone());
-    node.longpoll.remove(node, &session.client, c);
+    registry.remove(node, &session.client, c);
     out
 }

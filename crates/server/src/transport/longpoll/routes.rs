@@ -2,7 +2,9 @@
 //! with the WebSocket handshake's gate (origin, token, handshake rate,
 //! connection caps) and bounded bodies.
 
-use super::{close_frame, ending_frame, new_client_id, poll, valid_client_id, Busy, STYLE};
+use super::{
+    close_frame, ending_frame, new_client_id, poll, valid_client_id, Busy, Registry, STYLE,
+};
 use crate::{
     auth::Grant,
     handshake::Refusal,
@@ -29,7 +31,11 @@ use tether_protocol::CloseCode;
 /// Messages one `/lp/send` may carry.
 pub const MAX_SEND_MESSAGES: usize = 64;
 
-pub fn routes() -> Router<Arc<Node>> {
+/// The long-polling routes, with this node's registry of long-polling
+/// sessions (kept by the transport: the node holds no transport's state).
+pub fn routes(node: &Arc<Node>) -> Router<Arc<Node>> {
+    let registry = Arc::new(Registry::default());
+    registry.clone().keep(node);
     Router::new()
         .route("/lp/open", post(open_route).options(preflight))
         .route("/lp/send", post(send_route).options(preflight))
@@ -42,6 +48,7 @@ pub fn routes() -> Router<Arc<Node>> {
                 res
             },
         ))
+        .layer(Extension(registry))
 }
 
 /// Never cached, never buffered by a proxy: what every `/lp/` answer says.
@@ -153,6 +160,7 @@ fn admit(node: &Arc<Node>, peer: &PeerAddr, grant: Grant) -> Result<Session, Ref
 
 async fn open_route(
     State(node): State<Arc<Node>>,
+    Extension(registry): Extension<Arc<Registry>>,
     Extension(peer): Extension<PeerAddr>,
     req: Request,
 ) -> Response {
@@ -167,7 +175,7 @@ async fn open_route(
             let client = new_client_id(&node);
             // The `welcome` of every transport, with how long a poll waits.
             let welcome = engine.welcome(client.clone()).encode();
-            drop(node.longpoll.insert(&node, &client, engine));
+            drop(registry.insert(&node, &client, engine));
             ([(header::CONTENT_TYPE, "application/json")], welcome).into_response()
         }
     };
@@ -179,6 +187,7 @@ async fn open_route(
 /// marked busy for the request. `Err` is the response to give instead.
 async fn session_for(
     node: &Arc<Node>,
+    registry: &Registry,
     peer: &PeerAddr,
     req: &Parts,
     client: Option<String>,
@@ -200,20 +209,20 @@ async fn session_for(
             // token on a learned client id ends nothing, and neither does a
             // token without a subject (no session is a sub-less token's).
             let subject = g.expired_user.filter(|s| !s.is_empty());
-            if let (Some(session), Some(subject)) = (node.longpoll.enter(&client), subject) {
+            if let (Some(session), Some(subject)) = (registry.enter(&client), subject) {
                 let owner = session.state.lock().await.engine.grant.user.clone();
                 if owner.as_deref() == Some(subject.as_str()) {
-                    node.longpoll.remove(node, &client, c.clone());
+                    registry.remove(node, &client, c.clone());
                 }
             }
             return Err(json_array(node, &[ending_frame(node, &c)]));
         }
         Err(g) => return Err(refuse(node, peer.addr, req.uri.path(), g.refusal)),
     };
-    let session = match node.longpoll.enter(&client) {
+    let session = match registry.enter(&client) {
         Some(s) => s,
         None => match admit(node, peer, grant.clone()) {
-            Ok(engine) => node.longpoll.insert(node, &client, engine),
+            Ok(engine) => registry.insert(node, &client, engine),
             Err(r) => return Err(refuse(node, peer.addr, req.uri.path(), r)),
         },
     };
@@ -264,16 +273,23 @@ async fn body_of(
 
 async fn send_route(
     State(node): State<Arc<Node>>,
+    Extension(registry): Extension<Arc<Registry>>,
     Extension(peer): Extension<PeerAddr>,
     req: Request,
 ) -> Response {
     let (parts, body) = req.into_parts();
-    let res = send(&node, &peer, &parts, body).await;
+    let res = send(&node, &registry, &peer, &parts, body).await;
     finish(&node, &parts.headers, res)
 }
 
-async fn send(node: &Arc<Node>, peer: &PeerAddr, req: &Parts, body: Body) -> Response {
-    let session = match session_for(node, peer, req, client_param(req)).await {
+async fn send(
+    node: &Arc<Node>,
+    registry: &Arc<Registry>,
+    peer: &PeerAddr,
+    req: &Parts,
+    body: Body,
+) -> Response {
+    let session = match session_for(node, registry, peer, req, client_param(req)).await {
         Ok(s) => s,
         Err(res) => return res,
     };
@@ -303,7 +319,7 @@ async fn send(node: &Arc<Node>, peer: &PeerAddr, req: &Parts, body: Body) -> Res
     }
     let client = session.client.clone();
     let handled = session.run(node, {
-        let node = node.clone();
+        let (node, registry) = (node.clone(), registry.clone());
         move |mut state| async move {
             if let Some(c) = &state.closed {
                 return vec![close_frame(c)];
@@ -325,7 +341,7 @@ async fn send(node: &Arc<Node>, peer: &PeerAddr, req: &Parts, body: Body) -> Res
                     out.push(ending_frame(&node, &c));
                     state.closed = Some(c.clone());
                     drop(state);
-                    node.longpoll.remove(&node, &client, c);
+                    registry.remove(&node, &client, c);
                     return out;
                 }
             }
@@ -378,13 +394,14 @@ fn poll_body(body: &[u8], max: usize) -> Result<PollBody, (StatusCode, String)> 
 
 async fn poll_route(
     State(node): State<Arc<Node>>,
+    Extension(registry): Extension<Arc<Registry>>,
     Extension(peer): Extension<PeerAddr>,
     req: Request,
 ) -> Response {
     let (req, body) = req.into_parts();
     let headers = req.headers.clone();
     let client = client_param(&req);
-    let res = match session_for(&node, &peer, &req, client).await {
+    let res = match session_for(&node, &registry, &peer, &req, client).await {
         Err(res) => res,
         Ok(session) => {
             let max = node.config.limits.max_subscriptions;
@@ -393,7 +410,9 @@ async fn poll_route(
                 Err(res) => res,
                 Ok(body) => match poll_body(&body, max) {
                     Err((status, reason)) => bad_request(status, &reason),
-                    Ok(body) => json_array(&node, &poll::poll(&node, &session, body).await),
+                    Ok(body) => {
+                        json_array(&node, &poll::poll(&node, &registry, &session, body).await)
+                    }
                 },
             }
         }
