@@ -9,18 +9,10 @@ import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { browserDoc as doc, docBlock } from './doc_snippets.mjs';
 import { fakeWebSocket } from './helpers.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const doc = readFileSync(join(here, '../../../docs/browser.md'), 'utf8');
-const blocks = [...doc.matchAll(/^```js\n([\s\S]*?)^```$/gm)].map((m) => m[1]);
-/** The ```js block of docs/browser.md whose first line is `// NAME...`. */
-function block(name) {
-  const found = blocks.filter((b) => b.startsWith(`// ${name}`));
-  assert.equal(found.length, 1, `docs/browser.md has one js block starting "// ${name}"`);
-  return found[0];
-}
-
 const tmp = mkdtempSync(join(os.tmpdir(), 'tether-snippet-'));
 test.after(() => rmSync(tmp, { recursive: true, force: true }));
 let runs = 0;
@@ -50,7 +42,7 @@ function element() {
  * responses, in turn.
  */
 async function runPage(answers) {
-  const page = block('app.js');
+  const page = docBlock('app.js');
   const client = pathToFileURL(join(here, '../.test-build/tether.js')).href;
   const src = page.replace("from '/tether.js'", `from '${client}'`);
   assert.notEqual(src, page, "app.js imports from '/tether.js'");
@@ -149,7 +141,7 @@ test("a 404 from the token endpoint fails the attempt and is retried; its body n
 
 test('the example token endpoint signs an HS256 token with the secret Tether is given (--jwt-secret)', async (t) => {
   const file = join(tmp, 'token-endpoint.mjs');
-  writeFileSync(file, block('token-endpoint.mjs'));
+  writeFileSync(file, docBlock('token-endpoint.mjs'));
   const secret = 'snippet-test-secret';
   const child = spawn(process.execPath, [file], {
     env: { ...process.env, TETHER_AUTH_JWT_SECRET: secret, PORT: '0' },
@@ -186,7 +178,7 @@ test('the example token endpoint signs an HS256 token with the secret Tether is 
 });
 
 test("clients/js/README.md's token function is the one run here", () => {
-  const fn = block('app.js').match(/^async function token\(\) \{\n[\s\S]*?^\}$/m);
+  const fn = docBlock('app.js').match(/^async function token\(\) \{\n[\s\S]*?^\}$/m);
   assert.ok(fn, 'app.js defines async function token()');
   const readme = readFileSync(join(here, '../README.md'), 'utf8');
   assert.ok(readme.includes(fn[0]), 'clients/js/README.md shows the same token function');
