@@ -29,8 +29,18 @@ use crate::{CloseCode, Error};
 const READ_BUFFER_INITIAL_CAPACITY: usize = 1024;
 
 /// Tether patch: empty read buffers kept per thread for reuse (see
-/// `poll_next_frame`), at most `KEEP` of them and only ones still at their
-/// initial size, so the pool holds at most `KEEP` KiB per runtime thread.
+/// `poll_next_frame`). The bound, per thread that polls streams (each tokio
+/// worker): at most `KEEP` (64) buffers whose capacity is 1-2 KiB, so 64 x
+/// 2 KiB = 128 KiB when each buffer is its own allocation. But a buffer the
+/// decoder has split a frame off (`split_to`) is a view into the allocation
+/// it was cut from, and while pooled it keeps all of that alive: up to the
+/// largest read buffer a connection grew to, under 4 x (`max_payload_len` +
+/// 14) or 64 KiB, whichever is larger (the decoder reserves one frame at a
+/// time and `BytesMut` at most doubles). So the worst case is 64 x 4 x
+/// (`max_payload_len` + 14) per thread: about 16 MiB at Tether's default
+/// 64 KiB `--max-message-bytes`. Nothing ages the pool: a buffer leaves it
+/// only when a poll takes it, and is freed when given back outside 1-2 KiB
+/// or to a full pool, or when its thread exits.
 mod read_buffer_pool {
     use super::READ_BUFFER_INITIAL_CAPACITY;
     use bytes::BytesMut;
@@ -48,8 +58,10 @@ mod read_buffer_pool {
             .unwrap_or_else(|| BytesMut::with_capacity(READ_BUFFER_INITIAL_CAPACITY))
     }
 
-    /// Gives an empty buffer back; one that grew (a large message was read
-    /// into it), or one past `KEEP`, is freed.
+    /// Gives an empty buffer back; one whose capacity is outside 1-2 KiB (it
+    /// grew for a large frame, or frames were cut off its front), or one
+    /// past `KEEP`, is dropped. A capacity in range can still be a view
+    /// into a larger allocation: see the module's bound above.
     pub(super) fn give(mut buffer: BytesMut) {
         buffer.clear();
         if buffer.capacity() < READ_BUFFER_INITIAL_CAPACITY
