@@ -78,14 +78,19 @@ async fn a_poll_dropped_mid_join_leaves_the_channel_usable_and_nothing_behind() 
 
     // Nothing is left behind once everyone has gone: the abandoned polls'
     // sessions expire (no request for ping + pong timeout), the subscriber
-    // leaves, and the node holds no channel.
+    // leaves, the node holds no channel, and its interest at Redis went
+    // back as often as it was taken (no pub/sub subscription is left).
     drop(sub);
-    eventually("no channel held and no long-polling session", || async {
-        let stats = http::request(addr, "GET", "/api/stats", &[], "")
-            .await
-            .json();
-        let sessions = http::metric(addr, "tether_longpoll_sessions", &[]).await;
-        stats["channels"] == 0 && sessions == 0.0
-    })
+    eventually(
+        "no channel held, no session, no Redis subscription",
+        || async {
+            let stats = http::request(addr, "GET", "/api/stats", &[], "")
+                .await
+                .json();
+            let sessions = http::metric(addr, "tether_longpoll_sessions", &[]).await;
+            let subscribed = redis.cli(&["PUBSUB", "CHANNELS", "*"]);
+            stats["channels"] == 0 && sessions == 0.0 && subscribed.trim().is_empty()
+        },
+    )
     .await;
 }

@@ -80,10 +80,10 @@ pub trait Broker: Send + Sync + 'static {
     ) -> Result<PublishOutcome, BrokerError>;
 
     /// This node now has a local subscriber on `channel` (called for the
-    /// first). Takes the node's interest in the channel before its first
-    /// await and gives it back itself when it fails; a call dropped halfway
-    /// keeps it, and is matched by one [`Broker::unsubscribe`]. Interest is
-    /// counted, so a subscribe and an unsubscribe may run in either order.
+    /// first). Gives the interest back itself when it fails. Need not be
+    /// cancel-safe: the engine runs it in a node task
+    /// (`session::joining`). Interest is counted, so a subscribe and an
+    /// earlier unsubscribe may run in either order.
     async fn subscribe(&self, channel: &str) -> Result<(), BrokerError>;
 
     /// Gives back one interest taken by [`Broker::subscribe`] (this node's

@@ -22,7 +22,16 @@ impl Session {
     /// Brings the session's channels to the client's: joins what it names and
     /// the node does not hold (recovering from the named position), leaves
     /// what it no longer names, and moves the rest to the named offsets.
-    pub async fn follow(&mut self, channels: HashMap<String, StreamPosition>, out: &mut Out) {
+    ///
+    /// Joins stop once `superseded()` says a newer request replaced this one
+    /// (a client aborts its poll when its subscriptions change): that one
+    /// names the channels again, and waits for this one's lock meanwhile.
+    pub async fn follow(
+        &mut self,
+        channels: HashMap<String, StreamPosition>,
+        out: &mut Out,
+        superseded: impl Fn() -> bool,
+    ) {
         let named: std::collections::HashSet<&str> = channels.keys().map(String::as_str).collect();
         let gone: Vec<Arc<str>> = self
             .subscriptions()
@@ -41,9 +50,9 @@ impl Session {
                 Some(cursor) if same_epoch && reaches(cursor, position.offset) => {
                     cursor.set_position(position.offset);
                 }
-                // The answer is full: the channel is joined when the next poll
-                // names it again.
-                _ if used >= POLL_BYTES => {}
+                // The answer is full, or nobody waits for it: the channel is
+                // joined when the next poll names it again.
+                _ if used >= POLL_BYTES || superseded() => {}
                 _ => {
                     let before = out.len();
                     self.rejoin(&channel, &position, POLL_BYTES - used, out)

@@ -37,7 +37,11 @@ pub(crate) async fn poll(
             if let Err(c) = state.engine.take_token(&mut out) {
                 return Err(end(&node, &registry, &session, &mut state, out, c));
             }
-            state.engine.follow(body.channels, &mut out).await;
+            let superseded = || session.poll_generation.load(Ordering::Acquire) != generation;
+            state
+                .engine
+                .follow(body.channels, &mut out, superseded)
+                .await;
             state.engine.read_held(generation, &mut out).await;
             if !out.is_empty() {
                 return Err(out);
