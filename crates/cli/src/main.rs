@@ -6,6 +6,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod bench;
 mod doctor;
+mod human;
 mod publish;
 mod serve;
 mod sub;
