@@ -41,7 +41,7 @@ pub fn run(m: &ArgMatches) -> anyhow::Result<ExitCode> {
     let data: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("the data is not JSON: {text:?} (quote strings: '\"hi\"')"))?;
     let limit = match m.get_one::<String>("timeout") {
-        Some(t) => humantime::parse_duration(t).with_context(|| format!("bad --timeout {t:?}"))?,
+        Some(t) => crate::parse_duration_flag("timeout", t)?,
         None => Duration::from_secs(10),
     };
     let token = m.get_one::<String>("token").cloned();

@@ -64,11 +64,7 @@ pub struct Options {
 
 fn duration(m: &ArgMatches, name: &str) -> anyhow::Result<Option<Duration>> {
     m.get_one::<String>(name)
-        .map(|v| {
-            humantime::parse_duration(v).with_context(|| {
-                format!("--{name} {v:?}: expected a duration such as 10s or 500ms")
-            })
-        })
+        .map(|v| crate::parse_duration_flag(name, v))
         .transpose()
 }
 
@@ -90,9 +86,11 @@ fn options(m: &ArgMatches) -> anyhow::Result<Options> {
     let origin = m.get_one::<String>("origin").cloned();
     let pings = m
         .get_one::<String>("pings")
-        .map(|p| p.parse::<u32>())
-        .transpose()
-        .context("--pings: expected a number")?
+        .map(|p| {
+            p.parse::<u32>()
+                .map_err(|_| anyhow::anyhow!("--pings {p:?}: expected a whole number, like 5"))
+        })
+        .transpose()?
         .unwrap_or(5);
     Ok(Options {
         page_origin: m
