@@ -6,6 +6,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod bench;
 mod doctor;
+mod human;
 mod publish;
 mod serve;
 mod sub;
@@ -67,6 +68,15 @@ fn unreachable_subcommand(_: &ArgMatches) -> anyhow::Result<ExitCode> {
     anyhow::bail!("unknown subcommand; see `tether --help`")
 }
 
+/// A duration flag's value, or an error that says what was typed and what
+/// is accepted (humantime's own words, "expected number at 0", are not
+/// shown: they point into a string the user cannot see).
+pub fn parse_duration_flag(name: &str, value: &str) -> anyhow::Result<std::time::Duration> {
+    humantime::parse_duration(value.trim()).map_err(|_| {
+        anyhow::anyhow!("--{name} {value:?}: expected a duration like 25s, 500ms, 10m or 24h")
+    })
+}
+
 /// A flag that takes a value.
 pub fn value_arg(name: &'static str, help: &'static str) -> Arg {
     Arg::new(name).long(name).help(help).action(ArgAction::Set)
@@ -75,6 +85,16 @@ pub fn value_arg(name: &'static str, help: &'static str) -> Arg {
 #[cfg(test)]
 mod tests {
     use super::one_line;
+
+    #[test]
+    fn a_bad_duration_flag_says_what_is_accepted_and_nothing_else() {
+        let e = super::parse_duration_flag("timeout", "soon").unwrap_err();
+        assert_eq!(
+            one_line(&e),
+            "--timeout \"soon\": expected a duration like 25s, 500ms, 10m or 24h"
+        );
+        assert!(super::parse_duration_flag("timeout", "1h30m").is_ok());
+    }
 
     #[test]
     fn each_cause_is_printed_once() {

@@ -12,7 +12,7 @@ use tether_server::{
 pub fn command() -> Command {
     let mut cmd = Command::new("serve")
         .about("Run the gateway (loopback, memory broker and anonymous access by default)")
-        .after_help("Every flag is also a TOML key ([section] key) and a TETHER_SECTION_KEY environment variable; flags beat environment beat file beat defaults.")
+        .after_help("Every flag is also a TOML key ([section] key) and a TETHER_SECTION_KEY environment variable; flags beat environment beat file beat defaults. A TETHER_ variable that looks like a setting but is none is refused (TETHER_TOKEN and TETHER_BIN are not settings and are left alone).")
         .arg(
             Arg::new("config")
                 .long("config")
@@ -55,6 +55,10 @@ fn given_flags(m: &ArgMatches) -> Vec<(String, String)> {
 
 pub fn run(m: &ArgMatches) -> anyhow::Result<ExitCode> {
     let file = m.get_one::<String>("config").map(PathBuf::from);
+    let names: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .collect();
+    config::check_env_names(names.iter().map(String::as_str))?;
     let config = config::load(file.as_deref(), |k| std::env::var(k).ok(), &given_flags(m))?;
     if m.get_flag("print-config") {
         print!("{}", config.to_toml());

@@ -2,7 +2,7 @@
 //! publication on stdout (`{"channel","offset","data"}`); connection state
 //! changes and recovery failures go to stderr, so stdout stays pipeable.
 
-use crate::value_arg;
+use crate::{human, value_arg};
 use anyhow::Context;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use futures_util::StreamExt;
@@ -102,8 +102,8 @@ async fn subscribe(
                 ..
             } => {
                 eprintln!(
-                    "tether sub: {channel}: refused for now ({code}: {message}); retrying in {} ms",
-                    next_delay.as_millis()
+                    "tether sub: {channel}: refused for now ({code}: {message}); retrying in {}",
+                    human::delay(next_delay)
                 );
             }
             _ => {}
@@ -112,7 +112,10 @@ async fn subscribe(
     // Every subscription ended: the client stopped for good, or all were refused.
     match &*client.state().borrow() {
         State::Disconnected { code, reason } => {
-            eprintln!("tether sub: disconnected ({code}): {reason}");
+            eprintln!(
+                "tether sub: disconnected ({code}): {}",
+                human::reason(reason)
+            );
         }
         _ => eprintln!("tether sub: no subscription left"),
     }
@@ -128,13 +131,16 @@ async fn report_states(mut state: tokio::sync::watch::Receiver<State>) {
             State::Reconnecting {
                 attempt,
                 next_delay,
-            } => {
-                format!(
-                    "reconnecting (attempt {attempt} in {} ms)",
-                    next_delay.as_millis()
-                )
+                reason,
+                ..
+            } => format!(
+                "reconnecting in {} (attempt {attempt}) after: {}",
+                human::delay(*next_delay),
+                human::reason(reason)
+            ),
+            State::Disconnected { code, reason } => {
+                format!("disconnected ({code}): {}", human::reason(reason))
             }
-            State::Disconnected { code, reason } => format!("disconnected ({code}): {reason}"),
         };
         eprintln!("tether sub: {line}");
         if state.changed().await.is_err() {

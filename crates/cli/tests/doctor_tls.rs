@@ -84,3 +84,71 @@ async fn an_expired_certificate_is_named_expired() {
         .unwrap()
         .contains("renew"));
 }
+
+/// Makes the certificate a newcomer makes first, with the real openssl:
+/// `openssl req -x509 ... -nodes -subj /CN=NAME -addext subjectAltName=SAN`,
+/// which is CA:TRUE. Returns the certificate's and the key's paths.
+fn openssl_req_x509(dir: &TempDir, cn: &str, san: &str) -> (String, String) {
+    let (cert, key) = (dir.path("cert.pem"), dir.path("key.pem"));
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args(["-days", "2", "-nodes", "-subj", &format!("/CN={cn}")])
+        .args(["-addext", &format!("subjectAltName={san}")])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run openssl (Debian package openssl)");
+    assert!(status.success());
+    let path = |p: std::path::PathBuf| p.to_string_lossy().into_owned();
+    (path(cert), path(key))
+}
+
+/// webpki refuses a CA certificate as the server's own, so an `openssl req
+/// -x509` certificate failed with an undocumented `bad_certificate` even
+/// with `--ca-file`.
+#[tokio::test]
+async fn an_openssl_req_x509_certificate_passes_with_ca_file_and_is_explained_without() {
+    let dir = TempDir::new("openssl");
+    let (cert, key) = openssl_req_x509(&dir, "localhost", "DNS:localhost,IP:127.0.0.1");
+    let server = TestServer::start(&[("tls-cert", &cert), ("tls-key", &key)]).await;
+    let port = server.addr.port();
+
+    for host in ["localhost", "127.0.0.1"] {
+        let url = format!("wss://{host}:{port}/ws");
+        let (code, report) = doctor(&[&url, "--ca-file", &cert]).await;
+        assert_healthy(code, &report);
+    }
+
+    let url = format!("wss://localhost:{port}/ws");
+    let (code, report) = doctor(&[&url]).await;
+    assert_eq!(code, 1, "{report:#}");
+    assert_step(&report, "tls", "fail", Some("self_signed_ca"));
+    let fix = step(&report, "tls")["fix"].as_str().unwrap();
+    assert!(
+        fix.contains("--ca-file") && fix.contains("CA:FALSE"),
+        "{fix}"
+    );
+}
+
+/// Trusting a certificate with `--ca-file` does not make it valid for
+/// every name.
+#[tokio::test]
+async fn a_pinned_openssl_certificate_still_has_to_name_the_host() {
+    let dir = TempDir::new("openssl-other");
+    let (cert, key) = openssl_req_x509(&dir, "elsewhere.test", "DNS:elsewhere.test");
+    let server = TestServer::start(&[("tls-cert", &cert), ("tls-key", &key)]).await;
+    let url = format!("wss://localhost:{}/ws", server.addr.port());
+    let (code, report) = doctor(&[&url, "--ca-file", &cert]).await;
+    assert_eq!(code, 1, "{report:#}");
+    assert_step(&report, "tls", "fail", Some("wrong_host"));
+}

@@ -178,11 +178,15 @@ pub(crate) async fn run(
                 attempt,
                 delay,
                 refresh_token,
+                code,
+                reason,
             } => {
                 info!(%uri, attempt, delay_ms = delay.as_millis() as u64, why = ?ended, "reconnecting");
                 core.set_state(State::Reconnecting {
                     attempt,
                     next_delay: delay,
+                    code,
+                    reason,
                 });
                 if refresh_token {
                     let Some(refresh) = core.config.refresher.clone() else {

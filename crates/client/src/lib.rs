@@ -62,7 +62,15 @@ pub enum State {
     Connected,
     /// The connection ended; retry number `attempt` (1-based) starts after
     /// `next_delay` (and the state stays `Reconnecting` while it runs).
-    Reconnecting { attempt: u32, next_delay: Duration },
+    /// `code` and `reason` say why, as in `Disconnected`: the close code
+    /// (1006 for a lost connection or a failed connect) or the HTTP status
+    /// of a refused handshake, and a one-line reason.
+    Reconnecting {
+        attempt: u32,
+        next_delay: Duration,
+        code: u16,
+        reason: String,
+    },
     /// Stopped for good. `code` is the close code that forbade reconnecting
     /// (1000, 1008, 4001, or 4002 without a token refresher), 1006 when the
     /// attempt limit was reached after lost connections, or the HTTP status

@@ -28,11 +28,14 @@ pub(crate) enum Ended {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Decision {
     /// Wait `delay`, then make retry number `attempt` (1-based); refresh the
-    /// token first when `refresh_token` is set (after 4002).
+    /// token first when `refresh_token` is set (after 4002). `code` and
+    /// `reason` say why the connection ended, as in `Stop`.
     Retry {
         attempt: u32,
         delay: Duration,
         refresh_token: bool,
+        code: u16,
+        reason: String,
     },
     /// Stop for good, reporting `code` and `reason`.
     Stop { code: u16, reason: String },
@@ -114,6 +117,8 @@ impl Policy {
             attempt: self.attempt,
             delay,
             refresh_token: reconnect == Reconnect::AfterTokenRefresh,
+            code,
+            reason,
         }
     }
 }
@@ -323,6 +328,24 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_retry_says_why_the_connection_ended() {
+        let mut p = policy(&[0.0], None);
+        let Decision::Retry { code, reason, .. } = p.next(&closed(1013, "busy retry_after_ms=5"))
+        else {
+            panic!("1013 is retried");
+        };
+        assert_eq!(code, 1013);
+        assert!(
+            reason.contains("1013") && reason.contains("busy"),
+            "{reason}"
+        );
+        let Decision::Retry { code, reason, .. } = p.next(&lost()) else {
+            panic!("a lost connection is retried");
+        };
+        assert_eq!((code, reason.as_str()), (1006, "connection lost: reset"));
     }
 
     #[test]

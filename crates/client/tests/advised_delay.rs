@@ -44,7 +44,7 @@ async fn close_1013_advised_delay_is_waited_out() {
     })
     .await;
     assert!(
-        matches!(waiting, State::Reconnecting { attempt: 1, next_delay } if next_delay == Duration::from_millis(1510)),
+        matches!(waiting, State::Reconnecting { attempt: 1, next_delay, code: 1013, .. } if next_delay == Duration::from_millis(1510)),
         "{waiting:?}"
     );
     let second = timeout(STEP, accepted.recv())
@@ -117,12 +117,12 @@ async fn a_hint_beyond_max_delay_is_cut_to_it() {
         matches!(s, State::Reconnecting { .. })
     })
     .await;
-    assert_eq!(
-        waiting,
-        State::Reconnecting {
-            attempt: 1,
-            next_delay: Duration::from_millis(300)
-        }
+    assert!(
+        matches!(
+            waiting,
+            State::Reconnecting { attempt: 1, next_delay, .. } if next_delay == Duration::from_millis(300)
+        ),
+        "{waiting:?}"
     );
     for _ in 0..2 {
         timeout(STEP, accepted.recv())

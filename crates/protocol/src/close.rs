@@ -153,6 +153,15 @@ impl RetryHint {
         text + &hint
     }
 
+    /// Splits a close reason into its human text and its hint, so a tool can
+    /// show `retry in 1.5 s` instead of the machine-readable suffix.
+    pub fn split(reason: &str) -> (&str, Option<Self>) {
+        match (Self::parse(reason), reason.rfind(Self::KEY)) {
+            (Some(hint), Some(at)) => (reason[..at].trim_end(), Some(hint)),
+            _ => (reason, None),
+        }
+    }
+
     /// Finds a hint in a close reason.
     pub fn parse(reason: &str) -> Option<Self> {
         let start = reason.rfind(Self::KEY)? + Self::KEY.len();
@@ -210,6 +219,14 @@ mod tests {
             Some(RetryHint(Duration::from_millis(1234)))
         );
         assert_eq!(RetryHint::parse("server restarting"), None);
+        assert_eq!(
+            RetryHint::split("restarting retry_after_ms=1234"),
+            ("restarting", Some(RetryHint(Duration::from_millis(1234))))
+        );
+        assert_eq!(
+            RetryHint::split("x retry_after_ms="),
+            ("x retry_after_ms=", None)
+        );
         assert_eq!(RetryHint::parse("x retry_after_ms="), None);
         assert_eq!(
             RetryHint::parse("x retry_after_ms=99999999999999999999999"),

@@ -99,8 +99,7 @@ fn duration(m: &ArgMatches, name: &str) -> anyhow::Result<Duration> {
     let v = m
         .get_one::<String>(name)
         .with_context(|| format!("--{name} is required"))?;
-    humantime::parse_duration(v)
-        .with_context(|| format!("--{name} {v:?}: expected a duration such as 10s or 500ms"))
+    crate::parse_duration_flag(name, v)
 }
 
 fn number<T: std::str::FromStr>(m: &ArgMatches, name: &str) -> anyhow::Result<T> {

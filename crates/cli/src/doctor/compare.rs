@@ -27,7 +27,10 @@ pub struct Comparison {
 pub fn compare(a: Report, b: Report) -> Comparison {
     let first_difference = a.steps.iter().find_map(|sa| {
         let sb = b.step(sa.step)?;
-        if sa.verdict == sb.verdict && sa.finding == sb.finding {
+        let same = sa.verdict == sb.verdict && sa.finding == sb.finding;
+        // A step that passed on one side and did not apply on the other
+        // (no TLS on ws://) is no difference: nothing went wrong on either.
+        if same || (fine(sa) && fine(sb)) {
             return None;
         }
         let worse = if rank(sb) >= rank(sa) { sb } else { sa };
@@ -52,6 +55,11 @@ pub fn compare(a: Report, b: Report) -> Comparison {
     }
 }
 
+/// Passed, or not run without anything having gone wrong.
+fn fine(s: &Step) -> bool {
+    matches!(s.verdict, Verdict::Pass | Verdict::Skip) && s.finding.is_none()
+}
+
 fn rank(s: &Step) -> u8 {
     match s.verdict {
         Verdict::Pass => 0,
@@ -61,31 +69,28 @@ fn rank(s: &Step) -> u8 {
     }
 }
 
-fn cell(s: Option<&Step>, width: usize) -> String {
-    let text = match s {
+fn cell(s: Option<&Step>) -> String {
+    match s {
         Some(s) => format!("{} {}", s.verdict.label(), s.figure),
         None => "-".into(),
-    };
-    let mut t: String = text.chars().take(width).collect();
-    while t.chars().count() < width {
-        t.push(' ');
     }
-    t
 }
 
 impl Comparison {
+    /// One line per side under each step, so figures are shown whole
+    /// whatever their length.
     pub fn to_text(&self) -> String {
-        const W: usize = 48;
         let mut out = format!(
-            "tether doctor --compare\n  A: {}\n  B: {}\n\n{:<13} {:<W$} B\n",
-            self.a.url, self.b.url, "step", "A"
+            "tether doctor --compare\n  A: {}\n  B: {}\n\n",
+            self.a.url, self.b.url
         );
         for sa in &self.a.steps {
             out.push_str(&format!(
-                "{:<13} {} {}\n",
+                "{:<13} A {}\n{:<13} B {}\n",
                 sa.step,
-                cell(Some(sa), W),
-                cell(self.b.step(sa.step), W).trim_end()
+                cell(Some(sa)),
+                "",
+                cell(self.b.step(sa.step))
             ));
         }
         match &self.first_difference {
@@ -136,5 +141,23 @@ mod tests {
         assert!(d.explanation.contains("nginx lines"));
         assert!(!c.ok);
         assert!(c.to_text().contains("first difference: upgrade"));
+    }
+
+    #[test]
+    fn a_step_that_passed_on_one_side_and_did_not_apply_on_the_other_is_no_difference() {
+        let long = "x".repeat(120);
+        let mut a = Report::new("ws://direct/ws");
+        a.push(Step::pass("url", "u"));
+        a.push(Step::skip("tls", "plain ws://, no TLS"));
+        a.push(Step::pass("first_message", long.clone()));
+        let mut b = Report::new("wss://proxy/ws");
+        b.push(Step::pass("url", "u"));
+        b.push(Step::pass("tls", "TLSv1_3 in 3 ms"));
+        b.push(Step::pass("first_message", "welcome"));
+        let c = compare(a.close(false), b.close(false));
+        assert!(c.first_difference.is_none(), "{:?}", c.first_difference);
+        let text = c.to_text();
+        assert!(text.contains("no difference between A and B"), "{text}");
+        assert!(text.contains(&format!("A PASS {long}\n")), "{text}");
     }
 }

@@ -8,6 +8,7 @@
 //! Each layer lives in its own module; `report` renders the result.
 
 mod compare;
+mod der;
 mod net;
 mod probe;
 mod report;
@@ -39,7 +40,7 @@ pub fn command() -> Command {
                 .action(ArgAction::Append),
         )
         .arg(Arg::new("insecure").long("insecure").help("do not verify the TLS certificate (still report what is wrong with it)").action(ArgAction::SetTrue))
-        .arg(value_arg("ca-file", "also trust the certificates in this PEM file").value_name("FILE"))
+        .arg(value_arg("ca-file", "also trust the certificates in this PEM file (a private CA, or the server's own self-signed certificate, even a CA:TRUE one)").value_name("FILE"))
         .arg(value_arg("timeout", "limit for each step (connect, TLS, upgrade, each ping)").value_name("DURATION").default_value("10s"))
         .arg(value_arg("pings", "number of pings for the round-trip times").value_name("N").default_value("5"))
         .arg(value_arg("idle", "hold the connection silent this long and report whether and how something cuts it").value_name("DURATION"))
@@ -63,11 +64,7 @@ pub struct Options {
 
 fn duration(m: &ArgMatches, name: &str) -> anyhow::Result<Option<Duration>> {
     m.get_one::<String>(name)
-        .map(|v| {
-            humantime::parse_duration(v).with_context(|| {
-                format!("--{name} {v:?}: expected a duration such as 10s or 500ms")
-            })
-        })
+        .map(|v| crate::parse_duration_flag(name, v))
         .transpose()
 }
 
@@ -89,9 +86,11 @@ fn options(m: &ArgMatches) -> anyhow::Result<Options> {
     let origin = m.get_one::<String>("origin").cloned();
     let pings = m
         .get_one::<String>("pings")
-        .map(|p| p.parse::<u32>())
-        .transpose()
-        .context("--pings: expected a number")?
+        .map(|p| {
+            p.parse::<u32>()
+                .map_err(|_| anyhow::anyhow!("--pings {p:?}: expected a whole number, like 5"))
+        })
+        .transpose()?
         .unwrap_or(5);
     Ok(Options {
         page_origin: m

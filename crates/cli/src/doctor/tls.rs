@@ -2,8 +2,16 @@
 //! the error it finds, so a failed handshake is named (expired, self-signed,
 //! wrong host name, unknown CA) instead of reported as "handshake failed";
 //! with `--insecure` the error is still recorded but does not stop us.
+//!
+//! A certificate given with `--ca-file` is also trusted as the server's own
+//! certificate when it is exactly the one the server shows: webpki refuses a
+//! CA certificate (what a plain `openssl req -x509` makes) as an end entity
+//! whatever the roots, so without this `--ca-file` could not help.
 
-use super::report::{human, Step};
+use super::{
+    der,
+    report::{human, Step},
+};
 use rustls_pki_types::{pem::PemObject, CertificateDer, ServerName, UnixTime};
 use std::{
     path::Path,
@@ -15,11 +23,13 @@ use tokio_rustls::{
     client::TlsStream,
     rustls::{
         self,
+        client::verify_server_name,
         client::{
             danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
             WebPkiServerVerifier,
         },
         crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider},
+        server::ParsedCertificate,
         CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme,
     },
     TlsConnector,
@@ -41,7 +51,57 @@ struct RecordingVerifier {
     inner: Option<Arc<WebPkiServerVerifier>>,
     provider: Arc<CryptoProvider>,
     insecure: bool,
+    /// The certificates from `--ca-file`, trusted as they are.
+    pinned: Vec<CertificateDer<'static>>,
     seen: Arc<Mutex<Option<Rejection>>>,
+}
+
+impl RecordingVerifier {
+    /// A certificate the user handed us with `--ca-file` is trusted as it
+    /// is, like a pinned one: only its host name and dates are checked
+    /// (the handshake signature proves the server holds its key).
+    fn verify_pinned(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        server_name: &ServerName<'_>,
+        now: UnixTime,
+    ) -> Option<Result<ServerCertVerified, rustls::Error>> {
+        if !self
+            .pinned
+            .iter()
+            .any(|p| p.as_ref() == end_entity.as_ref())
+        {
+            return None;
+        }
+        let checked = (|| {
+            let parsed = ParsedCertificate::try_from(end_entity)?;
+            verify_server_name(&parsed, server_name)?;
+            let (not_before, not_after) = der::validity(end_entity).ok_or(
+                rustls::Error::InvalidCertificate(CertificateError::BadEncoding),
+            )?;
+            let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+            if now < not_before {
+                return Err(CertificateError::NotValidYet.into());
+            }
+            if now > not_after {
+                return Err(CertificateError::Expired.into());
+            }
+            Ok(ServerCertVerified::assertion())
+        })();
+        Some(checked)
+    }
+}
+
+/// True for webpki's refusal of a CA certificate as the server's own,
+/// which rustls passes on as an opaque `Other`.
+fn is_ca_as_end_entity(error: &rustls::Error) -> bool {
+    match error {
+        rustls::Error::InvalidCertificate(CertificateError::Other(other)) => matches!(
+            other.0.downcast_ref::<webpki::Error>(),
+            Some(webpki::Error::CaUsedAsEndEntity)
+        ),
+        _ => false,
+    }
 }
 
 impl ServerCertVerifier for RecordingVerifier {
@@ -53,16 +113,21 @@ impl ServerCertVerifier for RecordingVerifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let result = match &self.inner {
+        let mut result = match &self.inner {
             Some(v) => v.verify_server_cert(end_entity, intermediates, server_name, ocsp, now),
             None => Err(rustls::Error::InvalidCertificate(
                 CertificateError::UnknownIssuer,
             )),
         };
+        if result.is_err() {
+            if let Some(pinned) = self.verify_pinned(end_entity, server_name, now) {
+                result = pinned;
+            }
+        }
         if let Err(error) = &result {
             let rejection = Rejection {
                 error: error.clone(),
-                self_signed: intermediates.is_empty() && is_self_issued(end_entity),
+                self_signed: intermediates.is_empty() && der::is_self_issued(end_entity),
             };
             if let Ok(mut seen) = self.seen.lock() {
                 *seen = Some(rejection);
@@ -112,15 +177,18 @@ impl ServerCertVerifier for RecordingVerifier {
     }
 }
 
-fn roots(ca_file: Option<&Path>) -> RootCertStore {
+/// The certificates in a PEM file; none when it cannot be read.
+fn pem_certs(file: &Path) -> Vec<CertificateDer<'static>> {
+    CertificateDer::pem_file_iter(file)
+        .map(|certs| certs.flatten().collect())
+        .unwrap_or_default()
+}
+
+fn roots(ca_file: &[CertificateDer<'static>]) -> RootCertStore {
     let mut store = RootCertStore::empty();
-    let files = [Some(Path::new(SYSTEM_ROOTS)), ca_file];
-    for file in files.into_iter().flatten() {
-        if let Ok(certs) = CertificateDer::pem_file_iter(file) {
-            for cert in certs.flatten() {
-                let _ = store.add(cert);
-            }
-        }
+    let system = pem_certs(Path::new(SYSTEM_ROOTS));
+    for cert in system.into_iter().chain(ca_file.iter().cloned()) {
+        let _ = store.add(cert);
     }
     store
 }
@@ -133,7 +201,8 @@ pub async fn handshake(
     limit: Duration,
 ) -> Result<(Step, TlsStream<TcpStream>), Step> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let store = roots(ca_file);
+    let pinned = ca_file.map(pem_certs).unwrap_or_default();
+    let store = roots(&pinned);
     let inner = if store.is_empty() {
         None
     } else {
@@ -146,6 +215,7 @@ pub async fn handshake(
         inner,
         provider: provider.clone(),
         insecure,
+        pinned,
         seen: seen.clone(),
     };
     let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -244,6 +314,16 @@ fn explain(r: &Rejection, host: &str) -> (&'static str, String, String) {
             format!("the certificate is not issued for {host:?}"),
             format!("use the host name the certificate names, or issue one that includes {host}"),
         ),
+        error if is_ca_as_end_entity(error) && r.self_signed => (
+            "self_signed_ca",
+            "the certificate is self-signed and marked as a CA (basicConstraints CA:TRUE, what a plain `openssl req -x509` makes): no trusted authority vouches for it, and a CA certificate is refused as a server's own certificate".into(),
+            "for a test, trust this very certificate with --ca-file CERT.pem (or skip checks with --insecure); or make a proper leaf certificate: add `-addext basicConstraints=critical,CA:FALSE` to the openssl command, or use one from a CA (e.g. Let's Encrypt)".into(),
+        ),
+        error if is_ca_as_end_entity(error) => (
+            "ca_as_server_cert",
+            "the server shows a CA certificate (basicConstraints CA:TRUE) as its own: verifiers only accept a leaf certificate there".into(),
+            "serve a leaf certificate issued by that CA (CA:FALSE), with the CA's certificate after it in the chain file; or trust this very certificate with --ca-file CERT.pem".into(),
+        ),
         rustls::Error::InvalidCertificate(C::UnknownIssuer) if r.self_signed => (
             "self_signed",
             "the certificate is self-signed: no trusted authority vouches for it, and browsers refuse it".into(),
@@ -259,73 +339,5 @@ fn explain(r: &Rejection, host: &str) -> (&'static str, String, String) {
             format!("the certificate was rejected: {other}"),
             "check the certificate with `openssl s_client -connect HOST:PORT -showcerts`".into(),
         ),
-    }
-}
-
-/// True when the certificate's issuer equals its subject. A tiny DER walk:
-/// Certificate ::= SEQUENCE { tbs SEQUENCE { [0] version?, serial, sigAlg,
-/// issuer, validity, subject, ... } ... }.
-fn is_self_issued(cert: &[u8]) -> bool {
-    fn inner(b: &[u8]) -> Option<&[u8]> {
-        der_tlv(b).map(|(_, content, _)| content)
-    }
-    let Some(tbs) = inner(cert).and_then(inner) else {
-        return false;
-    };
-    let mut fields = Vec::new();
-    let mut rest = tbs;
-    while let Some((tag, _, next)) = der_tlv(rest) {
-        let whole = &rest[..rest.len() - next.len()];
-        if tag != 0xa0 {
-            fields.push(whole);
-        }
-        rest = next;
-        if fields.len() == 5 {
-            break;
-        }
-    }
-    // serial, signature algorithm, issuer, validity, subject
-    fields.len() == 5 && fields[2] == fields[4]
-}
-
-/// One DER element: `(tag, content, rest)`.
-fn der_tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let tag = *b.first()?;
-    let first = *b.get(1)? as usize;
-    let (len, header) = if first < 0x80 {
-        (first, 2)
-    } else {
-        let n = first & 0x7f;
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let len = b
-            .get(2..2 + n)?
-            .iter()
-            .fold(0usize, |acc, x| (acc << 8) | *x as usize);
-        (len, 2 + n)
-    };
-    let content = b.get(header..header + len)?;
-    Some((tag, content, &b[header + len..]))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn self_issued_detection() {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let ca = rcgen::CertificateParams::new(vec!["ca.test".into()]).unwrap();
-        let ca = ca.self_signed(&key).unwrap();
-        assert!(is_self_issued(ca.der()));
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["leaf.test".into()]).unwrap();
-        let mut leaf = leaf;
-        leaf.distinguished_name
-            .push(rcgen::DnType::CommonName, "leaf");
-        let leaf = leaf.signed_by(&leaf_key, &ca, &key).unwrap();
-        assert!(!is_self_issued(leaf.der()));
-        assert!(!is_self_issued(b"\x30\x03\x02\x01"));
     }
 }

@@ -6,18 +6,24 @@
 //!
 //! This module holds the settings' types and [`load`]; the key table is in
 //! `keys`, the checks on a loaded configuration in `validate`, and the
-//! `duration` and `list` serde helpers in files of their own.
+//! `duration`, `address` and `list` serde helpers in files of their own;
+//! `input` turns what the user typed into values and refusals in their terms.
 
 use serde::{Deserialize, Serialize};
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+mod address;
 mod duration;
+mod input;
 mod keys;
 mod list;
+mod suggest;
 #[cfg(test)]
 mod tests;
 mod validate;
 
+pub use input::NOT_SETTINGS;
+use input::{Given, Origin};
 pub use keys::{Key, KEYS};
 pub use validate::{MAX_DURATION, MIN_RATE};
 
@@ -39,6 +45,7 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
+    #[serde(deserialize_with = "address::deserialize")]
     pub listen: SocketAddr,
     pub echo: bool,
     /// `None`: the same as `limits.max_message_bytes`.
@@ -301,30 +308,6 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// Where a value came from, for error messages.
-fn describe(key: &Key, origin: &str) -> String {
-    match origin {
-        "env" => format!("{} ({}.{})", key.env_var(), key.section, key.key),
-        "flag" => format!("--{} ({}.{})", key.flag, key.section, key.key),
-        _ => format!("{}.{}", key.section, key.key),
-    }
-}
-
-/// Reads a scalar the way a user writes it on a command line: a TOML literal
-/// when it is one (`100`, `true`, `1.5`), otherwise a string (`25s`, `127.0.0.1:80`).
-fn parse_scalar(raw: &str) -> toml::Value {
-    let doc = format!("v = {raw}");
-    match doc.parse::<toml::Table>() {
-        Ok(mut t) => match t.remove("v") {
-            Some(
-                v @ (toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_)),
-            ) => v,
-            _ => toml::Value::String(raw.to_owned()),
-        },
-        Err(_) => toml::Value::String(raw.to_owned()),
-    }
-}
-
 fn set(table: &mut toml::Table, key: &Key, value: toml::Value) {
     let section = table
         .entry(key.section)
@@ -343,63 +326,83 @@ fn switch_value(key: &Key) -> toml::Value {
 ///
 /// `flags` are `(flag name, value)` pairs from the command line; switches carry
 /// an empty value. `env` is the process environment (injected for tests).
+/// Every value is checked alone first, so a refusal names the flag,
+/// variable or file key it came from and what that setting accepts.
 pub fn load(
     file: Option<&std::path::Path>,
     env: impl Fn(&str) -> Option<String>,
     flags: &[(String, String)],
 ) -> Result<Config, ConfigError> {
+    let mut given: Vec<Given> = Vec::new();
     let mut table = match file {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.to_owned(),
                 source,
             })?;
-            text.parse::<toml::Table>()
+            let table = text
+                .parse::<toml::Table>()
                 .map_err(|source| ConfigError::Parse {
                     path: path.to_owned(),
                     source: Box::new(source),
-                })?
+                })?;
+            input::check_file_keys(&table, path)?;
+            for key in KEYS {
+                let value = table.get(key.section).and_then(|s| s.get(key.key));
+                if let Some(value) = value {
+                    let g = Given {
+                        key,
+                        origin: Origin::File(path),
+                        typed: value.to_string(),
+                    };
+                    input::check(key, value).map_err(|why| g.refused(&why))?;
+                    given.push(g);
+                }
+            }
+            table
         }
         None => toml::Table::new(),
     };
-    let mut origins: Vec<(&Key, &str)> = Vec::new();
-    for key in KEYS {
-        if let Some(raw) = env(&key.env_var()) {
-            set(&mut table, key, parse_scalar(&raw));
-            origins.push((key, "env"));
-        }
-    }
+    let from_env = KEYS
+        .iter()
+        .filter_map(|key| env(&key.env_var()).map(|raw| (key, Origin::Env, raw)));
+    let mut from_flags = Vec::new();
     for (flag, raw) in flags {
         let key = KEYS
             .iter()
             .find(|k| k.flag == flag)
             .ok_or_else(|| ConfigError::Invalid(format!("unknown flag --{flag}")))?;
-        let value = if key.switch {
+        from_flags.push((key, Origin::Flag, raw.clone()));
+    }
+    for (key, origin, raw) in from_env.collect::<Vec<_>>().into_iter().chain(from_flags) {
+        let g = Given {
+            key,
+            origin,
+            typed: raw.clone(),
+        };
+        let value = if key.switch && matches!(origin, Origin::Flag) {
             switch_value(key)
         } else {
-            parse_scalar(raw)
+            input::typed(key, &raw).map_err(|why| g.refused(&why))?
         };
         set(&mut table, key, value);
-        origins.push((key, "flag"));
+        given.push(g);
     }
+    // Each value passed alone; together they can only fail on a bug here.
     let config: Config = toml::Value::Table(table)
         .try_into()
-        .map_err(|e: toml::de::Error| {
-            // Name the flag or variable the bad value came from, when we know it.
-            let msg = e.message().to_owned();
-            let culprit = origins
-                .iter()
-                .rev()
-                .find(|(k, _)| msg.contains(k.key) || e.to_string().contains(k.key));
-            match culprit {
-                Some((key, origin)) => {
-                    ConfigError::Invalid(format!("{}: {msg}", describe(key, origin)))
-                }
-                None => ConfigError::Invalid(e.to_string().trim().replace('\n', " ")),
-            }
-        })?;
-    config.validate()?;
+        .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+    config.validate().map_err(|e| match e {
+        ConfigError::Invalid(m) => ConfigError::Invalid(input::locate(m, &given)),
+        other => other,
+    })?;
     Ok(config)
+}
+
+/// Refuses `TETHER_*` variables that look like settings but are none; call
+/// it with the names in the environment before [`load`].
+pub fn check_env_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<(), ConfigError> {
+    input::check_env_names(names)
 }
 
 impl Config {

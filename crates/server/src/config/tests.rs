@@ -159,7 +159,11 @@ fn absurd_durations_are_refused() {
             .map(|_| ())
             .unwrap_err()
             .to_string();
-        assert!(err.contains("must be at most 365d"), "--{key}: {err}");
+        assert!(
+            err.contains("must be at most 8760h (365 days)"),
+            "--{key}: {err}"
+        );
+        assert!(err.contains(&format!("--{key} ")), "--{key}: {err}");
     }
     assert!(load(None, no_env, &flags(&[("history-meta-ttl", "365d")])).is_ok());
     let err = load(None, no_env, &flags(&[("ipv6-prefix", "129")]))
@@ -281,4 +285,216 @@ fn history_byte_caps_must_hold_a_publication() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("--history-max-bytes"), "{err}");
+}
+
+/// Serde's and TOML's words that must never reach the user.
+const INTERNALS: &[&str] = &[
+    "untagged",
+    "variant of",
+    "expected usize",
+    "expected u8",
+    "expected u32",
+    "expected f64",
+    "expected a boolean",
+    "socket address",
+    "invalid type",
+    "invalid value",
+    "at 0",
+    "Raw",
+];
+
+fn assert_plain(err: &str, names: &str) {
+    for word in INTERNALS {
+        assert!(!err.contains(word), "{word:?} leaked in: {err}");
+    }
+    assert!(err.contains(names), "{names:?} not named in: {err}");
+}
+
+/// Every setting, given a bad value as a flag, a variable or a file key,
+/// is refused naming what was typed and where, in plain words.
+#[test]
+fn every_refusal_names_the_input_and_where_in_plain_words() {
+    let dir = std::env::temp_dir().join(format!("tether-cfg-plain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let file = dir.join("tether.toml");
+    let mut refused = 0;
+    for key in KEYS {
+        for bad in ["%bad%", "-1", "1.5", "99999999999999999999999"] {
+            let from_flag = load(None, no_env, &flags(&[(key.flag, bad)]));
+            if let (Err(e), false) = (from_flag, key.switch) {
+                assert_plain(&e.to_string(), &format!("--{} {bad:?}", key.flag));
+                refused += 1;
+            }
+            let var = key.env_var();
+            let from_env = load(None, |k| (k == var).then(|| bad.to_owned()), &[]);
+            if let Err(e) = from_env {
+                assert_plain(&e.to_string(), &format!("{var}={bad:?}"));
+            }
+        }
+        for bad in ["\"%bad%\"", "-1", "[1]", "{ a = 1 }"] {
+            let text = format!("[{}]\n{} = {bad}\n", key.section, key.key);
+            std::fs::write(&file, text).expect("write");
+            if let Err(e) = load(Some(&file), no_env, &[]) {
+                let err = e.to_string();
+                assert_plain(&err, &format!("{}.{} = ", key.section, key.key));
+                assert!(err.contains("tether.toml"), "{err}");
+            }
+        }
+    }
+    assert!(
+        refused > 40,
+        "only {refused} refusals: the values are not bad enough"
+    );
+}
+
+#[test]
+fn refusals_say_what_is_accepted() {
+    let err = |pairs: &[(&str, &str)]| {
+        load(None, no_env, &flags(pairs))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err(&[("listen", "8097")]);
+    assert!(
+        e.contains("bare port") && e.contains("127.0.0.1:8097"),
+        "{e}"
+    );
+    let e = err(&[("listen", "example.com:8080")]);
+    assert!(e.contains("not resolved"), "{e}");
+    let e = err(&[("history-ttl", "soon")]);
+    assert!(e.contains("a duration like 25s, 500ms, 10m or 24h"), "{e}");
+    let e = err(&[("history-size", "many")]);
+    assert!(e.contains("a whole number"), "{e}");
+    let e = err(&[("messages-per-second", "fast")]);
+    assert!(e.contains("a number"), "{e}");
+    let e = err(&[("broker", "kafka")]);
+    assert!(e.contains("memory or redis"), "{e}");
+    let e = err(&[("history-ttl", "800d")]);
+    assert!(
+        e.starts_with("invalid configuration: --history-ttl \"800d\": "),
+        "{e}"
+    );
+    // Text settings take digits as text.
+    let c = load(
+        None,
+        no_env,
+        &flags(&[("node-id", "5"), ("listen", "localhost:0")]),
+    );
+    let c = c.expect("valid");
+    assert_eq!(c.server.node_id.as_deref(), Some("5"));
+    assert!(c.server.listen.ip().is_loopback());
+}
+
+#[test]
+fn unknown_file_keys_and_sections_suggest_the_right_name() {
+    let dir = std::env::temp_dir().join(format!("tether-cfg-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let file = dir.join("tether.toml");
+    for (text, says) in [
+        (
+            "[history]\ntll = \"5m\"\n",
+            "unknown key history.tll (did you mean history.ttl?)",
+        ),
+        (
+            "[histroy]\nttl = \"5m\"\n",
+            "unknown section [histroy] (did you mean history?)",
+        ),
+        ("[server]\nttl = \"5m\"\n", "history.ttl"),
+    ] {
+        std::fs::write(&file, text).expect("write");
+        let err = load(Some(&file), no_env, &[])
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(says) && err.contains("tether.toml"), "{err}");
+    }
+}
+
+#[test]
+fn misspelled_tether_variables_are_refused_like_unknown_toml_keys() {
+    let err = check_env_names(["PATH", "TETHER_HISTORY_TLL"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("TETHER_HISTORY_TLL") && err.contains("TETHER_HISTORY_TTL"),
+        "{err}"
+    );
+    let err = check_env_names(["TETHER_HISTROY_TTL"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("did you mean TETHER_HISTORY_TTL"), "{err}");
+    assert!(check_env_names(["TETHER_LIMITS_FOO"]).is_err());
+    let fine = ["TETHER_HISTORY_TTL", "TETHER_SOAK_SECS", "HOME"];
+    assert!(check_env_names(NOT_SETTINGS.iter().copied().chain(fine)).is_ok());
+}
+
+/// `--print-config` writes durations as the docs do, and its output loads
+/// back to the same configuration.
+#[test]
+fn printed_config_reads_like_the_docs_and_loads_back_identically() {
+    let c = load(
+        None,
+        no_env,
+        &flags(&[
+            ("history-ttl", "1h 30m"),
+            ("write-timeout", "1500ms"),
+            ("drain-jitter", "250ms"),
+            ("listen", "127.0.0.1:0"),
+        ]),
+    )
+    .expect("valid");
+    let text = c.to_toml();
+    for line in [
+        "meta_ttl = \"24h\"",
+        "ping_interval = \"25s\"",
+        "ttl = \"1h30m\"",
+        "idempotency_window = \"5m\"",
+        "write_timeout = \"1s500ms\"",
+    ] {
+        assert!(text.contains(line), "{line} not in:\n{text}");
+    }
+    let dir = std::env::temp_dir().join(format!("tether-cfg-print-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let file = dir.join("printed.toml");
+    std::fs::write(&file, &text).expect("write");
+    let back = load(Some(&file), no_env, &[]).expect("printed config loads");
+    assert_eq!(back.to_toml(), text);
+}
+
+/// The error lines docs/configuration.md shows are the ones `tether serve`
+/// prints: each `$ [VAR=value] tether serve --flag value` line is run
+/// through the same checks, and its next line must match exactly.
+#[test]
+fn documented_error_lines_are_what_tether_prints() {
+    let doc = include_str!("../../../../docs/configuration.md");
+    let lines: Vec<&str> = doc.lines().collect();
+    let mut checked = 0;
+    for pair in lines.windows(2) {
+        let Some(command) = pair[0].strip_prefix("$ ") else {
+            continue;
+        };
+        let Some((vars, args)) = command.split_once("tether serve") else {
+            continue;
+        };
+        let env: HashMap<String, String> = vars
+            .split_whitespace()
+            .filter_map(|v| v.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let args: Vec<&str> = args.split_whitespace().collect();
+        let pairs: Vec<(String, String)> = args
+            .chunks(2)
+            .map(|p| {
+                let flag = p[0].trim_start_matches("--").to_owned();
+                (flag, p.get(1).map(|v| v.to_string()).unwrap_or_default())
+            })
+            .collect();
+        let result = check_env_names(env.keys().map(String::as_str))
+            .and_then(|()| load(None, |k| env.get(k).cloned(), &pairs));
+        let printed = format!("tether: {}", result.map(|_| ()).unwrap_err());
+        assert_eq!(printed, pair[1], "for `{command}`");
+        checked += 1;
+    }
+    assert!(checked >= 4, "only {checked} documented error lines found");
 }

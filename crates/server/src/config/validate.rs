@@ -1,7 +1,7 @@
 //! Checks on a loaded configuration: values that parse but cannot work
 //! together, out-of-range rates and durations, and exposure without auth.
 
-use super::{BrokerKind, Config, ConfigError};
+use super::{duration, BrokerKind, Config, ConfigError};
 use std::time::Duration;
 
 /// The smallest rate (per second) a rate setting accepts: one per 1000 s.
@@ -73,9 +73,9 @@ impl Config {
             // years (`--ping-interval 18446744073709551615`) would overflow.
             if d > MAX_DURATION {
                 return bad(format!(
-                    "{name} must be at most {}d (365 days), not {}s",
-                    MAX_DURATION.as_secs() / 86_400,
-                    d.as_secs()
+                    "{name} must be at most {} (365 days), not {}",
+                    duration::format(MAX_DURATION),
+                    duration::format(d)
                 ));
             }
         }
@@ -162,7 +162,7 @@ impl Config {
             {
                 return bad(format!(
                     "--redis-check-interval {}: expected 100ms to 1h",
-                    humantime::format_duration(every)
+                    duration::format(every)
                 ));
             }
         }

@@ -1,0 +1,59 @@
+//! `tether serve` refuses bad configuration in the user's terms, before
+//! binding anything: a bare port, a misspelled TETHER_* variable (ignored
+//! before); and `--print-config` writes durations as the docs do.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Output;
+use tether_test_util::STEP;
+use tokio::{process::Command, time::timeout};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tether");
+
+async fn serve(env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .args(args)
+        .envs(env.iter().copied())
+        .kill_on_drop(true);
+    timeout(STEP, cmd.output())
+        .await
+        .expect("tether serve refused at once instead of starting")
+        .expect("run tether serve")
+}
+
+fn refused(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn a_bare_port_is_refused_with_the_address_to_write() {
+    let err = refused(&serve(&[], &["--listen", "8097"]).await);
+    assert!(
+        err.contains("--listen \"8097\"") && err.contains("127.0.0.1:8097"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_misspelled_variable_is_refused_with_the_right_name() {
+    let out = serve(
+        &[("TETHER_HISTORY_TLL", "5m")],
+        &["--listen", "127.0.0.1:0"],
+    )
+    .await;
+    let err = refused(&out);
+    assert!(
+        err.contains("TETHER_HISTORY_TLL") && err.contains("TETHER_HISTORY_TTL"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn print_config_writes_durations_as_the_docs_do() {
+    let out = serve(&[("TETHER_TOKEN", "not a setting")], &["--print-config"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("meta_ttl = \"24h\""), "{text}");
+    assert!(!text.contains("1day"), "{text}");
+}
