@@ -94,7 +94,7 @@ impl RedisBroker {
                 options.check_interval,
             ),
         });
-        tokio::spawn(link.run(stop.clone()));
+        tokio::spawn(link.run(stop.clone(), options.check_interval));
         Fanout::spawn(&inner, &stop);
         Ok(RedisBroker { inner, stop })
     }

@@ -128,6 +128,8 @@ pub(super) async fn run_shard(inner: Arc<Inner>, i: usize, stop: CancellationTok
                 }
                 *me.shards[i].sink.lock() = None;
                 me.health.shard(false);
+                // Redis may have restarted under the command connection too.
+                inner.link.suspect();
                 warn!(
                     connection = i,
                     "Redis pub/sub connection lost; reconnecting"
