@@ -85,6 +85,13 @@ impl Link {
     /// connection is dropped and the reconnect loop wakes. Returns the
     /// error as the broker reports it.
     pub fn failed(&self, conn: &Conn, e: RedisError) -> BrokerError {
+        if e.code() == Some("OOM") {
+            // Redis is at `maxmemory`: the script was refused before its
+            // first write (see `scripts`), so nothing was stored.
+            return BrokerError::OverCapacity(
+                "Redis is full (maxmemory reached): nothing was stored; retry later".into(),
+            );
+        }
         if e.is_io_error()
             || e.is_connection_dropped()
             || e.is_timeout()

@@ -125,6 +125,16 @@ impl Inner {
         }
     }
 
+    /// A failed script, as `Link::failed` reports it; a full Redis is
+    /// counted in `tether_refusals_total{reason="redis_full"}`.
+    fn failed(&self, conn: &Conn, e: redis::RedisError) -> BrokerError {
+        let e = self.link.failed(conn, e);
+        if matches!(e, BrokerError::OverCapacity(_)) {
+            self.fanout.metrics.refusal("redis_full");
+        }
+        e
+    }
+
     fn conn(&self) -> Result<Conn, BrokerError> {
         self.ensure_up()?;
         self.link.get()
@@ -155,11 +165,10 @@ impl Inner {
             .arg(now_ms())
             .arg(&keys.topic);
         let mut c = conn.conn.clone();
-        let (epoch, offset, duplicate): (String, u64, u8) =
-            invocation
-                .invoke_async(&mut c)
-                .await
-                .map_err(|e| self.link.failed(&conn, e))?;
+        let (epoch, offset, duplicate): (String, u64, u8) = invocation
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.failed(&conn, e))?;
         Ok(PublishOutcome {
             offset,
             epoch,
@@ -190,7 +199,7 @@ impl Inner {
             .arg(now_ms())
             .invoke_async(&mut c)
             .await
-            .map_err(|e| self.link.failed(&conn, e))?;
+            .map_err(|e| self.failed(&conn, e))?;
         Ok(Raw {
             epoch,
             top,

@@ -27,13 +27,21 @@ use std::sync::LazyLock;
 
 /// The fence both scripts start with: returns the channel's epoch and top,
 /// starting a new epoch when the hash is missing or from another run.
+///
+/// **The first write may grow memory.** Under `maxmemory` (with
+/// `noeviction`) Redis refuses a script only at its first write, and only if
+/// that write is one that may grow memory (`HSET`, `HINCRBY`, `XADD`, `SET`;
+/// not `DEL` or `PEXPIRE`): after any other write it lets the rest through.
+/// So every path through both scripts writes such a command first — here
+/// `HSET` before `DEL`, in `PUBLISH` `HINCRBY` — and a full Redis refuses
+/// the whole script (`OOM`) with nothing changed.
 const FENCE: &str = r"
 local meta = redis.call('HMGET', KEYS[1], 'e', 'o', 'r')
 local epoch, top = meta[1], tonumber(meta[2])
 if (not epoch) or meta[3] ~= ARGV[1] then
   epoch, top = ARGV[2], 0
-  redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[1], 'e', epoch, 'o', 0, 'r', ARGV[1])
+  redis.call('DEL', KEYS[2])
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
 ";
