@@ -113,6 +113,12 @@ impl Inner {
         format!("{:016x}", fastrand::u64(..))
     }
 
+    /// How long the meta hash of a channel never published outlives the
+    /// last refresh (see `scripts`).
+    fn empty_ttl(&self) -> Duration {
+        self.fanout.check_interval * scripts::EMPTY_TTL_CHECKS
+    }
+
     /// Refuses work while Redis or any connection to it is down: a publish
     /// or subscribe then would be lost or half done.
     fn ensure_up(&self) -> Result<(), BrokerError> {
@@ -192,7 +198,7 @@ impl Inner {
             .key(&keys.history)
             .arg(&*conn.run_id)
             .arg(Self::fresh_epoch())
-            .arg(millis(self.history.meta_ttl))
+            .arg(millis(self.empty_ttl()))
             .arg(since_epoch)
             .arg(since_offset)
             .arg(millis(self.history.ttl))

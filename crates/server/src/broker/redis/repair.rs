@@ -187,12 +187,18 @@ pub(super) async fn run_checks(inner: Arc<Inner>, stop: CancellationToken) {
         let tracked = me.primed_positions();
         for batch in tracked.chunks(CHECK_BATCH) {
             let mut pipe = redis::pipe();
-            for (channel, ..) in batch {
-                pipe.cmd("HMGET")
-                    .arg(Keys::new(&me.prefix, channel).meta)
-                    .arg("e")
-                    .arg("o")
-                    .arg("r");
+            for (channel, _, last, _) in batch {
+                let meta = Keys::new(&me.prefix, channel).meta;
+                if *last == 0 {
+                    // Never published: the hash holds only the epoch the
+                    // subscribers were given; it lives while they do.
+                    pipe.cmd("PEXPIRE")
+                        .arg(&meta)
+                        .arg(super::millis(inner.empty_ttl()))
+                        .arg("GT")
+                        .ignore();
+                }
+                pipe.cmd("HMGET").arg(meta).arg("e").arg("o").arg("r");
             }
             let mut c = conn.conn.clone();
             let found: Vec<(Option<String>, Option<u64>, Option<String>)> =

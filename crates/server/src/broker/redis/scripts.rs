@@ -6,7 +6,13 @@
 //!
 //! - `P:{C}:m`, a hash: `e` the epoch, `o` the last offset, `r` the run id
 //!   of the Redis server that wrote it. Expires after `history.meta_ttl`
-//!   without a publish.
+//!   without a publish. A channel that was only subscribed (`o` 0) holds
+//!   it for its epoch alone, so that subscribers on every node agree on it
+//!   before the first publication: then it expires [`EMPTY_TTL_CHECKS`]
+//!   check intervals after the last node with a subscriber stopped
+//!   refreshing it (`repair::run_checks`). A client that recovers from
+//!   offset 0 of such an epoch after it expired gets `recovered: false`
+//!   (there was nothing to miss).
 //! - `P:{C}:h`, a stream of the recent publications: entry id `<offset>-0`,
 //!   fields `d` (the data) and `t` (publish time, ms). At most
 //!   `history.size` entries; expires `history.ttl` after the last publish,
@@ -72,11 +78,13 @@ redis.call('PUBLISH', ARGV[9], epoch .. ' ' .. top .. ' ' .. ARGV[4])
 return {epoch, top, 0}
 ";
 
-/// KEYS: meta, history. ARGV: run id, fresh epoch, meta ttl ms, since epoch
+/// KEYS: meta, history. ARGV: run id, fresh epoch, empty ttl ms (the meta
+/// of a channel never published: created or extended to it), since epoch
 /// ('' for none), since offset, history ttl ms, now ms.
 /// Returns `{epoch, top, recovered (0|1), {data...}}`; the data are the
 /// publications after `since`, in order, when recovered.
 const RECOVER: &str = r"
+if top == 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3], 'GT') end
 local since_epoch, since = ARGV[4], tonumber(ARGV[5])
 if since_epoch == '' or since_epoch ~= epoch or since > top then
   return {epoch, top, 0, {}}
@@ -99,6 +107,10 @@ for i, entry in ipairs(entries) do
 end
 return {epoch, top, 1, out}
 ";
+
+/// The meta hash of a channel that was never published lives this many
+/// check intervals after the last refresh by a node with a subscriber.
+pub const EMPTY_TTL_CHECKS: u32 = 10;
 
 pub static PUBLISH_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{FENCE}{PUBLISH}")));
