@@ -188,6 +188,7 @@ impl Inner {
         &self,
         channel: &str,
         since: Option<(&str, u64)>,
+        budget: usize,
     ) -> Result<Raw, BrokerError> {
         let conn = self.link.get()?;
         let keys = Keys::new(&self.fanout.prefix, channel);
@@ -203,6 +204,8 @@ impl Inner {
             .arg(since_offset)
             .arg(millis(self.history.ttl))
             .arg(now_ms())
+            .arg(budget)
+            .arg(scripts::RECOVER_PAGE)
             .invoke_async(&mut c)
             .await
             .map_err(|e| self.failed(&conn, e))?;
@@ -240,11 +243,14 @@ impl Broker for RedisBroker {
         &self,
         channel: &str,
         since: Option<&StreamPosition>,
+        budget: usize,
     ) -> Result<Recovery, BrokerError> {
         self.inner.ensure_up()?;
+        // The script counts data bytes (a frame adds its envelope): the
+        // caller cuts what it gets to its exact budget.
         let raw = self
             .inner
-            .recover_raw(channel, since.map(|s| (s.epoch.as_str(), s.offset)))
+            .recover_raw(channel, since.map(|s| (s.epoch.as_str(), s.offset)), budget)
             .await?;
         let name: Arc<str> = Arc::from(channel);
         let first = since.map_or(0, |s| s.offset) + 1;

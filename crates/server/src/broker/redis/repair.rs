@@ -37,7 +37,11 @@ async fn repair(inner: Arc<Inner>, channel: Arc<str>) {
             me.set_repairing(&channel, false);
             return;
         };
-        let raw = match inner.recover_raw(&channel, Some((&epoch, last))).await {
+        // The whole gap at once: the hub needs every offset, in order.
+        let raw = match inner
+            .recover_raw(&channel, Some((&epoch, last)), usize::MAX)
+            .await
+        {
             Ok(raw) => raw,
             Err(e) => {
                 // Redis is unreachable: the reconnect repairs every channel.

@@ -80,9 +80,11 @@ return {epoch, top, 0}
 
 /// KEYS: meta, history. ARGV: run id, fresh epoch, empty ttl ms (the meta
 /// of a channel never published: created or extended to it), since epoch
-/// ('' for none), since offset, history ttl ms, now ms.
+/// ('' for none), since offset, history ttl ms, now ms, byte budget.
 /// Returns `{epoch, top, recovered (0|1), {data...}}`; the data are the
-/// publications after `since`, in order, when recovered.
+/// publications after `since`, in order, when recovered: as many as fit in
+/// the budget (at least one), read from history in pages of
+/// [`RECOVER_PAGE`] entries, so a read never goes much past the budget.
 const RECOVER: &str = r"
 if top == 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3], 'GT') end
 local since_epoch, since = ARGV[4], tonumber(ARGV[5])
@@ -90,23 +92,32 @@ if since_epoch == '' or since_epoch ~= epoch or since > top then
   return {epoch, top, 0, {}}
 end
 if since == top then return {epoch, top, 1, {}} end
-local entries = redis.call('XRANGE', KEYS[2], '(' .. since .. '-0', '+')
-if #entries == 0 or tonumber(string.match(entries[1][1], '^(%d+)')) ~= since + 1 then
-  return {epoch, top, 0, {}}
-end
 local oldest = tonumber(ARGV[7]) - tonumber(ARGV[6])
-local out = {}
-for i, entry in ipairs(entries) do
-  local fields = entry[2]
-  local data, at = nil, nil
-  for j = 1, #fields, 2 do
-    if fields[j] == 'd' then data = fields[j + 1] elseif fields[j] == 't' then at = tonumber(fields[j + 1]) end
+local budget, page = tonumber(ARGV[8]), tonumber(ARGV[9])
+local out, used, from = {}, 0, '(' .. since .. '-0'
+while true do
+  local entries = redis.call('XRANGE', KEYS[2], from, '+', 'COUNT', page)
+  if #out == 0 and (#entries == 0 or tonumber(string.match(entries[1][1], '^(%d+)')) ~= since + 1) then
+    return {epoch, top, 0, {}}
   end
-  if i == 1 and (at == nil or at < oldest) then return {epoch, top, 0, {}} end
-  out[i] = data
+  for _, entry in ipairs(entries) do
+    local fields = entry[2]
+    local data, at = '', nil
+    for j = 1, #fields, 2 do
+      if fields[j] == 'd' then data = fields[j + 1] elseif fields[j] == 't' then at = tonumber(fields[j + 1]) end
+    end
+    if #out == 0 and (at == nil or at < oldest) then return {epoch, top, 0, {}} end
+    if #out > 0 and used + #data > budget then return {epoch, top, 1, out} end
+    used = used + #data
+    out[#out + 1] = data
+  end
+  if #entries < page then return {epoch, top, 1, out} end
+  from = '(' .. entries[#entries][1]
 end
-return {epoch, top, 1, out}
 ";
+
+/// History entries the recover script reads at a time.
+pub const RECOVER_PAGE: usize = 16;
 
 /// The meta hash of a channel that was never published lives this many
 /// check intervals after the last refresh by a node with a subscriber.
