@@ -185,3 +185,38 @@ async fn subscribers_receive_in_order_until_they_unsubscribe(n: &Node) {
     ws.send(json!({"type": "ping"})).await;
     assert_eq!(ws.recv().await["type"], "pong", "nothing after unsubscribe");
 }
+
+conformance!(a_long_replay_comes_in_bounded_pieces, &[]);
+async fn a_long_replay_comes_in_bounded_pieces(n: &Node) {
+    use tether_test_util::longpoll::{positions, Lp};
+    // 12 publications of 30 KiB: more than a `subscribed` reply (64 KiB)
+    // and than a poll answer (256 KiB) carry.
+    let data = json!("r".repeat(30 * 1024));
+    let mut epoch = String::new();
+    for _ in 0..12 {
+        epoch = publish(n, "long", data.clone()).await["epoch"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    }
+    let (lp, _) = Lp::open(n.addr()).await;
+    let subscribe = json!([{"type": "subscribe", "id": 1, "channel": "long",
+        "recover": {"epoch": epoch, "offset": 0}}]);
+    let reply = lp.send(subscribe).await.remove(0);
+    assert_eq!(reply["recovered"], true, "{reply}");
+    let replayed = reply["publications"].as_array().unwrap();
+    assert_eq!(replayed.len(), 2, "64 KiB hold two: {}", replayed.len());
+    let mut at = reply["offset"].as_u64().unwrap();
+    assert_eq!(at, 2, "the reply leaves the client after what it carries");
+    let mut sizes = Vec::new();
+    while at < 12 {
+        let answer = lp.poll(positions(&[("long", &epoch, at)])).await;
+        sizes.push(answer.len());
+        for m in answer {
+            assert_eq!(m["offset"], at + 1, "every offset once, in order: {m}");
+            at += 1;
+        }
+    }
+    // 256 KiB hold eight 30 KiB frames.
+    assert_eq!(sizes, [8, 2]);
+}

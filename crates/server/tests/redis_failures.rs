@@ -246,3 +246,22 @@ async fn a_network_cut_between_a_node_and_redis_makes_it_unready_then_it_repairs
     let got = support::offsets_in_order(&mut sub, "cut", 4).await;
     assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), [2, 3, 4, 5]);
 }
+
+#[tokio::test]
+async fn ready_after_a_redis_restart_means_the_very_next_publish_succeeds() {
+    let mut redis = RedisServer::start().await;
+    let n = node(&redis).await;
+    for round in 0..2 {
+        // The command connection is in use before Redis dies under it.
+        publish(&n, "before", json!(round)).await;
+        redis.kill();
+        n.wait_ready(false).await;
+        redis.restart().await;
+        n.wait_ready(true).await;
+        // Ready means every connection answered since the restart: the
+        // first publish after it is not the one that finds a dead socket.
+        let (status, answer) =
+            http::try_publish(n.addr(), &json!({"channel": "after", "data": round})).await;
+        assert_eq!(status, 200, "round {round}: {answer}");
+    }
+}

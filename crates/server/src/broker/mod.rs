@@ -28,7 +28,9 @@ pub struct PublishOutcome {
 }
 
 /// The answer to a subscribe: the stream's current position, and the missed
-/// publications when recovery was asked for and possible.
+/// publications when recovery was asked for and possible — the first of
+/// them, as many as the asked byte budget holds (the rest is read by asking
+/// again from the last one: `publications` ends before `offset` then).
 #[derive(Debug, Clone)]
 pub struct Recovery {
     pub epoch: String,
@@ -91,11 +93,15 @@ pub trait Broker: Send + Sync + 'static {
     /// ([`crate::node::Node::release_interest`]), never from a request.
     async fn unsubscribe(&self, channel: &str) -> Result<(), BrokerError>;
 
-    /// The channel's position, plus the publications after `since` when given.
+    /// The channel's position, plus the publications after `since` when
+    /// given: at most `budget` bytes of their frames (at least one), read no
+    /// further than that, so a small request never makes the broker read a
+    /// channel's whole history.
     async fn recover(
         &self,
         channel: &str,
         since: Option<&StreamPosition>,
+        budget: usize,
     ) -> Result<Recovery, BrokerError>;
 
     /// Whether the broker can serve requests (feeds `/readyz`).

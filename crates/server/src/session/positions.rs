@@ -75,7 +75,7 @@ impl Session {
         out: &mut Out,
     ) {
         self.unsubscribe_quietly(channel);
-        match self.join(channel, Some(position)).await {
+        match self.join(channel, Some(position), budget).await {
             Ok(recovery) if recovery.recovered => {
                 if let Some(cursor) = self.cursor(channel).cloned() {
                     cursor.set_position(position.offset);
@@ -157,7 +157,7 @@ impl Session {
             offset: cursor.position(),
         };
         let node = self.node.clone();
-        match node.broker.recover(channel, Some(&position)).await {
+        match node.broker.recover(channel, Some(&position), budget).await {
             Ok(recovery) if recovery.recovered => {
                 push_within(&cursor, recovery.publications, budget, out);
             }

@@ -152,18 +152,26 @@ impl Session {
             // A retried subscribe: answered afresh from the position it names.
             self.unsubscribe_quietly(&channel);
         }
-        match self.join(&channel, recover.as_ref()).await {
+        // A connection writes the rest of a replay at once; a retried client
+        // reads it with its next polls.
+        let budget = if self.on_connection() {
+            usize::MAX
+        } else {
+            REPLAY_REPLY_BYTES
+        };
+        match self.join(&channel, recover.as_ref(), budget).await {
             Ok(recovery) => self.answer_subscribe(Some(id), &channel, recovery, out),
             Err((code, message)) => Self::reply_error(out, Some(id), code, message),
         }
     }
 
     /// Checks the name, the permission and the subscription cap, joins the channel's
-    /// log and reads the broker's answer to `recover`.
+    /// log and reads the broker's answer to `recover` (at most `budget` bytes of it).
     pub(crate) async fn join(
         &mut self,
         channel: &str,
         recover: Option<&StreamPosition>,
+        budget: usize,
     ) -> Result<Recovery, (ErrorCode, String)> {
         // Decoded requests are checked already; a long poll names its
         // channels in its own body and is checked here.
@@ -206,7 +214,7 @@ impl Session {
         let recovery = self
             .node
             .broker
-            .recover(channel, recover)
+            .recover(channel, recover, budget)
             .await
             .map_err(|e| (error_code(&e), e.to_string()))?;
         joining.done();
@@ -373,7 +381,12 @@ pub(crate) const REPLAY_REPLY_BYTES: usize = 64 * 1024;
 fn split_replay(r: &mut Recovery) -> (Vec<Arc<Publication>>, u64) {
     let fits = super::fitting(&r.publications, REPLAY_REPLY_BYTES);
     if fits == r.publications.len() {
-        return (Vec::new(), r.offset);
+        // The broker may have read less than all (its byte budget): the
+        // reply brings the client to the last it carries.
+        return (
+            Vec::new(),
+            r.publications.last().map_or(r.offset, |p| p.offset),
+        );
     }
     let rest = r.publications.split_off(fits);
     // The position just before the first publication left out.

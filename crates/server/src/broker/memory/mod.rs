@@ -300,6 +300,7 @@ impl Broker for MemoryBroker {
         &self,
         channel: &str,
         since: Option<&StreamPosition>,
+        budget: usize,
     ) -> Result<Recovery, BrokerError> {
         let now = Instant::now();
         let mut map = self.shard(channel).lock();
@@ -336,10 +337,16 @@ impl Broker for MemoryBroker {
             .unwrap_or(stream.top.saturating_add(1));
         if first_needed >= oldest_held || since.offset == stream.top {
             recovery.recovered = true;
+            let mut used = 0usize;
             recovery.publications = stream
                 .history
                 .iter()
                 .filter(|(_, p)| p.offset >= first_needed)
+                .take_while(|(_, p)| {
+                    let first = used == 0;
+                    used = used.saturating_add(p.frame.len());
+                    first || used <= budget
+                })
                 .map(|(_, p)| p.clone())
                 .collect();
         }

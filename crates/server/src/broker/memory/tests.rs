@@ -46,7 +46,7 @@ fn ok<T, E>(r: Result<T, E>) -> T {
 async fn an_unused_subscription_leaves_nothing_and_keeps_its_epoch() {
     let (b, _) = broker(10, Duration::from_secs(60));
     ok(b.subscribe("quiet").await);
-    let first = ok(b.recover("quiet", None).await);
+    let first = ok(b.recover("quiet", None, usize::MAX).await);
     ok(b.unsubscribe("quiet").await);
     assert_eq!(b.stream_count(), 0);
     assert_eq!(b.metrics.channel_streams.get(), 0);
@@ -56,11 +56,11 @@ async fn an_unused_subscription_leaves_nothing_and_keeps_its_epoch() {
         epoch: first.epoch.clone(),
         offset: 0,
     };
-    let again = ok(b.recover("quiet", Some(&since)).await);
+    let again = ok(b.recover("quiet", Some(&since), usize::MAX).await);
     assert!(again.recovered);
     assert_eq!(again.epoch, first.epoch);
     // Recovering on a channel nobody holds creates nothing.
-    ok(b.recover("ghost", Some(&since)).await);
+    ok(b.recover("ghost", Some(&since), usize::MAX).await);
     assert_eq!(b.stream_count(), 1);
 }
 
@@ -68,7 +68,7 @@ async fn an_unused_subscription_leaves_nothing_and_keeps_its_epoch() {
 async fn forgetting_a_channel_with_publications_changes_every_new_epoch() {
     let (b, _) = broker(10, Duration::from_millis(1));
     ok(b.subscribe("a").await);
-    let empty = ok(b.recover("a", None).await).epoch;
+    let empty = ok(b.recover("a", None, usize::MAX).await).epoch;
     ok(b.unsubscribe("a").await);
     ok(b.publish("b", &raw("1"), None).await);
     std::thread::sleep(Duration::from_millis(5));
@@ -149,9 +149,9 @@ async fn history_bytes_are_capped_per_channel_and_in_all() {
         Err(BrokerError::OverCapacity(_))
     ));
     assert_eq!(b.stream_count(), streams);
-    assert_eq!(ok(b.recover("c", None).await).offset, 0);
+    assert_eq!(ok(b.recover("c", None, usize::MAX).await).offset, 0);
     // The channels with history keep publishing.
-    let before = ok(b.recover("a", None).await).offset;
+    let before = ok(b.recover("a", None, usize::MAX).await).offset;
     assert_eq!(ok(b.publish("a", &data, None).await).offset, before + 1);
 }
 
@@ -195,7 +195,7 @@ async fn offsets_start_at_one_without_gaps_and_are_delivered() {
 async fn recovery_returns_exactly_the_missed_publications() {
     let (b, _) = broker(10, Duration::from_secs(60));
     let pos = b
-        .recover("c", None)
+        .recover("c", None, usize::MAX)
         .await
         .unwrap_or_else(|_| unreachable!());
     for _ in 0..4 {
@@ -208,7 +208,7 @@ async fn recovery_returns_exactly_the_missed_publications() {
         offset: 2,
     };
     let r = b
-        .recover("c", Some(&since))
+        .recover("c", Some(&since), usize::MAX)
         .await
         .unwrap_or_else(|_| unreachable!());
     assert!(r.recovered);
@@ -222,7 +222,7 @@ async fn recovery_returns_exactly_the_missed_publications() {
         offset: 2,
     };
     assert!(
-        !b.recover("c", Some(&wrong_epoch))
+        !b.recover("c", Some(&wrong_epoch), usize::MAX)
             .await
             .unwrap_or_else(|_| unreachable!())
             .recovered
@@ -233,7 +233,7 @@ async fn recovery_returns_exactly_the_missed_publications() {
 async fn recovery_fails_when_history_was_trimmed() {
     let (b, _) = broker(2, Duration::from_secs(60));
     let epoch = b
-        .recover("c", None)
+        .recover("c", None, usize::MAX)
         .await
         .unwrap_or_else(|_| unreachable!())
         .epoch;
@@ -247,14 +247,14 @@ async fn recovery_fails_when_history_was_trimmed() {
         offset: 1,
     };
     assert!(
-        !b.recover("c", Some(&lost))
+        !b.recover("c", Some(&lost), usize::MAX)
             .await
             .unwrap_or_else(|_| unreachable!())
             .recovered
     );
     let fine = StreamPosition { epoch, offset: 3 };
     let r = b
-        .recover("c", Some(&fine))
+        .recover("c", Some(&fine), usize::MAX)
         .await
         .unwrap_or_else(|_| unreachable!());
     assert!(r.recovered);

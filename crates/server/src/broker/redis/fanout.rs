@@ -215,7 +215,7 @@ impl Fanout {
             me.release(channel);
             return Err(e);
         }
-        match inner.recover_raw(channel, None).await {
+        match inner.recover_raw(channel, None, 0).await {
             Ok(raw) => {
                 prime(inner, channel, raw.epoch.into(), raw.top);
                 Ok(())

@@ -5,6 +5,11 @@
 //! The run id is read on every new connection, before the connection is
 //! used: it is what the scripts fence epochs on, so it must always be the
 //! id of the server this very connection talks to.
+//!
+//! A multiplexed connection whose server died looks healthy until a command
+//! fails on it. So the link is PINGed every check interval, and at once when
+//! a pub/sub connection drops (Redis may have restarted under both): until
+//! that PING answers, the link counts as down and the node is not ready.
 
 use super::backoff::Backoff;
 use crate::broker::BrokerError;
@@ -42,8 +47,11 @@ pub struct Link {
     client: redis::Client,
     current: Mutex<Option<Conn>>,
     generations: AtomicU64,
-    /// Asks the reconnect loop to connect again.
+    /// Wakes the loop: to connect again, or to verify the connection.
     lost: Notify,
+    /// Bumped by [`Link::suspect`]: a PING sent before a suspicion proves
+    /// nothing about the connection after it.
+    suspicions: AtomicU64,
     /// Called with `true` when a connection is made, `false` when lost.
     on_change: Box<dyn Fn(bool) + Send + Sync>,
 }
@@ -55,6 +63,7 @@ impl Link {
             current: Mutex::new(None),
             generations: AtomicU64::new(0),
             lost: Notify::new(),
+            suspicions: AtomicU64::new(0),
             on_change,
         }
     }
@@ -72,14 +81,17 @@ impl Link {
         })
     }
 
-    pub fn is_up(&self) -> bool {
-        self.current.lock().is_some()
-    }
-
     /// Reports a failed command: when it means the connection is gone, the
     /// connection is dropped and the reconnect loop wakes. Returns the
     /// error as the broker reports it.
     pub fn failed(&self, conn: &Conn, e: RedisError) -> BrokerError {
+        if e.code() == Some("OOM") {
+            // Redis is at `maxmemory`: the script was refused before its
+            // first write (see `scripts`), so nothing was stored.
+            return BrokerError::OverCapacity(
+                "Redis is full (maxmemory reached): nothing was stored; retry later".into(),
+            );
+        }
         if e.is_io_error()
             || e.is_connection_dropped()
             || e.is_timeout()
@@ -100,17 +112,51 @@ impl Link {
         BrokerError::Unavailable(format!("Redis: {e}"))
     }
 
-    /// Keeps a connection up until `stop`: connects, and connects again
-    /// (with backoff and jitter) whenever a failure report drops it.
-    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+    /// Another connection to the same Redis dropped: the link counts as
+    /// down (the node is not ready) until a PING on it answers again.
+    pub fn suspect(&self) {
+        self.suspicions.fetch_add(1, Ordering::AcqRel);
+        (self.on_change)(false);
+        self.lost.notify_one();
+    }
+
+    /// PINGs the current connection: up again when it answers and nothing
+    /// was suspected meanwhile; dropped (to reconnect) when it does not.
+    async fn verify(&self, conn: Conn) {
+        let asked = self.suspicions.load(Ordering::Acquire);
+        let mut c = conn.conn.clone();
+        let pong: Result<String, RedisError> = redis::cmd("PING").query_async(&mut c).await;
+        match pong {
+            Ok(_) => {
+                let current = self.current.lock();
+                let same = current
+                    .as_ref()
+                    .is_some_and(|c| c.generation == conn.generation);
+                if same && self.suspicions.load(Ordering::Acquire) == asked {
+                    (self.on_change)(true);
+                }
+            }
+            Err(e) => {
+                self.failed(&conn, e);
+            }
+        }
+    }
+
+    /// Keeps a connection up until `stop`: connects, connects again (with
+    /// backoff and jitter) whenever a failure report drops it, and PINGs it
+    /// every `interval` and whenever it is suspected.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken, interval: Duration) {
         let mut backoff = Backoff::new();
         let mut first = true;
         loop {
-            if self.is_up() {
+            if let Ok(conn) = self.get() {
                 tokio::select! {
                     () = stop.cancelled() => return,
-                    () = self.lost.notified() => continue,
+                    () = self.lost.notified() => {}
+                    () = tokio::time::sleep(interval) => {}
                 }
+                self.verify(conn).await;
+                continue;
             }
             match self.connect().await {
                 Ok(conn) => {

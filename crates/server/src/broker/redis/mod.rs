@@ -94,7 +94,7 @@ impl RedisBroker {
                 options.check_interval,
             ),
         });
-        tokio::spawn(link.run(stop.clone()));
+        tokio::spawn(link.run(stop.clone(), options.check_interval));
         Fanout::spawn(&inner, &stop);
         Ok(RedisBroker { inner, stop })
     }
@@ -113,6 +113,12 @@ impl Inner {
         format!("{:016x}", fastrand::u64(..))
     }
 
+    /// How long the meta hash of a channel never published outlives the
+    /// last refresh (see `scripts`).
+    fn empty_ttl(&self) -> Duration {
+        self.fanout.check_interval * scripts::EMPTY_TTL_CHECKS
+    }
+
     /// Refuses work while Redis or any connection to it is down: a publish
     /// or subscribe then would be lost or half done.
     fn ensure_up(&self) -> Result<(), BrokerError> {
@@ -123,6 +129,16 @@ impl Inner {
                 "Redis is unreachable or a connection to it is down (reconnecting); retry".into(),
             ))
         }
+    }
+
+    /// A failed script, as `Link::failed` reports it; a full Redis is
+    /// counted in `tether_refusals_total{reason="redis_full"}`.
+    fn failed(&self, conn: &Conn, e: redis::RedisError) -> BrokerError {
+        let e = self.link.failed(conn, e);
+        if matches!(e, BrokerError::OverCapacity(_)) {
+            self.fanout.metrics.refusal("redis_full");
+        }
+        e
     }
 
     fn conn(&self) -> Result<Conn, BrokerError> {
@@ -155,11 +171,10 @@ impl Inner {
             .arg(now_ms())
             .arg(&keys.topic);
         let mut c = conn.conn.clone();
-        let (epoch, offset, duplicate): (String, u64, u8) =
-            invocation
-                .invoke_async(&mut c)
-                .await
-                .map_err(|e| self.link.failed(&conn, e))?;
+        let (epoch, offset, duplicate): (String, u64, u8) = invocation
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.failed(&conn, e))?;
         Ok(PublishOutcome {
             offset,
             epoch,
@@ -173,6 +188,7 @@ impl Inner {
         &self,
         channel: &str,
         since: Option<(&str, u64)>,
+        budget: usize,
     ) -> Result<Raw, BrokerError> {
         let conn = self.link.get()?;
         let keys = Keys::new(&self.fanout.prefix, channel);
@@ -183,14 +199,16 @@ impl Inner {
             .key(&keys.history)
             .arg(&*conn.run_id)
             .arg(Self::fresh_epoch())
-            .arg(millis(self.history.meta_ttl))
+            .arg(millis(self.empty_ttl()))
             .arg(since_epoch)
             .arg(since_offset)
             .arg(millis(self.history.ttl))
             .arg(now_ms())
+            .arg(budget)
+            .arg(scripts::RECOVER_PAGE)
             .invoke_async(&mut c)
             .await
-            .map_err(|e| self.link.failed(&conn, e))?;
+            .map_err(|e| self.failed(&conn, e))?;
         Ok(Raw {
             epoch,
             top,
@@ -225,11 +243,14 @@ impl Broker for RedisBroker {
         &self,
         channel: &str,
         since: Option<&StreamPosition>,
+        budget: usize,
     ) -> Result<Recovery, BrokerError> {
         self.inner.ensure_up()?;
+        // The script counts data bytes (a frame adds its envelope): the
+        // caller cuts what it gets to its exact budget.
         let raw = self
             .inner
-            .recover_raw(channel, since.map(|s| (s.epoch.as_str(), s.offset)))
+            .recover_raw(channel, since.map(|s| (s.epoch.as_str(), s.offset)), budget)
             .await?;
         let name: Arc<str> = Arc::from(channel);
         let first = since.map_or(0, |s| s.offset) + 1;

@@ -37,7 +37,11 @@ async fn repair(inner: Arc<Inner>, channel: Arc<str>) {
             me.set_repairing(&channel, false);
             return;
         };
-        let raw = match inner.recover_raw(&channel, Some((&epoch, last))).await {
+        // The whole gap at once: the hub needs every offset, in order.
+        let raw = match inner
+            .recover_raw(&channel, Some((&epoch, last)), usize::MAX)
+            .await
+        {
             Ok(raw) => raw,
             Err(e) => {
                 // Redis is unreachable: the reconnect repairs every channel.
@@ -128,6 +132,8 @@ pub(super) async fn run_shard(inner: Arc<Inner>, i: usize, stop: CancellationTok
                 }
                 *me.shards[i].sink.lock() = None;
                 me.health.shard(false);
+                // Redis may have restarted under the command connection too.
+                inner.link.suspect();
                 warn!(
                     connection = i,
                     "Redis pub/sub connection lost; reconnecting"
@@ -185,12 +191,18 @@ pub(super) async fn run_checks(inner: Arc<Inner>, stop: CancellationToken) {
         let tracked = me.primed_positions();
         for batch in tracked.chunks(CHECK_BATCH) {
             let mut pipe = redis::pipe();
-            for (channel, ..) in batch {
-                pipe.cmd("HMGET")
-                    .arg(Keys::new(&me.prefix, channel).meta)
-                    .arg("e")
-                    .arg("o")
-                    .arg("r");
+            for (channel, _, last, _) in batch {
+                let meta = Keys::new(&me.prefix, channel).meta;
+                if *last == 0 {
+                    // Never published: the hash holds only the epoch the
+                    // subscribers were given; it lives while they do.
+                    pipe.cmd("PEXPIRE")
+                        .arg(&meta)
+                        .arg(super::millis(inner.empty_ttl()))
+                        .arg("GT")
+                        .ignore();
+                }
+                pipe.cmd("HMGET").arg(meta).arg("e").arg("o").arg("r");
             }
             let mut c = conn.conn.clone();
             let found: Vec<(Option<String>, Option<u64>, Option<String>)> =

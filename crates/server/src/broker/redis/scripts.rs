@@ -6,7 +6,13 @@
 //!
 //! - `P:{C}:m`, a hash: `e` the epoch, `o` the last offset, `r` the run id
 //!   of the Redis server that wrote it. Expires after `history.meta_ttl`
-//!   without a publish.
+//!   without a publish. A channel that was only subscribed (`o` 0) holds
+//!   it for its epoch alone, so that subscribers on every node agree on it
+//!   before the first publication: then it expires [`EMPTY_TTL_CHECKS`]
+//!   check intervals after the last node with a subscriber stopped
+//!   refreshing it (`repair::run_checks`). A client that recovers from
+//!   offset 0 of such an epoch after it expired gets `recovered: false`
+//!   (there was nothing to miss).
 //! - `P:{C}:h`, a stream of the recent publications: entry id `<offset>-0`,
 //!   fields `d` (the data) and `t` (publish time, ms). At most
 //!   `history.size` entries; expires `history.ttl` after the last publish,
@@ -27,13 +33,21 @@ use std::sync::LazyLock;
 
 /// The fence both scripts start with: returns the channel's epoch and top,
 /// starting a new epoch when the hash is missing or from another run.
+///
+/// **The first write may grow memory.** Under `maxmemory` (with
+/// `noeviction`) Redis refuses a script only at its first write, and only if
+/// that write is one that may grow memory (`HSET`, `HINCRBY`, `XADD`, `SET`;
+/// not `DEL` or `PEXPIRE`): after any other write it lets the rest through.
+/// So every path through both scripts writes such a command first — here
+/// `HSET` before `DEL`, in `PUBLISH` `HINCRBY` — and a full Redis refuses
+/// the whole script (`OOM`) with nothing changed.
 const FENCE: &str = r"
 local meta = redis.call('HMGET', KEYS[1], 'e', 'o', 'r')
 local epoch, top = meta[1], tonumber(meta[2])
 if (not epoch) or meta[3] ~= ARGV[1] then
   epoch, top = ARGV[2], 0
-  redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[1], 'e', epoch, 'o', 0, 'r', ARGV[1])
+  redis.call('DEL', KEYS[2])
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
 ";
@@ -64,33 +78,50 @@ redis.call('PUBLISH', ARGV[9], epoch .. ' ' .. top .. ' ' .. ARGV[4])
 return {epoch, top, 0}
 ";
 
-/// KEYS: meta, history. ARGV: run id, fresh epoch, meta ttl ms, since epoch
-/// ('' for none), since offset, history ttl ms, now ms.
+/// KEYS: meta, history. ARGV: run id, fresh epoch, empty ttl ms (the meta
+/// of a channel never published: created or extended to it), since epoch
+/// ('' for none), since offset, history ttl ms, now ms, byte budget.
 /// Returns `{epoch, top, recovered (0|1), {data...}}`; the data are the
-/// publications after `since`, in order, when recovered.
+/// publications after `since`, in order, when recovered: as many as fit in
+/// the budget (at least one), read from history in pages of
+/// [`RECOVER_PAGE`] entries, so a read never goes much past the budget.
 const RECOVER: &str = r"
+if top == 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3], 'GT') end
 local since_epoch, since = ARGV[4], tonumber(ARGV[5])
 if since_epoch == '' or since_epoch ~= epoch or since > top then
   return {epoch, top, 0, {}}
 end
 if since == top then return {epoch, top, 1, {}} end
-local entries = redis.call('XRANGE', KEYS[2], '(' .. since .. '-0', '+')
-if #entries == 0 or tonumber(string.match(entries[1][1], '^(%d+)')) ~= since + 1 then
-  return {epoch, top, 0, {}}
-end
 local oldest = tonumber(ARGV[7]) - tonumber(ARGV[6])
-local out = {}
-for i, entry in ipairs(entries) do
-  local fields = entry[2]
-  local data, at = nil, nil
-  for j = 1, #fields, 2 do
-    if fields[j] == 'd' then data = fields[j + 1] elseif fields[j] == 't' then at = tonumber(fields[j + 1]) end
+local budget, page = tonumber(ARGV[8]), tonumber(ARGV[9])
+local out, used, from = {}, 0, '(' .. since .. '-0'
+while true do
+  local entries = redis.call('XRANGE', KEYS[2], from, '+', 'COUNT', page)
+  if #out == 0 and (#entries == 0 or tonumber(string.match(entries[1][1], '^(%d+)')) ~= since + 1) then
+    return {epoch, top, 0, {}}
   end
-  if i == 1 and (at == nil or at < oldest) then return {epoch, top, 0, {}} end
-  out[i] = data
+  for _, entry in ipairs(entries) do
+    local fields = entry[2]
+    local data, at = '', nil
+    for j = 1, #fields, 2 do
+      if fields[j] == 'd' then data = fields[j + 1] elseif fields[j] == 't' then at = tonumber(fields[j + 1]) end
+    end
+    if #out == 0 and (at == nil or at < oldest) then return {epoch, top, 0, {}} end
+    if #out > 0 and used + #data > budget then return {epoch, top, 1, out} end
+    used = used + #data
+    out[#out + 1] = data
+  end
+  if #entries < page then return {epoch, top, 1, out} end
+  from = '(' .. entries[#entries][1]
 end
-return {epoch, top, 1, out}
 ";
+
+/// History entries the recover script reads at a time.
+pub const RECOVER_PAGE: usize = 16;
+
+/// The meta hash of a channel that was never published lives this many
+/// check intervals after the last refresh by a node with a subscriber.
+pub const EMPTY_TTL_CHECKS: u32 = 10;
 
 pub static PUBLISH_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{FENCE}{PUBLISH}")));
