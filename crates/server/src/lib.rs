@@ -5,12 +5,14 @@
 //! the `tether` binary does exactly that.
 
 pub mod auth;
+pub mod body;
 pub mod broker;
 pub mod channel_log;
 pub mod client_addr;
 pub mod config;
 pub mod doorbell;
 pub mod fdlimit;
+pub mod gate;
 pub mod handshake;
 pub mod heartbeat;
 pub mod http;

@@ -1,7 +1,8 @@
 //! The backend API: `POST /api/publish` and `GET /api/stats`, behind an
 //! optional API key.
 
-use super::{body_error, PeerAddr};
+use super::PeerAddr;
+use crate::body::{api_error, body_error};
 use crate::{broker::BrokerError, node::Node};
 use axum::{
     extract::{Request, State},
@@ -45,10 +46,6 @@ fn check_api_key(node: &Node, headers: &HeaderMap) -> Result<(), Box<Response>> 
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-pub(super) fn api_error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(json!({"error": code, "message": message}))).into_response()
 }
 
 /// An API error that tells the client when to retry.

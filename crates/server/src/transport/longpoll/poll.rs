@@ -3,7 +3,7 @@
 //! for a publication when there is nothing yet, and for the poll timeout,
 //! the token's expiry, a newer poll or the drain.
 
-use super::{close_frame, ending_frame, routes::PollBody, PollSession, PollState, Registry};
+use super::{close_frame, ending_frame, PollSession, PollState, Registry};
 use crate::{
     node::Node,
     session::{Closing, Out},
@@ -13,6 +13,13 @@ use std::{
     sync::{atomic::Ordering, Arc},
 };
 use tokio::time::{sleep_until, Instant};
+
+/// What a poll names: each channel the client holds, with its position.
+#[derive(serde::Deserialize)]
+pub(crate) struct PollBody {
+    #[serde(default)]
+    pub channels: std::collections::HashMap<String, tether_protocol::StreamPosition>,
+}
 
 /// Answers one poll; `body` names at most `--max-subscriptions` channels
 /// (the route answers 413 to more).

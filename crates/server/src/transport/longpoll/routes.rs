@@ -3,12 +3,13 @@
 //! connection caps) and bounded bodies.
 
 use super::{
-    close_frame, ending_frame, new_client_id, poll, valid_client_id, Busy, Registry, STYLE,
+    close_frame, ending_frame, new_client_id, poll, poll::PollBody, valid_client_id, Busy,
+    Registry, STYLE,
 };
 use crate::{
     auth::Grant,
+    gate::{cross_origin, denied_to_refusal, origin_allowed, refuse, Gated, PeerAddr},
     handshake::Refusal,
-    http::{cross_origin, denied_to_refusal, origin_allowed, refuse, Gated, PeerAddr},
     limits::Lane,
     node::Node,
     session::{Closing, Out, Session},
@@ -23,7 +24,6 @@ use axum::{
     Extension, Router,
 };
 use bytes::Bytes;
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::sync::Arc;
 use tether_protocol::CloseCode;
@@ -124,7 +124,7 @@ fn bad_request(status: StatusCode, message: &str) -> Response {
 /// subject.
 fn gate(node: &Node, req: &Parts) -> Result<Grant, Gated> {
     let (token, _) = crate::auth::token_from_request(&req.headers, req.uri.query());
-    let grant = crate::http::gate(node, &req.headers, token.as_deref())?;
+    let grant = crate::gate::gate(node, &req.headers, token.as_deref())?;
     // A session is its subject's (a request for it with another subject is
     // refused): a token without one would make every sub-less token, and a
     // tokenless request, the owner of every sub-less session. On `/ws` the
@@ -268,7 +268,7 @@ async fn body_of(
     };
     axum::body::to_bytes(body, limit)
         .await
-        .map_err(|e| crate::http::body_error(node, peer.addr, &e, bound))
+        .map_err(|e| crate::body::body_error(node, peer.addr, &e, bound))
 }
 
 async fn send_route(
@@ -360,12 +360,6 @@ pub(super) fn engine_failed() -> Response {
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal error handling the request; retry",
     )
-}
-
-#[derive(Deserialize)]
-pub(crate) struct PollBody {
-    #[serde(default)]
-    pub channels: std::collections::HashMap<String, tether_protocol::StreamPosition>,
 }
 
 /// Decodes a poll's body: a JSON object (serde would also take a struct

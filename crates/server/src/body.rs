@@ -1,11 +1,11 @@
 //! Request bodies: a deadline for receiving them, and the answer to one
 //! that could not be read.
 
-use super::api::api_error;
 use crate::node::Node;
 use axum::{
     http::{header, HeaderValue, StatusCode},
-    response::Response,
+    response::{IntoResponse, Response},
+    Json,
 };
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
@@ -17,6 +17,16 @@ use std::{
     time::Duration,
 };
 use tracing::info;
+
+/// A JSON error answer, `{"error": code, "message": ...}`: the API's, and
+/// the one for a body that could not be read on any route.
+pub(crate) fn api_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(serde_json::json!({"error": code, "message": message})),
+    )
+        .into_response()
+}
 
 /// A request body was not received within `handshake_timeout` of its head.
 #[derive(Debug, thiserror::Error)]
