@@ -58,7 +58,7 @@ pub const KEYS: &[Key] = &[
     k("limits", "max_connections", "max-connections", "connections the node accepts in all [default: 50000]"),
     k("limits", "max_connections_per_ip", "max-connections-per-ip", "sockets one client address holds (WebSocket or HTTP) [default: 5000]"),
     k("limits", "ipv6_prefix", "ipv6-prefix", "IPv6 clients are grouped by this prefix length for per-address limits [default: 64]"),
-    k("limits", "max_channels", "max-channels", "channels the node holds in memory (subscribed or with history) [default: 100000]"),
+    k("limits", "max_channels", "max-channels", "channels the node holds: with a local subscriber (any broker), or with history (memory broker) [default: 100000]"),
     k("limits", "max_subscriptions", "max-subscriptions", "subscriptions one connection may hold [default: 1024]"),
     k("limits", "publish_rate_per_ip", "publish-rate-per-ip", "POST /api/publish requests per second from one address, sustained [default: 1000]"),
     k("limits", "publish_burst_per_ip", "publish-burst-per-ip", "POST /api/publish requests one address may send at once [default: 2000]"),

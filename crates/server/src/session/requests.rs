@@ -3,6 +3,7 @@
 
 use super::{joining::Joining, Closing, Out, Session, MAX_STRIKES};
 use crate::broker::{BrokerError, Publication, Recovery};
+use crate::hub::HubFull;
 use serde_json::value::RawValue;
 use std::sync::Arc;
 use tether_protocol::{ClientMessage, CloseCode, ErrorCode, ServerMessage, StreamPosition};
@@ -194,9 +195,20 @@ impl Session {
         }
         // Join the channel's log before reading history: anything published
         // from now on is kept for this cursor, and offsets the reply already
-        // covers are skipped on send. Until the join is done, `joining`
-        // undoes it if it stops (an error, or this future dropped).
-        let (cursor, first) = self.node.hub.add(channel, self.conn_id, self.bell.clone());
+        // covers are skipped on send. At the node's channel cap (whatever the
+        // broker), nothing is made at the broker. Until the join is done,
+        // `joining` undoes it if it stops (an error, or this future dropped).
+        let (cursor, first) = self
+            .node
+            .hub
+            .add(channel, self.conn_id, self.bell.clone())
+            .map_err(|HubFull(max)| {
+                self.node.metrics.refusal("channels_full");
+                (
+                    ErrorCode::OverCapacity,
+                    format!("the server holds its maximum of {max} channels; retry later"),
+                )
+            })?;
         let mut joining = Joining::new(&self.node, cursor.log.clone(), self.conn_id);
         if first {
             joining
