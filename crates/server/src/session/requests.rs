@@ -111,7 +111,7 @@ impl Session {
                 recover,
             } => self.subscribe(id, channel, recover, out).await,
             ClientMessage::Unsubscribe { id, channel } => {
-                if self.subs.remove(channel.as_str()).is_none() {
+                if !self.drop_subscription(&channel) {
                     if self.on_connection() {
                         return Self::reply_error(
                             out,
@@ -193,6 +193,16 @@ impl Session {
                 format!("at most {max} subscriptions per connection; unsubscribe first"),
             ));
         }
+        // A place in the node's subscription budget (with a share per
+        // address), given back on drop if this join fails or is cancelled.
+        let place = self
+            .node
+            .admission
+            .take_subscription(self.permit.key())
+            .map_err(|full| {
+                self.node.metrics.refusal(full.reason());
+                (ErrorCode::TooManySubscriptions, full.message())
+            })?;
         // Join the channel's log before reading history: anything published
         // from now on is kept for this cursor, and offsets the reply already
         // covers are skipped on send. At the node's channel cap (whatever the
@@ -231,6 +241,7 @@ impl Session {
             .map_err(|e| (error_code(&e), e.to_string()))?;
         joining.done();
         self.subs.insert(cursor);
+        place.keep(&mut self.permit);
         Ok(recovery)
     }
 
@@ -272,9 +283,19 @@ impl Session {
 
     /// Drops a subscription without a reply.
     pub(crate) fn unsubscribe_quietly(&mut self, channel: &str) {
-        if self.subs.remove(channel).is_some() {
+        if self.drop_subscription(channel) {
             self.leave(channel);
         }
+    }
+
+    /// Forgets the subscription to `channel` and gives its place in the
+    /// node's budget back; whether there was one. The caller leaves the hub.
+    fn drop_subscription(&mut self, channel: &str) -> bool {
+        let had = self.subs.remove(channel).is_some();
+        if had {
+            self.permit.release_subscription();
+        }
+        had
     }
 
     /// Leaves the hub for `channel`, giving back the node's interest at the
