@@ -6,7 +6,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::json;
-use tether_test_util::{attack::Bystander, redis::RedisServer, ws::WsClient, TestServer};
+use tether_test_util::{
+    attack::Bystander, eventually, redis::RedisServer, ws::WsClient, TestServer,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_channel_cap_holds_with_redis() {
@@ -20,6 +22,12 @@ async fn the_channel_cap_holds_with_redis() {
     ])
     .await;
     let addr = server.addr;
+    let node = server.node.clone();
+    eventually("the node reaches Redis", || {
+        let ready = node.is_ready();
+        async move { ready }
+    })
+    .await;
     let mut bystander = Bystander::join(addr).await;
     let (mut c, _) = WsClient::tether(&server.ws_url("/ws")).await;
     let (mut subscribed, mut refused) = (0, 0);
