@@ -1,7 +1,7 @@
 //! Admission limits: connection caps (global, per client address, `/echo`'s,
 //! and the open-file budget), the per-address handshake and API-publish token
 //! buckets, and the per-connection message bucket. What one address may make
-//! the node hold for channels (subscriptions) is in `channels`.
+//! the node hold for channels (subscriptions, new channels) is in `channels`.
 //!
 //! Per address means per [`Admission::key`]: IPv4 addresses as they are,
 //! IPv6 by `ipv6_prefix`. Every socket counts under its address from accept
@@ -67,6 +67,8 @@ struct IpState {
     bodies: usize,
     /// Subscriptions the sessions of this address hold.
     subscriptions: usize,
+    /// New channels this address makes the node hold, created on first use.
+    new_channels: Option<TokenBucket>,
 }
 
 /// `POST /api/publish` bodies one client address may have in flight at once:
@@ -81,6 +83,7 @@ impl IpState {
             && self.subscriptions == 0
             && self.bucket.is_full(now)
             && self.publish.as_mut().is_none_or(|b| b.is_full(now))
+            && self.new_channels.as_mut().is_none_or(|b| b.is_full(now))
     }
 }
 
@@ -153,6 +156,7 @@ impl Admission {
             publish: None,
             bodies: 0,
             subscriptions: 0,
+            new_channels: None,
         }
     }
 

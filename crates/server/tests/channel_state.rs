@@ -26,10 +26,15 @@ async fn try_publish(addr: SocketAddr, channel: &str, data: Value) -> (u16, Valu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_churn_of_channel_names_leaves_nothing_behind() {
+    // The churn is what is tested, not the rates: both are lifted.
     let server = ServerProcess::start(&[
         "--messages-per-second",
         "1000000",
         "--messages-burst",
+        "1000000",
+        "--new-channel-rate-per-ip",
+        "1000000",
+        "--new-channel-burst-per-ip",
         "1000000",
     ])
     .await;

@@ -62,6 +62,8 @@ pub const KEYS: &[Key] = &[
     k("limits", "max_subscriptions", "max-subscriptions", "subscriptions one connection may hold [default: 1024]"),
     k("limits", "max_subscriptions_total", "max-subscriptions-total", "subscriptions the node holds in all, over every connection and long-polling session [default: 1000000]"),
     k("limits", "max_subscriptions_per_ip", "max-subscriptions-per-ip", "subscriptions the connections of one client address hold in all [default: 100000]"),
+    k("limits", "new_channel_rate_per_ip", "new-channel-rate-per-ip", "new channels per second one address may make the node hold (by publish or subscribe), sustained [default: 100]"),
+    k("limits", "new_channel_burst_per_ip", "new-channel-burst-per-ip", "new channels one address may make the node hold at once [default: 1000]"),
     k("limits", "publish_rate_per_ip", "publish-rate-per-ip", "POST /api/publish requests per second from one address, sustained [default: 1000]"),
     k("limits", "publish_burst_per_ip", "publish-burst-per-ip", "POST /api/publish requests one address may send at once [default: 2000]"),
     k("limits", "handshake_rate_per_ip", "handshake-rate-per-ip", "new connections per second from one IP, sustained [default: 100]"),

@@ -145,6 +145,9 @@ pub struct LimitsConfig {
     pub max_subscriptions_total: usize,
     /// Of which the sessions of one client address may hold.
     pub max_subscriptions_per_ip: usize,
+    /// New channels per second one address may make the node hold.
+    pub new_channel_rate_per_ip: f64,
+    pub new_channel_burst_per_ip: u32,
     pub publish_rate_per_ip: f64,
     pub publish_burst_per_ip: u32,
     pub handshake_rate_per_ip: f64,
@@ -169,6 +172,8 @@ impl Default for LimitsConfig {
             max_subscriptions: 1024,
             max_subscriptions_total: 1_000_000,
             max_subscriptions_per_ip: 100_000,
+            new_channel_rate_per_ip: 100.0,
+            new_channel_burst_per_ip: 1000,
             publish_rate_per_ip: 1000.0,
             publish_burst_per_ip: 2000,
             handshake_rate_per_ip: 100.0,

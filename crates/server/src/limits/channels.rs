@@ -1,13 +1,16 @@
 //! What one client address may make the node hold for channels: places in
 //! the node's subscription budget (`limits.max_subscriptions_total`, of
-//! which `limits.max_subscriptions_per_ip` per address), so one address
-//! cannot hold every subscription.
+//! which `limits.max_subscriptions_per_ip` per address), and new channels
+//! per unit of time (`limits.new_channel_rate_per_ip`, a token bucket), so
+//! one address can neither hold every subscription nor fill
+//! `limits.max_channels` with channels of its own faster than they expire.
 
 use super::{Admission, ConnectionPermit};
+use crate::token_bucket::TokenBucket;
 use std::{
     net::IpAddr,
     sync::{atomic::Ordering, Arc},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 /// Why a subscription found no place; both are answered
@@ -115,6 +118,26 @@ impl Admission {
         self.subscriptions
             .store(total.saturating_sub(n), Ordering::Release);
     }
+
+    /// Takes one token from `ip`'s bucket of new channels (a publish or
+    /// subscribe that makes the node hold a channel it did not), or says how
+    /// long until one is free.
+    pub fn take_new_channel(&self, ip: IpAddr) -> Result<(), Duration> {
+        let key = self.key(ip);
+        let now = Instant::now();
+        let mut map = self.per_ip.lock();
+        let state = map.entry(key).or_insert_with(|| self.new_state(now));
+        state
+            .new_channels
+            .get_or_insert_with(|| {
+                TokenBucket::new(
+                    self.cfg.new_channel_rate_per_ip,
+                    self.cfg.new_channel_burst_per_ip,
+                    now,
+                )
+            })
+            .take(now)
+    }
 }
 
 #[cfg(test)]
@@ -126,6 +149,8 @@ mod tests {
         let cfg = LimitsConfig {
             max_subscriptions_total: total,
             max_subscriptions_per_ip: per_ip,
+            new_channel_rate_per_ip: 1.0,
+            new_channel_burst_per_ip: 2,
             ..LimitsConfig::default()
         };
         Admission::new(cfg, 1, 1000)
@@ -167,5 +192,14 @@ mod tests {
         assert_eq!(a.subscriptions(), 0);
         let held = a.per_ip.lock().get(&A).map_or(0, |s| s.subscriptions);
         assert_eq!(held, 0, "nothing left under the address");
+    }
+
+    #[test]
+    fn new_channels_have_a_bucket_per_address() {
+        let a = admission(10, 10);
+        assert!(a.take_new_channel(A).is_ok());
+        assert!(a.take_new_channel(A).is_ok());
+        assert!(a.take_new_channel(A).is_err());
+        assert!(a.take_new_channel(B).is_ok());
     }
 }

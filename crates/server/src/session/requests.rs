@@ -203,6 +203,9 @@ impl Session {
                 self.node.metrics.refusal(full.reason());
                 (ErrorCode::TooManySubscriptions, full.message())
             })?;
+        if !self.node.hub.contains(channel) {
+            self.take_new_channel()?;
+        }
         // Join the channel's log before reading history: anything published
         // from now on is kept for this cursor, and offsets the reply already
         // covers are skipped on send. At the node's channel cap (whatever the
@@ -298,6 +301,20 @@ impl Session {
         had
     }
 
+    /// Takes a token from the address's bucket of new channels, for a
+    /// request that would make the node hold a channel it does not.
+    fn take_new_channel(&self) -> Result<(), (ErrorCode, String)> {
+        let key = self.permit.key();
+        self.node.admission.take_new_channel(key).map_err(|wait| {
+            self.node.metrics.refusal("new_channel_rate");
+            let ms = wait.as_millis().max(1);
+            (
+                ErrorCode::RateLimited,
+                format!("too many new channels from your address; retry in {ms} ms"),
+            )
+        })
+    }
+
     /// Leaves the hub for `channel`, giving back the node's interest at the
     /// broker if this was its last subscriber here. Awaits nothing, so a
     /// request dropped at any point leaves no half-done leave behind.
@@ -344,6 +361,11 @@ impl Session {
             (None, Some(r)) => Some(retried_key(&r.client, id, self.grant.user.as_deref())),
             (key, _) => key,
         };
+        if self.node.broker.creates_channel(&channel) {
+            if let Err((code, message)) = self.take_new_channel() {
+                return Self::reply_error(out, Some(id), code, message);
+            }
+        }
         match self
             .node
             .broker
