@@ -3,7 +3,8 @@
 //! channel the node does not hold, on the API or a connection, or a
 //! subscribe that adds a channel) take tokens from a bucket per address
 //! (`--new-channel-rate-per-ip`, `--new-channel-burst-per-ip`). Past it: 429
-//! `rate_limited` on the API, the error `rate_limited` on the protocol. A
+//! `rate_limited` on the API, the error `over_capacity` on the protocol
+//! (which clients retry with backoff). A
 //! bystander on 127.0.0.2 still creates new channels and publishes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -64,7 +65,7 @@ async fn an_address_that_makes_channels_fast_is_refused_and_others_are_not() {
     let reply = c.recv().await;
     assert_eq!(
         (reply["id"].as_u64(), reply["code"].as_str()),
-        (Some(1), Some("rate_limited")),
+        (Some(1), Some("over_capacity")),
         "{reply}"
     );
     c.send(json!({"type": "subscribe", "id": 2, "channel": "ws-new-sub"}))
@@ -72,7 +73,7 @@ async fn an_address_that_makes_channels_fast_is_refused_and_others_are_not() {
     let reply = c.recv().await;
     assert_eq!(
         (reply["id"].as_u64(), reply["code"].as_str()),
-        (Some(2), Some("rate_limited")),
+        (Some(2), Some("over_capacity")),
         "{reply}"
     );
     // Subscribing a channel that has a subscriber here adds nothing: accepted.

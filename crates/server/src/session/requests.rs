@@ -302,14 +302,16 @@ impl Session {
     }
 
     /// Takes a token from the address's bucket of new channels, for a
-    /// request that would make the node hold a channel it does not.
+    /// request that would make the node hold a channel it does not. Refused
+    /// `over_capacity`: nothing was done, and both clients retry a subscribe
+    /// refused so with backoff (`rate_limited` would be a final refusal).
     fn take_new_channel(&self) -> Result<(), (ErrorCode, String)> {
         let key = self.permit.key();
         self.node.admission.take_new_channel(key).map_err(|wait| {
             self.node.metrics.refusal("new_channel_rate");
             let ms = wait.as_millis().max(1);
             (
-                ErrorCode::RateLimited,
+                ErrorCode::OverCapacity,
                 format!("too many new channels from your address; retry in {ms} ms"),
             )
         })
