@@ -105,7 +105,7 @@ fn wake(c: &mut Criterion) {
 /// runs outside the broker's locks, so the small publish is not held up by it.
 fn publish_beside_a_big_channel(c: &mut Criterion) {
     let metrics = Arc::new(Metrics::new());
-    let hub = Arc::new(Hub::new(WINDOW));
+    let hub = Arc::new(Hub::new(WINDOW, 100_000));
     let broker = Arc::new(MemoryBroker::new(
         HistoryConfig::default(),
         100_000,
@@ -115,7 +115,7 @@ fn publish_beside_a_big_channel(c: &mut Criterion) {
     let bells: Vec<Arc<Doorbell>> = (0..5_000u64)
         .map(|i| {
             let bell = Arc::new(Doorbell::new());
-            let (cursor, _) = hub.add("big", i, bell.clone());
+            let (cursor, _) = hub.add("big", i, bell.clone()).expect("room");
             cursor.advance_to(u64::MAX / 2);
             bell
         })

@@ -243,10 +243,22 @@ impl ChannelLog {
     }
 
     /// Appends a publication (offsets arrive in order from the broker) and
-    /// returns who to wake.
+    /// returns who to wake. An offset at or below the last one appended is
+    /// ignored: it is already held (a duplicate delivery), and taking it as
+    /// a new epoch would clear what the readers still need. A new epoch
+    /// comes through [`ChannelLog::reset`] first.
     pub fn append(&self, publication: Arc<Publication>) -> Wakeup {
         let mut inner = self.inner.lock();
         if inner.subscribers.is_empty() {
+            return Wakeup::none();
+        }
+        if publication.offset <= inner.top {
+            tracing::debug!(
+                channel = %self.name,
+                offset = publication.offset,
+                top = inner.top,
+                "ignored a publication at or below the log's last offset"
+            );
             return Wakeup::none();
         }
         if publication.offset != inner.top.wrapping_add(1) && !inner.ring.is_empty() {
@@ -505,6 +517,29 @@ mod tests {
         assert_eq!(log.held(), 1);
         cursor.revive();
         assert!(!cursor.is_stale());
+    }
+
+    #[test]
+    fn an_offset_at_or_below_the_top_is_ignored_and_the_ring_kept() {
+        let log = log(100);
+        let bell = Arc::new(Doorbell::new());
+        let cursor = log.join(1, bell);
+        for o in 1..=5 {
+            log.append(publication(o)).ring();
+        }
+        for stale in [5, 3, 1, 0] {
+            log.append(publication(stale)).ring();
+        }
+        assert_eq!(log.held(), 5, "nothing cleared, nothing added");
+        let mut out = Vec::new();
+        assert_eq!(log.read_after(cursor.position(), 100, &mut out), Ok(false));
+        assert_eq!(
+            out.iter().map(|p| p.offset).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5]
+        );
+        // The next offset still follows on.
+        log.append(publication(6)).ring();
+        assert_eq!(log.held(), 6);
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! released its locks ([`Wakeup::ring`]), and each connection then writes
 //! from its own position. Nothing is copied per connection, and a slow
 //! reader never holds up the publisher or anyone else.
+//!
+//! The hub holds at most `limits.max_channels` channels, whatever the
+//! broker: each is a log here and, with Redis, a subscription there.
 
 use crate::{
     broker::{Delivery, Publication},
@@ -16,7 +19,10 @@ use parking_lot::RwLock;
 use std::{
     collections::HashMap,
     hash::{BuildHasher, RandomState},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
 };
 
 const SHARDS: usize = 64;
@@ -27,15 +33,26 @@ pub struct Hub {
     shards: Box<[RwLock<ChannelMap>]>,
     hasher: RandomState,
     window: Window,
+    max_channels: usize,
+    /// Channels held, over every shard.
+    channels: AtomicUsize,
 }
 
+/// The hub holds its maximum of channels (the value): a subscribe that
+/// would add one is refused before anything is made at the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubFull(pub usize);
+
 impl Hub {
-    /// `window`: how far a subscriber may fall behind its channel.
-    pub fn new(window: Window) -> Self {
+    /// `window`: how far a subscriber may fall behind its channel;
+    /// `max_channels`: channels with a local subscriber held at most.
+    pub fn new(window: Window, max_channels: usize) -> Self {
         Hub {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             window,
+            max_channels,
+            channels: AtomicUsize::new(0),
         }
     }
 
@@ -44,15 +61,37 @@ impl Hub {
     }
 
     /// Subscribes a connection; returns its cursor, and whether it is the
-    /// channel's first subscriber on this node.
-    pub fn add(&self, channel: &str, conn_id: u64, bell: Arc<Doorbell>) -> (Arc<Cursor>, bool) {
+    /// channel's first subscriber on this node. A channel the hub does not
+    /// hold yet is refused at `max_channels`.
+    pub fn add(
+        &self,
+        channel: &str,
+        conn_id: u64,
+        bell: Arc<Doorbell>,
+    ) -> Result<(Arc<Cursor>, bool), HubFull> {
         let mut map = self.shard(channel).write();
-        let log = map
-            .entry(Arc::from(channel))
-            .or_insert_with_key(|name| ChannelLog::new(name.clone(), self.window))
-            .clone();
+        let log = match map.get(channel) {
+            Some(log) => log.clone(),
+            None => {
+                // Counted before inserting, under this shard's lock; other
+                // shards race on the counter only, which cannot overshoot.
+                if self.channels.fetch_add(1, Ordering::AcqRel) >= self.max_channels {
+                    self.channels.fetch_sub(1, Ordering::AcqRel);
+                    return Err(HubFull(self.max_channels));
+                }
+                let name: Arc<str> = Arc::from(channel);
+                let log = ChannelLog::new(name.clone(), self.window);
+                map.insert(name, log.clone());
+                log
+            }
+        };
         let cursor = log.join(conn_id, bell);
-        (cursor, log.subscriber_count() == 1)
+        Ok((cursor, log.subscriber_count() == 1))
+    }
+
+    /// Whether the hub holds `channel` (it has a local subscriber).
+    pub fn contains(&self, channel: &str) -> bool {
+        self.shard(channel).read().contains_key(channel)
     }
 
     /// Unsubscribes a connection; returns the channel's log when no
@@ -62,7 +101,11 @@ impl Hub {
         let mut map = self.shard(channel).write();
         let log = map.get(channel)?;
         if log.leave(conn_id) == 0 {
-            map.remove(channel)
+            let removed = map.remove(channel);
+            if removed.is_some() {
+                self.channels.fetch_sub(1, Ordering::AcqRel);
+            }
+            removed
         } else {
             None
         }
@@ -85,7 +128,7 @@ impl Hub {
     }
 
     pub fn channel_count(&self) -> usize {
-        self.shards.iter().map(|s| s.read().len()).sum()
+        self.channels.load(Ordering::Acquire)
     }
 }
 
@@ -108,5 +151,29 @@ impl Delivery for Hub {
             Some(log) => log.append(publication),
             None => Wakeup::none(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_channel_past_the_cap_is_refused_and_existing_ones_join() {
+        let window = Window {
+            publications: 4,
+            bytes: 1024,
+        };
+        let hub = Hub::new(window, 2);
+        let bell = Arc::new(Doorbell::new());
+        assert!(hub.add("a", 1, bell.clone()).is_ok_and(|(_, first)| first));
+        assert!(hub.add("b", 1, bell.clone()).is_ok());
+        assert_eq!(hub.add("c", 1, bell.clone()).err(), Some(HubFull(2)));
+        assert!(hub.add("a", 2, bell.clone()).is_ok_and(|(_, first)| !first));
+        assert_eq!(hub.channel_count(), 2);
+        assert!(hub.remove("a", 1).is_none(), "a still has a subscriber");
+        assert!(hub.remove("a", 2).is_some());
+        assert_eq!(hub.channel_count(), 1);
+        assert!(hub.add("c", 1, bell).is_ok(), "room again");
     }
 }

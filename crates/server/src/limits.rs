@@ -1,6 +1,7 @@
 //! Admission limits: connection caps (global, per client address, `/echo`'s,
 //! and the open-file budget), the per-address handshake and API-publish token
-//! buckets, and the per-connection message bucket.
+//! buckets, and the per-connection message bucket. What one address may make
+//! the node hold for channels (subscriptions, new channels) is in `channels`.
 //!
 //! Per address means per [`Admission::key`]: IPv4 addresses as they are,
 //! IPv6 by `ipv6_prefix`. Every socket counts under its address from accept
@@ -10,8 +11,11 @@
 //! connection that is already established, so overload degrades into
 //! "try again later" instead of failing the clients that are connected.
 
+mod channels;
+
 use crate::config::LimitsConfig;
 pub use crate::token_bucket::TokenBucket;
+pub use channels::{SubscriptionPermit, SubscriptionsFull};
 use parking_lot::Mutex;
 use std::{
     collections::HashMap,
@@ -61,6 +65,10 @@ struct IpState {
     publish: Option<TokenBucket>,
     /// Publish bodies being received from this address.
     bodies: usize,
+    /// Subscriptions the sessions of this address hold.
+    subscriptions: usize,
+    /// New channels this address makes the node hold, created on first use.
+    new_channels: Option<TokenBucket>,
 }
 
 /// `POST /api/publish` bodies one client address may have in flight at once:
@@ -72,8 +80,10 @@ impl IpState {
     fn is_idle(&mut self, now: Instant) -> bool {
         self.held == 0
             && self.bodies == 0
+            && self.subscriptions == 0
             && self.bucket.is_full(now)
             && self.publish.as_mut().is_none_or(|b| b.is_full(now))
+            && self.new_channels.as_mut().is_none_or(|b| b.is_full(now))
     }
 }
 
@@ -96,6 +106,8 @@ pub struct Admission {
     /// of the reserve for up to a second); at most [`MAX_OVER_BUDGET_REFUSALS`].
     over_budget_refusals: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, IpState>>,
+    /// Subscriptions held on the node (`channels`).
+    subscriptions: AtomicUsize,
 }
 
 /// Refusals past the socket budget answered at once: half the open-file
@@ -124,6 +136,7 @@ impl Admission {
             socket_budget,
             over_budget_refusals: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
+            subscriptions: AtomicUsize::new(0),
         })
     }
 
@@ -142,6 +155,8 @@ impl Admission {
             ),
             publish: None,
             bodies: 0,
+            subscriptions: 0,
+            new_channels: None,
         }
     }
 
@@ -284,6 +299,7 @@ impl Admission {
             admission: self.clone(),
             key,
             lane,
+            subscriptions: 0,
         })
     }
 
@@ -354,15 +370,41 @@ impl Drop for BodyPermit {
     }
 }
 
-/// Holds one established connection's place; released on drop.
+/// Holds one established connection's place, and the places of the
+/// subscriptions its session holds ([`SubscriptionPermit::keep`]); all are
+/// released on drop.
 pub struct ConnectionPermit {
     admission: Arc<Admission>,
     key: IpAddr,
     lane: Lane,
+    /// Subscription places kept here (fits in the struct's padding).
+    subscriptions: u32,
+}
+
+impl ConnectionPermit {
+    /// The address (see [`Admission::key`]) the connection counts under.
+    pub fn key(&self) -> IpAddr {
+        self.key
+    }
+
+    /// Gives back the place of one subscription the session dropped.
+    pub fn release_subscription(&mut self) {
+        if self.subscriptions > 0 {
+            self.subscriptions -= 1;
+            self.admission.release_subscriptions(self.key, 1);
+        }
+    }
+
+    /// Gives back the places of every subscription the session held.
+    pub fn release_subscriptions(&mut self) {
+        let n = std::mem::take(&mut self.subscriptions);
+        self.admission.release_subscriptions(self.key, n as usize);
+    }
 }
 
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
+        self.release_subscriptions();
         self.admission.release(self.key, self.lane);
     }
 }

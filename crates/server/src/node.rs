@@ -59,10 +59,13 @@ impl Node {
         let metrics = Arc::new(Metrics::new());
         // How far a subscriber may fall behind its channel before it is
         // resynchronised: `send_queue` publications, `max_channel_bytes`.
-        let hub = Arc::new(Hub::new(crate::channel_log::Window {
-            publications: config.limits.send_queue,
-            bytes: config.history.max_channel_bytes,
-        }));
+        let hub = Arc::new(Hub::new(
+            crate::channel_log::Window {
+                publications: config.limits.send_queue,
+                bytes: config.history.max_channel_bytes,
+            },
+            config.limits.max_channels,
+        ));
         let (broker, memory_broker): (Arc<dyn Broker>, _) = match config.broker.kind {
             BrokerKind::Memory => {
                 let memory = Arc::new(MemoryBroker::new(

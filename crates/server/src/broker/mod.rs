@@ -106,4 +106,12 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Whether the broker can serve requests (feeds `/readyz`).
     fn is_healthy(&self) -> bool;
+
+    /// Whether a publish to `channel` would make this node hold a channel
+    /// it does not hold yet (charged to the publisher's address, see
+    /// `Admission::take_new_channel`). Redis holds channels in Redis, not
+    /// on the node: never.
+    fn creates_channel(&self, _channel: &str) -> bool {
+        false
+    }
 }

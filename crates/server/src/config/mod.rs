@@ -141,6 +141,13 @@ pub struct LimitsConfig {
     pub ipv6_prefix: u8,
     pub max_channels: usize,
     pub max_subscriptions: usize,
+    /// Subscriptions held on the node in all (every session).
+    pub max_subscriptions_total: usize,
+    /// Of which the sessions of one client address may hold.
+    pub max_subscriptions_per_ip: usize,
+    /// New channels per second one address may make the node hold.
+    pub new_channel_rate_per_ip: f64,
+    pub new_channel_burst_per_ip: u32,
     pub publish_rate_per_ip: f64,
     pub publish_burst_per_ip: u32,
     pub handshake_rate_per_ip: f64,
@@ -163,6 +170,10 @@ impl Default for LimitsConfig {
             ipv6_prefix: 64,
             max_channels: 100_000,
             max_subscriptions: 1024,
+            max_subscriptions_total: 1_000_000,
+            max_subscriptions_per_ip: 100_000,
+            new_channel_rate_per_ip: 100.0,
+            new_channel_burst_per_ip: 1000,
             publish_rate_per_ip: 1000.0,
             publish_burst_per_ip: 2000,
             handshake_rate_per_ip: 100.0,

@@ -41,6 +41,10 @@ impl Config {
                 "limits.publish_rate_per_ip",
                 self.limits.publish_rate_per_ip,
             ),
+            (
+                "limits.new_channel_rate_per_ip",
+                self.limits.new_channel_rate_per_ip,
+            ),
         ] {
             // `inf` and `nan` are valid TOML floats, so both can arrive from
             // a flag or a file.

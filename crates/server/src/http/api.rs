@@ -101,6 +101,20 @@ pub(super) async fn publish_route(
             Ok(b) => b,
             Err(e) => return api_error(StatusCode::BAD_REQUEST, e.code.as_str(), &e.message),
         };
+    // A publish that makes the node hold a new channel also takes a token
+    // from the address's bucket of new channels.
+    if node.broker.creates_channel(&body.channel) {
+        if let Err(wait) = node.admission.take_new_channel(peer.addr.ip()) {
+            node.metrics.refusal("new_channel_rate");
+            let secs = crate::handshake::retry_secs(wait);
+            return api_error_retry(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                &format!("too many new channels from your address; retry in {secs} s"),
+                secs,
+            );
+        }
+    }
     match node
         .broker
         .publish(&body.channel, &body.data, body.key.as_deref())

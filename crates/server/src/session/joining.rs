@@ -131,7 +131,9 @@ mod tests {
 
     fn join(node: &Arc<Node>, conn_id: u64) -> (Arc<crate::channel_log::Cursor>, bool) {
         let bell = Arc::new(crate::doorbell::Doorbell::new());
-        node.hub.add("c", conn_id, bell)
+        node.hub
+            .add("c", conn_id, bell)
+            .unwrap_or_else(|e| panic!("{e:?}"))
     }
 
     #[tokio::test]

@@ -120,8 +120,9 @@ pub struct Session {
     /// What only a `Style::Retried` session keeps, and so its style: `None`
     /// for `Style::Connection` (boxed: a WebSocket session pays one pointer).
     retried: Option<Box<Retried>>,
-    /// The session's place under the limits, released when it is dropped.
-    _permit: ConnectionPermit,
+    /// The session's place under the limits, and the places of its
+    /// subscriptions in the node's budget; released when it is dropped.
+    permit: ConnectionPermit,
 }
 
 impl Session {
@@ -140,7 +141,7 @@ impl Session {
             subs: Subscriptions::default(),
             strikes: 0,
             retried: (style == Style::Retried).then(Default::default),
-            _permit: permit,
+            permit,
         }
     }
 
@@ -301,6 +302,7 @@ impl Session {
         // Nothing more will be read: free what is rung and refuse new rings.
         self.bell.finish();
         let channels = self.subs.drain();
+        self.permit.release_subscriptions();
         for channel in channels {
             self.leave(&channel);
         }

@@ -3,6 +3,7 @@
 
 use super::{joining::Joining, Closing, Out, Session, MAX_STRIKES};
 use crate::broker::{BrokerError, Publication, Recovery};
+use crate::hub::HubFull;
 use serde_json::value::RawValue;
 use std::sync::Arc;
 use tether_protocol::{ClientMessage, CloseCode, ErrorCode, ServerMessage, StreamPosition};
@@ -110,7 +111,7 @@ impl Session {
                 recover,
             } => self.subscribe(id, channel, recover, out).await,
             ClientMessage::Unsubscribe { id, channel } => {
-                if self.subs.remove(channel.as_str()).is_none() {
+                if !self.drop_subscription(&channel) {
                     if self.on_connection() {
                         return Self::reply_error(
                             out,
@@ -192,11 +193,35 @@ impl Session {
                 format!("at most {max} subscriptions per connection; unsubscribe first"),
             ));
         }
+        // A place in the node's subscription budget (with a share per
+        // address), given back on drop if this join fails or is cancelled.
+        let place = self
+            .node
+            .admission
+            .take_subscription(self.permit.key())
+            .map_err(|full| {
+                self.node.metrics.refusal(full.reason());
+                (ErrorCode::TooManySubscriptions, full.message())
+            })?;
+        if !self.node.hub.contains(channel) {
+            self.take_new_channel()?;
+        }
         // Join the channel's log before reading history: anything published
         // from now on is kept for this cursor, and offsets the reply already
-        // covers are skipped on send. Until the join is done, `joining`
-        // undoes it if it stops (an error, or this future dropped).
-        let (cursor, first) = self.node.hub.add(channel, self.conn_id, self.bell.clone());
+        // covers are skipped on send. At the node's channel cap (whatever the
+        // broker), nothing is made at the broker. Until the join is done,
+        // `joining` undoes it if it stops (an error, or this future dropped).
+        let (cursor, first) = self
+            .node
+            .hub
+            .add(channel, self.conn_id, self.bell.clone())
+            .map_err(|HubFull(max)| {
+                self.node.metrics.refusal("channels_full");
+                (
+                    ErrorCode::OverCapacity,
+                    format!("the server holds its maximum of {max} channels; retry later"),
+                )
+            })?;
         let mut joining = Joining::new(&self.node, cursor.log.clone(), self.conn_id);
         if first {
             joining
@@ -219,6 +244,7 @@ impl Session {
             .map_err(|e| (error_code(&e), e.to_string()))?;
         joining.done();
         self.subs.insert(cursor);
+        place.keep(&mut self.permit);
         Ok(recovery)
     }
 
@@ -260,9 +286,35 @@ impl Session {
 
     /// Drops a subscription without a reply.
     pub(crate) fn unsubscribe_quietly(&mut self, channel: &str) {
-        if self.subs.remove(channel).is_some() {
+        if self.drop_subscription(channel) {
             self.leave(channel);
         }
+    }
+
+    /// Forgets the subscription to `channel` and gives its place in the
+    /// node's budget back; whether there was one. The caller leaves the hub.
+    fn drop_subscription(&mut self, channel: &str) -> bool {
+        let had = self.subs.remove(channel).is_some();
+        if had {
+            self.permit.release_subscription();
+        }
+        had
+    }
+
+    /// Takes a token from the address's bucket of new channels, for a
+    /// request that would make the node hold a channel it does not. Refused
+    /// `over_capacity`: nothing was done, and both clients retry a subscribe
+    /// refused so with backoff (`rate_limited` would be a final refusal).
+    fn take_new_channel(&self) -> Result<(), (ErrorCode, String)> {
+        let key = self.permit.key();
+        self.node.admission.take_new_channel(key).map_err(|wait| {
+            self.node.metrics.refusal("new_channel_rate");
+            let ms = wait.as_millis().max(1);
+            (
+                ErrorCode::OverCapacity,
+                format!("too many new channels from your address; retry in {ms} ms"),
+            )
+        })
     }
 
     /// Leaves the hub for `channel`, giving back the node's interest at the
@@ -311,6 +363,11 @@ impl Session {
             (None, Some(r)) => Some(retried_key(&r.client, id, self.grant.user.as_deref())),
             (key, _) => key,
         };
+        if self.node.broker.creates_channel(&channel) {
+            if let Err((code, message)) = self.take_new_channel() {
+                return Self::reply_error(out, Some(id), code, message);
+            }
+        }
         match self
             .node
             .broker

@@ -356,4 +356,8 @@ impl Broker for MemoryBroker {
     fn is_healthy(&self) -> bool {
         true
     }
+
+    fn creates_channel(&self, channel: &str) -> bool {
+        !self.shard(channel).lock().contains_key(channel)
+    }
 }
