@@ -70,6 +70,12 @@ const SERVER_FLAGS: &[&str] = &[
     "100000",
     "--handshake-burst-per-ip",
     "100000",
+    // The churn re-creates its channels on the node far faster than one
+    // address may by default (it is all one address here).
+    "--new-channel-rate-per-ip",
+    "100000",
+    "--new-channel-burst-per-ip",
+    "100000",
 ];
 
 fn soak_duration() -> Duration {

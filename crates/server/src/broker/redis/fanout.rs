@@ -212,7 +212,11 @@ impl Fanout {
             }
         };
         if let Err(e) = subscribed {
-            me.release(channel);
+            // A SUBSCRIBE that timed out may still have been carried out:
+            // the last interest out says UNSUBSCRIBE, as on a leave.
+            if me.release(channel) {
+                me.unsubscribe_in_redis(channel).await;
+            }
             return Err(e);
         }
         match inner.recover_raw(channel, None, 0).await {
@@ -240,9 +244,14 @@ impl Fanout {
 
     /// Drops one unit of interest; the last unsubscribes in Redis.
     pub async fn unsubscribe(&self, channel: &str) {
-        if !self.release(channel) {
-            return;
+        if self.release(channel) {
+            self.unsubscribe_in_redis(channel).await;
         }
+    }
+
+    /// UNSUBSCRIBE after the last interest left, unless interest came back
+    /// meanwhile (a new first subscriber, which keeps the subscription).
+    async fn unsubscribe_in_redis(&self, channel: &str) {
         let shard = &self.shards[self.shard_of(channel)];
         let _ops = shard.ops.lock().await;
         // Interest may have come back while waiting: then stay subscribed.
