@@ -69,6 +69,7 @@ pub async fn run<S>(
                                 // Send the close frame the library queued.
                                 if let Ok(Ok(())) = timeout(CLOSE_SEND_TIMEOUT, ws.flush()).await {
                                     node.metrics.close(code);
+                                    super::linger(ws.get_mut()).await;
                                 }
                             }
                             break None;

@@ -9,7 +9,7 @@ pub mod websocket;
 use futures_util::{SinkExt, StreamExt};
 use std::{future::Future, pin::pin, task::Poll, time::Duration};
 use tokio::{
-    io::{AsyncRead, AsyncWrite},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     time::timeout,
 };
 use tokio_websockets::{CloseCode as WsCloseCode, Message, WebSocketStream};
@@ -46,6 +46,25 @@ where
         .await;
     }
     sent
+}
+
+/// After a close frame sent for a broken rule (1009, 1002): the peer may
+/// still be sending the message that broke it, and a socket dropped with
+/// unread input answers with an RST, which can destroy the close frame
+/// before the peer reads it (it then sees 1006 and cannot know why — a
+/// client would resend its too-big publish). So the write side is shut
+/// (a FIN after the close frame) and whatever arrives is read and dropped
+/// until the peer closes, for at most [`CLOSE_ACK_TIMEOUT`].
+pub(crate) async fn linger<S>(io: &mut S)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ = timeout(CLOSE_ACK_TIMEOUT, async {
+        let _ = io.shutdown().await;
+        let mut sink = [0u8; 512];
+        while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 /// Why [`send_within`] failed.

@@ -384,6 +384,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 // Send the close frame the library queued; count it if it went.
                 if let Ok(Ok(())) = timeout(CLOSE_SEND_TIMEOUT, self.ws.flush()).await {
                     node.metrics.close(code);
+                    super::linger(self.ws.get_mut()).await;
                 }
             }
             End::Close(code, reason) => {
