@@ -7,6 +7,7 @@ use crate::{
         redis::{RedisBroker, RedisOptions},
         Broker,
     },
+    channel_rules::ChannelRules,
     config::{BrokerKind, Config},
     hub::Hub,
     limits::Admission,
@@ -25,6 +26,8 @@ pub enum NodeError {
     Auth(#[from] crate::auth::KeyError),
     #[error("{0}")]
     Broker(String),
+    #[error("{0}")]
+    Rules(String),
 }
 
 pub struct Node {
@@ -33,6 +36,8 @@ pub struct Node {
     pub metrics: Arc<Metrics>,
     pub hub: Arc<Hub>,
     pub broker: Arc<dyn Broker>,
+    /// Per-channel options (`[[channels]]`).
+    pub rules: Arc<ChannelRules>,
     /// Kept typed for the periodic sweep; `None` with other brokers.
     memory_broker: Option<Arc<MemoryBroker>>,
     pub admission: Arc<Admission>,
@@ -57,6 +62,7 @@ impl Node {
     pub fn new(config: Config, socket_budget: usize) -> Result<Arc<Self>, NodeError> {
         let verifier = Verifier::from_config(&config.auth)?;
         let metrics = Arc::new(Metrics::new());
+        let rules = Arc::new(ChannelRules::new(&config.channels).map_err(NodeError::Rules)?);
         // How far a subscriber may fall behind its channel before it is
         // resynchronised: `send_queue` publications, `max_channel_bytes`.
         let hub = Arc::new(Hub::new(
@@ -109,6 +115,7 @@ impl Node {
             metrics,
             hub,
             broker,
+            rules,
             memory_broker,
             shutdown: CancellationToken::new(),
             draining: AtomicBool::new(false),

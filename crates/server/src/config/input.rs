@@ -98,7 +98,7 @@ fn parse_scalar(raw: &str) -> Value {
 /// serde's words ("invalid type: string \"x\", expected usize") in the
 /// user's ("expected a whole number"). Our own deserializers already speak
 /// plainly and start with "expected".
-fn plain(message: &str) -> String {
+pub(super) fn plain(message: &str) -> String {
     let message = message.trim();
     if message.starts_with("expected ") {
         return message.to_owned();
@@ -136,10 +136,14 @@ fn sections() -> impl Iterator<Item = &'static str> {
 pub fn check_file_keys(table: &Table, path: &Path) -> Result<(), ConfigError> {
     let file = path.display();
     for (section, value) in table {
+        if section == "channels" {
+            continue; // checked with its line numbers by `channels::check`
+        }
         if !sections().any(|s| s == section) {
-            let close = suggest::close_matches(section, sections(), 3);
+            let known = || sections().chain(["channels"]);
+            let close = suggest::close_matches(section, known(), 3);
             return Err(ConfigError::Invalid(format!(
-                "{file}: unknown section [{section}]{}; sections are {}",
+                "{file}: unknown section [{section}]{}; sections are {} (and [[channels]] rules)",
                 suggest::did_you_mean(&close),
                 sections().collect::<Vec<_>>().join(", ")
             )));
