@@ -36,7 +36,7 @@ pub struct Node {
     pub metrics: Arc<Metrics>,
     pub hub: Arc<Hub>,
     pub broker: Arc<dyn Broker>,
-    /// Per-channel options (`[[channels]]`).
+    /// Per-channel options (`[[channels]]`), shared with the broker.
     pub rules: Arc<ChannelRules>,
     /// Kept typed for the periodic sweep; `None` with other brokers.
     memory_broker: Option<Arc<MemoryBroker>>,
@@ -74,12 +74,15 @@ impl Node {
         ));
         let (broker, memory_broker): (Arc<dyn Broker>, _) = match config.broker.kind {
             BrokerKind::Memory => {
-                let memory = Arc::new(MemoryBroker::new(
-                    config.history.clone(),
-                    config.limits.max_channels,
-                    hub.clone(),
-                    metrics.clone(),
-                ));
+                let memory = Arc::new(
+                    MemoryBroker::new(
+                        config.history.clone(),
+                        config.limits.max_channels,
+                        hub.clone(),
+                        metrics.clone(),
+                    )
+                    .with_rules(rules.clone()),
+                );
                 (memory.clone(), Some(memory))
             }
             BrokerKind::Redis => {
@@ -87,6 +90,7 @@ impl Node {
                     url: config.broker.redis_url.clone(),
                     prefix: config.broker.redis_prefix.clone(),
                     check_interval: config.broker.redis_check_interval,
+                    rules: rules.clone(),
                 };
                 let redis = RedisBroker::start(
                     options,
