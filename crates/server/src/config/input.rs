@@ -182,8 +182,9 @@ pub fn check_file_keys(table: &Table, path: &Path) -> Result<(), ConfigError> {
 
 /// Refuses a `TETHER_*` environment variable that looks like a setting but
 /// is none (a typo would otherwise be ignored, while the same typo in the
-/// file is refused): any `TETHER_<SECTION>_…` of a known section, and any
-/// name within two edits of a setting's variable. Others, and
+/// file is refused): any `TETHER_<SECTION>_…` of a known section, any
+/// `TETHER_CHANNELS…` (rules live only in the file), and any name within
+/// two edits of a setting's variable. Others, and
 /// [`NOT_SETTINGS`], are left alone.
 pub fn check_env_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<(), ConfigError> {
     let vars: Vec<String> = KEYS.iter().map(Key::env_var).collect();
@@ -193,6 +194,13 @@ pub fn check_env_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<(
         };
         if NOT_SETTINGS.contains(&name) || vars.iter().any(|v| v == name) {
             continue;
+        }
+        if rest == "CHANNELS" || rest.starts_with("CHANNELS_") {
+            return Err(ConfigError::Invalid(format!(
+                "environment variable {name}: channel rules are read only from the TOML file, \
+                 as [[channels]] tables (docs/configuration.md, \"Channel rules\"): move it \
+                 there or unset it"
+            )));
         }
         let in_section = sections().any(|s| {
             rest.strip_prefix(&s.to_uppercase())

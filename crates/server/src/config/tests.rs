@@ -425,6 +425,10 @@ fn misspelled_tether_variables_are_refused_like_unknown_toml_keys() {
         .to_string();
     assert!(err.contains("did you mean TETHER_HISTORY_TTL"), "{err}");
     assert!(check_env_names(["TETHER_LIMITS_FOO"]).is_err());
+    for rules in ["TETHER_CHANNELS", "TETHER_CHANNELS_PATTERN"] {
+        let err = check_env_names([rules]).unwrap_err().to_string();
+        assert!(err.contains("only from the TOML file"), "{err}");
+    }
     let fine = ["TETHER_HISTORY_TTL", "TETHER_SOAK_SECS", "HOME"];
     assert!(check_env_names(NOT_SETTINGS.iter().copied().chain(fine)).is_ok());
 }
