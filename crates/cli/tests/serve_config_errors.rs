@@ -57,3 +57,48 @@ async fn print_config_writes_durations_as_the_docs_do() {
     assert!(text.contains("meta_ttl = \"24h\""), "{text}");
     assert!(!text.contains("1day"), "{text}");
 }
+
+/// `tether serve --config FILE` with `text` in the file, refused: stderr.
+async fn refused_file(name: &str, text: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("tether-rules-err-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(name);
+    std::fs::write(&file, text).unwrap();
+    refused(&serve(&[], &["--config", file.to_str().unwrap()]).await)
+}
+
+#[tokio::test]
+async fn bad_channel_rules_are_refused_with_their_line() {
+    let head = "[history]\nsize = 10\n\n[[channels]]\npattern = \"chat:*\"\n\n[[channels]]\n";
+    for (name, rest, says) in [
+        (
+            "pattern.toml",
+            "pattern = \"chat:*:x\"\n",
+            "pattern = \"chat:*:x\" at {file} line 8: `*` may only end a pattern",
+        ),
+        (
+            "duplicate.toml",
+            "pattern = \"chat:*\"\n",
+            "pattern = \"chat:*\" at {file} line 8: the rule at line 5 has the same pattern",
+        ),
+        (
+            "unknown.toml",
+            "pattern = \"room:*\"\nhistory_tll = \"1m\"\n",
+            "{file} line 9: unknown key history_tll in a [[channels]] rule (did you mean \
+             history_ttl?)",
+        ),
+        (
+            "presence.toml",
+            "pattern = \"room:*\"\npresence = true\n",
+            "presence = true at {file} line 9: presence is not available in this version yet",
+        ),
+    ] {
+        let err = refused_file(name, &format!("{head}{rest}")).await;
+        let file = std::env::temp_dir()
+            .join(format!("tether-rules-err-{}", std::process::id()))
+            .join(name);
+        let says = says.replace("{file}", &file.display().to_string());
+        assert!(err.contains(&says), "{name}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    }
+}

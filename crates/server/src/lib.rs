@@ -8,6 +8,7 @@ pub mod auth;
 pub mod body;
 pub mod broker;
 pub mod channel_log;
+pub mod channel_rules;
 pub mod client_addr;
 pub mod config;
 pub mod doorbell;

@@ -7,6 +7,7 @@ use crate::{
         redis::{RedisBroker, RedisOptions},
         Broker,
     },
+    channel_rules::ChannelRules,
     config::{BrokerKind, Config},
     hub::Hub,
     limits::Admission,
@@ -25,6 +26,8 @@ pub enum NodeError {
     Auth(#[from] crate::auth::KeyError),
     #[error("{0}")]
     Broker(String),
+    #[error("{0}")]
+    Rules(String),
 }
 
 pub struct Node {
@@ -33,6 +36,8 @@ pub struct Node {
     pub metrics: Arc<Metrics>,
     pub hub: Arc<Hub>,
     pub broker: Arc<dyn Broker>,
+    /// Per-channel options (`[[channels]]`), shared with the broker.
+    pub rules: Arc<ChannelRules>,
     /// Kept typed for the periodic sweep; `None` with other brokers.
     memory_broker: Option<Arc<MemoryBroker>>,
     pub admission: Arc<Admission>,
@@ -57,6 +62,7 @@ impl Node {
     pub fn new(config: Config, socket_budget: usize) -> Result<Arc<Self>, NodeError> {
         let verifier = Verifier::from_config(&config.auth)?;
         let metrics = Arc::new(Metrics::new());
+        let rules = Arc::new(ChannelRules::new(&config.channels).map_err(NodeError::Rules)?);
         // How far a subscriber may fall behind its channel before it is
         // resynchronised: `send_queue` publications, `max_channel_bytes`.
         let hub = Arc::new(Hub::new(
@@ -68,12 +74,15 @@ impl Node {
         ));
         let (broker, memory_broker): (Arc<dyn Broker>, _) = match config.broker.kind {
             BrokerKind::Memory => {
-                let memory = Arc::new(MemoryBroker::new(
-                    config.history.clone(),
-                    config.limits.max_channels,
-                    hub.clone(),
-                    metrics.clone(),
-                ));
+                let memory = Arc::new(
+                    MemoryBroker::new(
+                        config.history.clone(),
+                        config.limits.max_channels,
+                        hub.clone(),
+                        metrics.clone(),
+                    )
+                    .with_rules(rules.clone()),
+                );
                 (memory.clone(), Some(memory))
             }
             BrokerKind::Redis => {
@@ -81,6 +90,7 @@ impl Node {
                     url: config.broker.redis_url.clone(),
                     prefix: config.broker.redis_prefix.clone(),
                     check_interval: config.broker.redis_check_interval,
+                    rules: rules.clone(),
                 };
                 let redis = RedisBroker::start(
                     options,
@@ -109,6 +119,7 @@ impl Node {
             metrics,
             hub,
             broker,
+            rules,
             memory_broker,
             shutdown: CancellationToken::new(),
             draining: AtomicBool::new(false),

@@ -220,3 +220,81 @@ async fn a_long_replay_comes_in_bounded_pieces(n: &Node) {
     // 256 KiB hold eight 30 KiB frames.
     assert_eq!(sizes, [8, 2]);
 }
+
+/// `[[channels]]` rules for the case below: per-channel history size and
+/// TTL, beside the node's default (`--history-size 100`, `--history-ttl 10m`).
+const RULES: &str = "
+[[channels]]
+pattern = \"short:*\"
+history_size = 2
+
+[[channels]]
+pattern = \"none\"
+history_size = 0
+
+[[channels]]
+pattern = \"brief:*\"
+history_ttl = \"3s\"
+";
+
+/// The rules in a file of this test process, for `--config`.
+static RULES_FILE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let path = std::env::temp_dir().join(format!("tether-rules-{}.toml", std::process::id()));
+    std::fs::write(&path, RULES).unwrap();
+    path.to_str().unwrap().to_owned()
+});
+
+/// A fresh subscription to `channel` recovering from `offset` of `epoch`.
+async fn recover_from(n: &Node, channel: &str, epoch: &str, offset: u64) -> serde_json::Value {
+    let (mut ws, _) = WsClient::tether(&n.ws_url()).await;
+    ws.subscribe(1, channel, Some((epoch, offset))).await
+}
+
+conformance!(
+    a_channel_rule_sets_the_history_size_and_ttl_of_its_channels,
+    &["--config", super::RULES_FILE.as_str()]
+);
+async fn a_channel_rule_sets_the_history_size_and_ttl_of_its_channels(n: &Node) {
+    let mut epochs = std::collections::HashMap::new();
+    for channel in ["short:a", "plain", "none", "brief:a"] {
+        for i in 1..=5 {
+            let answer = publish(n, channel, json!(i)).await;
+            epochs.insert(channel, answer["epoch"].as_str().unwrap().to_owned());
+        }
+    }
+    let reply = recover_from(n, "short:a", &epochs["short:a"], 2).await;
+    assert_eq!(reply["recovered"], false, "short:* keeps two: {reply}");
+    let reply = recover_from(n, "short:a", &epochs["short:a"], 3).await;
+    assert_eq!(data_of(&reply), vec![json!(4), json!(5)], "{reply}");
+    let reply = recover_from(n, "none", &epochs["none"], 4).await;
+    assert_eq!(reply["recovered"], false, "none keeps nothing: {reply}");
+    let reply = recover_from(n, "plain", &epochs["plain"], 0).await;
+    assert_eq!(
+        data_of(&reply).len(),
+        5,
+        "no rule: the node's size: {reply}"
+    );
+    let reply = recover_from(n, "brief:a", &epochs["brief:a"], 0).await;
+    assert_eq!(data_of(&reply).len(), 5, "brief:* within its TTL: {reply}");
+
+    // brief:*'s history expires after its rule's 3s; checked every 200 ms
+    // (a connection each: well inside the handshake rate) until it has.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let reply = recover_from(n, "brief:a", &epochs["brief:a"], 0).await;
+        if reply["recovered"] == false {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "brief:a never expired: {reply}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let reply = recover_from(n, "plain", &epochs["plain"], 0).await;
+    assert_eq!(
+        data_of(&reply).len(),
+        5,
+        "the node's 10m still holds: {reply}"
+    );
+}

@@ -44,6 +44,23 @@ pub fn format(d: Duration) -> String {
         .collect()
 }
 
+/// For `Option<Duration>` fields that are skipped when `None`.
+pub mod option {
+    use serde::{Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::deserialize(d).map(Some)
+    }
+}
+
 struct Visitor;
 
 impl de::Visitor<'_> for Visitor {

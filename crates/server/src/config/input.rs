@@ -98,7 +98,7 @@ fn parse_scalar(raw: &str) -> Value {
 /// serde's words ("invalid type: string \"x\", expected usize") in the
 /// user's ("expected a whole number"). Our own deserializers already speak
 /// plainly and start with "expected".
-fn plain(message: &str) -> String {
+pub(super) fn plain(message: &str) -> String {
     let message = message.trim();
     if message.starts_with("expected ") {
         return message.to_owned();
@@ -136,10 +136,14 @@ fn sections() -> impl Iterator<Item = &'static str> {
 pub fn check_file_keys(table: &Table, path: &Path) -> Result<(), ConfigError> {
     let file = path.display();
     for (section, value) in table {
+        if section == "channels" {
+            continue; // checked with its line numbers by `channels::check`
+        }
         if !sections().any(|s| s == section) {
-            let close = suggest::close_matches(section, sections(), 3);
+            let known = || sections().chain(["channels"]);
+            let close = suggest::close_matches(section, known(), 3);
             return Err(ConfigError::Invalid(format!(
-                "{file}: unknown section [{section}]{}; sections are {}",
+                "{file}: unknown section [{section}]{}; sections are {} (and [[channels]] rules)",
                 suggest::did_you_mean(&close),
                 sections().collect::<Vec<_>>().join(", ")
             )));
@@ -178,8 +182,9 @@ pub fn check_file_keys(table: &Table, path: &Path) -> Result<(), ConfigError> {
 
 /// Refuses a `TETHER_*` environment variable that looks like a setting but
 /// is none (a typo would otherwise be ignored, while the same typo in the
-/// file is refused): any `TETHER_<SECTION>_…` of a known section, and any
-/// name within two edits of a setting's variable. Others, and
+/// file is refused): any `TETHER_<SECTION>_…` of a known section, any
+/// `TETHER_CHANNELS…` (rules live only in the file), and any name within
+/// two edits of a setting's variable. Others, and
 /// [`NOT_SETTINGS`], are left alone.
 pub fn check_env_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<(), ConfigError> {
     let vars: Vec<String> = KEYS.iter().map(Key::env_var).collect();
@@ -189,6 +194,13 @@ pub fn check_env_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<(
         };
         if NOT_SETTINGS.contains(&name) || vars.iter().any(|v| v == name) {
             continue;
+        }
+        if rest == "CHANNELS" || rest.starts_with("CHANNELS_") {
+            return Err(ConfigError::Invalid(format!(
+                "environment variable {name}: channel rules are read only from the TOML file, \
+                 as [[channels]] tables (docs/configuration.md, \"Channel rules\"): move it \
+                 there or unset it"
+            )));
         }
         let in_section = sections().any(|s| {
             rest.strip_prefix(&s.to_uppercase())

@@ -7,13 +7,15 @@
 //! This module holds the settings' types and [`load`]; the key table is in
 //! `keys`, the checks on a loaded configuration in `validate`, and the
 //! `duration`, `address` and `list` serde helpers in files of their own;
-//! `input` turns what the user typed into values and refusals in their terms.
+//! `input` turns what the user typed into values and refusals in their terms,
+//! and `channels` reads the `[[channels]]` rules with their line numbers.
 
 use serde::{Deserialize, Serialize};
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 mod address;
-mod duration;
+mod channels;
+pub(crate) mod duration;
 mod input;
 mod keys;
 mod list;
@@ -40,6 +42,9 @@ pub struct Config {
     pub proxy: ProxyConfig,
     pub broker: BrokerConfig,
     pub log: LogConfig,
+    /// `[[channels]]` rules, only from the file (see `channel_rules`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<crate::channel_rules::ChannelRule>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -357,6 +362,7 @@ pub fn load(
                     path: path.to_owned(),
                     source: Box::new(source),
                 })?;
+            channels::check(&text, path)?;
             input::check_file_keys(&table, path)?;
             for key in KEYS {
                 let value = table.get(key.section).and_then(|s| s.get(key.key));

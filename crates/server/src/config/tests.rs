@@ -425,6 +425,10 @@ fn misspelled_tether_variables_are_refused_like_unknown_toml_keys() {
         .to_string();
     assert!(err.contains("did you mean TETHER_HISTORY_TTL"), "{err}");
     assert!(check_env_names(["TETHER_LIMITS_FOO"]).is_err());
+    for rules in ["TETHER_CHANNELS", "TETHER_CHANNELS_PATTERN"] {
+        let err = check_env_names([rules]).unwrap_err().to_string();
+        assert!(err.contains("only from the TOML file"), "{err}");
+    }
     let fine = ["TETHER_HISTORY_TTL", "TETHER_SOAK_SECS", "HOME"];
     assert!(check_env_names(NOT_SETTINGS.iter().copied().chain(fine)).is_ok());
 }
@@ -497,4 +501,38 @@ fn documented_error_lines_are_what_tether_prints() {
         checked += 1;
     }
     assert!(checked >= 4, "only {checked} documented error lines found");
+}
+
+/// `[[channels]]` rules print back as `[[channels]]` tables that load again
+/// to the same rules, and the rest of the configuration is unchanged.
+#[test]
+fn channel_rules_print_and_load_back_identically() {
+    let dir = std::env::temp_dir().join(format!("tether-cfg-rules-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let file = dir.join("rules.toml");
+    std::fs::write(
+        &file,
+        "[history]\nsize = 50\n\n[[channels]]\npattern = \"chat:*\"\nhistory_size = 0\n\
+         history_ttl = \"90s\"\nclient_publish = false\n\n[[channels]]\npattern = \"*\"\n",
+    )
+    .expect("write");
+    let c = load(Some(&file), no_env, &[]).expect("valid");
+    assert_eq!(c.channels.len(), 2);
+    assert_eq!(c.channels[0].history_ttl, Some(Duration::from_secs(90)));
+    assert!(!c.channels[0].client_publish && c.channels[1].client_publish);
+    let text = c.to_toml();
+    for line in [
+        "[[channels]]",
+        "pattern = \"chat:*\"",
+        "history_ttl = \"1m30s\"",
+    ] {
+        assert!(text.contains(line), "{line} not in:\n{text}");
+    }
+    let printed = dir.join("printed.toml");
+    std::fs::write(&printed, &text).expect("write");
+    let back = load(Some(&printed), no_env, &[]).expect("printed config loads");
+    assert_eq!(back.channels, c.channels);
+    assert_eq!(back.to_toml(), text);
+    // No rule: nothing printed, today's behaviour.
+    assert!(!Config::default().to_toml().contains("[[channels]]"));
 }

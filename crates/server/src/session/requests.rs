@@ -356,6 +356,17 @@ impl Session {
                 format!("no permission to publish to {channel:?}"),
             );
         }
+        // The channel's rule may close it to clients whatever the token
+        // says; the backend's POST /api/publish does not come here.
+        if !self.node.rules.get(&channel).client_publish {
+            self.node.metrics.refusal("publish_forbidden");
+            return Self::reply_error(
+                out,
+                Some(id),
+                ErrorCode::Forbidden,
+                format!("clients may not publish to {channel:?} (client_publish = false)"),
+            );
+        }
         // A retried POST carries the same client and id: keyed by them (and
         // by the token's subject, so another user who learned the client id
         // cannot take the key first), it is stored once.

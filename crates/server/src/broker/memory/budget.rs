@@ -27,8 +27,8 @@ impl MemoryBroker {
     pub(super) fn prune(&self, s: &mut Stream, now: Instant) {
         let cfg = &self.cfg;
         while let Some((at, p)) = s.history.front() {
-            let over = s.history.len() > cfg.size || s.history_bytes > cfg.max_channel_bytes;
-            if !over && now.saturating_duration_since(*at) < cfg.ttl {
+            let over = s.history.len() > s.size || s.history_bytes > cfg.max_channel_bytes;
+            if !over && now.saturating_duration_since(*at) < s.ttl {
                 break;
             }
             let c = cost(p);

@@ -11,9 +11,11 @@
 //!   after `history.meta_ttl`, or at once when the cap needs room. At the cap
 //!   with nothing to forget, creating a stream is refused (`over_capacity`).
 //! - **history**: per channel by count (`history.size`), age (`history.ttl`)
-//!   and bytes (`history.max_channel_bytes`), oldest first; in all by
-//!   `history.max_bytes` — a channel may make room by dropping its own oldest
-//!   entries, never another channel's; a publish that cannot fit is refused.
+//!   — both overridden by the channel's `[[channels]]` rule, resolved once
+//!   when its stream is made — and bytes (`history.max_channel_bytes`),
+//!   oldest first; in all by `history.max_bytes` — a channel may make room
+//!   by dropping its own oldest entries, never another channel's; a publish
+//!   that cannot fit is refused.
 //! - **idempotency keys**: honoured for `history.idempotency_window`, at most
 //!   [`MAX_KEYS_PER_CHANNEL`] per channel and `history.idempotency_max_keys`
 //!   in all. A key forced out before its window ends is counted in
@@ -32,7 +34,7 @@
 
 use super::{Broker, BrokerError, Delivery, Publication, PublishOutcome, Recovery};
 use crate::channel_log::Wakeup;
-use crate::{config::HistoryConfig, metrics::Metrics};
+use crate::{channel_rules::ChannelRules, config::HistoryConfig, metrics::Metrics};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
@@ -43,7 +45,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 use tether_protocol::StreamPosition;
 
@@ -70,6 +72,9 @@ struct Stream {
     last_active: Instant,
     /// Local subscriber interest; a stream with interest is never forgotten.
     interest: usize,
+    /// History kept: the channel's rule, else `history.size`/`history.ttl`.
+    size: usize,
+    ttl: Duration,
 }
 
 impl Stream {
@@ -85,6 +90,7 @@ pub struct MemoryBroker {
     shards: Box<[Mutex<StreamMap>]>,
     hasher: RandomState,
     cfg: HistoryConfig,
+    rules: Arc<ChannelRules>,
     max_channels: usize,
     delivery: Arc<dyn Delivery>,
     /// Counts streams, history bytes and keys (the gauges are the budget).
@@ -108,6 +114,7 @@ impl MemoryBroker {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             cfg,
+            rules: Arc::default(),
             max_channels,
             delivery,
             metrics,
@@ -115,6 +122,12 @@ impl MemoryBroker {
             generation: AtomicU64::new(0),
             barren_scan: Mutex::new(None),
         }
+    }
+
+    /// Per-channel history size and TTL (`[[channels]]`); none by default.
+    pub fn with_rules(mut self, rules: Arc<ChannelRules>) -> Self {
+        self.rules = rules;
+        self
     }
 
     fn shard(&self, channel: &str) -> &Mutex<StreamMap> {
@@ -148,6 +161,7 @@ impl MemoryBroker {
                 )));
             }
             let name: Arc<str> = Arc::from(channel);
+            let rule = self.rules.get(channel);
             self.metrics.channel_streams.inc();
             map.insert(
                 name.clone(),
@@ -161,6 +175,8 @@ impl MemoryBroker {
                     key_order: VecDeque::new(),
                     last_active: now,
                     interest: 0,
+                    size: rule.history_size_or(self.cfg.size),
+                    ttl: rule.history_ttl_or(self.cfg.ttl),
                 },
             );
         }
@@ -222,13 +238,13 @@ impl MemoryBroker {
         let publication = Arc::new(Publication::new(stream.name.clone(), stream.top + 1, data));
         let c = cost(&publication);
         // Every check first: a refused publish changes nothing.
-        if self.cfg.size > 0 {
+        if stream.size > 0 {
             self.check_history(stream, c)?;
         }
         if key.is_some() {
             self.check_key(stream)?;
         }
-        if self.cfg.size > 0 {
+        if stream.size > 0 {
             self.make_history_room(stream, c);
             stream.history.push_back((now, publication.clone()));
             stream.history_bytes += c;

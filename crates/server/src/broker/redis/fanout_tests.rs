@@ -53,6 +53,7 @@ fn tracking() -> (Arc<Inner>, Arc<Seen>, String) {
     fanout.track_at("c", "e", 10);
     let inner = Arc::new(Inner {
         history: HistoryConfig::default(),
+        rules: Default::default(),
         link: Arc::new(Link::new(client, Box::new(|_| {}))),
         fanout,
     });

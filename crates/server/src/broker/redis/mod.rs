@@ -21,7 +21,7 @@ mod repair;
 mod scripts;
 
 use super::{Broker, BrokerError, Delivery, Publication, PublishOutcome, Recovery};
-use crate::{config::HistoryConfig, metrics::Metrics};
+use crate::{channel_rules::ChannelRules, config::HistoryConfig, metrics::Metrics};
 use async_trait::async_trait;
 use fanout::Fanout;
 use link::{Conn, Link};
@@ -43,6 +43,8 @@ pub struct RedisOptions {
     /// How often quiet channels are compared with Redis (a lost last
     /// message surfaces within this) and pub/sub connections pinged.
     pub check_interval: Duration,
+    /// Per-channel history size and TTL (`[[channels]]`).
+    pub rules: Arc<ChannelRules>,
 }
 
 pub struct RedisBroker {
@@ -52,6 +54,7 @@ pub struct RedisBroker {
 
 struct Inner {
     history: HistoryConfig,
+    rules: Arc<ChannelRules>,
     link: Arc<Link>,
     fanout: Fanout,
 }
@@ -84,6 +87,7 @@ impl RedisBroker {
         }));
         let inner = Arc::new(Inner {
             history,
+            rules: options.rules,
             link: link.clone(),
             fanout: Fanout::new(
                 client,
@@ -160,13 +164,14 @@ impl Inner {
             invocation.key(Keys::idempotency(&self.fanout.prefix, channel, key));
         }
         let h = &self.history;
+        let rule = self.rules.get(channel);
         invocation
             .arg(&*conn.run_id)
             .arg(Self::fresh_epoch())
             .arg(millis(h.meta_ttl))
             .arg(data.get())
-            .arg(h.size)
-            .arg(millis(h.ttl))
+            .arg(rule.history_size_or(h.size))
+            .arg(millis(rule.history_ttl_or(h.ttl)))
             .arg(millis(h.idempotency_window))
             .arg(now_ms())
             .arg(&keys.topic);
@@ -202,7 +207,9 @@ impl Inner {
             .arg(millis(self.empty_ttl()))
             .arg(since_epoch)
             .arg(since_offset)
-            .arg(millis(self.history.ttl))
+            .arg(millis(
+                self.rules.get(channel).history_ttl_or(self.history.ttl),
+            ))
             .arg(now_ms())
             .arg(budget)
             .arg(scripts::RECOVER_PAGE)

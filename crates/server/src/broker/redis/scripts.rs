@@ -16,7 +16,8 @@
 //! - `P:{C}:h`, a stream of the recent publications: entry id `<offset>-0`,
 //!   fields `d` (the data) and `t` (publish time, ms). At most
 //!   `history.size` entries; expires `history.ttl` after the last publish,
-//!   and entries older than that are not replayed.
+//!   and entries older than that are not replayed (both as the channel's
+//!   `[[channels]]` rule sets them, passed to the scripts per call).
 //! - `P:{C}:k:<key>`: an idempotency key, `"<epoch> <offset>"`, expiring
 //!   after `history.idempotency_window`.
 //! - `P:{C}`: the pub/sub channel; each message is `<epoch> <offset> <data>`.
