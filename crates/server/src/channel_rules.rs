@@ -30,7 +30,7 @@ pub struct ChannelRule {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "crate::config::duration::option"
+        with = "crate::duration::option"
     )]
     pub history_ttl: Option<Duration>,
     /// Whether clients may publish here at all; still intersected with the

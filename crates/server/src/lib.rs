@@ -12,6 +12,7 @@ pub mod channel_rules;
 pub mod client_addr;
 pub mod config;
 pub mod doorbell;
+pub(crate) mod duration;
 pub mod fdlimit;
 pub mod gate;
 pub mod handshake;

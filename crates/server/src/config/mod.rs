@@ -6,7 +6,8 @@
 //!
 //! This module holds the settings' types and [`load`]; the key table is in
 //! `keys`, the checks on a loaded configuration in `validate`, and the
-//! `duration`, `address` and `list` serde helpers in files of their own;
+//! `address` and `list` serde helpers in files of their own (`duration` is
+//! `crate::duration`, shared with the channel rules);
 //! `input` turns what the user typed into values and refusals in their terms,
 //! and `channels` reads the `[[channels]]` rules with their line numbers.
 
@@ -15,7 +16,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 mod address;
 mod channels;
-pub(crate) mod duration;
+pub(crate) use crate::duration;
 mod input;
 mod keys;
 mod list;
