@@ -78,8 +78,9 @@ async fn a_poll_dropped_mid_join_leaves_the_channel_usable_and_nothing_behind() 
 
     // Nothing is left behind once everyone has gone: the abandoned polls'
     // sessions expire (no request for ping + pong timeout), the subscriber
-    // leaves, the node holds no channel, and its interest at Redis went
-    // back as often as it was taken (no pub/sub subscription is left).
+    // leaves, the node holds no channel, no subscription place and no
+    // connection place, and its interest at Redis went back as often as it
+    // was taken (no pub/sub subscription is left).
     drop(sub);
     eventually(
         "no channel held, no session, no Redis subscription",
@@ -89,7 +90,11 @@ async fn a_poll_dropped_mid_join_leaves_the_channel_usable_and_nothing_behind() 
                 .json();
             let sessions = http::metric(addr, "tether_longpoll_sessions", &[]).await;
             let subscribed = redis.cli(&["PUBSUB", "CHANNELS", "*"]);
-            stats["channels"] == 0 && sessions == 0.0 && subscribed.trim().is_empty()
+            stats["channels"] == 0
+                && stats["subscriptions"] == 0
+                && stats["connections"] == 0
+                && sessions == 0.0
+                && subscribed.trim().is_empty()
         },
     )
     .await;

@@ -154,6 +154,7 @@ pub(super) async fn stats_route(State(node): State<Arc<Node>>, headers: HeaderMa
         "connections": node.admission.connections(),
         "channels": channels.len(),
         "subscribers": subscribers,
+        "subscriptions": node.admission.subscriptions(),
         "draining": node.is_draining(),
     }))
     .into_response()
