@@ -93,6 +93,46 @@ fn every_current_figure_has_its_command_and_is_a_recorded_one() {
     }
 }
 
+/// A figure is the code's it was measured at, not the current code's: each
+/// row names its run and commit (`(run L at `5e6c718`)`), that run's section
+/// of benches/HISTORY.md names the same commit, and the head says how to
+/// measure again.
+#[test]
+fn every_current_figure_names_the_commit_it_was_measured_at() {
+    let head = read("BENCHMARKS.md");
+    let history = read("benches/HISTORY.md");
+    for row in current_rows(&head) {
+        let label = row[0]
+            .split("(run ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{:?}: no `(run X at `commit`)`", row[0]));
+        let (run, commit) = label
+            .split_once(" at `")
+            .unwrap_or_else(|| panic!("{:?}: no commit after the run", row[0]));
+        let commit = commit.split('`').next().unwrap();
+        assert!(
+            commit.len() >= 7 && commit.chars().all(|c| c.is_ascii_hexdigit()),
+            "{:?}: {commit} is not a commit",
+            row[0]
+        );
+        let section = history
+            .split(&format!("### Run {run}:"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("{:?}: no run {run} in benches/HISTORY.md", row[0]));
+        let section = section.split("\n### ").next().unwrap();
+        assert!(
+            section.contains(&format!("`{commit}`")),
+            "{:?}: run {run}'s section of benches/HISTORY.md does not name {commit}",
+            row[0]
+        );
+    }
+    assert!(
+        head.lines()
+            .any(|l| l.starts_with("**Re-measure**") && l.contains("benches/run.sh")),
+        "BENCHMARKS.md says how to measure the current code again"
+    );
+}
+
 #[test]
 fn the_history_holds_every_run() {
     let history = read("benches/HISTORY.md");
