@@ -2,12 +2,12 @@
 //!
 //! Each fenced code block of README.md and docs/*.md is read; a line (with
 //! its `\` continuations) is a command when, after an optional `$ ` prompt
-//! and `NAME=value` environment words, it runs `tether serve` (or a path
-//! ending in `/tether`, or `scripts/serve`, which is `tether serve`). A
-//! `# comment` and a trailing `&` are dropped. It runs with `--print-config`
-//! appended and must exit 0. `--print-config` binds nothing, so `--listen`
-//! stays as written and the refusal of a public address without auth is
-//! part of the check. Placeholders, the documented rule (CONTRIBUTING.md,
+//! and `NAME=value` environment words (and a `taskset -c CPU`), it runs
+//! `tether serve` (or a path ending in `/tether`, or `scripts/serve`, which
+//! is `tether serve`). A `# comment` and a trailing `&` are dropped. It runs
+//! with `--print-config` appended and must exit 0. `--print-config` binds
+//! nothing, so `--listen` stays as written and the refusal of a public
+//! address without auth is part of the check. Placeholders, the documented rule (CONTRIBUTING.md,
 //! "Commands in the docs are run"): a value `...`, `$NAME` or `"$NAME"` is
 //! replaced by `doc-placeholder`.
 //!
@@ -69,6 +69,11 @@ const SKIP: &[(&str, &str, &str)] = &[
         "TETHER_CHANNELS_PATTERN=chat:* tether serve",
         ERROR_LINES,
     ),
+    (
+        "docs/benchmarks.md",
+        "taskset -c 0 target/release/tether serve --listen 127.0.0.1:8080 ...limits above...",
+        "stands for the bench-limits command just above it, which is run",
+    ),
 ];
 
 fn repo() -> PathBuf {
@@ -128,7 +133,13 @@ fn parse(line: &str) -> Option<Parsed> {
         let (k, v) = w.split_once('=').unwrap_or_default();
         env.push((k.to_owned(), v.to_owned()));
     }
-    let program = ws.next()?;
+    let mut program = ws.next()?;
+    if program == "taskset" {
+        // `taskset -c CPU tether serve ...`: the pinning is the shell's.
+        ws.next_if_eq("-c")?;
+        ws.next()?;
+        program = ws.next()?;
+    }
     if program == "scripts/serve" {
     } else if program == "tether" || program.ends_with("/tether") {
         if ws.next()? != "serve" {
@@ -291,4 +302,6 @@ fn the_command_parser_reads_what_the_docs_write() {
     assert!(args.is_empty());
     assert!(parse("tether doctor ws://127.0.0.1:8080/ws").is_none());
     assert!(parse("cargo build --release -p tether").is_none());
+    let (_, _, args) = parse("taskset -c 0 target/release/tether serve --listen x &").unwrap();
+    assert_eq!(args, vec!["--listen", "x"]);
 }
