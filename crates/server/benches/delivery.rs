@@ -133,7 +133,8 @@ fn publish_beside_a_big_channel(c: &mut Criterion) {
             let data = data();
             let mut rung = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                rt.block_on(broker.publish("big", &data, None)).unwrap();
+                rt.block_on(broker.publish("big", &data, None, true))
+                    .unwrap();
                 for bell in &bells {
                     rung.clear();
                     let _ = bell.take(&mut rung);
@@ -153,7 +154,7 @@ fn publish_beside_a_big_channel(c: &mut Criterion) {
                 i += 1;
                 let channel = format!("small-{}", i % 128);
                 runtime
-                    .block_on(broker.publish(&channel, &data, None))
+                    .block_on(broker.publish(&channel, &data, None, true))
                     .unwrap()
             })
         },

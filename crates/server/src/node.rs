@@ -5,7 +5,7 @@ use crate::{
     broker::{
         memory::MemoryBroker,
         redis::{RedisBroker, RedisOptions},
-        Broker,
+        Broker, BrokerError, PublishOutcome,
     },
     channel_rules::ChannelRules,
     config::{BrokerKind, Config},
@@ -28,6 +28,15 @@ pub enum NodeError {
     Broker(String),
     #[error("{0}")]
     Rules(String),
+}
+
+/// Why [`Node::publish`] stored nothing.
+#[derive(Debug)]
+pub enum PublishError {
+    /// The channel is new and its publisher's address has made its share of
+    /// new channels: retry after this long.
+    NewChannels(std::time::Duration),
+    Broker(BrokerError),
 }
 
 pub struct Node {
@@ -148,6 +157,42 @@ impl Node {
                 tracing::debug!(channel, error = %e, "broker unsubscribe failed");
             }
         });
+    }
+
+    /// Publishes for a client at `ip` (the API's caller or a session's
+    /// address): a publish that creates the channel at the broker takes a
+    /// token from the address's bucket of new channels, and one the bucket
+    /// cannot pay for is refused by the broker with nothing stored. Publishes
+    /// to channels that exist never touch the bucket, however many.
+    pub async fn publish(
+        &self,
+        ip: std::net::IpAddr,
+        channel: &str,
+        data: &serde_json::value::RawValue,
+        key: Option<&str>,
+    ) -> Result<PublishOutcome, PublishError> {
+        let allowed = self.admission.new_channel_allowed(ip);
+        match self
+            .broker
+            .publish(channel, data, key, allowed.is_ok())
+            .await
+        {
+            Ok(outcome) => {
+                if outcome.created {
+                    self.admission.charge_new_channel(ip);
+                }
+                if !outcome.duplicate {
+                    self.metrics.publications.inc();
+                }
+                Ok(outcome)
+            }
+            Err(BrokerError::NotCreated) => {
+                self.metrics.refusal("new_channel_rate");
+                let wait = allowed.err().unwrap_or(std::time::Duration::from_secs(1));
+                Err(PublishError::NewChannels(wait))
+            }
+            Err(e) => Err(PublishError::Broker(e)),
+        }
     }
 
     pub fn next_conn_id(&self) -> u64 {

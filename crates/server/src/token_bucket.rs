@@ -45,9 +45,15 @@ impl TokenBucket {
     /// Takes one token, or says how long until one is available (at most
     /// [`TokenBucket::MAX_WAIT`]).
     pub fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        self.peek(now)?;
+        self.tokens -= 1.0;
+        Ok(())
+    }
+
+    /// Whether a token is available, taking none; else how long until one is.
+    pub fn peek(&mut self, now: Instant) -> Result<(), Duration> {
         self.refill(now);
         if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
             Ok(())
         } else {
             // A tiny rate makes this +inf or beyond what a Duration holds;
@@ -57,6 +63,14 @@ impl TokenBucket {
                 .unwrap_or(Self::MAX_WAIT)
                 .min(Self::MAX_WAIT))
         }
+    }
+
+    /// Takes one token for something already done after a [`TokenBucket::peek`]:
+    /// a race with another taker leaves a debt (at most a burst) that
+    /// refills like any other.
+    pub fn charge(&mut self, now: Instant) {
+        self.refill(now);
+        self.tokens = (self.tokens - 1.0).max(-self.burst);
     }
 
     /// Whether the bucket holds its whole burst (nothing taken lately).
@@ -78,6 +92,22 @@ mod tests {
         let wait = b.take(t0).unwrap_err();
         assert!(wait <= Duration::from_millis(500) && wait > Duration::from_millis(400));
         assert!(b.take(t0 + Duration::from_millis(500)).is_ok());
+    }
+
+    #[test]
+    fn a_peek_takes_nothing_and_a_charge_may_leave_a_debt() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(1.0, 1, t0);
+        assert!(b.peek(t0).is_ok());
+        assert!(b.peek(t0).is_ok(), "peeking took nothing");
+        b.charge(t0);
+        b.charge(t0);
+        let wait = b.peek(t0).unwrap_err();
+        assert!(
+            wait > Duration::from_millis(1900),
+            "one token of debt: {wait:?}"
+        );
+        assert!(b.peek(t0 + Duration::from_secs(2)).is_ok());
     }
 
     #[test]

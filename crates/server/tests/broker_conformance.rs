@@ -298,3 +298,34 @@ async fn a_channel_rule_sets_the_history_size_and_ttl_of_its_channels(n: &Node) 
         "the node's 10m still holds: {reply}"
     );
 }
+
+conformance!(
+    only_a_publish_that_creates_a_channel_pays_for_it,
+    &[
+        "--new-channel-rate-per-ip",
+        "0.01",
+        "--new-channel-burst-per-ip",
+        "3"
+    ]
+);
+async fn only_a_publish_that_creates_a_channel_pays_for_it(n: &Node) {
+    use tether_test_util::http;
+    for c in ["n1", "n2", "n3"] {
+        assert_eq!(publish(n, c, json!(1)).await["offset"], 1);
+    }
+    // The fourth new channel finds the broker told not to create it.
+    let (status, answer) = http::try_publish(n.addr(), &json!({"channel": "n4", "data": 1})).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (429, Some("rate_limited")),
+        "{answer}"
+    );
+    // Existing channels are not charged, however often.
+    for round in 2..=5 {
+        for c in ["n1", "n2", "n3"] {
+            assert_eq!(publish(n, c, json!(round)).await["offset"], round);
+        }
+    }
+    let (status, _) = http::try_publish(n.addr(), &json!({"channel": "n4", "data": 1})).await;
+    assert_eq!(status, 429, "still no new channel for this address");
+}

@@ -36,7 +36,7 @@ async fn a_busy_connection_still_reads_its_pongs() {
         let data = RawValue::from_string("{\"n\":1}".into()).unwrap();
         for n in 1..=N {
             node.broker
-                .publish("firehose", &data, None)
+                .publish("firehose", &data, None, true)
                 .await
                 .expect("publish");
             if n % 1024 == 0 {

@@ -1,7 +1,8 @@
 //! A full Redis (`maxmemory` with `noeviction`) bounds what Tether stores in
-//! it: past the limit every publish is refused loudly (503 `over_capacity`)
-//! with nothing stored, Redis's memory stops growing, and channels that
-//! exist keep being read (docs/scaling.md, "When Redis is full").
+//! it: past the limit every publish, and the first subscribe to a channel
+//! Redis holds nothing for, is refused loudly (`over_capacity`) with nothing
+//! stored, Redis's memory stops growing, and channels that exist keep being
+//! read (docs/scaling.md, "When Redis is full").
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "redis_support/mod.rs"]
@@ -85,10 +86,37 @@ async fn a_full_redis_refuses_publishes_to_new_channels_with_nothing_stored() {
     .await;
     assert_eq!(counted, 50.0, "refusals counted as redis_full");
 
-    // The node stays ready, and what exists is still read.
+    // The first subscribe to a channel Redis holds nothing for would write
+    // its meta hash: refused over_capacity with nothing stored, and the
+    // connection stays usable.
     assert!(n.ready().await, "a full Redis is not a dead one");
     let (mut ws, _) = WsClient::tether(&n.ws_url()).await;
-    let reply = ws.subscribe(1, "kept", Some((&epoch, 0))).await;
+    let reply = ws.subscribe(1, "fresh", None).await;
+    assert_eq!(
+        (reply["type"].as_str(), reply["code"].as_str()),
+        (Some("error"), Some("over_capacity")),
+        "{reply}"
+    );
+    assert!(
+        reply["message"].as_str().unwrap().contains("Redis is full"),
+        "{reply}"
+    );
+    assert!(
+        redis.keys("tether:{fresh}*").is_empty(),
+        "the refused subscribe left keys"
+    );
+    assert_eq!(
+        http::metric(
+            n.addr(),
+            "tether_refusals_total",
+            &[("reason", "redis_full")]
+        )
+        .await,
+        51.0,
+        "the subscribe counted as redis_full"
+    );
+    // On the same connection, a channel that exists is still read.
+    let reply = ws.subscribe(2, "kept", Some((&epoch, 0))).await;
     assert_eq!(reply["recovered"], true, "{reply}");
     assert_eq!(support::data_of(&reply), [json!(1), json!(2), json!(3)]);
 

@@ -25,6 +25,9 @@ pub struct PublishOutcome {
     /// True when an earlier publish with the same idempotency key was found:
     /// nothing new was stored or delivered.
     pub duplicate: bool,
+    /// True when the channel had no stream at the broker and this publish
+    /// made it (what a publisher's share of new channels pays for).
+    pub created: bool,
 }
 
 /// The answer to a subscribe: the stream's current position, and the missed
@@ -54,6 +57,11 @@ pub enum BrokerError {
     /// `over_capacity` (503 on the API); the client retries later.
     #[error("{0}")]
     OverCapacity(String),
+    /// The publish would have created the channel and was not allowed to
+    /// (`may_create` false): nothing was stored. The caller answers with
+    /// its publisher's wait for a new channel.
+    #[error("publishing would create the channel, and the publisher may not create one now")]
+    NotCreated,
 }
 
 /// Receives every publication for channels this node has subscribers on.
@@ -74,11 +82,19 @@ pub trait Broker: Send + Sync + 'static {
     /// Stores `data` in the channel's history with the next offset and
     /// delivers it everywhere. A repeated `key` within the idempotency window
     /// returns the first publish's offset and stores nothing.
+    ///
+    /// A channel with no stream at the broker (never published, forgotten,
+    /// or expired) is created only when `may_create`; otherwise the publish
+    /// is refused with [`BrokerError::NotCreated`] and nothing is written.
+    /// Decided where the stream lives (under the shard lock, in the Redis
+    /// script), so one address's share of new channels holds on every broker
+    /// without an extra round trip.
     async fn publish(
         &self,
         channel: &str,
         data: &RawValue,
         key: Option<&str>,
+        may_create: bool,
     ) -> Result<PublishOutcome, BrokerError>;
 
     /// This node now has a local subscriber on `channel` (called for the
@@ -106,12 +122,4 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Whether the broker can serve requests (feeds `/readyz`).
     fn is_healthy(&self) -> bool;
-
-    /// Whether a publish to `channel` would make this node hold a channel
-    /// it does not hold yet (charged to the publisher's address, see
-    /// `Admission::take_new_channel`). Redis holds channels in Redis, not
-    /// on the node: never.
-    fn creates_channel(&self, _channel: &str) -> bool {
-        false
-    }
 }

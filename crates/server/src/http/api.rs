@@ -3,7 +3,10 @@
 
 use super::PeerAddr;
 use crate::body::{api_error, body_error};
-use crate::{broker::BrokerError, node::Node};
+use crate::{
+    broker::BrokerError,
+    node::{Node, PublishError},
+};
 use axum::{
     extract::{Request, State},
     http::{header, HeaderMap, HeaderValue, StatusCode},
@@ -101,38 +104,34 @@ pub(super) async fn publish_route(
             Ok(b) => b,
             Err(e) => return api_error(StatusCode::BAD_REQUEST, e.code.as_str(), &e.message),
         };
-    // A publish that makes the node hold a new channel also takes a token
-    // from the address's bucket of new channels.
-    if node.broker.creates_channel(&body.channel) {
-        if let Err(wait) = node.admission.take_new_channel(peer.addr.ip()) {
-            node.metrics.refusal("new_channel_rate");
+    // A publish that creates the channel also takes a token from the
+    // address's bucket of new channels (`Node::publish`).
+    match node
+        .publish(
+            peer.addr.ip(),
+            &body.channel,
+            &body.data,
+            body.key.as_deref(),
+        )
+        .await
+    {
+        Ok(out) => Json(json!({"offset": out.offset, "epoch": out.epoch})).into_response(),
+        Err(PublishError::NewChannels(wait)) => {
             let secs = crate::handshake::retry_secs(wait);
-            return api_error_retry(
+            api_error_retry(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 &format!("too many new channels from your address; retry in {secs} s"),
                 secs,
-            );
+            )
         }
-    }
-    match node
-        .broker
-        .publish(&body.channel, &body.data, body.key.as_deref())
-        .await
-    {
-        Ok(out) => {
-            if !out.duplicate {
-                node.metrics.publications.inc();
-            }
-            Json(json!({"offset": out.offset, "epoch": out.epoch})).into_response()
-        }
-        Err(e @ BrokerError::OverCapacity(_)) => api_error_retry(
+        Err(PublishError::Broker(e @ BrokerError::OverCapacity(_))) => api_error_retry(
             StatusCode::SERVICE_UNAVAILABLE,
             "over_capacity",
             &e.to_string(),
             5,
         ),
-        Err(e) => api_error(
+        Err(PublishError::Broker(e)) => api_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             &e.to_string(),

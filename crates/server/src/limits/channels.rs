@@ -119,24 +119,42 @@ impl Admission {
             .store(total.saturating_sub(n), Ordering::Release);
     }
 
-    /// Takes one token from `ip`'s bucket of new channels (a publish or
-    /// subscribe that makes the node hold a channel it did not), or says how
-    /// long until one is free.
+    /// Takes one token from `ip`'s bucket of new channels (a subscribe that
+    /// makes the node hold a channel it did not), or says how long until one
+    /// is free.
     pub fn take_new_channel(&self, ip: IpAddr) -> Result<(), Duration> {
+        self.with_new_channels(ip, |bucket, now| bucket.take(now))
+    }
+
+    /// Whether `ip` may create a channel now, taking nothing: a publish asks
+    /// its broker to create the channel only then, and pays with
+    /// [`Admission::charge_new_channel`] only if the broker did.
+    pub fn new_channel_allowed(&self, ip: IpAddr) -> Result<(), Duration> {
+        self.with_new_channels(ip, |bucket, now| bucket.peek(now))
+    }
+
+    /// Takes the token of a channel `ip`'s publish created.
+    pub fn charge_new_channel(&self, ip: IpAddr) {
+        self.with_new_channels(ip, |bucket, now| bucket.charge(now));
+    }
+
+    fn with_new_channels<T>(
+        &self,
+        ip: IpAddr,
+        f: impl FnOnce(&mut TokenBucket, Instant) -> T,
+    ) -> T {
         let key = self.key(ip);
         let now = Instant::now();
         let mut map = self.per_ip.lock();
         let state = map.entry(key).or_insert_with(|| self.new_state(now));
-        state
-            .new_channels
-            .get_or_insert_with(|| {
-                TokenBucket::new(
-                    self.cfg.new_channel_rate_per_ip,
-                    self.cfg.new_channel_burst_per_ip,
-                    now,
-                )
-            })
-            .take(now)
+        let bucket = state.new_channels.get_or_insert_with(|| {
+            TokenBucket::new(
+                self.cfg.new_channel_rate_per_ip,
+                self.cfg.new_channel_burst_per_ip,
+                now,
+            )
+        });
+        f(bucket, now)
     }
 }
 

@@ -4,6 +4,7 @@
 use super::{joining::Joining, Closing, Out, Session, MAX_STRIKES};
 use crate::broker::{BrokerError, Publication, Recovery};
 use crate::hub::HubFull;
+use crate::node::PublishError;
 use serde_json::value::RawValue;
 use std::sync::Arc;
 use tether_protocol::{ClientMessage, CloseCode, ErrorCode, ServerMessage, StreamPosition};
@@ -309,11 +310,7 @@ impl Session {
         let key = self.permit.key();
         self.node.admission.take_new_channel(key).map_err(|wait| {
             self.node.metrics.refusal("new_channel_rate");
-            let ms = wait.as_millis().max(1);
-            (
-                ErrorCode::OverCapacity,
-                format!("too many new channels from your address; retry in {ms} ms"),
-            )
+            new_channels_refused(wait)
         })
     }
 
@@ -374,30 +371,28 @@ impl Session {
             (None, Some(r)) => Some(retried_key(&r.client, id, self.grant.user.as_deref())),
             (key, _) => key,
         };
-        if self.node.broker.creates_channel(&channel) {
-            if let Err((code, message)) = self.take_new_channel() {
-                return Self::reply_error(out, Some(id), code, message);
-            }
-        }
+        // A publish that creates the channel takes a token from the
+        // address's bucket of new channels (`Node::publish`): refused
+        // `over_capacity` like a subscribe that would add one.
         match self
             .node
-            .broker
-            .publish(&channel, &data, key.as_deref())
+            .publish(self.permit.key(), &channel, &data, key.as_deref())
             .await
         {
-            Ok(outcome) => {
-                if !outcome.duplicate {
-                    self.node.metrics.publications.inc();
-                }
-                Self::reply(
-                    out,
-                    ServerMessage::Ack {
-                        id,
-                        offset: outcome.offset,
-                    },
-                );
+            Ok(outcome) => Self::reply(
+                out,
+                ServerMessage::Ack {
+                    id,
+                    offset: outcome.offset,
+                },
+            ),
+            Err(PublishError::NewChannels(wait)) => {
+                let (code, message) = new_channels_refused(wait);
+                Self::reply_error(out, Some(id), code, message)
             }
-            Err(e) => Self::reply_error(out, Some(id), error_code(&e), e.to_string()),
+            Err(PublishError::Broker(e)) => {
+                Self::reply_error(out, Some(id), error_code(&e), e.to_string())
+            }
         }
     }
 }
@@ -434,9 +429,18 @@ fn too_many(retry: std::time::Duration) -> String {
 /// The error code a broker failure is answered with.
 fn error_code(e: &BrokerError) -> ErrorCode {
     match e {
-        BrokerError::OverCapacity(_) => ErrorCode::OverCapacity,
+        BrokerError::OverCapacity(_) | BrokerError::NotCreated => ErrorCode::OverCapacity,
         BrokerError::Unavailable(_) => ErrorCode::Unavailable,
     }
+}
+
+/// The error for a request over its address's share of new channels.
+fn new_channels_refused(wait: std::time::Duration) -> (ErrorCode, String) {
+    let ms = wait.as_millis().max(1);
+    (
+        ErrorCode::OverCapacity,
+        format!("too many new channels from your address; retry in {ms} ms"),
+    )
 }
 
 /// Publication bytes a `subscribed` reply carries at most; a longer replay

@@ -222,8 +222,13 @@ impl MemoryBroker {
         channel: &str,
         data: &RawValue,
         key: Option<&str>,
+        may_create: bool,
         now: Instant,
     ) -> Result<(PublishOutcome, Wakeup), BrokerError> {
+        let created = !map.contains_key(channel);
+        if created && !may_create {
+            return Err(BrokerError::NotCreated);
+        }
         let stream = self.stream_mut(map, channel, now)?;
         if let Some(key) = key {
             if let Some(&offset) = stream.keys.get(key) {
@@ -231,6 +236,7 @@ impl MemoryBroker {
                     offset,
                     epoch: stream.epoch.to_string(),
                     duplicate: true,
+                    created: false,
                 };
                 return Ok((duplicate, Wakeup::none()));
             }
@@ -263,6 +269,7 @@ impl MemoryBroker {
             offset: stream.top,
             epoch: stream.epoch.to_string(),
             duplicate: false,
+            created,
         };
         // Appended to the delivery log under the lock, so offsets arrive in
         // order; the subscribers are woken by the caller once it is released.
@@ -278,10 +285,14 @@ impl Broker for MemoryBroker {
         channel: &str,
         data: &RawValue,
         key: Option<&str>,
+        may_create: bool,
     ) -> Result<PublishOutcome, BrokerError> {
-        self.make_room(channel);
+        // Room is made for a stream only a publish that may create one needs.
+        if may_create {
+            self.make_room(channel);
+        }
         let mut map = self.shard(channel).lock();
-        let result = self.publish_locked(&mut map, channel, data, key, Instant::now());
+        let result = self.publish_locked(&mut map, channel, data, key, may_create, Instant::now());
         if result.is_err() {
             // A refused publish to a new channel leaves nothing behind.
             self.drop_if_unused(&mut map, channel);
@@ -371,9 +382,5 @@ impl Broker for MemoryBroker {
 
     fn is_healthy(&self) -> bool {
         true
-    }
-
-    fn creates_channel(&self, channel: &str) -> bool {
-        !self.shard(channel).lock().contains_key(channel)
     }
 }

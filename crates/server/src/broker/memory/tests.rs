@@ -70,13 +70,13 @@ async fn forgetting_a_channel_with_publications_changes_every_new_epoch() {
     ok(b.subscribe("a").await);
     let empty = ok(b.recover("a", None, usize::MAX).await).epoch;
     ok(b.unsubscribe("a").await);
-    ok(b.publish("b", &raw("1"), None).await);
+    ok(b.publish("b", &raw("1"), None, true).await);
     std::thread::sleep(Duration::from_millis(5));
     // "b" has no history left and no subscriber: the cap may forget it.
     let mut cfg = b.cfg.clone();
     cfg.meta_ttl = Duration::ZERO;
     let (b2, _) = broker_with(cfg, 1000);
-    ok(b2.publish("b", &raw("1"), None).await);
+    ok(b2.publish("b", &raw("1"), None, true).await);
     let before = b2.empty_epoch();
     std::thread::sleep(Duration::from_millis(5));
     b2.sweep();
@@ -97,11 +97,11 @@ async fn channel_cap_forgets_idle_streams_then_refuses() {
     };
     let (b, _) = broker_with(cfg, 3);
     for c in ["a", "b", "c"] {
-        ok(b.publish(c, &raw("1"), None).await);
+        ok(b.publish(c, &raw("1"), None, true).await);
     }
     std::thread::sleep(Duration::from_millis(5));
     // Their history expired: room is made by forgetting them.
-    ok(b.publish("d", &raw("1"), None).await);
+    ok(b.publish("d", &raw("1"), None, true).await);
     assert!(b.stream_count() <= 3);
     // Subscribed channels cannot be forgotten: at the cap, refuse.
     let (b, _) = broker_with(HistoryConfig::default(), 2);
@@ -112,12 +112,12 @@ async fn channel_cap_forgets_idle_streams_then_refuses() {
         Err(BrokerError::OverCapacity(_))
     ));
     assert!(matches!(
-        b.publish("z", &raw("1"), None).await,
+        b.publish("z", &raw("1"), None, true).await,
         Err(BrokerError::OverCapacity(_))
     ));
     assert_eq!(b.stream_count(), 2);
     // Existing channels keep working.
-    assert_eq!(ok(b.publish("x", &raw("1"), None).await).offset, 1);
+    assert_eq!(ok(b.publish("x", &raw("1"), None, true).await).offset, 1);
 }
 
 #[tokio::test]
@@ -131,28 +131,31 @@ async fn history_bytes_are_capped_per_channel_and_in_all() {
     let (b, _) = broker_with(cfg, 100);
     let data = raw(&format!("\"{}\"", "x".repeat(300)));
     for _ in 0..20 {
-        ok(b.publish("a", &data, None).await);
+        ok(b.publish("a", &data, None, true).await);
     }
     let held = b.metrics.history_bytes.get();
     assert!(held > 0 && held <= 2_000, "per-channel cap: {held}");
     // A second channel takes the rest of the node's budget, making room
     // in its own history as it goes.
     for _ in 0..20 {
-        ok(b.publish("b", &data, None).await);
+        ok(b.publish("b", &data, None, true).await);
         assert!(b.metrics.history_bytes.get() <= 3_000);
     }
     // A third channel has no history of its own to give: refused, and
     // the refused publish consumed no offset and left no stream.
     let streams = b.stream_count();
     assert!(matches!(
-        b.publish("c", &data, None).await,
+        b.publish("c", &data, None, true).await,
         Err(BrokerError::OverCapacity(_))
     ));
     assert_eq!(b.stream_count(), streams);
     assert_eq!(ok(b.recover("c", None, usize::MAX).await).offset, 0);
     // The channels with history keep publishing.
     let before = ok(b.recover("a", None, usize::MAX).await).offset;
-    assert_eq!(ok(b.publish("a", &data, None).await).offset, before + 1);
+    assert_eq!(
+        ok(b.publish("a", &data, None, true).await).offset,
+        before + 1
+    );
 }
 
 #[tokio::test]
@@ -163,19 +166,19 @@ async fn idempotency_keys_are_capped_and_evictions_counted() {
     };
     let (b, _) = broker_with(cfg, 100);
     for k in ["k1", "k2", "k3"] {
-        ok(b.publish("a", &raw("1"), Some(k)).await);
+        ok(b.publish("a", &raw("1"), Some(k), true).await);
     }
     // A fourth key on the same channel forces out its oldest.
-    ok(b.publish("a", &raw("1"), Some("k4")).await);
+    ok(b.publish("a", &raw("1"), Some("k4"), true).await);
     assert_eq!(b.metrics.idempotency_evictions.get(), 1);
     assert_eq!(b.metrics.idempotency_keys.get(), 3);
     // A channel with no keys of its own cannot take another's: refused.
     assert!(matches!(
-        b.publish("b", &raw("1"), Some("x")).await,
+        b.publish("b", &raw("1"), Some("x"), true).await,
         Err(BrokerError::OverCapacity(_))
     ));
     // Keys still inside the window and the cap are honoured.
-    assert!(ok(b.publish("a", &raw("1"), Some("k4")).await).duplicate);
+    assert!(ok(b.publish("a", &raw("1"), Some("k4"), true).await).duplicate);
 }
 
 #[tokio::test]
@@ -183,7 +186,7 @@ async fn offsets_start_at_one_without_gaps_and_are_delivered() {
     let (b, sink) = broker(10, Duration::from_secs(60));
     for i in 1..=5 {
         let out = b
-            .publish("c", &raw("1"), None)
+            .publish("c", &raw("1"), None, true)
             .await
             .unwrap_or_else(|_| unreachable!());
         assert_eq!(out.offset, i);
@@ -199,7 +202,7 @@ async fn recovery_returns_exactly_the_missed_publications() {
         .await
         .unwrap_or_else(|_| unreachable!());
     for _ in 0..4 {
-        b.publish("c", &raw("{\"a\":1}"), None)
+        b.publish("c", &raw("{\"a\":1}"), None, true)
             .await
             .unwrap_or_else(|_| unreachable!());
     }
@@ -238,7 +241,7 @@ async fn recovery_fails_when_history_was_trimmed() {
         .unwrap_or_else(|_| unreachable!())
         .epoch;
     for _ in 0..5 {
-        b.publish("c", &raw("1"), None)
+        b.publish("c", &raw("1"), None, true)
             .await
             .unwrap_or_else(|_| unreachable!());
     }
@@ -265,14 +268,32 @@ async fn recovery_fails_when_history_was_trimmed() {
 async fn idempotency_key_stores_once() {
     let (b, sink) = broker(10, Duration::from_secs(60));
     let a = b
-        .publish("c", &raw("1"), Some("k"))
+        .publish("c", &raw("1"), Some("k"), true)
         .await
         .unwrap_or_else(|_| unreachable!());
     let again = b
-        .publish("c", &raw("1"), Some("k"))
+        .publish("c", &raw("1"), Some("k"), true)
         .await
         .unwrap_or_else(|_| unreachable!());
     assert_eq!(a.offset, again.offset);
     assert!(again.duplicate);
     assert_eq!(sink.0.lock().len(), 1);
+}
+
+#[tokio::test]
+async fn a_publish_that_may_not_create_leaves_new_channels_alone() {
+    let (b, _) = broker(10, Duration::from_secs(60));
+    assert!(matches!(
+        b.publish("new", &raw("1"), None, false).await,
+        Err(BrokerError::NotCreated)
+    ));
+    assert_eq!(b.stream_count(), 0, "nothing made for a refused creation");
+    let made = ok(b.publish("new", &raw("1"), None, true).await);
+    assert!(made.created);
+    // An existing stream takes publishes whether or not they may create.
+    let next = ok(b.publish("new", &raw("2"), None, false).await);
+    assert!(!next.created && next.offset == 2);
+    // A stream held for a subscriber is no creation either.
+    ok(b.subscribe("held").await);
+    assert!(!ok(b.publish("held", &raw("1"), None, false).await).created);
 }

@@ -155,6 +155,7 @@ impl Inner {
         channel: &str,
         data: &RawValue,
         key: Option<&str>,
+        may_create: bool,
     ) -> Result<PublishOutcome, BrokerError> {
         let conn = self.conn()?;
         let keys = Keys::new(&self.fanout.prefix, channel);
@@ -174,17 +175,25 @@ impl Inner {
             .arg(millis(rule.history_ttl_or(h.ttl)))
             .arg(millis(h.idempotency_window))
             .arg(now_ms())
-            .arg(&keys.topic);
+            .arg(&keys.topic)
+            .arg(u8::from(may_create));
         let mut c = conn.conn.clone();
-        let (epoch, offset, duplicate): (String, u64, u8) = invocation
+        let (epoch, offset, status): (String, u64, u8) = invocation
             .invoke_async(&mut c)
             .await
             .map_err(|e| self.failed(&conn, e))?;
-        Ok(PublishOutcome {
-            offset,
-            epoch,
-            duplicate: duplicate == 1,
-        })
+        match status {
+            scripts::STORED | scripts::DUPLICATE | scripts::CREATED => Ok(PublishOutcome {
+                offset,
+                epoch,
+                duplicate: status == scripts::DUPLICATE,
+                created: status == scripts::CREATED,
+            }),
+            scripts::NOT_CREATED => Err(BrokerError::NotCreated),
+            other => Err(BrokerError::Unavailable(format!(
+                "the publish script answered status {other}"
+            ))),
+        }
     }
 
     /// The channel's epoch and top, and the publications after `since` when
@@ -232,8 +241,9 @@ impl Broker for RedisBroker {
         channel: &str,
         data: &RawValue,
         key: Option<&str>,
+        may_create: bool,
     ) -> Result<PublishOutcome, BrokerError> {
-        self.inner.publish(channel, data, key).await
+        self.inner.publish(channel, data, key, may_create).await
     }
 
     async fn subscribe(&self, channel: &str) -> Result<(), BrokerError> {

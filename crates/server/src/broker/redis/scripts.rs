@@ -6,7 +6,10 @@
 //!
 //! - `P:{C}:m`, a hash: `e` the epoch, `o` the last offset, `r` the run id
 //!   of the Redis server that wrote it. Expires after `history.meta_ttl`
-//!   without a publish. A channel that was only subscribed (`o` 0) holds
+//!   without a publish. A publish makes it only when told it may (the
+//!   publisher's address has a new channel left, `limits.new_channel_rate_per_ip`):
+//!   otherwise the script answers [`NOT_CREATED`] having written nothing,
+//!   and a channel is never created for nobody's account. A channel that was only subscribed (`o` 0) holds
 //!   it for its epoch alone, so that subscribers on every node agree on it
 //!   before the first publication: then it expires [`EMPTY_TTL_CHECKS`]
 //!   check intervals after the last node with a subscriber stopped
@@ -53,10 +56,33 @@ if (not epoch) or meta[3] ~= ARGV[1] then
 end
 ";
 
+/// What the publish script may not create: run before [`FENCE`], so a
+/// channel whose meta hash is missing (never published, expired, or
+/// forgotten) is refused with nothing read further or written when
+/// `ARGV[10]` (may create) is not `1`. A hash from another run is no
+/// creation: the channel exists for its users, and the fence only starts
+/// its new epoch.
+const CREATE_GATE: &str = r"
+local creates = redis.call('EXISTS', KEYS[1]) == 0
+if creates and ARGV[10] ~= '1' then return {'', 0, 3} end
+";
+
+/// The publish script's status (its answer's third element).
+pub const STORED: u8 = 0;
+/// An earlier publish with the same idempotency key was found.
+pub const DUPLICATE: u8 = 1;
+/// Stored, and the channel's meta hash was made by this publish.
+pub const CREATED: u8 = 2;
+/// The channel has no meta hash and the publish may not create one:
+/// nothing was written.
+pub const NOT_CREATED: u8 = 3;
+
 /// KEYS: meta, history[, idempotency key].
 /// ARGV: run id, fresh epoch, meta ttl ms, data, history size, history ttl
-/// ms, idempotency window ms, now ms, pub/sub channel.
-/// Returns `{epoch, offset, duplicate (0|1)}`.
+/// ms, idempotency window ms, now ms, pub/sub channel, may create (0|1).
+/// Returns `{epoch, offset, status}`, the status one of [`STORED`],
+/// [`DUPLICATE`], [`CREATED`], [`NOT_CREATED`] (then epoch and offset are
+/// `''` and 0).
 const PUBLISH: &str = r"
 if #KEYS == 3 then
   local seen = redis.call('GET', KEYS[3])
@@ -76,6 +102,7 @@ if #KEYS == 3 then
   redis.call('SET', KEYS[3], epoch .. ' ' .. top, 'PX', ARGV[7])
 end
 redis.call('PUBLISH', ARGV[9], epoch .. ' ' .. top .. ' ' .. ARGV[4])
+if creates then return {epoch, top, 2} end
 return {epoch, top, 0}
 ";
 
@@ -125,7 +152,7 @@ pub const RECOVER_PAGE: usize = 16;
 pub const EMPTY_TTL_CHECKS: u32 = 10;
 
 pub static PUBLISH_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{FENCE}{PUBLISH}")));
+    LazyLock::new(|| Script::new(&format!("{CREATE_GATE}{FENCE}{PUBLISH}")));
 pub static RECOVER_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{FENCE}{RECOVER}")));
 
