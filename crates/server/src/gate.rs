@@ -65,6 +65,18 @@ pub fn denied_to_refusal(denied: Denied) -> Refusal {
             message: "too many connections from your address".into(),
             retry_after: retry,
         },
+        Denied::LongPollFull => Refusal::Unavailable {
+            reason: "longpoll_full",
+            message: "server at its long-polling session limit (--max-long-poll-sessions)".into(),
+            retry_after: retry,
+        },
+        Denied::LongPollIpFull => Refusal::Unavailable {
+            reason: "longpoll_ip_full",
+            message: "too many long-polling sessions from your address \
+                      (--max-long-poll-sessions-per-ip)"
+                .into(),
+            retry_after: retry,
+        },
         Denied::HandshakeRate { retry_after } => Refusal::RateLimited { retry_after },
     }
 }

@@ -38,20 +38,25 @@ pub enum Denied {
     FileLimit,
     /// This address holds `max_connections_per_ip` sockets.
     IpFull,
+    /// The node holds `max_long_poll_sessions`.
+    LongPollFull,
+    /// This address holds `max_long_poll_sessions_per_ip` sessions.
+    LongPollIpFull,
     /// This address opened connections faster than its bucket allows.
     HandshakeRate { retry_after: Duration },
 }
 
 /// Which endpoint a connection is for: `/echo` has a cap of its own, so
-/// diagnosis traffic cannot crowd out `/ws` and the other way round; a
-/// long-polling session shares `/ws`'s caps but holds no descriptor.
+/// diagnosis traffic cannot crowd out `/ws` and the other way round; so
+/// have long-polling sessions, which hold no descriptor either.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
     Tether,
     Echo,
-    /// A long-polling session: a place under `--max-connections` and the
-    /// per-address cap, but no socket of its own (its requests' sockets are
-    /// counted as sockets), so not a place in the open-file budget.
+    /// A long-polling session: a place under `--max-long-poll-sessions`
+    /// and its per-address share, not under `--max-connections` (so
+    /// sessions cannot starve WebSockets) nor the open-file budget (it has
+    /// no socket of its own; its requests' sockets are counted as sockets).
     LongPoll,
 }
 
@@ -67,6 +72,8 @@ struct IpState {
     bodies: usize,
     /// Subscriptions the sessions of this address hold.
     subscriptions: usize,
+    /// Long-polling sessions of this address.
+    longpoll: usize,
     /// New channels this address makes the node hold, created on first use.
     new_channels: Option<TokenBucket>,
 }
@@ -79,6 +86,7 @@ pub const MAX_BODIES_PER_IP: usize = 64;
 impl IpState {
     fn is_idle(&mut self, now: Instant) -> bool {
         self.held == 0
+            && self.longpoll == 0
             && self.bodies == 0
             && self.subscriptions == 0
             && self.bucket.is_full(now)
@@ -91,12 +99,13 @@ impl IpState {
 pub struct Admission {
     cfg: LimitsConfig,
     echo_max_connections: usize,
-    /// Established WebSocket connections (`/ws` and `/echo`).
+    /// Established WebSocket connections (`/ws` and `/echo`) and
+    /// long-polling sessions, as `tether_connections` shows them.
     connections: AtomicUsize,
     /// Of which on `/echo`.
     echo_connections: AtomicUsize,
-    /// Long-polling sessions: counted in `connections` (its caps) but not
-    /// in the open-file budget, as they hold no descriptor.
+    /// Of which long-polling sessions: under their own caps, not
+    /// `max_connections`, and not in the open-file budget (no descriptor).
     longpoll_sessions: AtomicUsize,
     /// Open TCP sockets not (yet) upgraded, against the file budget.
     sockets: AtomicUsize,
@@ -156,6 +165,7 @@ impl Admission {
             publish: None,
             bodies: 0,
             subscriptions: 0,
+            longpoll: 0,
             new_channels: None,
         }
     }
@@ -184,6 +194,10 @@ impl Admission {
 
     pub fn echo_connections(&self) -> usize {
         self.echo_connections.load(Ordering::Acquire)
+    }
+
+    pub fn longpoll_sessions(&self) -> usize {
+        self.longpoll_sessions.load(Ordering::Acquire)
     }
 
     pub fn sockets(&self) -> usize {
@@ -243,7 +257,8 @@ impl Admission {
         self.admit_on(ip, None, Lane::Tether)
     }
 
-    /// Admits one WebSocket connection from client `ip` on `lane`, or says
+    /// Admits one WebSocket connection (or, on [`Lane::LongPoll`], one
+    /// long-polling session) from client `ip` on `lane`, or says
     /// why not. When `socket` is the connection's own socket and is already
     /// counted under the same address, the connection takes its place over
     /// (one socket, counted once); otherwise it takes a place of its own.
@@ -259,13 +274,14 @@ impl Admission {
             return Err(Denied::FileLimit);
         }
         let echo = self.echo_connections();
+        let longpoll = self.longpoll_sessions();
+        let websockets = self.connections().saturating_sub(echo + longpoll);
         match lane {
-            Lane::Tether | Lane::LongPoll
-                if self.connections().saturating_sub(echo) >= self.cfg.max_connections =>
-            {
-                return Err(Denied::NodeFull)
-            }
+            Lane::Tether if websockets >= self.cfg.max_connections => return Err(Denied::NodeFull),
             Lane::Echo if echo >= self.echo_max_connections => return Err(Denied::EchoFull),
+            Lane::LongPoll if longpoll >= self.cfg.max_long_poll_sessions => {
+                return Err(Denied::LongPollFull)
+            }
             _ => {}
         }
         let key = self.key(ip);
@@ -274,7 +290,11 @@ impl Admission {
         {
             let mut map = self.per_ip.lock();
             let state = map.entry(key).or_insert_with(|| self.new_state(now));
-            if !takes_over && state.held >= self.cfg.max_connections_per_ip {
+            if lane == Lane::LongPoll {
+                if state.longpoll >= self.cfg.max_long_poll_sessions_per_ip {
+                    return Err(Denied::LongPollIpFull);
+                }
+            } else if !takes_over && state.held >= self.cfg.max_connections_per_ip {
                 return Err(Denied::IpFull);
             }
             state
@@ -283,10 +303,15 @@ impl Admission {
                 .map_err(|retry_after| Denied::HandshakeRate { retry_after })?;
             // Taking over must happen under the lock, so the place is
             // never counted twice nor dropped in between.
-            let took_over =
-                takes_over && socket.is_some_and(|s| !s.transferred.swap(true, Ordering::AcqRel));
-            if !took_over {
-                state.held += 1;
+            if lane == Lane::LongPoll {
+                // A session is a place of its own, not a socket.
+                state.longpoll += 1;
+            } else {
+                let took_over = takes_over
+                    && socket.is_some_and(|s| !s.transferred.swap(true, Ordering::AcqRel));
+                if !took_over {
+                    state.held += 1;
+                }
             }
         }
         self.connections.fetch_add(1, Ordering::AcqRel);
@@ -346,7 +371,21 @@ impl Admission {
             Lane::Tether => 0,
         };
         self.connections.fetch_sub(1, Ordering::AcqRel);
-        self.unhold(key);
+        if lane == Lane::LongPoll {
+            self.unhold_longpoll(key);
+        } else {
+            self.unhold(key);
+        }
+    }
+
+    fn unhold_longpoll(&self, key: IpAddr) {
+        let mut map = self.per_ip.lock();
+        if let Some(state) = map.get_mut(&key) {
+            state.longpoll = state.longpoll.saturating_sub(1);
+            if state.is_idle(Instant::now()) {
+                map.remove(&key);
+            }
+        }
     }
 
     /// Drops per-address entries that hold nothing; called periodically.
@@ -444,141 +483,4 @@ impl Drop for SocketGuard {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cfg() -> LimitsConfig {
-        LimitsConfig {
-            max_connections: 3,
-            max_connections_per_ip: 2,
-            handshake_rate_per_ip: 1.0,
-            handshake_burst_per_ip: 2,
-            ..LimitsConfig::default()
-        }
-    }
-
-    #[test]
-    fn per_ip_and_global_caps() {
-        let a = Admission::new(cfg(), 1, 1000);
-        let ip1: IpAddr = [10, 0, 0, 1].into();
-        let ip2: IpAddr = [10, 0, 0, 2].into();
-        let p1 = a.admit(ip1).expect("first");
-        let _p2 = a.admit(ip1).expect("second");
-        assert_eq!(a.admit(ip1).err(), Some(Denied::IpFull));
-        let _p3 = a.admit(ip2).expect("other ip");
-        assert_eq!(a.admit(ip2).err(), Some(Denied::NodeFull));
-        drop(p1);
-        assert_eq!(a.connections(), 2);
-    }
-
-    #[test]
-    fn handshake_bucket_limits_bursts() {
-        let mut c = cfg();
-        c.max_connections_per_ip = 100;
-        c.max_connections = 100;
-        let a = Admission::new(c, 1, 1000);
-        let ip: IpAddr = [10, 0, 0, 1].into();
-        let _a = a.admit(ip).expect("1");
-        let _b = a.admit(ip).expect("2");
-        assert!(matches!(a.admit(ip), Err(Denied::HandshakeRate { .. })));
-    }
-
-    #[test]
-    fn socket_budget_refuses_before_the_file_limit() {
-        let a = Admission::new(cfg(), 1, 1);
-        let _s1 = a.socket(None).expect("s1");
-        let _s2 = a.socket(None).expect("s2");
-        assert_eq!(a.admit([10, 0, 0, 1].into()).err(), Some(Denied::FileLimit));
-    }
-
-    #[test]
-    fn sockets_count_per_address_and_an_upgrade_counts_once() {
-        let a = Admission::new(cfg(), 1, 1000);
-        let ip: IpAddr = [10, 0, 0, 1].into();
-        let s1 = a.socket(Some(ip)).expect("first socket");
-        let _s2 = a.socket(Some(ip)).expect("second socket");
-        assert_eq!(a.socket(Some(ip)).err().map(|_| ()), Some(()));
-        // Another address is unaffected.
-        let _other = a.socket(Some([10, 0, 0, 2].into())).expect("other address");
-        // Upgrading s1 takes its place over: still two held, no refusal.
-        let permit = a.admit_on(ip, Some(&s1), Lane::Tether).expect("upgrade");
-        assert_eq!(a.held_by(ip), 2);
-        drop(s1);
-        assert_eq!(a.held_by(ip), 2, "the connection keeps the socket's place");
-        drop(permit);
-        assert_eq!(a.held_by(ip), 1);
-        // An unkeyed socket (a trusted proxy's) counts nowhere per address.
-        let proxied = a.socket(None).expect("proxy socket");
-        let _p = a
-            .admit_on(ip, Some(&proxied), Lane::Tether)
-            .expect("room for one more");
-        assert_eq!(a.held_by(ip), 2);
-        assert_eq!(
-            a.admit_on(ip, Some(&proxied), Lane::Tether).err(),
-            Some(Denied::IpFull)
-        );
-    }
-
-    #[test]
-    fn long_polling_sessions_are_not_in_the_file_budget() {
-        let mut c = cfg();
-        c.max_connections = 2;
-        c.max_connections_per_ip = 100;
-        c.handshake_burst_per_ip = 100;
-        let a = Admission::new(c, 1, 1);
-        let ip: IpAddr = [10, 0, 0, 1].into();
-        let _socket = a.socket(Some(ip)).expect("the request's socket");
-        let _s1 = a.admit_on(ip, None, Lane::LongPoll).expect("no descriptor");
-        assert!(!a.over_file_budget(), "a session holds no descriptor");
-        let _s2 = a.admit_on(ip, None, Lane::LongPoll).expect("second");
-        // Still under --max-connections and the per-address cap.
-        assert_eq!(
-            a.admit_on(ip, None, Lane::LongPoll).err(),
-            Some(Denied::NodeFull)
-        );
-        assert_eq!(a.connections(), 2);
-    }
-
-    #[test]
-    fn echo_has_its_own_cap() {
-        let mut c = cfg();
-        c.max_connections_per_ip = 100;
-        c.handshake_burst_per_ip = 100;
-        let a = Admission::new(c, 1, 1000);
-        let ip: IpAddr = [10, 0, 0, 1].into();
-        let _e = a.admit_on(ip, None, Lane::Echo).expect("echo");
-        assert_eq!(
-            a.admit_on(ip, None, Lane::Echo).err(),
-            Some(Denied::EchoFull)
-        );
-        let _w: Vec<_> = (0..3)
-            .map(|_| a.admit(ip).expect("ws unaffected"))
-            .collect();
-        assert_eq!(a.admit(ip).err(), Some(Denied::NodeFull));
-    }
-
-    #[test]
-    fn ipv6_addresses_share_their_prefix() {
-        let mut c = cfg();
-        c.max_connections_per_ip = 1;
-        let a = Admission::new(c, 1, 1000);
-        let _s = a
-            .socket(Some("2001:db8::1".parse().unwrap()))
-            .expect("first");
-        assert!(a.socket(Some("2001:db8::ffff:2".parse().unwrap())).is_err());
-        assert!(a.socket(Some("2001:db8:0:1::1".parse().unwrap())).is_ok());
-    }
-
-    #[test]
-    fn publish_bucket_per_address() {
-        let mut c = cfg();
-        c.publish_rate_per_ip = 1.0;
-        c.publish_burst_per_ip = 2;
-        let a = Admission::new(c, 1, 1000);
-        let ip: IpAddr = [10, 0, 0, 1].into();
-        assert!(a.take_publish(ip).is_ok());
-        assert!(a.take_publish(ip).is_ok());
-        assert!(a.take_publish(ip).is_err());
-        assert!(a.take_publish([10, 0, 0, 2].into()).is_ok());
-    }
-}
+mod tests;

@@ -311,8 +311,9 @@ async fn origins_outside_the_allow_list_are_refused() {
 
 #[tokio::test]
 async fn sessions_count_against_the_per_address_cap() {
-    // One place per session, and one for the socket carrying the request.
-    let server = TestServer::start(&flags(&[("max-connections-per-ip", "3")])).await;
+    // A session is a place of the address's session share, apart from the
+    // sockets carrying its requests.
+    let server = TestServer::start(&flags(&[("max-long-poll-sessions-per-ip", "2")])).await;
     let addr = server.addr;
     let open_from = |source: IpAddr| async move {
         http::request_from(source, addr, "POST", "/lp/open", &[], "").await
@@ -322,7 +323,10 @@ async fn sessions_count_against_the_per_address_cap() {
     assert_eq!(open_from(ip(2)).await.status, 200);
     let res = open_from(ip(2)).await;
     let reason = refused(&res, 503);
-    assert!(reason.contains("too many connections"), "{reason}");
+    assert!(
+        reason.contains("too many long-polling sessions from your address"),
+        "{reason}"
+    );
     assert!(res
         .header("Retry-After")
         .is_some_and(|s| s.parse::<u64>().is_ok_and(|n| n >= 1)));
@@ -331,7 +335,15 @@ async fn sessions_count_against_the_per_address_cap() {
         2.0
     );
     assert_eq!(http::metric(addr, "tether_connections", &[]).await, 2.0);
-    assert!(http::metric(addr, "tether_handshakes_total", &[("outcome", "ip_full")]).await >= 1.0);
+    assert!(
+        http::metric(
+            addr,
+            "tether_handshakes_total",
+            &[("outcome", "longpoll_ip_full")]
+        )
+        .await
+            >= 1.0
+    );
     // Another address is not affected; the sessions held still work.
     assert_eq!(open_from(ip(3)).await.status, 200);
     let client = first.json()["client"].as_str().unwrap().to_owned();

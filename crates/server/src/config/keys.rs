@@ -57,6 +57,8 @@ pub const KEYS: &[Key] = &[
     k("history", "idempotency_max_keys", "idempotency-max-keys", "idempotency keys remembered on the node in all [default: 100000]"),
     k("limits", "max_connections", "max-connections", "connections the node accepts in all [default: 50000]"),
     k("limits", "max_connections_per_ip", "max-connections-per-ip", "sockets one client address holds (WebSocket or HTTP) [default: 5000]"),
+    k("limits", "max_long_poll_sessions", "max-long-poll-sessions", "long-polling sessions the node holds in all, apart from --max-connections [default: 10000]"),
+    k("limits", "max_long_poll_sessions_per_ip", "max-long-poll-sessions-per-ip", "long-polling sessions one client address holds [default: 1000]"),
     k("limits", "ipv6_prefix", "ipv6-prefix", "IPv6 clients are grouped by this prefix length for per-address limits [default: 64]"),
     k("limits", "max_channels", "max-channels", "channels the node holds: with a local subscriber (any broker), or with history (memory broker) [default: 100000]"),
     k("limits", "max_subscriptions", "max-subscriptions", "subscriptions one connection may hold [default: 1024]"),

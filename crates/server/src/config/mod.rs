@@ -144,6 +144,11 @@ impl Default for HistoryConfig {
 pub struct LimitsConfig {
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// Long-polling sessions on the node: a budget of their own, apart from
+    /// `max_connections`, so sessions cannot take WebSockets' places.
+    pub max_long_poll_sessions: usize,
+    /// Of which the sessions of one client address may hold.
+    pub max_long_poll_sessions_per_ip: usize,
     pub ipv6_prefix: u8,
     pub max_channels: usize,
     pub max_subscriptions: usize,
@@ -173,6 +178,8 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_connections: 50_000,
             max_connections_per_ip: 5_000,
+            max_long_poll_sessions: 10_000,
+            max_long_poll_sessions_per_ip: 1_000,
             ipv6_prefix: 64,
             max_channels: 100_000,
             max_subscriptions: 1024,
