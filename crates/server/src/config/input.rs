@@ -225,19 +225,48 @@ pub fn check_env_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<(
     Ok(())
 }
 
-/// Puts where a value came from in front of a check's message that names
-/// its key (`history.ttl must be ...`), so it names what the user typed.
-pub fn locate(message: String, given: &[Given<'_>]) -> String {
-    let culprit = given
-        .iter()
-        .rev()
-        .filter(|g| {
-            message.contains(&format!("{}.{}", g.key.section, g.key.key))
-                || message.contains(&format!("--{}", g.key.flag))
-        })
-        .max_by_key(|g| g.key.section.len() + g.key.key.len());
-    match culprit {
-        Some(g) => format!("{}: {message}", g.describe()),
-        None => message,
+/// How the checks on a loaded configuration ([`Config::validate`]) name a
+/// setting: the way the user gave it (the last of flag, variable or file
+/// key wins, as in [`super::load`]), or its flag when it was not given.
+pub struct Names<'a> {
+    pub given: &'a [Given<'a>],
+}
+
+impl Names<'_> {
+    fn key(dotted: &str) -> Option<&'static Key> {
+        KEYS.iter()
+            .find(|k| dotted.split_once('.') == Some((k.section, k.key)))
+    }
+
+    fn last(&self, dotted: &str) -> Option<&Given<'_>> {
+        self.given
+            .iter()
+            .rev()
+            .find(|g| dotted.split_once('.') == Some((g.key.section, g.key.key)))
+    }
+
+    /// What was typed, where (`--history-ttl "800d"`), as the subject of a
+    /// refusal; `--history-ttl (default 10m)` when it was not given.
+    pub fn value(&self, dotted: &str, default: impl std::fmt::Display) -> String {
+        match (self.last(dotted), Self::key(dotted)) {
+            (Some(g), _) => g.describe(),
+            (None, Some(k)) => format!("--{} (default {default})", k.flag),
+            (None, None) => dotted.to_owned(),
+        }
+    }
+
+    /// The setting's name as the user gave it (`--max-message-bytes`,
+    /// `TETHER_LIMITS_MAX_MESSAGE_BYTES`, `limits.max_message_bytes`), for a
+    /// refusal about another setting.
+    pub fn name(&self, dotted: &str) -> String {
+        match (self.last(dotted), Self::key(dotted)) {
+            (Some(g), _) => match g.origin {
+                Origin::Flag => format!("--{}", g.key.flag),
+                Origin::Env => g.key.env_var(),
+                Origin::File(_) => dotted.to_owned(),
+            },
+            (None, Some(k)) => format!("--{}", k.flag),
+            (None, None) => dotted.to_owned(),
+        }
     }
 }

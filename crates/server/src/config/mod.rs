@@ -417,10 +417,7 @@ pub fn load(
     let config: Config = toml::Value::Table(table)
         .try_into()
         .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
-    config.validate().map_err(|e| match e {
-        ConfigError::Invalid(m) => ConfigError::Invalid(input::locate(m, &given)),
-        other => other,
-    })?;
+    config.validate(&input::Names { given: &given })?;
     Ok(config)
 }
 

@@ -118,6 +118,7 @@ fn absurd_rates_are_refused() {
         "messages-per-second",
         "handshake-rate-per-ip",
         "publish-rate-per-ip",
+        "new-channel-rate-per-ip",
     ] {
         for value in [
             "1e-300", "1e-320", "0.0009", "0", "-1", "nan", "inf", "-inf",
@@ -127,11 +128,77 @@ fn absurd_rates_are_refused() {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("at least 0.001"), "--{key} {value}: {err}");
-            assert!(err.contains(&key.replace('-', "_")), "{err}");
+            assert!(err.contains(&format!("--{key} {value:?}: ")), "{err}");
         }
         assert!(load(None, no_env, &flags(&[(key, "0.001")])).is_ok());
         assert!(load(None, no_env, &flags(&[(key, "1e9")])).is_ok());
     }
+}
+
+/// A cap of 0 is refused, naming the setting the way it was given: a
+/// flag, an environment variable or a file key.
+#[test]
+fn zero_caps_are_refused_naming_where_they_came_from() {
+    let dir = std::env::temp_dir().join(format!("tether-cfg-zero-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let file = dir.join("tether.toml");
+    for flag in [
+        "send-queue",
+        "max-subscriptions-total",
+        "max-subscriptions-per-ip",
+        "new-channel-burst-per-ip",
+        "max-long-poll-sessions",
+        "max-long-poll-sessions-per-ip",
+    ] {
+        let key = KEYS.iter().find(|k| k.flag == flag).expect("a setting");
+        let refused = |r: Result<Config, ConfigError>| r.map(|_| ()).unwrap_err().to_string();
+        let err = refused(load(None, no_env, &flags(&[(flag, "0")])));
+        let want = format!("--{flag} \"0\": must be at least 1 (0 would refuse ");
+        assert!(err.contains(&want), "{err}");
+        let var = key.env_var();
+        let err = refused(load(None, |k| (k == var).then(|| "0".into()), &[]));
+        assert!(
+            err.contains(&format!(
+                "environment variable {var}=\"0\": must be at least 1"
+            )),
+            "{err}"
+        );
+        std::fs::write(&file, format!("[{}]\n{} = 0\n", key.section, key.key)).expect("write");
+        let err = refused(load(Some(&file), no_env, &[]));
+        let dotted = format!(
+            "{}.{} = 0 in {}: must be at least 1",
+            key.section,
+            key.key,
+            file.display()
+        );
+        assert!(err.contains(&dotted), "{err}");
+        assert!(
+            load(None, no_env, &flags(&[(flag, "1")])).is_ok(),
+            "--{flag} 1"
+        );
+    }
+}
+
+/// A check on two settings names each the way it was given, or by its
+/// flag and default when it was not.
+#[test]
+fn refusals_of_two_settings_name_both_as_given() {
+    let err = load(
+        None,
+        |k| (k == "TETHER_LIMITS_MAX_MESSAGE_BYTES").then(|| "2000000".into()),
+        &[],
+    )
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains(
+            "--history-max-channel-bytes (default 1048576): must be at least \
+             TETHER_LIMITS_MAX_MESSAGE_BYTES + 1024 (2001024)"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("  "), "no stray spaces: {err}");
 }
 
 #[test]
@@ -195,7 +262,10 @@ fn trusted_proxies_are_validated() {
     assert!(err.contains("--trusted-proxies"), "{err}");
     let flags = vec![("ipv6-prefix".to_owned(), "129".to_owned())];
     let err = load(None, no_env, &flags).unwrap_err().to_string();
-    assert!(err.contains("ipv6_prefix"), "{err}");
+    assert!(
+        err.contains("--ipv6-prefix \"129\": must be 1 to 128"),
+        "{err}"
+    );
 }
 
 #[test]

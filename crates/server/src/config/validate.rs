@@ -1,7 +1,7 @@
 //! Checks on a loaded configuration: values that parse but cannot work
 //! together, out-of-range rates and durations, and exposure without auth.
 
-use super::{duration, BrokerKind, Config, ConfigError};
+use super::{duration, input::Names, BrokerKind, Config, ConfigError};
 use std::time::Duration;
 
 /// The smallest rate (per second) a rate setting accepts: one per 1000 s.
@@ -13,140 +13,175 @@ pub const MIN_RATE: f64 = 0.001;
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 impl Config {
-    /// Checks values that parse but cannot work together.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks values that parse but cannot work together. Every refusal
+    /// names the setting the way the user gave it (`names`): flag,
+    /// environment variable or file key, with what was typed.
+    pub(super) fn validate(&self, names: &Names<'_>) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
-        if self.heartbeat.ping_interval < Duration::from_millis(100) {
-            return bad("heartbeat.ping_interval must be at least 100ms".into());
+        let fmt = duration::format;
+        let (hb, lim, hist) = (&self.heartbeat, &self.limits, &self.history);
+        for (key, d) in [
+            ("heartbeat.ping_interval", hb.ping_interval),
+            ("heartbeat.pong_timeout", hb.pong_timeout),
+        ] {
+            if d < Duration::from_millis(100) {
+                return bad(format!(
+                    "{}: must be at least 100ms",
+                    names.value(key, fmt(d))
+                ));
+            }
         }
-        if self.heartbeat.pong_timeout < Duration::from_millis(100) {
-            return bad("heartbeat.pong_timeout must be at least 100ms".into());
+        if lim.max_message_bytes < 64 {
+            let given = names.value("limits.max_message_bytes", lim.max_message_bytes);
+            return bad(format!("{given}: must be at least 64"));
         }
-        if self.limits.send_queue == 0 {
-            return bad("limits.send_queue must be at least 1".into());
-        }
-        if self.limits.max_message_bytes < 64 {
-            return bad("limits.max_message_bytes must be at least 64".into());
-        }
-        for (name, rate) in [
+        // A cap of 0 is never meant: it refuses everything it counts.
+        for (key, n, refuses) in [
+            ("limits.send_queue", lim.send_queue, "every subscriber"),
             (
-                "limits.messages_per_second",
-                self.limits.messages_per_second,
+                "limits.max_subscriptions_total",
+                lim.max_subscriptions_total,
+                "every subscribe",
             ),
             (
-                "limits.handshake_rate_per_ip",
-                self.limits.handshake_rate_per_ip,
+                "limits.max_subscriptions_per_ip",
+                lim.max_subscriptions_per_ip,
+                "every subscribe",
             ),
             (
-                "limits.publish_rate_per_ip",
-                self.limits.publish_rate_per_ip,
+                "limits.new_channel_burst_per_ip",
+                lim.new_channel_burst_per_ip as usize,
+                "every new channel",
             ),
+            (
+                "limits.max_long_poll_sessions",
+                lim.max_long_poll_sessions,
+                "every long-polling session",
+            ),
+            (
+                "limits.max_long_poll_sessions_per_ip",
+                lim.max_long_poll_sessions_per_ip,
+                "every long-polling session",
+            ),
+        ] {
+            if n == 0 {
+                return bad(format!(
+                    "{}: must be at least 1 (0 would refuse {refuses})",
+                    names.value(key, n)
+                ));
+            }
+        }
+        for (key, rate) in [
+            ("limits.messages_per_second", lim.messages_per_second),
+            ("limits.handshake_rate_per_ip", lim.handshake_rate_per_ip),
+            ("limits.publish_rate_per_ip", lim.publish_rate_per_ip),
             (
                 "limits.new_channel_rate_per_ip",
-                self.limits.new_channel_rate_per_ip,
+                lim.new_channel_rate_per_ip,
             ),
         ] {
             // `inf` and `nan` are valid TOML floats, so both can arrive from
             // a flag or a file.
             if !rate.is_finite() || rate < MIN_RATE {
                 return bad(format!(
-                    "{name} must be a finite number of at least {MIN_RATE} per second (one per \
-                     1000 s), not {rate}"
+                    "{}: must be a finite number of at least {MIN_RATE} per second (one per \
+                     1000 s), not {rate}",
+                    names.value(key, rate)
                 ));
             }
         }
-        for (name, d) in [
+        for (key, d) in [
             ("server.drain_timeout", self.server.drain_timeout),
             ("server.drain_jitter", self.server.drain_jitter),
-            ("heartbeat.ping_interval", self.heartbeat.ping_interval),
-            ("heartbeat.pong_timeout", self.heartbeat.pong_timeout),
-            (
-                "heartbeat.long_poll_timeout",
-                self.heartbeat.long_poll_timeout,
-            ),
-            ("history.ttl", self.history.ttl),
-            ("history.meta_ttl", self.history.meta_ttl),
-            (
-                "history.idempotency_window",
-                self.history.idempotency_window,
-            ),
-            ("limits.handshake_timeout", self.limits.handshake_timeout),
-            ("limits.write_timeout", self.limits.write_timeout),
+            ("heartbeat.ping_interval", hb.ping_interval),
+            ("heartbeat.pong_timeout", hb.pong_timeout),
+            ("heartbeat.long_poll_timeout", hb.long_poll_timeout),
+            ("history.ttl", hist.ttl),
+            ("history.meta_ttl", hist.meta_ttl),
+            ("history.idempotency_window", hist.idempotency_window),
+            ("limits.handshake_timeout", lim.handshake_timeout),
+            ("limits.write_timeout", lim.write_timeout),
         ] {
             // Durations are added to `Instant::now()`; a value of billions of
             // years (`--ping-interval 18446744073709551615`) would overflow.
             if d > MAX_DURATION {
                 return bad(format!(
-                    "{name} must be at most {} (365 days), not {}",
-                    duration::format(MAX_DURATION),
-                    duration::format(d)
+                    "{}: must be at most {} (365 days), not {}",
+                    names.value(key, fmt(d)),
+                    fmt(MAX_DURATION),
+                    fmt(d)
                 ));
             }
         }
         // A zero timeout is never meant: a long poll of 0 answers at once
         // and its client polls again at once; a handshake or write timeout
         // of 0 cuts every connection. (The heartbeat has its floors above.)
-        for (name, flag, d) in [
-            (
-                "heartbeat.long_poll_timeout",
-                "--long-poll-timeout",
-                self.heartbeat.long_poll_timeout,
-            ),
-            (
-                "limits.handshake_timeout",
-                "--handshake-timeout",
-                self.limits.handshake_timeout,
-            ),
-            (
-                "limits.write_timeout",
-                "--write-timeout",
-                self.limits.write_timeout,
-            ),
+        for (key, d) in [
+            ("heartbeat.long_poll_timeout", hb.long_poll_timeout),
+            ("limits.handshake_timeout", lim.handshake_timeout),
+            ("limits.write_timeout", lim.write_timeout),
         ] {
             if d.is_zero() {
-                return bad(format!("{name} ({flag}) must be above 0, e.g. 1s"));
+                let given = names.value(key, fmt(d));
+                return bad(format!("{given}: must be above 0, e.g. 1s"));
             }
         }
         // A publication must fit in its channel's history, and a channel's
         // history in the node's: otherwise history silently holds nothing.
-        let largest = self.limits.max_message_bytes + 1024;
-        if self.history.max_channel_bytes < largest {
+        let largest = lim.max_message_bytes + 1024;
+        if hist.max_channel_bytes < largest {
             return bad(format!(
-                "history.max_channel_bytes (--history-max-channel-bytes) is {}; it must be at                  least --max-message-bytes + 1024 ({largest}) so that one publication fits",
-                self.history.max_channel_bytes
+                "{}: must be at least {} + 1024 ({largest}) so that one publication fits",
+                names.value("history.max_channel_bytes", hist.max_channel_bytes),
+                names.name("limits.max_message_bytes"),
             ));
         }
-        if self.history.max_bytes < self.history.max_channel_bytes {
+        if hist.max_bytes < hist.max_channel_bytes {
             return bad(format!(
-                "history.max_bytes (--history-max-bytes) is {}; it must be at least                  --history-max-channel-bytes ({})",
-                self.history.max_bytes, self.history.max_channel_bytes
+                "{}: must be at least {} ({})",
+                names.value("history.max_bytes", hist.max_bytes),
+                names.name("history.max_channel_bytes"),
+                hist.max_channel_bytes
             ));
         }
-        if !(1..=128).contains(&self.limits.ipv6_prefix) {
+        if !(1..=128).contains(&lim.ipv6_prefix) {
             return bad(format!(
-                "limits.ipv6_prefix (--ipv6-prefix) is {}; it must be 1 to 128 (64: one subscriber's network)",
-                self.limits.ipv6_prefix
+                "{}: must be 1 to 128 (64: one subscriber's network)",
+                names.value("limits.ipv6_prefix", lim.ipv6_prefix)
             ));
         }
         if let Err(e) = crate::client_addr::TrustedProxies::parse(&self.proxy.trusted) {
-            return bad(format!("proxy.trusted (--trusted-proxies): {e}"));
+            return bad(format!(
+                "{}: bad entry {e}",
+                names.value("proxy.trusted", "none")
+            ));
         }
         if self.proxy.protocol && self.proxy.trusted.is_empty() {
-            return bad(
-                "--proxy-protocol needs --trusted-proxies: the PROXY header is only read from \
-                 trusted peers (e.g. --trusted-proxies 10.0.0.5 for your HAProxy)"
-                    .into(),
-            );
+            return bad(format!(
+                "{} needs {}: the PROXY header is only read from trusted peers (e.g. \
+                 --trusted-proxies 10.0.0.5 for your HAProxy)",
+                names.name("proxy.protocol"),
+                names.name("proxy.trusted"),
+            ));
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
-            return bad("TLS needs both --tls-cert and --tls-key".into());
+            let (given, missing) = match self.tls.cert {
+                Some(_) => ("tls.cert", "tls.key"),
+                None => ("tls.key", "tls.cert"),
+            };
+            return bad(format!(
+                "{}: TLS needs {} too",
+                names.value(given, ""),
+                names.name(missing)
+            ));
         }
         self.validate_exposure()?;
         if self.broker.kind == BrokerKind::Redis {
-            if let Err(e) = redis::Client::open(self.broker.redis_url.as_str()) {
+            let url = &self.broker.redis_url;
+            if let Err(e) = redis::Client::open(url.as_str()) {
                 return bad(format!(
-                    "--redis-url {:?}: {e} (expected redis://[:password@]host[:port][/db])",
-                    self.broker.redis_url
+                    "{}: {e} (expected redis://[:password@]host[:port][/db])",
+                    names.value("broker.redis_url", format!("{url:?}"))
                 ));
             }
             let prefix = &self.broker.redis_prefix;
@@ -157,16 +192,15 @@ impl Config {
                     .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
             {
                 return bad(format!(
-                    "--redis-prefix {prefix:?}: 1 to 64 letters, digits, '_', '.' or '-'"
+                    "{}: 1 to 64 letters, digits, '_', '.' or '-'",
+                    names.value("broker.redis_prefix", format!("{prefix:?}"))
                 ));
             }
             let every = self.broker.redis_check_interval;
-            if every < std::time::Duration::from_millis(100)
-                || every > std::time::Duration::from_secs(3600)
-            {
+            if every < Duration::from_millis(100) || every > Duration::from_secs(3600) {
                 return bad(format!(
-                    "--redis-check-interval {}: expected 100ms to 1h",
-                    duration::format(every)
+                    "{}: expected 100ms to 1h",
+                    names.value("broker.redis_check_interval", fmt(every))
                 ));
             }
         }
