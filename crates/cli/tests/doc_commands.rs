@@ -70,6 +70,16 @@ const SKIP: &[(&str, &str, &str)] = &[
         ERROR_LINES,
     ),
     (
+        "docs/configuration.md",
+        "TETHER_LIMITS_MAX_SUBSCRIPTIONS_TOTAL=0 tether serve",
+        ERROR_LINES,
+    ),
+    (
+        "docs/configuration.md",
+        "tether serve --max-message-bytes 2000000",
+        ERROR_LINES,
+    ),
+    (
         "docs/benchmarks.md",
         "taskset -c 0 target/release/tether serve --listen 127.0.0.1:8080 ...limits above...",
         "stands for the bench-limits command just above it, which is run",
