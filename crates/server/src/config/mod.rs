@@ -5,7 +5,8 @@
 //! in one place and be missing in another.
 //!
 //! This module holds the settings' types and [`load`]; the key table is in
-//! `keys`, the checks on a loaded configuration in `validate`, and the
+//! `keys`, the checks on a loaded configuration in `validate` (tested in
+//! `validate_tests`), and the
 //! `address` and `list` serde helpers in files of their own (`duration` is
 //! `crate::duration`, shared with the channel rules);
 //! `input` turns what the user typed into values and refusals in their terms,
@@ -24,6 +25,8 @@ mod suggest;
 #[cfg(test)]
 mod tests;
 mod validate;
+#[cfg(test)]
+mod validate_tests;
 
 pub use input::NOT_SETTINGS;
 use input::{Given, Origin};
