@@ -76,6 +76,12 @@ const SERVER_FLAGS: &[&str] = &[
     "100000",
     "--new-channel-burst-per-ip",
     "100000",
+    // Abandoned sessions wait up to 2 s for their expiry, all from one
+    // address: several hundred at a time, near the default 1000.
+    "--max-long-poll-sessions-per-ip",
+    "100000",
+    "--max-long-poll-sessions",
+    "100000",
 ];
 
 fn soak_duration() -> Duration {
