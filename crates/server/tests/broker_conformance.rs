@@ -329,3 +329,61 @@ async fn only_a_publish_that_creates_a_channel_pays_for_it(n: &Node) {
     let (status, _) = http::try_publish(n.addr(), &json!({"channel": "n4", "data": 1})).await;
     assert_eq!(status, 429, "still no new channel for this address");
 }
+
+conformance!(
+    a_long_replay_on_a_connection_arrives_whole_then_live,
+    &[
+        "--history-size",
+        "200",
+        "--history-max-channel-bytes",
+        "16777216"
+    ]
+);
+/// A `/ws` subscribe recovering 100 × 60 KiB: the reply carries what fits,
+/// the rest follows as messages read from history a page per turn, every
+/// offset once and in order, then what was published meanwhile, from the log.
+async fn a_long_replay_on_a_connection_arrives_whole_then_live(n: &Node) {
+    let data = json!("r".repeat(60 * 1024));
+    let mut epoch = String::new();
+    for _ in 0..100 {
+        epoch = publish(n, "long", data.clone()).await["epoch"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    }
+    let (mut ws, _) = WsClient::tether(&n.ws_url()).await;
+    let reply = ws.subscribe(1, "long", Some((&epoch, 0))).await;
+    assert_eq!(reply["recovered"], true, "{}", reply["offset"]);
+    let mut at = reply["offset"].as_u64().unwrap();
+    let carried = reply["publications"].as_array().unwrap();
+    assert!(
+        carried.len() < 100,
+        "the reply is bounded: {}",
+        carried.len()
+    );
+    for (i, p) in carried.iter().enumerate() {
+        assert_eq!(p["offset"], i as u64 + 1);
+    }
+    assert_eq!(at, carried.len() as u64);
+    let mut published_meanwhile = false;
+    while at < 103 {
+        let m = ws.recv_type("message").await;
+        assert_eq!(m["channel"], "long");
+        assert_eq!(m["offset"], at + 1, "every offset once, in order");
+        at += 1;
+        if !published_meanwhile {
+            // Live publications during the replay come after it, no gap.
+            published_meanwhile = true;
+            for i in 0..3 {
+                publish(n, "long", json!(i)).await;
+            }
+        }
+        if at > 100 {
+            assert_eq!(m["data"], json!(at - 101));
+        }
+    }
+    assert!(ws
+        .try_recv(std::time::Duration::from_millis(200))
+        .await
+        .is_none());
+}

@@ -10,6 +10,7 @@
 
 mod joining;
 mod positions;
+mod replay;
 mod requests;
 mod subscriptions;
 
@@ -78,7 +79,8 @@ pub(crate) fn drain_reason(server: &crate::config::ServerConfig) -> String {
 pub enum Style {
     /// One ordered connection (`/ws`): a second subscribe to a held channel
     /// is an error, and a replay that does not fit in the `subscribed` reply
-    /// follows at once as `message` frames.
+    /// follows as `message` frames on the session's next turns, read from
+    /// history a page at a time (`replay.rs`).
     Connection,
     /// Requests that may be retried (`/lp/`): subscribe and unsubscribe are
     /// idempotent, a publish without a key is keyed by client and request
@@ -86,17 +88,20 @@ pub enum Style {
     Retried,
 }
 
-/// The state of a session whose requests may be retried.
+/// What few sessions keep, boxed so that the others pay one pointer: a
+/// long-polling session's client id and where it joined its channels, or
+/// the channels a WebSocket session still replays from history.
 #[derive(Default)]
-struct Retried {
-    /// Keys publishes that come without a key of their own.
+struct Rare {
+    /// Keys publishes that come without a key of their own (`Style::Retried`).
     client: Box<str>,
-    /// What each held channel was joined at: the client names positions
-    /// in every request, and they are checked against these.
+    /// What each held channel was joined at: a long-polling client names
+    /// positions in every request, and they are checked against these; a
+    /// connection keeps only the channels whose replay has not reached it.
     held: HashMap<Arc<str>, Held>,
 }
 
-/// Where a `Style::Retried` session joined a channel.
+/// Where a session joined a channel.
 #[derive(Debug, Clone)]
 pub struct Held {
     pub epoch: String,
@@ -117,9 +122,10 @@ pub struct Session {
     pub(crate) bell: Arc<Doorbell>,
     bucket: TokenBucket,
     strikes: u32,
-    /// What only a `Style::Retried` session keeps, and so its style: `None`
-    /// for `Style::Connection` (boxed: a WebSocket session pays one pointer).
-    retried: Option<Box<Retried>>,
+    style: Style,
+    /// Always there for `Style::Retried`; for `Style::Connection` only while
+    /// a replay is read from history (`replay.rs`).
+    rare: Option<Box<Rare>>,
     /// The session's place under the limits, and the places of its
     /// subscriptions in the node's budget; released when it is dropped.
     permit: ConnectionPermit,
@@ -140,7 +146,8 @@ impl Session {
             grant: shared_grant(grant),
             subs: Subscriptions::default(),
             strikes: 0,
-            retried: (style == Style::Retried).then(Default::default),
+            style,
+            rare: (style == Style::Retried).then(Default::default),
             permit,
         }
     }
@@ -167,24 +174,35 @@ impl Session {
 
     /// The client id a `Style::Retried` session keys its publishes with.
     pub fn set_client(&mut self, client: &str) {
-        if let Some(r) = &mut self.retried {
+        if let Some(r) = &mut self.rare {
             r.client = client.into();
         }
     }
 
-    /// Where a held channel was joined (`Style::Retried` only).
+    /// Where a held channel was joined (for a connection: only while its
+    /// replay is below that).
     pub fn held(&self, channel: &str) -> Option<&Held> {
-        self.retried.as_ref()?.held.get(channel)
+        self.rare.as_ref()?.held.get(channel)
     }
 
-    /// Records where a held channel was joined (`Style::Retried` only).
+    /// Records where a held channel was joined.
     pub(crate) fn hold(&mut self, channel: &str, epoch: &str, joined_at: u64) {
-        if let Some(r) = &mut self.retried {
-            let held = Held {
-                epoch: epoch.to_owned(),
-                joined_at,
-            };
-            r.held.insert(Arc::from(channel), held);
+        let held = Held {
+            epoch: epoch.to_owned(),
+            joined_at,
+        };
+        let rare = self.rare.get_or_insert_with(Default::default);
+        rare.held.insert(Arc::from(channel), held);
+    }
+
+    /// Forgets where `channel` was joined; a connection that holds no
+    /// replay any more frees the box.
+    pub(crate) fn unhold(&mut self, channel: &str) {
+        if let Some(r) = &mut self.rare {
+            r.held.remove(channel);
+            if self.style == Style::Connection && r.held.is_empty() {
+                self.rare = None;
+            }
         }
     }
 
@@ -245,7 +263,7 @@ impl Session {
 
     /// Whether requests arrive on one ordered connection (`Style::Connection`).
     fn on_connection(&self) -> bool {
-        self.retried.is_none()
+        self.style == Style::Connection
     }
 
     /// Reads what the rung subscriptions have new into `out` (at most `max`
@@ -253,13 +271,19 @@ impl Session {
     /// reads inbound frames in between). A subscription that fell off the
     /// start of its channel's log ends a connection-style session with 4004
     /// (the client recovers through the ordinary path on reconnect).
+    ///
+    /// Returns the first rung subscription still below where it joined: its
+    /// gap is read from history, which awaits the broker, so the transport
+    /// does it next ([`Session::read_replay`]); the others wait for a later
+    /// turn.
     pub fn read_rung(
-        &self,
+        &mut self,
         rung: &mut Vec<Arc<Cursor>>,
         max: usize,
         batch: &mut Vec<Arc<Publication>>,
         out: &mut Out,
-    ) -> Result<(), Closing> {
+    ) -> Result<Option<Arc<Cursor>>, Closing> {
+        let mut replay = None;
         for cursor in rung.drain(..) {
             // Rung before an unsubscribe (or a resubscribe replaced it):
             // nothing more is written for it.
@@ -272,13 +296,26 @@ impl Session {
             }
             // Cleared before reading: an append from now on rings again.
             cursor.clear_pending();
+            if let Some(held) = self.held(&cursor.log.name) {
+                if cursor.position() < held.joined_at {
+                    if replay.is_some() {
+                        cursor.ring();
+                    } else {
+                        replay = Some(cursor);
+                    }
+                    continue;
+                }
+                // The replay reached the join: the log takes over.
+                let channel = cursor.log.name.clone();
+                self.unhold(&channel);
+            }
             let more = read_cursor(&cursor, max, usize::MAX, batch, out)
                 .map_err(|b| self.fell_behind(&cursor, b))?;
             if more {
                 cursor.ring();
             }
         }
-        Ok(())
+        Ok(replay)
     }
 
     fn fell_behind(&self, cursor: &Cursor, b: Behind) -> Closing {

@@ -154,14 +154,12 @@ impl Session {
             // A retried subscribe: answered afresh from the position it names.
             self.unsubscribe_quietly(&channel);
         }
-        // A connection writes the rest of a replay at once; a retried client
-        // reads it with its next polls.
-        let budget = if self.on_connection() {
-            usize::MAX
-        } else {
-            REPLAY_REPLY_BYTES
-        };
-        match self.join(&channel, recover.as_ref(), budget).await {
+        // The reply carries what fits in it; the rest of the gap is read on
+        // later turns (a connection) or polls (a retried client).
+        match self
+            .join(&channel, recover.as_ref(), REPLAY_REPLY_BYTES)
+            .await
+        {
             Ok(recovery) => self.answer_subscribe(Some(id), &channel, recovery, out),
             Err((code, message)) => Self::reply_error(out, Some(id), code, message),
         }
@@ -262,11 +260,10 @@ impl Session {
             return;
         };
         // The reply carries what fits in REPLAY_REPLY_BYTES; its `offset` is
-        // where that leaves the client. On a connection the rest follows as
-        // ordinary `message` frames, written from the history entries already
-        // shared with every subscriber (no copy per connection); a retried
-        // style client reads it with its next poll.
-        self.hold(channel, &recovery.epoch, recovery.offset);
+        // where that leaves the client. On a connection the rest of the gap
+        // follows as ordinary `message` frames, read from history a page per
+        // turn (`replay.rs`); a retried style client reads it with its next
+        // polls.
         let (mut rest, position) = split_replay(&mut recovery);
         if cursor.is_stale() {
             // The reply names the stream's new epoch: a cursor the channel's
@@ -280,6 +277,13 @@ impl Session {
         out.push(encode_subscribed(id, channel, &recovery, position).into());
         if self.on_connection() && !rest.is_empty() {
             super::push_publications(&cursor, &mut rest, out);
+        }
+        if !self.on_connection() || (recovery.recovered && cursor.position() < recovery.offset) {
+            // Below `recovery.offset` the channel's log may not hold the
+            // gap: it is read from history until the cursor passes it.
+            self.hold(channel, &recovery.epoch, recovery.offset);
+        } else {
+            self.unhold(channel);
         }
         // Whatever the log got meanwhile is read on the next turn.
         cursor.ring();
@@ -318,9 +322,7 @@ impl Session {
     /// broker if this was its last subscriber here. Awaits nothing, so a
     /// request dropped at any point leaves no half-done leave behind.
     pub(super) fn leave(&mut self, channel: &str) {
-        if let Some(r) = &mut self.retried {
-            r.held.remove(channel);
-        }
+        self.unhold(channel);
         if let Some(last) = self.node.hub.remove(channel, self.conn_id) {
             if last.interest_is_live() {
                 self.node.release_interest(channel);
@@ -367,7 +369,7 @@ impl Session {
         // A retried POST carries the same client and id: keyed by them (and
         // by the token's subject, so another user who learned the client id
         // cannot take the key first), it is stored once.
-        let key = match (key, &self.retried) {
+        let key = match (key, self.rare.as_ref().filter(|_| !self.on_connection())) {
             (None, Some(r)) => Some(retried_key(&r.client, id, self.grant.user.as_deref())),
             (key, _) => key,
         };

@@ -273,13 +273,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Writes what the rung subscriptions have new, from their channels'
     /// logs (at most `WRITE_BATCH` publications each per turn; one with
-    /// more is rung again, so inbound frames are read in between).
+    /// more is rung again, so inbound frames are read in between), and at
+    /// most one page of a replay's gap from history. The history read awaits
+    /// the broker here, in the `select!` arm's body, so it is never dropped
+    /// halfway; the next page waits until this one is written.
     async fn write_rung(&mut self) -> Result<(), End> {
         let mut out = Out::new();
         // The rung cursors and the publications read are only needed until
         // the frames are in `out`: per-thread scratch space, so a wake-up
         // allocates for neither (and an idle session holds neither).
-        SCRATCH.with(|scratch| {
+        let replay = SCRATCH.with(|scratch| {
             let (rung, batch) = &mut *scratch.borrow_mut();
             let read = match self.engine.take_rung(rung) {
                 Err(_) => Err(End::Peer("session finished".into())),
@@ -292,6 +295,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             batch.clear();
             read
         })?;
+        if let Some(cursor) = replay {
+            self.engine.read_replay(cursor, &mut out).await?;
+        }
         self.write_out(&mut out).await
     }
 
