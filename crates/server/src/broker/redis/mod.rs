@@ -222,6 +222,7 @@ impl Inner {
             .arg(now_ms())
             .arg(budget)
             .arg(scripts::RECOVER_PAGE)
+            .arg(scripts::RECOVER_FIRST_PAGE)
             .invoke_async(&mut c)
             .await
             .map_err(|e| self.failed(&conn, e))?;

@@ -108,11 +108,15 @@ return {epoch, top, 0}
 
 /// KEYS: meta, history. ARGV: run id, fresh epoch, empty ttl ms (the meta
 /// of a channel never published: created or extended to it), since epoch
-/// ('' for none), since offset, history ttl ms, now ms, byte budget.
+/// ('' for none), since offset, history ttl ms, now ms, byte budget, most
+/// entries per page, entries of the first page.
 /// Returns `{epoch, top, recovered (0|1), {data...}}`; the data are the
 /// publications after `since`, in order, when recovered: as many as fit in
-/// the budget (at least one), read from history in pages of
-/// [`RECOVER_PAGE`] entries, so a read never goes much past the budget.
+/// the budget (at least one), read from history in pages of at most
+/// [`RECOVER_PAGE`] entries: a first page of [`RECOVER_FIRST_PAGE`] (the
+/// sizes are not known yet), then about what is left of the budget at the
+/// entries' average size, so a read never goes much past the budget even
+/// when every entry is near the largest message size.
 const RECOVER: &str = r"
 if top == 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3], 'GT') end
 local since_epoch, since = ARGV[4], tonumber(ARGV[5])
@@ -121,7 +125,7 @@ if since_epoch == '' or since_epoch ~= epoch or since > top then
 end
 if since == top then return {epoch, top, 1, {}} end
 local oldest = tonumber(ARGV[7]) - tonumber(ARGV[6])
-local budget, page = tonumber(ARGV[8]), tonumber(ARGV[9])
+local budget, most, page = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local out, used, from = {}, 0, '(' .. since .. '-0'
 while true do
   local entries = redis.call('XRANGE', KEYS[2], from, '+', 'COUNT', page)
@@ -141,11 +145,14 @@ while true do
   end
   if #entries < page then return {epoch, top, 1, out} end
   from = '(' .. entries[#entries][1]
+  page = math.max(1, math.min(most, math.floor((budget - used) * #out / math.max(used, 1)) + 1))
 end
 ";
 
-/// History entries the recover script reads at a time.
+/// History entries the recover script reads at a time, at most.
 pub const RECOVER_PAGE: usize = 16;
+/// History entries the recover script reads first (4 × 64 KiB at most).
+pub const RECOVER_FIRST_PAGE: usize = 4;
 
 /// The meta hash of a channel that was never published lives this many
 /// check intervals after the last refresh by a node with a subscriber.
