@@ -69,8 +69,10 @@ async fn a_ws_replay_reads_history_a_page_at_a_time() {
     let reads = last.1 - scripts_before;
     let average = (last.0 - sent_before) / reads.max(1);
     assert!(reads >= 20, "{reads} reads carried 6 MB");
+    // A large reply leaves Redis in parts, so part of one read may be
+    // counted with the next: one interval may show up to two.
     assert!(
-        average <= PER_READ && largest <= PER_READ,
+        average <= PER_READ && largest <= 2 * PER_READ,
         "Redis sent {average} bytes per history read on average, {largest} at most"
     );
     // Then the log takes over.
