@@ -81,6 +81,27 @@ impl Netns {
         ip(&["-n", name, "addr", "add", &ns_cidr, "dev", NS_IF]);
         ip(&["-n", name, "link", "set", "lo", "up"]);
         ip(&["-n", name, "link", "set", NS_IF, "up"]);
+        self.wait_for_carrier();
+    }
+
+    /// Waits until both ends of the veth carry packets (`LOWER_UP`): on a
+    /// busy machine that can lag `link set up`, and a SYN sent before it is
+    /// lost and retried only after a second (a fresh namespace that did not
+    /// answer at once failed tests).
+    fn wait_for_carrier(&self) {
+        let ns_side = ["-n", self.name.as_str(), "-o", "link", "show", "dev", NS_IF];
+        let host_side = ["-o", "link", "show", "dev", self.host_if.as_str()];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !(output("ip", &ns_side).contains("LOWER_UP")
+            && output("ip", &host_side).contains("LOWER_UP"))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "veth {} not up within 5 s",
+                self.host_if
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     /// The namespace's name, for `ip netns exec`.
@@ -116,6 +137,7 @@ impl Netns {
     /// Brings the veth back (its address and route return with it).
     pub fn link_up(&self) {
         ip(&["-n", &self.name, "link", "set", NS_IF, "up"]);
+        self.wait_for_carrier();
     }
 
     /// Drops every packet to or from TCP `port` on the veth (nftables, in
