@@ -4,14 +4,12 @@
 //! benches/HISTORY.md, and the links of both files lead somewhere.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+mod docs_support;
+
+use docs_support::repo;
 
 /// What fits on one screen: the head must not grow back into the history.
 const MAX_LINES: usize = 60;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(repo().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))

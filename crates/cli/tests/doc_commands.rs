@@ -15,7 +15,9 @@
 //! only through `SKIP`, each with its reason; a stale entry fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+mod docs_support;
+
+use docs_support::{doc_files, repo};
 use tether_test_util::STEP;
 use tokio::{process::Command, time::timeout};
 
@@ -85,10 +87,6 @@ const SKIP: &[(&str, &str, &str)] = &[
         "stands for the bench-limits command just above it, which is run",
     ),
 ];
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// One command found in the docs.
 #[derive(Debug)]
@@ -163,15 +161,7 @@ fn parse(line: &str) -> Option<Parsed> {
 
 /// Every `tether serve` command in the fenced blocks of README.md and docs/*.md.
 fn doc_commands() -> Vec<DocCommand> {
-    let mut files = vec!["README.md".to_owned()];
-    let mut docs: Vec<String> = std::fs::read_dir(repo().join("docs"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".md"))
-        .map(|n| format!("docs/{n}"))
-        .collect();
-    docs.sort();
-    files.extend(docs);
+    let files = doc_files();
     let mut out = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(repo().join(&file)).unwrap();

@@ -7,11 +7,9 @@
 //! block, it fails here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+mod docs_support;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use docs_support::{doc_files, repo};
 
 /// The text of a doc outside its ```nginx and ```haproxy blocks, with the
 /// number of the line each piece starts on. Lines of other fenced blocks are
@@ -72,15 +70,7 @@ fn writes_nginx(code: &str) -> bool {
 
 #[test]
 fn no_nginx_config_outside_an_nginx_block() {
-    let mut files = vec!["README.md".to_owned()];
-    let mut docs: Vec<String> = std::fs::read_dir(repo().join("docs"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".md"))
-        .map(|n| format!("docs/{n}"))
-        .collect();
-    docs.sort();
-    files.extend(docs);
+    let files = doc_files();
     let mut found = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(repo().join(&file)).unwrap();

@@ -5,26 +5,18 @@
 //! come up and answer `/healthz`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+mod docs_support;
+
+use docs_support::{doc_files, repo};
+use std::path::PathBuf;
 use tether_test_util::{http, process::ServerProcess, STEP};
 use tokio::{process::Command, time::timeout};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tether");
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 /// `(file, line, block)` for every ```toml block of the docs.
 fn toml_blocks() -> Vec<(String, usize, String)> {
-    let mut files = vec![repo().join("README.md")];
-    let mut docs: Vec<PathBuf> = std::fs::read_dir(repo().join("docs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "md"))
-        .collect();
-    docs.sort();
-    files.extend(docs);
+    let files: Vec<PathBuf> = doc_files().iter().map(|f| repo().join(f)).collect();
     let mut blocks = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();

@@ -4,11 +4,9 @@
 //! bounds do not share a row.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+mod docs_support;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use docs_support::repo;
 
 /// The rows (after each header and rule) of the tables under
 /// "## Threats and their bounds", as `(line, cells)`.

@@ -22,15 +22,6 @@ const STORED: u64 = 100;
 const ANSWER: u64 = 256 * 1024;
 const SLACK: u64 = 128 * 1024;
 
-/// Bytes Redis has sent to its clients so far.
-fn sent(redis: &RedisServer) -> u64 {
-    let info = redis.cli(&["INFO", "stats"]);
-    info.lines()
-        .find_map(|l| l.strip_prefix("total_net_output_bytes:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no total_net_output_bytes in INFO stats:\n{info}"))
-}
-
 #[tokio::test]
 async fn a_poll_from_an_old_offset_reads_one_answer_of_history_at_a_time() {
     let redis = RedisServer::start().await;
@@ -51,9 +42,9 @@ async fn a_poll_from_an_old_offset_reads_one_answer_of_history_at_a_time() {
     while at < STORED {
         polls += 1;
         assert!(polls <= STORED, "the polls do not move on: at {at}");
-        let before = sent(&redis);
+        let before = redis.sent_and_scripts().0;
         let answer = lp.poll(positions(&[("tail", &epoch, at)])).await;
-        let read = sent(&redis) - before;
+        let read = redis.sent_and_scripts().0 - before;
         assert!(
             read <= ANSWER + SLACK,
             "poll {polls} from offset {at}: Redis sent {read} bytes"

@@ -18,20 +18,6 @@ const STORED: u64 = 100;
 /// publication that passes it, the reply's framing.
 const PER_READ: u64 = 384 * 1024;
 
-/// Bytes Redis has sent to its clients so far, and the scripts it ran.
-fn stats(redis: &RedisServer) -> (u64, u64) {
-    let info = redis.cli(&["INFO", "all"]);
-    let field = |prefix: &str| -> Option<u64> {
-        info.lines()
-            .find_map(|l| l.strip_prefix(prefix))
-            .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
-    };
-    let sent = field("total_net_output_bytes:").expect("total_net_output_bytes");
-    let scripts =
-        field("cmdstat_evalsha:calls=").unwrap_or(0) + field("cmdstat_eval:calls=").unwrap_or(0);
-    (sent, scripts)
-}
-
 #[tokio::test]
 async fn a_ws_replay_reads_history_a_page_at_a_time() {
     let redis = RedisServer::start().await;
@@ -47,19 +33,19 @@ async fn a_ws_replay_reads_history_a_page_at_a_time() {
     }
 
     let (mut ws, _) = WsClient::tether(&n.ws_url()).await;
-    let (sent_before, scripts_before) = stats(&redis);
+    let (sent_before, scripts_before) = redis.sent_and_scripts();
     let reply = ws.subscribe(1, "tail", Some((&epoch, 0))).await;
     assert_eq!(reply["recovered"], true, "{}", reply["offset"]);
     // The session's next turns read on meanwhile: the reads are counted
     // from before the subscribe.
     let mut at = reply["offset"].as_u64().unwrap();
-    let mut last = stats(&redis);
+    let mut last = redis.sent_and_scripts();
     let mut largest = 0;
     while at < STORED {
         let m = ws.recv_type("message").await;
         assert_eq!(m["offset"], at + 1, "every offset once, in order");
         at += 1;
-        let now = stats(&redis);
+        let now = redis.sent_and_scripts();
         // Between two messages one read (or none) was made: its size.
         if now.1 == last.1 + 1 {
             largest = largest.max(now.0 - last.0);

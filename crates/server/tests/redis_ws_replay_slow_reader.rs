@@ -32,20 +32,6 @@ fn send_buffer_max() -> u64 {
         .unwrap_or(4 * 1024 * 1024)
 }
 
-/// Bytes Redis has sent to its clients so far, and the scripts it ran.
-fn stats(redis: &RedisServer) -> (u64, u64) {
-    let info = redis.cli(&["INFO", "all"]);
-    let field = |prefix: &str| -> Option<u64> {
-        info.lines()
-            .find_map(|l| l.strip_prefix(prefix))
-            .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
-    };
-    let sent = field("total_net_output_bytes:").expect("total_net_output_bytes");
-    let scripts =
-        field("cmdstat_evalsha:calls=").unwrap_or(0) + field("cmdstat_eval:calls=").unwrap_or(0);
-    (sent, scripts)
-}
-
 #[tokio::test]
 async fn a_client_that_does_not_read_stops_the_history_reads() {
     let redis = RedisServer::start().await;
@@ -74,18 +60,18 @@ async fn a_client_that_does_not_read_stops_the_history_reads() {
         .connect_on(MaybeTlsStream::Plain(tcp))
         .await
         .unwrap();
-    let (sent_before, _) = stats(&redis);
+    let (sent_before, _) = redis.sent_and_scripts();
     let subscribe = json!({"type": "subscribe", "id": 1, "channel": "deep",
         "recover": {"epoch": epoch, "offset": 0}});
     ws.send(Message::text(subscribe.to_string())).await.unwrap();
 
     // Reads nothing until the node stops reading history: no script call
     // for a second (at most 30 s).
-    let mut last = stats(&redis).1;
+    let mut last = redis.sent_and_scripts().1;
     let mut still = 0;
     for _ in 0..150 {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let now = stats(&redis).1;
+        let now = redis.sent_and_scripts().1;
         still = if now == last { still + 1 } else { 0 };
         last = now;
         if still >= 5 {
@@ -93,7 +79,7 @@ async fn a_client_that_does_not_read_stops_the_history_reads() {
         }
     }
     assert!(still >= 5, "the node kept reading history for 30 s");
-    let (sent, _) = stats(&redis);
+    let (sent, _) = redis.sent_and_scripts();
     println!("read ahead of the client: {} bytes", sent - sent_before);
     let read_ahead = send_buffer_max() + PAGES;
     assert!(

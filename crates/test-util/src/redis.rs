@@ -141,6 +141,22 @@ impl RedisServer {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
+    /// Bytes this Redis has sent to its clients so far, and the scripts it
+    /// has run (`INFO`): what tests of history-read bounds measure.
+    pub fn sent_and_scripts(&self) -> (u64, u64) {
+        let info = self.cli(&["INFO", "all"]);
+        let field = |prefix: &str| -> Option<u64> {
+            info.lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        };
+        let sent = field("total_net_output_bytes:")
+            .unwrap_or_else(|| panic!("no total_net_output_bytes in INFO:\n{info}"));
+        let scripts = field("cmdstat_evalsha:calls=").unwrap_or(0)
+            + field("cmdstat_eval:calls=").unwrap_or(0);
+        (sent, scripts)
+    }
+
     /// Disconnects every client in subscriber mode (`CLIENT KILL TYPE
     /// pubsub`), as a failover or a proxy restart would; returns how many.
     pub fn kill_pubsub_clients(&self) -> u64 {
