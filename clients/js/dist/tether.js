@@ -383,6 +383,9 @@ function encode(msg) {
       if (msg.key !== void 0) out.key = msg.key;
       return JSON.stringify(out);
     }
+    case "presence":
+    case "presence_stats":
+      return JSON.stringify({ type: msg.type, id: msg.id, channel: msg.channel });
     case "ping":
       return '{"type":"ping"}';
   }
@@ -439,6 +442,20 @@ function publications(o) {
     return { offset: uint(p, "offset"), data: p.data };
   });
 }
+function presenceEntries(o) {
+  const v = o.clients;
+  if (!Array.isArray(v)) throw new DecodeError("clients: expected an array");
+  return v.map((e) => {
+    if (!isObj(e)) throw new DecodeError("clients: expected objects");
+    const user = e.user === null || e.user === void 0 ? null : str(e, "user");
+    const entry = { client: str(e, "client"), user, joined_at_ms: uint(e, "joined_at_ms") };
+    if (e.info !== void 0 && e.info !== null) {
+      if (!isObj(e.info)) throw new DecodeError("info: expected an object");
+      entry.info = e.info;
+    }
+    return entry;
+  });
+}
 function decodeValue(v) {
   if (!isObj(v)) throw new DecodeError("not a JSON object");
   const type = v.type;
@@ -484,6 +501,10 @@ function decodeValue(v) {
         ...typeof v.channel === "string" ? { channel: v.channel } : {}
       };
     }
+    case "presence":
+      return { type, id: uint(v, "id"), channel: str(v, "channel"), clients: presenceEntries(v) };
+    case "presence_stats":
+      return { type, id: uint(v, "id"), channel: str(v, "channel"), clients: uint(v, "clients"), users: uint(v, "users") };
     case "pong":
       return { type };
     case "close":

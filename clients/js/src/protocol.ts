@@ -19,7 +19,19 @@ export type ClientMessage =
   | { type: 'subscribe'; id: number; channel: string; recover?: StreamPosition }
   | { type: 'unsubscribe'; id: number; channel: string }
   | { type: 'publish'; id: number; channel: string; data: unknown; key?: string }
+  | { type: 'presence'; id: number; channel: string }
+  | { type: 'presence_stats'; id: number; channel: string }
   | { type: 'ping' };
+
+/** One present client of a channel (docs/presence.md). */
+export interface PresenceEntry {
+  client: string;
+  /** The token's `sub`; `null` for an anonymous client. */
+  user: string | null;
+  /** The token's `info` claim, absent when none. */
+  info?: Record<string, unknown>;
+  joined_at_ms: number;
+}
 
 /** Messages the server sends (`close` only over long polling). */
 export type ServerMessage =
@@ -49,7 +61,9 @@ export type ServerMessage =
    */
   | { type: 'error'; id?: number; code: string; message: string; channel?: string }
   | { type: 'pong' }
-  | { type: 'close'; code: number; reason: string };
+  | { type: 'close'; code: number; reason: string }
+  | { type: 'presence'; id: number; channel: string; clients: PresenceEntry[] }
+  | { type: 'presence_stats'; id: number; channel: string; clients: number; users: number };
 
 /**
  * Server error codes that mean "nothing was done; retry with backoff"
@@ -86,6 +100,9 @@ export function encode(msg: ClientMessage): string {
       if (msg.key !== undefined) out.key = msg.key;
       return JSON.stringify(out);
     }
+    case 'presence':
+    case 'presence_stats':
+      return JSON.stringify({ type: msg.type, id: msg.id, channel: msg.channel });
     case 'ping':
       return '{"type":"ping"}';
   }
@@ -156,6 +173,21 @@ function publications(o: Obj): Publication[] {
   });
 }
 
+function presenceEntries(o: Obj): PresenceEntry[] {
+  const v = o.clients;
+  if (!Array.isArray(v)) throw new DecodeError('clients: expected an array');
+  return v.map((e) => {
+    if (!isObj(e)) throw new DecodeError('clients: expected objects');
+    const user = e.user === null || e.user === undefined ? null : str(e, 'user');
+    const entry: PresenceEntry = { client: str(e, 'client'), user, joined_at_ms: uint(e, 'joined_at_ms') };
+    if (e.info !== undefined && e.info !== null) {
+      if (!isObj(e.info)) throw new DecodeError('info: expected an object');
+      entry.info = e.info;
+    }
+    return entry;
+  });
+}
+
 /**
  * Decodes one server message from a parsed JSON value. Returns `null` for a
  * message of an unknown type (a newer server's; ignored), throws
@@ -206,6 +238,10 @@ export function decodeValue(v: unknown): ServerMessage | null {
         ...(typeof v.channel === 'string' ? { channel: v.channel } : {}),
       };
     }
+    case 'presence':
+      return { type, id: uint(v, 'id'), channel: str(v, 'channel'), clients: presenceEntries(v) };
+    case 'presence_stats':
+      return { type, id: uint(v, 'id'), channel: str(v, 'channel'), clients: uint(v, 'clients'), users: uint(v, 'users') };
     case 'pong':
       return { type };
     case 'close':

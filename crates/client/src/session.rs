@@ -380,6 +380,8 @@ impl Core {
             ServerMessage::Welcome { .. }
             | ServerMessage::Unsubscribed { .. }
             | ServerMessage::Close { .. }
+            | ServerMessage::Presence { .. }
+            | ServerMessage::PresenceStats { .. }
             | ServerMessage::Pong => Ok(()),
         }
     }

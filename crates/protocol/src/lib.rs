@@ -17,6 +17,6 @@ pub const DEFAULT_IDEMPOTENCY_WINDOW: std::time::Duration = std::time::Duration:
 pub use backoff::Backoff;
 pub use close::{CloseCode, Reconnect, RetryHint};
 pub use message::{
-    decode_publish_body, ClientMessage, DecodeError, ErrorCode, PublicationEntry, PublishBody,
-    ServerMessage, StreamPosition, PROTOCOL_VERSION,
+    decode_publish_body, ClientMessage, DecodeError, ErrorCode, PresenceEntry, PublicationEntry,
+    PublishBody, ServerMessage, StreamPosition, PROTOCOL_VERSION,
 };

@@ -24,8 +24,25 @@ export type ClientMessage = {
     data: unknown;
     key?: string;
 } | {
+    type: 'presence';
+    id: number;
+    channel: string;
+} | {
+    type: 'presence_stats';
+    id: number;
+    channel: string;
+} | {
     type: 'ping';
 };
+/** One present client of a channel (docs/presence.md). */
+export interface PresenceEntry {
+    client: string;
+    /** The token's `sub`; `null` for an anonymous client. */
+    user: string | null;
+    /** The token's `info` claim, absent when none. */
+    info?: Record<string, unknown>;
+    joined_at_ms: number;
+}
 /** Messages the server sends (`close` only over long polling). */
 export type ServerMessage = {
     type: 'welcome';
@@ -72,6 +89,17 @@ export type ServerMessage = {
     type: 'close';
     code: number;
     reason: string;
+} | {
+    type: 'presence';
+    id: number;
+    channel: string;
+    clients: PresenceEntry[];
+} | {
+    type: 'presence_stats';
+    id: number;
+    channel: string;
+    clients: number;
+    users: number;
 };
 /**
  * Server error codes that mean "nothing was done; retry with backoff"

@@ -43,6 +43,8 @@ pub(super) struct Fields<'a> {
     message: Option<&'a RawValue>,
     poll_timeout_ms: Option<&'a RawValue>,
     reason: Option<&'a RawValue>,
+    clients: Option<&'a RawValue>,
+    users: Option<&'a RawValue>,
     /// The first known field that appeared more than once.
     duplicate: Option<&'static str>,
 }
@@ -70,6 +72,8 @@ enum Field {
     Message,
     PollTimeoutMs,
     Reason,
+    Clients,
+    Users,
     #[serde(other)]
     Unknown,
 }
@@ -109,6 +113,8 @@ impl<'de> Deserialize<'de> for Fields<'de> {
                         Field::Message => (&mut f.message, "message"),
                         Field::PollTimeoutMs => (&mut f.poll_timeout_ms, "poll_timeout_ms"),
                         Field::Reason => (&mut f.reason, "reason"),
+                        Field::Clients => (&mut f.clients, "clients"),
+                        Field::Users => (&mut f.users, "users"),
                         Field::Unknown => {
                             // Skipped without building anything (the JSON is
                             // still checked, and nesting is depth-limited).
@@ -267,7 +273,7 @@ impl ClientMessage {
                 DecodeError::new(
                     id,
                     ErrorCode::UnknownType,
-                    "`type` must be a string: subscribe, unsubscribe, publish or ping",
+                    "`type` must be a string: subscribe, unsubscribe, publish, presence, presence_stats or ping",
                 )
             })?,
         };
@@ -313,11 +319,21 @@ impl ClientMessage {
                     key,
                 })
             }
+            "presence" => {
+                let id = f.require_id(&kind)?;
+                let channel = f.channel(Some(id))?;
+                Ok(ClientMessage::Presence { id, channel })
+            }
+            "presence_stats" => {
+                let id = f.require_id(&kind)?;
+                let channel = f.channel(Some(id))?;
+                Ok(ClientMessage::PresenceStats { id, channel })
+            }
             other => Err(DecodeError::new(
                 id,
                 ErrorCode::UnknownType,
                 format!(
-                    "unknown type {:?}; expected subscribe, unsubscribe, publish or ping",
+                    "unknown type {:?}; expected subscribe, unsubscribe, publish, presence, presence_stats or ping",
                     excerpt(other, 64)
                 ),
             )),
@@ -411,6 +427,17 @@ impl ServerMessage {
             "close" => ServerMessage::Close {
                 code: need(f.code, k, "code")?,
                 reason: optional(f.reason, k, "reason")?.unwrap_or_default(),
+            },
+            "presence" => ServerMessage::Presence {
+                id: need(f.id, k, "id")?,
+                channel: need(f.channel, k, "channel")?,
+                clients: need(f.clients, k, "clients")?,
+            },
+            "presence_stats" => ServerMessage::PresenceStats {
+                id: need(f.id, k, "id")?,
+                channel: need(f.channel, k, "channel")?,
+                clients: need(f.clients, k, "clients")?,
+                users: need(f.users, k, "users")?,
             },
             "pong" => ServerMessage::Pong,
             other => {

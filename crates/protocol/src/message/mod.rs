@@ -46,6 +46,29 @@ impl PartialEq for PublicationEntry {
     }
 }
 
+/// One present client of a channel, as a `presence` answer lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PresenceEntry {
+    /// The client id its `welcome` carried.
+    pub client: String,
+    /// The token's `sub`; `null` for an anonymous client.
+    pub user: Option<String>,
+    /// The token's `info` claim (a JSON object), omitted when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<Box<RawValue>>,
+    /// Wall-clock milliseconds since the epoch when it joined.
+    pub joined_at_ms: u64,
+}
+
+impl PartialEq for PresenceEntry {
+    fn eq(&self, other: &Self) -> bool {
+        self.client == other.client
+            && self.user == other.user
+            && self.info.as_ref().map(|i| i.get()) == other.info.as_ref().map(|i| i.get())
+            && self.joined_at_ms == other.joined_at_ms
+    }
+}
+
 /// Messages a client sends.
 #[derive(Debug, Clone)]
 pub enum ClientMessage {
@@ -63,6 +86,16 @@ pub enum ClientMessage {
         channel: String,
         data: Box<RawValue>,
         key: Option<String>,
+    },
+    /// Who is present in a channel (`presence = true` in its rule).
+    Presence {
+        id: u64,
+        channel: String,
+    },
+    /// How many clients and distinct users are present in a channel.
+    PresenceStats {
+        id: u64,
+        channel: String,
     },
     Ping,
 }
@@ -119,6 +152,18 @@ pub enum ServerMessage {
         /// Long polling only: the channel a poll named and the session could
         /// not hold (an `error` without `id`).
         channel: Option<String>,
+    },
+    Presence {
+        id: u64,
+        channel: String,
+        clients: Vec<PresenceEntry>,
+    },
+    /// `users` counts distinct non-null `user`s: anonymous clients are no user.
+    PresenceStats {
+        id: u64,
+        channel: String,
+        clients: u64,
+        users: u64,
     },
     /// Long polling only: the session ends with this close code (a
     /// WebSocket carries it in its close frame instead).
@@ -262,6 +307,12 @@ impl ClientMessage {
                 }
                 v
             }
+            ClientMessage::Presence { id, channel } => {
+                serde_json::json!({"type": "presence", "id": id, "channel": channel})
+            }
+            ClientMessage::PresenceStats { id, channel } => {
+                serde_json::json!({"type": "presence_stats", "id": id, "channel": channel})
+            }
             ClientMessage::Ping => serde_json::json!({"type": "ping"}),
         };
         value.to_string()
@@ -330,6 +381,26 @@ impl ServerMessage {
                 code: *code,
                 reason,
             },
+            ServerMessage::Presence {
+                id,
+                channel,
+                clients,
+            } => Wire::Presence {
+                id: *id,
+                channel,
+                clients,
+            },
+            ServerMessage::PresenceStats {
+                id,
+                channel,
+                clients,
+                users,
+            } => Wire::PresenceStats {
+                id: *id,
+                channel,
+                clients: *clients,
+                users: *users,
+            },
             ServerMessage::Pong => Wire::Pong,
         };
         // Serializing plain fields, strings and raw JSON into a String
@@ -377,6 +448,17 @@ enum Wire<'a> {
     Close {
         code: u16,
         reason: &'a str,
+    },
+    Presence {
+        id: u64,
+        channel: &'a str,
+        clients: &'a [PresenceEntry],
+    },
+    PresenceStats {
+        id: u64,
+        channel: &'a str,
+        clients: u64,
+        users: u64,
     },
     Pong,
 }
