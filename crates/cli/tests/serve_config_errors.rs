@@ -87,11 +87,6 @@ async fn bad_channel_rules_are_refused_with_their_line() {
             "{file} line 9: unknown key history_tll in a [[channels]] rule (did you mean \
              history_ttl?)",
         ),
-        (
-            "presence.toml",
-            "pattern = \"room:*\"\npresence = true\n",
-            "presence = true at {file} line 9: presence is not available in this version yet",
-        ),
     ] {
         let err = refused_file(name, &format!("{head}{rest}")).await;
         let file = std::env::temp_dir()
@@ -101,4 +96,41 @@ async fn bad_channel_rules_are_refused_with_their_line() {
         assert!(err.contains(&says), "{name}: {err}");
         assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
     }
+}
+
+/// Presence lives in the memory broker only, for now: with `--broker redis`
+/// a rule that turns it on is refused with its line (docs/presence.md),
+/// before anything connects to Redis.
+#[tokio::test]
+async fn presence_with_the_redis_broker_is_refused_with_its_line() {
+    let text = "[[channels]]\npattern = \"chat:*\"\n\n[[channels]]\npattern = \"room:*\"\npresence = true\n";
+    let dir = std::env::temp_dir().join(format!("tether-rules-err-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("presence-redis.toml");
+    std::fs::write(&file, text).unwrap();
+    let path = file.to_str().unwrap();
+    let err = refused(
+        &serve(
+            &[],
+            &[
+                "--config",
+                path,
+                "--broker",
+                "redis",
+                "--redis-url",
+                "redis://127.0.0.1:1",
+            ],
+        )
+        .await,
+    );
+    assert!(
+        err.contains(&format!(
+            "presence = true at {path} line 6: presence with --broker redis comes in a later version"
+        )),
+        "{err}"
+    );
+    // The memory broker (the default) takes the same file.
+    let out = serve(&[], &["--config", path, "--print-config"]).await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("presence = true"));
 }

@@ -22,7 +22,17 @@ pub struct Grant {
     pub subscribe: Option<Vec<String>>,
     /// Channel patterns this connection may publish to; `None` = any.
     pub publish: Option<Vec<String>>,
+    /// Channel patterns whose presence this connection may ask without
+    /// subscribing (the `presence` claim); none by default.
+    pub presence: Vec<String>,
+    /// The `info` claim: a JSON object shown in presence, at most
+    /// [`MAX_INFO_BYTES`].
+    pub info: Option<Box<serde_json::value::RawValue>>,
 }
+
+/// The largest `info` claim accepted, serialised: every presence answer
+/// carries it once per client of that token.
+pub const MAX_INFO_BYTES: usize = 1024;
 
 impl Grant {
     /// Open access: used when no JWT key is configured at all.
@@ -36,6 +46,8 @@ impl Grant {
             && self.expires_at.is_none()
             && self.subscribe.is_none()
             && self.publish.is_none()
+            && self.presence.is_empty()
+            && self.info.is_none()
     }
 
     /// A tokenless client on a server that has JWT auth but also
@@ -53,6 +65,12 @@ impl Grant {
 
     pub fn can_publish(&self, channel: &str) -> bool {
         matches_any(self.publish.as_deref(), channel)
+    }
+
+    /// Whether the `presence` claim lets this connection ask `channel`'s
+    /// presence without holding it.
+    pub fn can_see_presence(&self, channel: &str) -> bool {
+        matches_any(Some(&self.presence), channel)
     }
 }
 
@@ -83,6 +101,12 @@ struct Claims {
     /// Channel patterns the client may publish to; absent = none.
     #[serde(default)]
     publish: Option<Vec<String>>,
+    /// Channel patterns whose presence the client may ask; absent = none.
+    #[serde(default)]
+    presence: Option<Vec<String>>,
+    /// Shown with the client in presence: a JSON object.
+    #[serde(default)]
+    info: Option<serde_json::Value>,
 }
 
 /// Why a token was refused (the text goes into the 401 body).
@@ -98,6 +122,12 @@ pub enum AuthError {
     BadSignature,
     #[error("malformed token: {0}")]
     Malformed(String),
+    #[error(
+        "the token's `info` claim is {0} bytes as JSON; at most {MAX_INFO_BYTES} are accepted"
+    )]
+    InfoTooLarge(usize),
+    #[error("the token's `info` claim must be a JSON object")]
+    InfoNotObject,
 }
 
 /// Cannot build a verifier from the configuration.
@@ -169,11 +199,24 @@ impl Verifier {
         if expires_at.is_some_and(|at| at <= now) {
             return Err(AuthError::Expired);
         }
+        let info = match claims.info {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v @ serde_json::Value::Object(_)) => {
+                let text = v.to_string();
+                if text.len() > MAX_INFO_BYTES {
+                    return Err(AuthError::InfoTooLarge(text.len()));
+                }
+                serde_json::value::RawValue::from_string(text).ok()
+            }
+            Some(_) => return Err(AuthError::InfoNotObject),
+        };
         Ok(Grant {
             user: claims.sub,
             expires_at,
             subscribe: claims.subscribe,
             publish: Some(claims.publish.unwrap_or_default()),
+            presence: claims.presence.unwrap_or_default(),
+            info,
         })
     }
 

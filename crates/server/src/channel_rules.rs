@@ -16,8 +16,8 @@ use std::{collections::HashMap, time::Duration};
 pub struct ChannelRule {
     /// An exact channel name, `prefix*`, or `*`.
     pub pattern: String,
-    /// Presence and presence stats answered (not built yet: `true` is
-    /// refused at start rather than accepted and ignored).
+    /// Presence and presence stats answered (docs/presence.md); refused
+    /// at start with `--broker redis`, which does not hold presence yet.
     #[serde(default)]
     pub presence: bool,
     /// Subscribers receive join/leave (not built yet, as `presence`).

@@ -49,6 +49,9 @@ pub struct Metrics {
     pub redis_resets: Counter,
     /// Redis broker: connections re-established, by kind (`command`, `pubsub`).
     pub redis_reconnects: Family<Labels, Counter>,
+    /// Presence entries held: one per session subscribed to a channel whose
+    /// rule says `presence = true`.
+    pub presence_entries: Gauge,
 }
 
 impl Default for Metrics {
@@ -81,6 +84,7 @@ impl Metrics {
             redis_repairs: Family::default(),
             redis_resets: Counter::default(),
             redis_reconnects: Family::default(),
+            presence_entries: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -182,6 +186,11 @@ impl Metrics {
             "redis_reconnects",
             "Redis connections re-established, by kind",
             m.redis_reconnects.clone(),
+        );
+        registry.register(
+            "presence_entries",
+            "Presence entries held (sessions subscribed to presence channels)",
+            m.presence_entries.clone(),
         );
         Metrics { registry, ..m }
     }

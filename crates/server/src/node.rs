@@ -5,7 +5,7 @@ use crate::{
     broker::{
         memory::MemoryBroker,
         redis::{RedisBroker, RedisOptions},
-        Broker, BrokerError, PublishOutcome,
+        Broker, BrokerError, PresenceList, PresenceStats, PublishOutcome,
     },
     channel_rules::ChannelRules,
     config::{BrokerKind, Config},
@@ -36,6 +36,26 @@ pub enum PublishError {
     /// The channel is new and its publisher's address has made its share of
     /// new channels: retry after this long.
     NewChannels(std::time::Duration),
+    Broker(BrokerError),
+}
+
+/// The most entries a `presence` answer lists; a channel with more answers
+/// only `presence_stats` (the list would be ~100 KiB and growing).
+pub const PRESENCE_ANSWER_MAX: usize = 1_000;
+
+/// Why a presence question got no answer (the session answers an `error`,
+/// the API a 4xx/5xx); the text is the message either way.
+#[derive(Debug, thiserror::Error)]
+pub enum PresenceRefusal {
+    #[error("{0}")]
+    InvalidChannel(String),
+    /// The channel's rule does not say `presence = true`.
+    #[error("presence is not enabled for channel {0:?} (a [[channels]] rule with presence = true; docs/presence.md)")]
+    Disabled(String),
+    /// More than [`PRESENCE_ANSWER_MAX`] are present.
+    #[error("{0} clients are present in {1:?}; ask presence_stats")]
+    TooMany(u64, String),
+    #[error(transparent)]
     Broker(BrokerError),
 }
 
@@ -193,6 +213,41 @@ impl Node {
             }
             Err(e) => Err(PublishError::Broker(e)),
         }
+    }
+
+    /// Checks that `channel` is a channel with presence on.
+    fn presence_channel(&self, channel: &str) -> Result<(), PresenceRefusal> {
+        tether_protocol::message::validate_channel(channel)
+            .map_err(PresenceRefusal::InvalidChannel)?;
+        if !self.rules.get(channel).presence {
+            return Err(PresenceRefusal::Disabled(channel.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Who is present in `channel` (the caller has checked who asks).
+    pub async fn presence(
+        &self,
+        channel: &str,
+    ) -> Result<Vec<tether_protocol::PresenceEntry>, PresenceRefusal> {
+        self.presence_channel(channel)?;
+        match self.broker.presence(channel, PRESENCE_ANSWER_MAX).await {
+            Ok(PresenceList::Clients(clients)) => Ok(clients),
+            Ok(PresenceList::TooMany(n)) => {
+                self.metrics.refusal("presence_too_many");
+                Err(PresenceRefusal::TooMany(n, channel.to_owned()))
+            }
+            Err(e) => Err(PresenceRefusal::Broker(e)),
+        }
+    }
+
+    /// How many clients and users are present in `channel`.
+    pub async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, PresenceRefusal> {
+        self.presence_channel(channel)?;
+        self.broker
+            .presence_stats(channel)
+            .await
+            .map_err(PresenceRefusal::Broker)
     }
 
     pub fn next_conn_id(&self) -> u64 {

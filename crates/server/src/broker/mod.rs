@@ -12,7 +12,7 @@ pub mod redis;
 use async_trait::async_trait;
 use serde_json::value::RawValue;
 use std::sync::Arc;
-use tether_protocol::StreamPosition;
+use tether_protocol::{PresenceEntry, StreamPosition};
 
 /// Publications live in the channels' logs; brokers make and hand them over.
 pub use crate::channel_log::Publication;
@@ -62,6 +62,23 @@ pub enum BrokerError {
     /// its publisher's wait for a new channel.
     #[error("publishing would create the channel, and the publisher may not create one now")]
     NotCreated,
+}
+
+/// A channel's presence list, or how many are present when that is more
+/// than the list asked could hold.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PresenceList {
+    Clients(Vec<PresenceEntry>),
+    /// More than the asked maximum are present: this many.
+    TooMany(u64),
+}
+
+/// How many clients, and distinct users (anonymous clients are none), are
+/// present in a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PresenceStats {
+    pub clients: u64,
+    pub users: u64,
 }
 
 /// Receives every publication for channels this node has subscribers on.
@@ -119,6 +136,22 @@ pub trait Broker: Send + Sync + 'static {
         since: Option<&StreamPosition>,
         budget: usize,
     ) -> Result<Recovery, BrokerError>;
+
+    /// Records a session as present in `channel` (keyed by its client id).
+    /// Sync and infallible: called when a join completes, where nothing may
+    /// await (a broker that must talk to a server queues it).
+    fn presence_add(&self, channel: &str, entry: PresenceEntry);
+
+    /// Removes a session's presence entry; called wherever it leaves the
+    /// channel, which awaits nothing either.
+    fn presence_remove(&self, channel: &str, client: &str);
+
+    /// Who is present in `channel`: every entry, or only their count when
+    /// there are more than `max`.
+    async fn presence(&self, channel: &str, max: usize) -> Result<PresenceList, BrokerError>;
+
+    /// How many clients and users are present in `channel`.
+    async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, BrokerError>;
 
     /// Whether the broker can serve requests (feeds `/readyz`).
     fn is_healthy(&self) -> bool;

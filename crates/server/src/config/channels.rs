@@ -44,14 +44,16 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-/// Refuses the first bad `[[channels]]` rule of the file's `text`.
-pub fn check(text: &str, path: &Path) -> Result<(), ConfigError> {
+/// Refuses the first bad `[[channels]]` rule of the file's `text`; returns
+/// the refusal for the first `presence = true`, should the broker turn out
+/// to be Redis (known only once flags and variables are read).
+pub fn check(text: &str, path: &Path) -> Result<Option<String>, ConfigError> {
     let file = path.display();
     let invalid = |m: String| ConfigError::Invalid(m);
     let unreadable = |e: toml::de::Error| invalid(format!("{file}: channels: {}", e.message()));
     let Outer { channels } = toml::from_str(text).map_err(unreadable)?;
     let Some(channels) = channels else {
-        return Ok(());
+        return Ok(None);
     };
     let is_list = matches!(channels.get_ref(), Value::Array(a) if a.iter().all(Value::is_table));
     if !is_list {
@@ -64,6 +66,7 @@ pub fn check(text: &str, path: &Path) -> Result<(), ConfigError> {
     let Rules { channels } = toml::from_str(text).map_err(unreadable)?;
     // (pattern, line) of every rule so far, to refuse a duplicate.
     let mut seen: Vec<(String, usize)> = Vec::new();
+    let mut presence_on = None;
     for rule in &channels {
         let mut entries: Vec<_> = rule.get_ref().iter().collect();
         entries.sort_by_key(|(key, _)| key.span().start);
@@ -94,9 +97,12 @@ pub fn check(text: &str, path: &Path) -> Result<(), ConfigError> {
                     pattern = Some((p.clone(), line));
                 }
                 ("presence", Value::Boolean(true)) => {
-                    return Err(refuse(
-                        "presence is not available in this version yet".into(),
-                    ))
+                    presence_on.get_or_insert_with(|| {
+                        format!(
+                            "presence = true at {file} line {line}: presence with --broker redis \
+                             comes in a later version (docs/presence.md)"
+                        )
+                    });
                 }
                 ("join_leave", Value::Boolean(true)) => {
                     return Err(refuse(
@@ -131,7 +137,7 @@ pub fn check(text: &str, path: &Path) -> Result<(), ConfigError> {
             }
         }
     }
-    Ok(())
+    Ok(presence_on)
 }
 
 /// Checks one key's value alone, as a rule would read it; `Err` says what
@@ -152,7 +158,7 @@ mod tests {
 
     fn refusal(text: &str) -> String {
         match check(text, Path::new("tether.toml")) {
-            Ok(()) => panic!("accepted:\n{text}"),
+            Ok(_) => panic!("accepted:\n{text}"),
             Err(e) => e.to_string(),
         }
     }
@@ -164,6 +170,20 @@ mod tests {
                     [[channels]]\npattern = \"*\"\njoin_leave = false\n";
         assert!(check(text, Path::new("t.toml")).is_ok());
         assert!(check("[history]\nsize = 5\n", Path::new("t.toml")).is_ok());
+    }
+
+    #[test]
+    fn presence_is_noted_with_its_line_for_a_redis_broker_to_refuse() {
+        let text = "[[channels]]\npattern = \"a\"\npresence = false\n\n[[channels]]\n\
+                    pattern = \"room:*\"\npresence = true\n";
+        let noted = check(text, Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            noted.as_deref(),
+            Some(
+                "presence = true at t.toml line 7: presence with --broker redis comes in a \
+                 later version (docs/presence.md)"
+            )
+        );
     }
 
     #[test]
@@ -183,11 +203,6 @@ mod tests {
                 "pattern = \"x\"\nhistroy_size = 3\n",
                 "tether.toml line 9: unknown key histroy_size in a [[channels]] rule (did you \
                  mean history_size?)",
-            ),
-            (
-                "pattern = \"x\"\npresence = true\n",
-                "presence = true at tether.toml line 9: presence is not available in this \
-                 version yet",
             ),
             (
                 "pattern = \"x\"\njoin_leave = true\n",

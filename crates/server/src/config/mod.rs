@@ -361,6 +361,7 @@ pub fn load(
     flags: &[(String, String)],
 ) -> Result<Config, ConfigError> {
     let mut given: Vec<Given> = Vec::new();
+    let mut presence_on = None;
     let mut table = match file {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -373,7 +374,7 @@ pub fn load(
                     path: path.to_owned(),
                     source: Box::new(source),
                 })?;
-            channels::check(&text, path)?;
+            presence_on = channels::check(&text, path)?;
             input::check_file_keys(&table, path)?;
             for key in KEYS {
                 let value = table.get(key.section).and_then(|s| s.get(key.key));
@@ -421,6 +422,9 @@ pub fn load(
         .try_into()
         .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
     config.validate(&input::Names { given: &given })?;
+    if let Some(refusal) = presence_on.filter(|_| config.broker.kind == BrokerKind::Redis) {
+        return Err(ConfigError::Invalid(refusal));
+    }
     Ok(config)
 }
 

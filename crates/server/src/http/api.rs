@@ -1,14 +1,14 @@
-//! The backend API: `POST /api/publish` and `GET /api/stats`, behind an
-//! optional API key.
+//! The backend API: `POST /api/publish`, `GET /api/stats` and
+//! `GET /api/presence[_stats]?channel=`, behind an optional API key.
 
 use super::PeerAddr;
 use crate::body::{api_error, body_error};
 use crate::{
     broker::BrokerError,
-    node::{Node, PublishError},
+    node::{Node, PresenceRefusal, PublishError},
 };
 use axum::{
-    extract::{Request, State},
+    extract::{Query, Request, State},
     http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     Extension, Json,
@@ -157,4 +157,75 @@ pub(super) async fn stats_route(State(node): State<Arc<Node>>, headers: HeaderMa
         "draining": node.is_draining(),
     }))
     .into_response()
+}
+
+/// `?channel=C` of the presence routes.
+#[derive(serde::Deserialize)]
+pub(super) struct ChannelQuery {
+    channel: Option<String>,
+}
+
+/// `GET /api/presence?channel=C`: `{"channel":C,"clients":[...]}`, as the
+/// protocol's `presence` answer without `type` and `id`.
+pub(super) async fn presence_route(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    query: Result<Query<ChannelQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let channel = match presence_channel(&node, &headers, query) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    match node.presence(&channel).await {
+        Ok(clients) => Json(json!({"channel": channel, "clients": clients})).into_response(),
+        Err(e) => presence_error(&e),
+    }
+}
+
+/// `GET /api/presence_stats?channel=C`: `{"channel":C,"clients":N,"users":M}`.
+pub(super) async fn presence_stats_route(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    query: Result<Query<ChannelQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let channel = match presence_channel(&node, &headers, query) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    match node.presence_stats(&channel).await {
+        Ok(s) => Json(json!({"channel": channel, "clients": s.clients, "users": s.users}))
+            .into_response(),
+        Err(e) => presence_error(&e),
+    }
+}
+
+/// The API key, then the `channel` the query names.
+fn presence_channel(
+    node: &Node,
+    headers: &HeaderMap,
+    query: Result<Query<ChannelQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<String, Box<Response>> {
+    check_api_key(node, headers)?;
+    query.ok().and_then(|Query(q)| q.channel).ok_or_else(|| {
+        Box::new(api_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "name the channel: ?channel=NAME",
+        ))
+    })
+}
+
+/// 400 for a bad channel or too many to list, 404 for a channel without
+/// presence, 503 when the broker cannot answer.
+fn presence_error(e: &PresenceRefusal) -> Response {
+    let (status, code) = match e {
+        PresenceRefusal::InvalidChannel(_) => (StatusCode::BAD_REQUEST, "invalid_channel"),
+        PresenceRefusal::TooMany(..) => (StatusCode::BAD_REQUEST, "bad_request"),
+        PresenceRefusal::Disabled(_) => (StatusCode::NOT_FOUND, "bad_request"),
+        PresenceRefusal::Broker(BrokerError::OverCapacity(_)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "over_capacity")
+        }
+        PresenceRefusal::Broker(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+    };
+    api_error(status, code, &e.to_string())
 }

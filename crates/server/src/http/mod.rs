@@ -34,6 +34,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/ws", get(ws_route))
         .route("/api/publish", post(api::publish_route))
         .route("/api/stats", get(api::stats_route))
+        .route("/api/presence", get(api::presence_route))
+        .route("/api/presence_stats", get(api::presence_stats_route))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready_route))
         .route("/metrics", get(metrics_route))

@@ -10,6 +10,7 @@
 
 mod joining;
 mod positions;
+mod presence;
 mod replay;
 mod requests;
 mod subscriptions;

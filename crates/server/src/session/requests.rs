@@ -11,11 +11,11 @@ use tether_protocol::{ClientMessage, CloseCode, ErrorCode, ServerMessage, Stream
 use tokio::time::Instant;
 
 impl Session {
-    fn reply(out: &mut Out, message: ServerMessage) {
+    pub(super) fn reply(out: &mut Out, message: ServerMessage) {
         out.push(message.encode().into());
     }
 
-    fn reply_error(out: &mut Out, id: Option<u64>, code: ErrorCode, message: String) {
+    pub(super) fn reply_error(out: &mut Out, id: Option<u64>, code: ErrorCode, message: String) {
         let reply = ServerMessage::Error {
             id,
             code,
@@ -132,6 +132,12 @@ impl Session {
                 data,
                 key,
             } => self.publish(id, channel, data, key, out).await,
+            ClientMessage::Presence { id, channel } => {
+                self.presence_request(id, channel, false, out).await
+            }
+            ClientMessage::PresenceStats { id, channel } => {
+                self.presence_request(id, channel, true, out).await
+            }
         }
     }
 
@@ -244,6 +250,7 @@ impl Session {
         joining.done();
         self.subs.insert(cursor);
         place.keep(&mut self.permit);
+        self.enter_presence(channel);
         Ok(recovery)
     }
 
@@ -323,6 +330,7 @@ impl Session {
     /// request dropped at any point leaves no half-done leave behind.
     pub(super) fn leave(&mut self, channel: &str) {
         self.unhold(channel);
+        self.exit_presence(channel);
         if let Some(last) = self.node.hub.remove(channel, self.conn_id) {
             if last.interest_is_live() {
                 self.node.release_interest(channel);
@@ -416,7 +424,9 @@ fn request_id(m: &ClientMessage) -> Option<u64> {
     match m {
         ClientMessage::Subscribe { id, .. }
         | ClientMessage::Unsubscribe { id, .. }
-        | ClientMessage::Publish { id, .. } => Some(*id),
+        | ClientMessage::Publish { id, .. }
+        | ClientMessage::Presence { id, .. }
+        | ClientMessage::PresenceStats { id, .. } => Some(*id),
         ClientMessage::Ping => None,
     }
 }
@@ -429,7 +439,7 @@ fn too_many(retry: std::time::Duration) -> String {
 }
 
 /// The error code a broker failure is answered with.
-fn error_code(e: &BrokerError) -> ErrorCode {
+pub(super) fn error_code(e: &BrokerError) -> ErrorCode {
     match e {
         BrokerError::OverCapacity(_) | BrokerError::NotCreated => ErrorCode::OverCapacity,
         BrokerError::Unavailable(_) => ErrorCode::Unavailable,

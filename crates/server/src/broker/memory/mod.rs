@@ -32,7 +32,10 @@
 //! a stream and the node are charged for, and how room is made, is in
 //! `budget`.
 
-use super::{Broker, BrokerError, Delivery, Publication, PublishOutcome, Recovery};
+use super::{
+    Broker, BrokerError, Delivery, PresenceList, PresenceStats, Publication, PublishOutcome,
+    Recovery,
+};
 use crate::channel_log::Wakeup;
 use crate::{channel_rules::ChannelRules, config::HistoryConfig, metrics::Metrics};
 use async_trait::async_trait;
@@ -50,6 +53,7 @@ use std::{
 use tether_protocol::StreamPosition;
 
 mod budget;
+mod presence;
 #[cfg(test)]
 mod tests;
 
@@ -101,6 +105,8 @@ pub struct MemoryBroker {
     generation: AtomicU64,
     /// When a scan for streams to forget last found none.
     barren_scan: Mutex<Option<Instant>>,
+    /// Who is subscribed to each presence channel.
+    presence: presence::Presence,
 }
 
 impl MemoryBroker {
@@ -117,6 +123,7 @@ impl MemoryBroker {
             rules: Arc::default(),
             max_channels,
             delivery,
+            presence: presence::Presence::new(metrics.presence_entries.clone()),
             metrics,
             boot: format!("{:012x}", fastrand::u64(..) >> 16),
             generation: AtomicU64::new(0),
@@ -378,6 +385,22 @@ impl Broker for MemoryBroker {
                 .collect();
         }
         Ok(recovery)
+    }
+
+    fn presence_add(&self, channel: &str, entry: tether_protocol::PresenceEntry) {
+        self.presence.add(channel, entry);
+    }
+
+    fn presence_remove(&self, channel: &str, client: &str) {
+        self.presence.remove(channel, client);
+    }
+
+    async fn presence(&self, channel: &str, max: usize) -> Result<PresenceList, BrokerError> {
+        Ok(self.presence.list(channel, max))
+    }
+
+    async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, BrokerError> {
+        Ok(self.presence.stats(channel))
     }
 
     fn is_healthy(&self) -> bool {

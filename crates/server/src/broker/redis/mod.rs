@@ -285,9 +285,32 @@ impl Broker for RedisBroker {
         })
     }
 
+    // Presence with Redis comes later; a rule with `presence = true` is
+    // refused at start with `--broker redis`, so these are never reached
+    // in a served node.
+    fn presence_add(&self, _channel: &str, _entry: tether_protocol::PresenceEntry) {}
+
+    fn presence_remove(&self, _channel: &str, _client: &str) {}
+
+    async fn presence(
+        &self,
+        _channel: &str,
+        _max: usize,
+    ) -> Result<super::PresenceList, BrokerError> {
+        Err(presence_unavailable())
+    }
+
+    async fn presence_stats(&self, _channel: &str) -> Result<super::PresenceStats, BrokerError> {
+        Err(presence_unavailable())
+    }
+
     fn is_healthy(&self) -> bool {
         self.inner.fanout.health.is_up()
     }
+}
+
+fn presence_unavailable() -> BrokerError {
+    BrokerError::Unavailable("presence is not available with the Redis broker yet".into())
 }
 
 /// Publications from consecutive data starting at offset `first`; data that
