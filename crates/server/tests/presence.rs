@@ -439,3 +439,48 @@ async fn over_1000_present_answers_the_count_and_stats_still_work() {
     bystander.still_served().await;
     server.shutdown().await;
 }
+
+/// A long-polling session whose refreshed token no longer allows a held
+/// presence channel leaves it at once, and so leaves its presence.
+#[tokio::test]
+async fn a_refreshed_token_that_revokes_the_channel_removes_the_entry() {
+    let server = TestServer::start_with(config(&[])).await;
+    let open = format!("Bearer {}", token(json!({"sub": "r"})));
+    let (lp, _) = Lp::open_with(server.addr, &[("Authorization", &open)]).await;
+    let replies = lp
+        .send(json!([
+            {"type": "subscribe", "id": 1, "channel": "room:4"},
+            {"type": "subscribe", "id": 2, "channel": "room:5"},
+        ]))
+        .await;
+    assert!(
+        replies.iter().all(|r| r["type"] == "subscribed"),
+        "{replies:?}"
+    );
+    assert_eq!(stats(&server, "room:4").await, (1, 1));
+
+    let narrower = format!(
+        "Bearer {}",
+        token(json!({"sub": "r", "subscribe": ["room:5"]}))
+    );
+    let refreshed = Lp {
+        headers: vec![("Authorization".into(), narrower)],
+        ..lp.clone()
+    };
+    assert_eq!(
+        refreshed.send(json!([{"type": "ping"}])).await,
+        vec![json!({"type": "pong"})]
+    );
+    assert_eq!(
+        stats(&server, "room:4").await,
+        (0, 0),
+        "revoked: gone at once"
+    );
+    assert_eq!(
+        stats(&server, "room:5").await,
+        (1, 1),
+        "still allowed: kept"
+    );
+    assert_eq!(entries_gauge(&server).await, 1.0);
+    server.shutdown().await;
+}
