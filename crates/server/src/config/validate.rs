@@ -37,6 +37,37 @@ impl Config {
         }
         // A cap of 0 is never meant: it refuses everything it counts.
         for (key, n, refuses) in [
+            (
+                "limits.max_connections",
+                lim.max_connections,
+                "every connection",
+            ),
+            (
+                "limits.max_connections_per_ip",
+                lim.max_connections_per_ip,
+                "every connection",
+            ),
+            ("limits.max_channels", lim.max_channels, "every channel"),
+            (
+                "limits.max_subscriptions",
+                lim.max_subscriptions,
+                "every subscribe",
+            ),
+            (
+                "limits.handshake_burst_per_ip",
+                lim.handshake_burst_per_ip as usize,
+                "every handshake",
+            ),
+            (
+                "limits.publish_burst_per_ip",
+                lim.publish_burst_per_ip as usize,
+                "every API publish",
+            ),
+            (
+                "limits.messages_burst",
+                lim.messages_burst as usize,
+                "every message",
+            ),
             ("limits.send_queue", lim.send_queue, "every subscriber"),
             (
                 "limits.max_subscriptions_total",

@@ -35,6 +35,13 @@ fn zero_caps_are_refused_naming_where_they_came_from() {
     std::fs::create_dir_all(&dir).expect("tmp");
     let file = dir.join("tether.toml");
     for flag in [
+        "max-connections",
+        "max-connections-per-ip",
+        "max-channels",
+        "max-subscriptions",
+        "handshake-burst-per-ip",
+        "publish-burst-per-ip",
+        "messages-burst",
         "send-queue",
         "max-subscriptions-total",
         "max-subscriptions-per-ip",
