@@ -382,6 +382,8 @@ impl Core {
             | ServerMessage::Close { .. }
             | ServerMessage::Presence { .. }
             | ServerMessage::PresenceStats { .. }
+            | ServerMessage::Join { .. }
+            | ServerMessage::Leave { .. }
             | ServerMessage::Pong => Ok(()),
         }
     }

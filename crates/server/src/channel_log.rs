@@ -55,6 +55,49 @@ impl Publication {
     }
 }
 
+/// A `join` or `leave`: pushed to a channel's subscribers between its
+/// publications, not one of them (no offset, not in history).
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// The complete `{"type":"join"|"leave",...}` frame.
+    pub frame: Bytes,
+    /// The channel's offset when it happened: a reader gets it after that
+    /// publication and before the next.
+    pub after: u64,
+}
+
+impl Event {
+    /// The frame of `entry`'s join (or leave) of `channel`.
+    pub fn new(
+        channel: &str,
+        entry: &tether_protocol::PresenceEntry,
+        join: bool,
+        after: u64,
+    ) -> Self {
+        let (channel, client) = (channel.to_owned(), entry.client.clone());
+        let (user, info) = (entry.user.clone(), entry.info.clone());
+        let message = if join {
+            tether_protocol::ServerMessage::Join {
+                channel,
+                client,
+                user,
+                info,
+            }
+        } else {
+            tether_protocol::ServerMessage::Leave {
+                channel,
+                client,
+                user,
+                info,
+            }
+        };
+        Event {
+            frame: Bytes::from(message.encode()),
+            after,
+        }
+    }
+}
+
 /// How many publications and bytes the log may hold at most.
 #[derive(Debug, Clone, Copy)]
 pub struct Window {
@@ -70,6 +113,9 @@ pub struct ChannelLog {
     pub name: Arc<str>,
     window: Window,
     inner: Mutex<Inner>,
+    /// `Inner::event_top`, readable without the lock: most reads find no
+    /// event waiting and skip them at the cost of one load.
+    event_top: AtomicU64,
     /// Whether this node's subscription at the broker is in place (set by
     /// the session that joined first and subscribed there).
     interest: tokio::sync::watch::Sender<Interest>,
@@ -94,6 +140,12 @@ struct Inner {
     /// The offset of the last publication appended (0: none yet).
     top: u64,
     appends: u64,
+    /// Joins and leaves not yet read by every subscriber, oldest first, with
+    /// their sequence numbers (consecutive: `events[i].0 == first + i`); at
+    /// most `window.publications` of them.
+    events: VecDeque<(u64, Event)>,
+    /// The sequence number of the last event appended (0: none yet).
+    event_top: u64,
     /// Who to wake, changed in place on join and leave.
     subscribers: Vec<Arc<Cursor>>,
     /// A frozen copy of `subscribers` for waking outside the lock: built at
@@ -111,6 +163,8 @@ pub struct Cursor {
     /// The highest offset written to the connection (or covered by its
     /// `subscribed` reply). Written only by the session.
     position: AtomicU64,
+    /// The sequence number of the last event written to the connection.
+    events_seen: AtomicU64,
     /// Already rung and not yet read: rings are not repeated.
     pending: AtomicBool,
     /// The channel's stream was reset under this cursor (a new epoch the
@@ -127,6 +181,8 @@ pub struct Behind {
     pub first_held: u64,
     /// Not behind but cut off: the channel's stream was reset (a new epoch).
     pub reset: bool,
+    /// Behind the joins and leaves, not the publications.
+    pub events: bool,
 }
 
 /// The subscribers to wake for one publication; ring it after releasing
@@ -156,9 +212,12 @@ impl ChannelLog {
                 bytes: 0,
                 top: 0,
                 appends: 0,
+                events: VecDeque::new(),
+                event_top: 0,
                 subscribers: Vec::new(),
                 snapshot: None,
             }),
+            event_top: AtomicU64::new(0),
             interest: tokio::sync::watch::Sender::new(Interest::Pending),
         })
     }
@@ -201,6 +260,8 @@ impl ChannelLog {
             bell,
             conn_id,
             position: AtomicU64::new(0),
+            // Events from before the join are not the joiner's.
+            events_seen: AtomicU64::new(inner.event_top),
             pending: AtomicBool::new(false),
             stale: AtomicBool::new(false),
         });
@@ -217,6 +278,7 @@ impl ChannelLog {
         let left = inner.subscribers.len();
         if left == 0 {
             inner.ring = VecDeque::new();
+            inner.events = VecDeque::new();
             inner.bytes = 0;
             inner.subscribers = Vec::new();
         }
@@ -232,7 +294,11 @@ impl ChannelLog {
         inner.ring.clear();
         inner.bytes = 0;
         inner.top = 0;
+        // Events were placed by the old epoch's offsets; the readers are
+        // resynchronised, and ask presence again.
+        inner.events.clear();
         for cursor in &inner.subscribers {
+            cursor.saw_events(inner.event_top);
             cursor.stale.store(true, Ordering::Release);
         }
         Self::wake_all(&mut inner)
@@ -278,6 +344,77 @@ impl ChannelLog {
             Self::pop(&mut inner);
         }
         Self::wake_all(&mut inner)
+    }
+
+    /// Appends a join or leave and returns who to wake (every subscriber:
+    /// the joiner too reads its own join). Events arrive in the order they
+    /// happened, so their `after` offsets never go down.
+    pub fn append_event(&self, event: Event) -> Wakeup {
+        let mut inner = self.inner.lock();
+        if inner.subscribers.is_empty() {
+            return Wakeup::none();
+        }
+        inner.event_top += 1;
+        let seq = inner.event_top;
+        self.event_top.store(seq, Ordering::Release);
+        inner.events.push_back((seq, event));
+        if inner.events.len() > self.window.publications {
+            // Drop what everyone has read first; past the window, the oldest
+            // (its readers fall behind, as with publications).
+            let slowest = inner
+                .subscribers
+                .iter()
+                .map(|c| c.events_seen())
+                .min()
+                .unwrap_or(u64::MAX);
+            while inner.events.front().is_some_and(|(s, _)| *s <= slowest) {
+                inner.events.pop_front();
+            }
+            while inner.events.len() > self.window.publications {
+                inner.events.pop_front();
+            }
+        }
+        Self::wake_all(&mut inner)
+    }
+
+    /// The events after `seen` placed at or before offset `upto`, in order
+    /// (cloned into `out`); `Err` when some after `seen` were dropped.
+    pub fn events_for(
+        &self,
+        seen: u64,
+        upto: u64,
+        out: &mut Vec<(u64, Event)>,
+    ) -> Result<(), Behind> {
+        let inner = self.inner.lock();
+        if seen >= inner.event_top {
+            return Ok(());
+        }
+        let first = inner
+            .events
+            .front()
+            .map_or(inner.event_top + 1, |(s, _)| *s);
+        if seen.saturating_add(1) < first {
+            return Err(Behind {
+                position: seen,
+                first_held: first,
+                reset: false,
+                events: true,
+            });
+        }
+        let start = (seen + 1 - first) as usize;
+        out.extend(
+            inner
+                .events
+                .range(start..)
+                .take_while(|(_, e)| e.after <= upto)
+                .cloned(),
+        );
+        Ok(())
+    }
+
+    /// Events held (for tests).
+    pub fn events_held(&self) -> usize {
+        self.inner.lock().events.len()
     }
 
     /// Every current subscriber, from the shared snapshot of the list.
@@ -334,6 +471,7 @@ impl ChannelLog {
                 position,
                 first_held: first,
                 reset: false,
+                events: false,
             });
         }
         let start = (position + 1 - first) as usize;
@@ -372,6 +510,22 @@ impl Cursor {
     /// names its position in every poll, and a lost answer is read again.
     pub fn set_position(&self, offset: u64) {
         self.position.store(offset, Ordering::Release);
+    }
+
+    /// The sequence number of the last event written to the connection.
+    pub fn events_seen(&self) -> u64 {
+        self.events_seen.load(Ordering::Acquire)
+    }
+
+    /// Whether the log may hold events this cursor has not read (a lock-free
+    /// look, exact once the reader takes the log's lock).
+    pub fn events_waiting(&self) -> bool {
+        self.log.event_top.load(Ordering::Acquire) > self.events_seen()
+    }
+
+    /// Records that events up to `seq` were written.
+    pub fn saw_events(&self, seq: u64) {
+        self.events_seen.fetch_max(seq, Ordering::AcqRel);
     }
 
     /// Marks the cursor as read: the next append rings again.
@@ -475,6 +629,7 @@ mod tests {
                 position: 0,
                 first_held: 13,
                 reset: false,
+                events: false,
             })
         );
     }
@@ -550,5 +705,63 @@ mod tests {
         log.append(publication(1)).ring();
         assert_eq!(log.leave(1), 0);
         assert_eq!(log.held(), 0);
+    }
+
+    fn event(after: u64) -> Event {
+        Event {
+            frame: Bytes::from(format!("e{after}")),
+            after,
+        }
+    }
+
+    #[test]
+    fn events_go_after_the_publication_they_came_after() {
+        let log = log(100);
+        let bell = Arc::new(Doorbell::new());
+        log.append_event(event(0)).ring(); // before anyone joined: not theirs
+        let cursor = log.join(1, bell);
+        log.append_event(event(0)).ring();
+        log.append(publication(1)).ring();
+        log.append(publication(2)).ring();
+        log.append_event(event(2)).ring();
+        log.append(publication(3)).ring();
+        assert!(cursor.events_waiting());
+        let mut out = Vec::new();
+        assert!(log.events_for(cursor.events_seen(), 1, &mut out).is_ok());
+        assert_eq!(out.len(), 1, "only the events placed up to offset 1");
+        out.clear();
+        assert!(log.events_for(cursor.events_seen(), 3, &mut out).is_ok());
+        assert_eq!(
+            out.iter().map(|(s, e)| (*s, e.after)).collect::<Vec<_>>(),
+            vec![(1, 0), (2, 2)]
+        );
+        cursor.saw_events(2);
+        assert!(!cursor.events_waiting());
+    }
+
+    #[test]
+    fn a_reader_past_the_events_window_is_told_it_is_behind() {
+        let log = log(4);
+        let bell = Arc::new(Doorbell::new());
+        let stuck = log.join(1, bell.clone());
+        let reader = log.join(2, bell);
+        for _ in 0..3 {
+            log.append_event(event(0)).ring();
+        }
+        reader.saw_events(3);
+        for _ in 0..6 {
+            log.append_event(event(0)).ring();
+        }
+        assert!(log.events_held() <= 4);
+        let mut out = Vec::new();
+        let behind = log.events_for(stuck.events_seen(), 0, &mut out);
+        assert!(behind.is_err_and(|b| b.events));
+        assert!(log.events_for(8, 0, &mut out).is_ok());
+        assert_eq!(out.len(), 1);
+        // A reset forgets them, and nobody is behind after it.
+        log.reset().ring();
+        assert_eq!(log.events_held(), 0);
+        out.clear();
+        assert!(log.events_for(stuck.events_seen(), 0, &mut out).is_ok());
     }
 }

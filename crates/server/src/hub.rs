@@ -141,6 +141,14 @@ impl Delivery for Hub {
         }
     }
 
+    fn deliver_event(&self, channel: &str, event: crate::channel_log::Event) -> Wakeup {
+        let log = self.shard(channel).read().get(channel).cloned();
+        match log {
+            Some(log) => log.append_event(event),
+            None => Wakeup::none(),
+        }
+    }
+
     fn deliver(&self, publication: Arc<Publication>) -> Wakeup {
         let log = self
             .shard(&publication.channel)

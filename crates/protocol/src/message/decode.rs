@@ -45,6 +45,8 @@ pub(super) struct Fields<'a> {
     reason: Option<&'a RawValue>,
     clients: Option<&'a RawValue>,
     users: Option<&'a RawValue>,
+    user: Option<&'a RawValue>,
+    info: Option<&'a RawValue>,
     /// The first known field that appeared more than once.
     duplicate: Option<&'static str>,
 }
@@ -74,6 +76,8 @@ enum Field {
     Reason,
     Clients,
     Users,
+    User,
+    Info,
     #[serde(other)]
     Unknown,
 }
@@ -115,6 +119,8 @@ impl<'de> Deserialize<'de> for Fields<'de> {
                         Field::Reason => (&mut f.reason, "reason"),
                         Field::Clients => (&mut f.clients, "clients"),
                         Field::Users => (&mut f.users, "users"),
+                        Field::User => (&mut f.user, "user"),
+                        Field::Info => (&mut f.info, "info"),
                         Field::Unknown => {
                             // Skipped without building anything (the JSON is
                             // still checked, and nesting is depth-limited).
@@ -439,6 +445,30 @@ impl ServerMessage {
                 clients: need(f.clients, k, "clients")?,
                 users: need(f.users, k, "users")?,
             },
+            "join" | "leave" => {
+                let channel = need(f.channel, k, "channel")?;
+                let client = need(f.client, k, "client")?;
+                let user = optional(f.user, k, "user")?;
+                let info = match f.info {
+                    Some(raw) if raw.get() != "null" => Some(raw.to_owned()),
+                    _ => None,
+                };
+                if k == "join" {
+                    ServerMessage::Join {
+                        channel,
+                        client,
+                        user,
+                        info,
+                    }
+                } else {
+                    ServerMessage::Leave {
+                        channel,
+                        client,
+                        user,
+                        info,
+                    }
+                }
+            }
             "pong" => ServerMessage::Pong,
             other => {
                 return Err(DecodeError::new(

@@ -165,6 +165,23 @@ pub enum ServerMessage {
         clients: u64,
         users: u64,
     },
+    /// Someone subscribed to a channel whose rule says `join_leave = true`.
+    /// Not a publication: no offset, not in history.
+    Join {
+        channel: String,
+        client: String,
+        /// The token's `sub`; `null` for an anonymous client.
+        user: Option<String>,
+        info: Option<Box<RawValue>>,
+    },
+    /// Someone left such a channel (unsubscribed, disconnected, was cut, or
+    /// its node was lost).
+    Leave {
+        channel: String,
+        client: String,
+        user: Option<String>,
+        info: Option<Box<RawValue>>,
+    },
     /// Long polling only: the session ends with this close code (a
     /// WebSocket carries it in its close frame instead).
     Close {
@@ -401,6 +418,28 @@ impl ServerMessage {
                 clients: *clients,
                 users: *users,
             },
+            ServerMessage::Join {
+                channel,
+                client,
+                user,
+                info,
+            } => Wire::Join {
+                channel,
+                client,
+                user: user.as_deref(),
+                info: info.as_deref(),
+            },
+            ServerMessage::Leave {
+                channel,
+                client,
+                user,
+                info,
+            } => Wire::Leave {
+                channel,
+                client,
+                user: user.as_deref(),
+                info: info.as_deref(),
+            },
             ServerMessage::Pong => Wire::Pong,
         };
         // Serializing plain fields, strings and raw JSON into a String
@@ -459,6 +498,20 @@ enum Wire<'a> {
         channel: &'a str,
         clients: u64,
         users: u64,
+    },
+    Join {
+        channel: &'a str,
+        client: &'a str,
+        user: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        info: Option<&'a RawValue>,
+    },
+    Leave {
+        channel: &'a str,
+        client: &'a str,
+        user: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        info: Option<&'a RawValue>,
     },
     Pong,
 }

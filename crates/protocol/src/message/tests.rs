@@ -292,3 +292,21 @@ fn error_code_vectors_match_this_table() {
         assert_eq!(row["retryable"], code.is_retryable(), "{row}");
     }
 }
+
+#[test]
+fn join_and_leave_need_their_channel_and_client_and_keep_info_raw() {
+    for frame in [
+        r#"{"type":"join","channel":"room:1"}"#,
+        r#"{"type":"leave","client":"a"}"#,
+        r#"{"type":"join","channel":"room:1","client":7}"#,
+    ] {
+        let e = ServerMessage::decode(frame).expect_err(frame);
+        assert_eq!(e.code, ErrorCode::BadRequest, "{frame}");
+    }
+    let m = ServerMessage::decode(r#"{"type":"leave","channel":"c","client":"a","info":{"x": 1}}"#)
+        .expect("decodes");
+    assert_eq!(
+        m.encode(),
+        r#"{"type":"leave","channel":"c","client":"a","user":null,"info":{"x": 1}}"#
+    );
+}

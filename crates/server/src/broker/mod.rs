@@ -88,6 +88,14 @@ pub trait Delivery: Send + Sync + 'static {
     /// which the broker rings after releasing its locks.
     fn deliver(&self, publication: Arc<Publication>) -> crate::channel_log::Wakeup;
 
+    /// A `join` or `leave` for the channel's local subscribers (called in
+    /// the order they happened, like publications); returns who to wake.
+    fn deliver_event(
+        &self,
+        channel: &str,
+        event: crate::channel_log::Event,
+    ) -> crate::channel_log::Wakeup;
+
     /// The channel's stream changed epoch and the broker cannot bridge the
     /// gap: every local subscriber resynchronises (`recovered: false`
     /// through the ordinary path); returns them to wake.
@@ -137,14 +145,24 @@ pub trait Broker: Send + Sync + 'static {
         budget: usize,
     ) -> Result<Recovery, BrokerError>;
 
-    /// Records a session as present in `channel` (keyed by its client id).
-    /// Sync and infallible: called when a join completes, where nothing may
-    /// await (a broker that must talk to a server queues it).
-    fn presence_add(&self, channel: &str, entry: PresenceEntry);
+    /// Records a session as present in `channel` (keyed by its client id),
+    /// and with `join_leave` announces its `join` to every subscriber of the
+    /// channel, after the publications made before it. Sync and
+    /// infallible: called when a join completes, where nothing may await (a
+    /// broker that must talk to a server queues it, in order, and
+    /// [`Broker::presence_flushed`] waits for the queue).
+    fn presence_add(&self, channel: &str, entry: PresenceEntry, join_leave: bool);
 
-    /// Removes a session's presence entry; called wherever it leaves the
-    /// channel, which awaits nothing either.
-    fn presence_remove(&self, channel: &str, client: &str);
+    /// Removes a session's presence entry, and with `join_leave` announces
+    /// its `leave` (after every publication it made); called wherever it
+    /// leaves the channel, which awaits nothing either.
+    fn presence_remove(&self, channel: &str, client: &str, join_leave: bool);
+
+    /// Waits until every presence change this node queued before the call
+    /// has reached the broker, so a publish made after it is delivered
+    /// after the joins announced before it (immediate for a broker that
+    /// queues nothing).
+    async fn presence_flushed(&self) {}
 
     /// Who is present in `channel`: every entry, or only their count when
     /// there are more than `max`.

@@ -71,6 +71,7 @@ pub fn check(text: &str, path: &Path) -> Result<Option<String>, ConfigError> {
         let mut entries: Vec<_> = rule.get_ref().iter().collect();
         entries.sort_by_key(|(key, _)| key.span().start);
         let mut pattern = None;
+        let (mut presence, mut join_leave_at) = (false, None);
         for (key, value) in entries {
             let line = line_of(text, key.span().start);
             let (name, value) = (key.get_ref().as_str(), value.get_ref());
@@ -97,6 +98,7 @@ pub fn check(text: &str, path: &Path) -> Result<Option<String>, ConfigError> {
                     pattern = Some((p.clone(), line));
                 }
                 ("presence", Value::Boolean(true)) => {
+                    presence = true;
                     presence_on.get_or_insert_with(|| {
                         format!(
                             "presence = true at {file} line {line}: presence with --broker redis \
@@ -104,11 +106,7 @@ pub fn check(text: &str, path: &Path) -> Result<Option<String>, ConfigError> {
                         )
                     });
                 }
-                ("join_leave", Value::Boolean(true)) => {
-                    return Err(refuse(
-                        "join/leave messages are not available in this version yet".into(),
-                    ))
-                }
+                ("join_leave", Value::Boolean(true)) => join_leave_at = Some(line),
                 ("history_ttl", value) => {
                     let ttl = value.as_str().and_then(duration::parse).or_else(|| {
                         value
@@ -125,6 +123,13 @@ pub fn check(text: &str, path: &Path) -> Result<Option<String>, ConfigError> {
                 }
                 _ => {}
             }
+        }
+        if let (Some(line), false) = (join_leave_at, presence) {
+            return Err(invalid(format!(
+                "join_leave = true at {file} line {line}: needs presence = true in the same rule \
+                 (a leave is sent for someone present, and a crashed node's clients are found in \
+                 presence; docs/presence.md)"
+            )));
         }
         match pattern {
             Some(p) => seen.push(p),
@@ -206,7 +211,7 @@ mod tests {
             ),
             (
                 "pattern = \"x\"\njoin_leave = true\n",
-                "line 9: join/leave messages are not",
+                "join_leave = true at tether.toml line 9: needs presence = true in the same rule",
             ),
             (
                 "pattern = \"x\"\nhistory_size = -1\n",

@@ -123,6 +123,8 @@ pub struct Session {
     pub(crate) bell: Arc<Doorbell>,
     bucket: TokenBucket,
     strikes: u32,
+    /// Announced a join since its last publish ([`Session::presence_flushed`]).
+    announced: bool,
     style: Style,
     /// Always there for `Style::Retried`; for `Style::Connection` only while
     /// a replay is read from history (`replay.rs`).
@@ -147,6 +149,7 @@ impl Session {
             grant: shared_grant(grant),
             subs: Subscriptions::default(),
             strikes: 0,
+            announced: false,
             style,
             rare: (style == Style::Retried).then(Default::default),
             permit,
@@ -320,6 +323,15 @@ impl Session {
     }
 
     fn fell_behind(&self, cursor: &Cursor, b: Behind) -> Closing {
+        if b.events {
+            self.node.metrics.slow_consumers.inc();
+            debug!(channel = %cursor.log.name, "fell behind the channel's joins and leaves");
+            return Closing::new(
+                CloseCode::SlowConsumer,
+                "fell behind the channel's joins and leaves: the client reads too slowly; \
+                 reconnect and ask presence again",
+            );
+        }
         if b.reset {
             debug!(channel = %cursor.log.name, "the channel's stream was reset");
             return Closing::new(
@@ -377,14 +389,53 @@ pub(crate) fn read_cursor(
             position: cursor.position(),
             first_held: 0,
             reset: true,
+            events: false,
         });
     }
     let mut more = cursor.log.read_after(cursor.position(), max, batch)?;
     if budget != usize::MAX {
         more |= keep_within(batch, budget, out.is_empty());
     }
-    push_publications(cursor, batch, out);
+    if cursor.events_waiting() {
+        // Joins and leaves go between the publications they came between.
+        let upto = batch.last().map_or(0, |p| p.offset).max(cursor.position());
+        let mut events = Vec::new();
+        cursor
+            .log
+            .events_for(cursor.events_seen(), upto, &mut events)?;
+        push_interleaved(cursor, batch, events, out);
+    } else {
+        push_publications(cursor, batch, out);
+    }
     Ok(more)
+}
+
+/// [`push_publications`], with `events` (all placed at or before the last
+/// publication of `batch` or the cursor's position) each written after the
+/// publication it came after.
+fn push_interleaved(
+    cursor: &Cursor,
+    batch: &mut Vec<Arc<Publication>>,
+    events: Vec<(u64, crate::channel_log::Event)>,
+    out: &mut Out,
+) {
+    let mut last = cursor.position();
+    let mut events = events.into_iter().peekable();
+    for publication in batch.drain(..) {
+        if publication.offset > last {
+            while let Some((seq, event)) = events.next_if(|(_, e)| e.after < publication.offset) {
+                out.push(event.frame);
+                cursor.saw_events(seq);
+            }
+            last = publication.offset;
+            out.push(publication.frame.clone());
+        }
+    }
+    for (seq, event) in events {
+        out.push(event.frame);
+        cursor.saw_events(seq);
+    }
+    cursor.advance_to(last);
 }
 
 /// How many of the first `publications` fit in `budget` bytes of frames.

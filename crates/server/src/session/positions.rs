@@ -5,7 +5,7 @@
 //! new, from the channels' logs or from history, within an answer's bounds.
 //! Any node can do this for any client: a lost answer is simply read again.
 
-use super::{keep_within, push_publications, read_cursor, Out, Session};
+use super::{keep_within, push_publications, read_cursor, Closing, Out, Session};
 use crate::{broker::Publication, channel_log::Cursor};
 use std::{collections::HashMap, sync::Arc};
 use tether_protocol::{ServerMessage, StreamPosition};
@@ -105,12 +105,16 @@ impl Session {
     /// from history when the position is before what the log holds.
     /// Channels are read from a point that moves with every poll, so a busy
     /// channel that fills answers cannot starve the others.
-    pub async fn read_held(&mut self, turn: u64, out: &mut Out) {
+    ///
+    /// Joins and leaves are not in history: a session that fell behind
+    /// them ends with 4004, as a connection does, and its client asks
+    /// presence again when it is back.
+    pub async fn read_held(&mut self, turn: u64, out: &mut Out) -> Result<(), Closing> {
         // Everything is read below: drop what is rung, so the next append rings
         // (and wakes a waiting poll) again.
         let mut rung = Vec::new();
         if self.take_rung(&mut rung).is_err() {
-            return;
+            return Ok(());
         }
         drop(rung);
         let mut cursors: Vec<_> = self
@@ -133,15 +137,20 @@ impl Session {
             let joined_at = self.held(&channel).map_or(0, |h| h.joined_at);
             let budget = POLL_BYTES - used;
             let from_log = if cursor.position() < joined_at {
-                Err(())
+                Err(None)
             } else {
-                read_cursor(&cursor, POLL_BATCH, budget, &mut batch, out).map_err(|_| ())
+                read_cursor(&cursor, POLL_BATCH, budget, &mut batch, out).map_err(Some)
             };
-            if from_log.is_err() {
-                self.read_history(&channel, budget, out).await;
+            match from_log {
+                Err(Some(behind)) if behind.events => {
+                    return Err(self.fell_behind(&cursor, behind));
+                }
+                Err(_) => self.read_history(&channel, budget, out).await,
+                Ok(_) => {}
             }
             used += bytes(&out[before..]);
         }
+        Ok(())
     }
 
     /// Serves a position the log does not reach from the broker's history.

@@ -18,10 +18,12 @@ impl Session {
 
     /// Records this session as present in `channel` if its rule says so.
     /// Awaits nothing: called once the join is done, where it cannot stop.
-    pub(super) fn enter_presence(&self, channel: &str) {
-        if !self.node.rules.get(channel).presence {
+    pub(super) fn enter_presence(&mut self, channel: &str) {
+        let rule = self.node.rules.get(channel);
+        if !rule.presence {
             return;
         }
+        let join_leave = rule.join_leave;
         let joined_at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -31,15 +33,28 @@ impl Session {
             info: self.grant.info.clone(),
             joined_at_ms,
         };
-        self.node.broker.presence_add(channel, entry);
+        self.node.broker.presence_add(channel, entry, join_leave);
+        // A publish from now on must follow the join to every node.
+        self.announced |= join_leave;
     }
 
     /// Removes this session's presence in `channel` (every leave calls it).
     pub(super) fn exit_presence(&self, channel: &str) {
-        if self.node.rules.get(channel).presence {
+        let rule = self.node.rules.get(channel);
+        if rule.presence {
             self.node
                 .broker
-                .presence_remove(channel, &self.presence_client());
+                .presence_remove(channel, &self.presence_client(), rule.join_leave);
+        }
+    }
+
+    /// Before a publish: waits until this session's announced joins have
+    /// reached the broker, so nobody gets its publication before its join.
+    /// A wait that is dropped leaves the flag set, and the next publish waits.
+    pub(super) async fn presence_flushed(&mut self) {
+        if self.announced {
+            self.node.broker.presence_flushed().await;
+            self.announced = false;
         }
     }
 

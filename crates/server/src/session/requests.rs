@@ -381,6 +381,7 @@ impl Session {
             (None, Some(r)) => Some(retried_key(&r.client, id, self.grant.user.as_deref())),
             (key, _) => key,
         };
+        self.presence_flushed().await;
         // A publish that creates the channel takes a token from the
         // address's bucket of new channels (`Node::publish`): refused
         // `over_capacity` like a subscribe that would add one.

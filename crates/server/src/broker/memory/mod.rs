@@ -36,7 +36,7 @@ use super::{
     Broker, BrokerError, Delivery, PresenceList, PresenceStats, Publication, PublishOutcome,
     Recovery,
 };
-use crate::channel_log::Wakeup;
+use crate::channel_log::{Event, Wakeup};
 use crate::{channel_rules::ChannelRules, config::HistoryConfig, metrics::Metrics};
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -223,6 +223,18 @@ impl MemoryBroker {
         self.shards.iter().map(|s| s.lock().len()).sum()
     }
 
+    /// Delivers a join or leave after the channel's last publication: under
+    /// the channel's shard lock, so it is placed exactly between the
+    /// publications made before and after it.
+    fn announce(&self, channel: &str, mut event: Event) {
+        let wakeup = {
+            let map = self.shard(channel).lock();
+            event.after = map.get(channel).map_or(0, |s| s.top);
+            self.delivery.deliver_event(channel, event)
+        };
+        wakeup.ring();
+    }
+
     fn publish_locked(
         &self,
         map: &mut StreamMap,
@@ -387,12 +399,19 @@ impl Broker for MemoryBroker {
         Ok(recovery)
     }
 
-    fn presence_add(&self, channel: &str, entry: tether_protocol::PresenceEntry) {
+    fn presence_add(&self, channel: &str, entry: tether_protocol::PresenceEntry, join_leave: bool) {
+        let event = join_leave.then(|| Event::new(channel, &entry, true, 0));
         self.presence.add(channel, entry);
+        if let Some(event) = event {
+            self.announce(channel, event);
+        }
     }
 
-    fn presence_remove(&self, channel: &str, client: &str) {
-        self.presence.remove(channel, client);
+    fn presence_remove(&self, channel: &str, client: &str, join_leave: bool) {
+        let gone = self.presence.remove(channel, client);
+        if let (Some(entry), true) = (gone, join_leave) {
+            self.announce(channel, Event::new(channel, &entry, false, 0));
+        }
     }
 
     async fn presence(&self, channel: &str, max: usize) -> Result<PresenceList, BrokerError> {

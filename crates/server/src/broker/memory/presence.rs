@@ -67,19 +67,19 @@ impl Presence {
         }
     }
 
-    /// Removes `client`'s entry in `channel`, if it has one.
-    pub fn remove(&self, channel: &str, client: &str) {
+    /// Removes `client`'s entry in `channel`, if it has one; returns it.
+    pub fn remove(&self, channel: &str, client: &str) -> Option<PresenceEntry> {
         let mut map = self.shard(channel).lock();
-        let Some(present) = map.get_mut(channel) else {
-            return;
-        };
-        if let Some(old) = present.clients.remove(client) {
+        let present = map.get_mut(channel)?;
+        let old = present.clients.remove(client);
+        if let Some(old) = &old {
             self.entries.dec();
             forget_user(&mut present.users, old.user.as_deref());
         }
         if present.clients.is_empty() {
             map.remove(channel);
         }
+        old
     }
 
     /// Every entry of `channel` (oldest join first), or their count when

@@ -4,11 +4,18 @@
 use super::*;
 use std::time::Duration;
 
+/// What was delivered: publications by offset, events by their frame and
+/// the offset they came after.
 #[derive(Default)]
-struct Collect(Mutex<Vec<u64>>);
+struct Collect(Mutex<Vec<u64>>, Mutex<Vec<(String, u64)>>);
 impl Delivery for Collect {
     fn deliver(&self, p: Arc<Publication>) -> crate::channel_log::Wakeup {
         self.0.lock().push(p.offset);
+        crate::channel_log::Wakeup::none()
+    }
+    fn deliver_event(&self, _: &str, e: Event) -> crate::channel_log::Wakeup {
+        let frame = String::from_utf8_lossy(&e.frame).into_owned();
+        self.1.lock().push((frame, e.after));
         crate::channel_log::Wakeup::none()
     }
     fn reset(&self, _: &str) -> crate::channel_log::Wakeup {
@@ -296,4 +303,42 @@ async fn a_publish_that_may_not_create_leaves_new_channels_alone() {
     // A stream held for a subscriber is no creation either.
     ok(b.subscribe("held").await);
     assert!(!ok(b.publish("held", &raw("1"), None, false).await).created);
+}
+
+fn entry(client: &str, user: Option<&str>) -> tether_protocol::PresenceEntry {
+    tether_protocol::PresenceEntry {
+        client: client.into(),
+        user: user.map(Into::into),
+        info: None,
+        joined_at_ms: 1,
+    }
+}
+
+#[tokio::test]
+async fn joins_and_leaves_are_placed_after_the_publications_before_them() {
+    let (b, sink) = broker(10, Duration::from_secs(60));
+    for _ in 0..2 {
+        ok(b.publish("room", &raw("1"), None, true).await);
+    }
+    b.presence_add("room", entry("a", Some("ann")), true);
+    ok(b.publish("room", &raw("2"), None, true).await);
+    b.presence_remove("room", "a", true);
+    // Without join_leave: present, but nothing is announced.
+    b.presence_add("room", entry("b", None), false);
+    b.presence_remove("room", "b", false);
+    // A leave of someone not present announces nothing.
+    b.presence_remove("room", "nobody", true);
+    assert_eq!(
+        *sink.1.lock(),
+        vec![
+            (
+                r#"{"type":"join","channel":"room","client":"a","user":"ann"}"#.to_owned(),
+                2
+            ),
+            (
+                r#"{"type":"leave","channel":"room","client":"a","user":"ann"}"#.to_owned(),
+                3
+            ),
+        ]
+    );
 }

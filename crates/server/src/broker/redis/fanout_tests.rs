@@ -29,6 +29,9 @@ impl Delivery for Seen {
         self.offsets.lock().push(p.offset);
         Wakeup::none()
     }
+    fn deliver_event(&self, _: &str, _: crate::channel_log::Event) -> Wakeup {
+        Wakeup::none()
+    }
     fn reset(&self, _: &str) -> Wakeup {
         *self.resets.lock() += 1;
         Wakeup::none()

@@ -288,9 +288,15 @@ impl Broker for RedisBroker {
     // Presence with Redis comes later; a rule with `presence = true` is
     // refused at start with `--broker redis`, so these are never reached
     // in a served node.
-    fn presence_add(&self, _channel: &str, _entry: tether_protocol::PresenceEntry) {}
+    fn presence_add(
+        &self,
+        _channel: &str,
+        _entry: tether_protocol::PresenceEntry,
+        _join_leave: bool,
+    ) {
+    }
 
-    fn presence_remove(&self, _channel: &str, _client: &str) {}
+    fn presence_remove(&self, _channel: &str, _client: &str, _join_leave: bool) {}
 
     async fn presence(
         &self,

@@ -49,7 +49,9 @@ pub(crate) async fn poll(
                 .engine
                 .follow(body.channels, &mut out, superseded)
                 .await;
-            state.engine.read_held(generation, &mut out).await;
+            if let Err(c) = state.engine.read_held(generation, &mut out).await {
+                return Err(end(&node, &registry, &session, &mut state, out, c));
+            }
             if !out.is_empty() {
                 return Err(out);
             }
@@ -98,10 +100,15 @@ pub(crate) async fn poll(
             }
             () = &mut newer => {}
             () = &mut rung => {
-                let read = session.run(node, move |mut state| async move {
-                    let mut out = Out::new();
-                    state.engine.read_held(generation, &mut out).await;
-                    out
+                let read = session.run(node, {
+                    let (node, registry, session) = (node.clone(), registry.clone(), session.clone());
+                    move |mut state| async move {
+                        let mut out = Out::new();
+                        match state.engine.read_held(generation, &mut out).await {
+                            Ok(()) => out,
+                            Err(c) => end(&node, &registry, &session, &mut state, out, c),
+                        }
+                    }
                 });
                 match read.await {
                     Some(read) if !read.is_empty() => return read,
