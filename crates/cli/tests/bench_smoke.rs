@@ -342,3 +342,51 @@ async fn socketio_protocol_connects_answers_pings_relays_and_echoes() {
     assert!(server.pongs.load(Ordering::Relaxed) > 100);
     assert_eq!(server.timed_out.load(Ordering::Relaxed), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_holds_every_client_and_times_full_answers() {
+    let dir = std::env::temp_dir().join(format!("tether-bench-presence-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("presence.toml");
+    std::fs::write(
+        &file,
+        "[[channels]]\npattern = \"bench-presence:*\"\npresence = true\n",
+    )
+    .unwrap();
+    let mut flags = vec![("listen".to_owned(), "127.0.0.1:0".to_owned())];
+    flags.extend(
+        BENCH_LIMITS
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let config = tether_server::config::load(Some(&file), |_| None, &flags).unwrap();
+    let server = TestServer::start_with(config).await;
+    let pid = std::process::id().to_string();
+    let (code, r) = bench(&[
+        "presence",
+        &server.ws_url("/ws"),
+        "--clients",
+        "40",
+        "--channels",
+        "3",
+        "--requests",
+        "5",
+        "--window",
+        "300ms",
+        "--server-pid",
+        &pid,
+    ])
+    .await;
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(num(&r, &["established"]), 40.0);
+    // 14 of the 40 on bench-presence:0, and the asker.
+    assert_eq!(num(&r, &["entries_asked"]), 15.0);
+    assert_eq!(num(&r, &["entries_listed"]), 15.0);
+    assert_eq!(num(&r, &["presence_latency", "samples"]), 5.0);
+    assert!(num(&r, &["presence_latency", "p50_ms"]) > 0.0, "{r}");
+    assert!(
+        r["redis"].is_null(),
+        "no --redis-url, no Redis figures: {r}"
+    );
+    assert!(r["server_cpu_percent"].is_number(), "{r}");
+}

@@ -4,7 +4,8 @@
 //! `idle` (memory and connect rate at N idle connections), `fanout`
 //! (deliveries/s, latency and losses for N subscribers of one channel),
 //! `echo` (round trips/s against `/echo`), `storm` (N clients at once,
-//! retrying as told by `Retry-After`). The same scenarios run against a bare
+//! retrying as told by `Retry-After`), and `presence` (what presence costs
+//! Redis for N present clients, and a `presence` answer's latency). The same scenarios run against a bare
 //! WebSocket server (`--protocol raw`) and against Socket.IO 4
 //! (`--protocol socketio`), so Tether can be compared with baselines in one
 //! run (see `benches/run.sh` and BENCHMARKS.md).
@@ -13,6 +14,7 @@ mod conn;
 mod echo;
 mod fanout;
 mod idle;
+mod presence;
 mod socketio;
 mod stats;
 mod storm;
@@ -42,7 +44,7 @@ pub fn command() -> Command {
     Command::new("bench")
         .about("Load and storm generator: idle memory, fan-out latency, echo throughput, reconnect storms")
         .subcommand_required(true)
-        .after_help("Exit status: 0 when the run met its own checks (all connected, nothing lost), 1 when not, 2 on a usage error.\nRun the server and the load in separate processes (and on separate CPUs: taskset -c 0 / -c 1).\nExamples:\n  tether bench idle ws://127.0.0.1:8080/ws --connections 10000 --server-pid $(pgrep -n tether)\n  tether bench fanout ws://127.0.0.1:8080/ws --subscribers 2000 --rate 25 --duration 10s\n  tether bench echo ws://127.0.0.1:8080/echo --connections 100 --size 20\n  tether bench storm ws://127.0.0.1:8080/ws --clients 2000")
+        .after_help("Exit status: 0 when the run met its own checks (all connected, nothing lost), 1 when not, 2 on a usage error.\nRun the server and the load in separate processes (and on separate CPUs: taskset -c 0 / -c 1).\nExamples:\n  tether bench idle ws://127.0.0.1:8080/ws --connections 10000 --server-pid $(pgrep -n tether)\n  tether bench fanout ws://127.0.0.1:8080/ws --subscribers 2000 --rate 25 --duration 10s\n  tether bench echo ws://127.0.0.1:8080/echo --connections 100 --size 20\n  tether bench storm ws://127.0.0.1:8080/ws --clients 2000\n  tether bench presence ws://127.0.0.1:8080/ws --clients 10000 --redis-url redis://127.0.0.1:6379")
         .subcommand(common(Command::new("idle").about("Open N idle connections, hold them, report connect rate and the server's RSS per connection"))
             .arg(value_arg("connections", "connections to open").value_name("N").default_value("1000"))
             .arg(value_arg("hold", "how long to hold them once all are open").value_name("DURATION").default_value("5s"))
@@ -67,6 +69,15 @@ pub fn command() -> Command {
         .subcommand(common(Command::new("storm").about("N clients connect at once (a reconnect storm); count 101/429/503 and time until all are in"))
             .arg(value_arg("clients", "clients").value_name("N").default_value("1000"))
             .arg(value_arg("hold", "how long to hold them once all are in").value_name("DURATION").default_value("1s")))
+        .subcommand(common(Command::new("presence").about("N clients present over K presence channels: Redis commands/s and CPU while they are held, and the latency of presence on one channel"))
+            .arg(value_arg("clients", "clients present").value_name("N").default_value("10000"))
+            .arg(value_arg("channels", "channels PREFIX:0 .. PREFIX:K-1 they are spread over (the server's rule must give them presence = true)").value_name("K").default_value("10"))
+            .arg(value_arg("prefix", "channel name prefix").value_name("PREFIX").default_value("bench-presence"))
+            .arg(value_arg("requests", "presence requests on PREFIX:0, one at a time, for the latency").value_name("R").default_value("200"))
+            .arg(value_arg("window", "how long to read Redis's counters (and the server's CPU) with the clients held and quiet; cover a few refreshes (--presence-ttl / 3 each)").value_name("DURATION").default_value("30s"))
+            .arg(value_arg("concurrency", "handshakes in flight at once").value_name("C").default_value("256"))
+            .arg(value_arg("redis-url", "the server's Redis: read INFO before and after the window").value_name("URL"))
+            .arg(value_arg("server-pid", "read this process's CPU time over the window").value_name("PID")))
 }
 
 /// Which wire protocol the connections speak.
@@ -152,11 +163,12 @@ fn common(m: &ArgMatches, connections: usize) -> anyhow::Result<Common> {
 pub fn run(m: &ArgMatches) -> anyhow::Result<ExitCode> {
     let (name, sub) = m
         .subcommand()
-        .context("a scenario is required: idle, fanout, echo or storm")?;
+        .context("a scenario is required: idle, fanout, echo, storm or presence")?;
     let count: usize = match name {
         "idle" | "echo" => number(sub, "connections")?,
         "fanout" => number::<usize>(sub, "subscribers")? + 1,
         "storm" => number(sub, "clients")?,
+        "presence" => number::<usize>(sub, "clients")? + 1,
         other => bail!("unknown scenario {other:?}"),
     };
     if count == 0 {
@@ -175,6 +187,7 @@ pub fn run(m: &ArgMatches) -> anyhow::Result<ExitCode> {
                 "idle" => idle::run(&c, idle::Options::from(sub)?).await,
                 "fanout" => fanout::run(&c, fanout::Options::from(sub)?).await,
                 "echo" => echo::run(&c, echo::Options::from(sub)?).await,
+                "presence" => presence::run(&c, presence::Options::from(sub)?).await,
                 _ => storm::run(&c, storm::Options::from(sub)?).await,
             }
         };
