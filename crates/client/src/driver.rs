@@ -9,6 +9,7 @@
 
 use crate::{
     handshake::{self, Ws},
+    presence::PresenceRequest,
     reconnect::{Decision, Ended, Jitter, Policy},
     Error, Event, State, TokenRefresher,
 };
@@ -63,6 +64,9 @@ pub(crate) enum Command {
         id: u64,
     },
     Publish(Pending),
+    /// `presence` or `presence_stats`: sent now when connected, else after
+    /// the reconnect.
+    Presence(PresenceRequest),
     Close,
 }
 
@@ -114,6 +118,8 @@ pub(crate) struct Core {
     pub(crate) state: watch::Sender<State>,
     pub(crate) subs: HashMap<String, Sub>,
     pub(crate) pending: VecDeque<Pending>,
+    /// Presence requests awaiting their answer (see `presence.rs`).
+    pub(crate) asks: Vec<PresenceRequest>,
     pub(crate) token: Option<String>,
     pub(crate) next_request: u64,
     /// The earliest `Sub::retry_at` (or earlier: a cancelled retry leaves it
@@ -146,6 +152,7 @@ pub(crate) async fn run(
         state,
         subs: HashMap::new(),
         pending: VecDeque::new(),
+        asks: Vec::new(),
         next_request: 1,
         next_retry: None,
         answered: false,
@@ -250,6 +257,7 @@ impl Core {
                         self.unregister(&channel, id);
                     }
                     Some(Command::Publish(p)) => self.pending.push_back(p),
+                    Some(Command::Presence(request)) => self.queue_ask(request),
                 },
             }
         }
@@ -331,6 +339,9 @@ impl Core {
         for p in &mut self.pending {
             p.sent_as = None;
         }
+        for a in &mut self.asks {
+            a.sent_as = None;
+        }
     }
 
     fn finish(mut self, code: u16, reason: String) {
@@ -345,6 +356,9 @@ impl Core {
         };
         for p in self.pending.drain(..) {
             let _ = p.reply.send(Err(error.clone()));
+        }
+        for a in self.asks.drain(..) {
+            a.fail(error.clone());
         }
         // Dropping the senders ends every Subscription stream.
         self.subs.clear();

@@ -24,23 +24,29 @@
 //! connection that stays silent past `ping_interval + pong_timeout`,
 //! resubscribes with recovery, retries a subscribe the server refused for
 //! now (`unavailable`, ...), and resends unacknowledged publishes with
-//! their idempotency keys. See `docs/client.md` for the full semantics.
+//! their idempotency keys. Presence channels (docs/presence.md) are asked
+//! with [`Subscription::presence`] / [`Client::presence`], and yield
+//! [`Event::Join`] / [`Event::Leave`]. See `docs/client.md` for the full
+//! semantics.
 
 mod driver;
 mod error;
 mod handshake;
+mod presence;
 mod reconnect;
 mod resubscribe;
 mod session;
 mod subscription;
 
 pub use error::Error;
+pub use presence::PresenceStats;
 pub use reconnect::Jitter;
 pub use resubscribe::{is_retryable, RETRYABLE};
 pub use subscription::{Event, Publication, Subscription};
-pub use tether_protocol::ErrorCode;
+pub use tether_protocol::{ErrorCode, PresenceEntry};
 
 use driver::{Command, Pending};
+use presence::{Ask, PresenceRequest};
 use std::{
     future::Future,
     pin::Pin,
@@ -324,6 +330,7 @@ impl Client {
             id,
             events,
             commands: self.commands.downgrade(),
+            state: self.state.clone(),
         })
     }
 
@@ -362,8 +369,28 @@ impl Client {
         answer.await.map_err(|_| self.ended())?
     }
 
+    /// Who is present in `channel` (its rule must say `presence = true`;
+    /// docs/presence.md), oldest join first. The server answers a client
+    /// subscribed to the channel, or one whose token's `presence` claim
+    /// names it; others get [`Error::Server`] with `forbidden`, and a
+    /// channel without presence `bad_request`.
+    ///
+    /// Sent and awaited as [`Subscription::presence`] is: it waits while
+    /// disconnected and is sent after the reconnect (behind the
+    /// resubscribes); wrap it in a timeout to bound the wait.
+    pub async fn presence(&self, channel: &str) -> Result<Vec<PresenceEntry>, Error> {
+        ask_presence(&self.commands, &self.state, channel).await
+    }
+
+    /// How many clients and distinct users are present in `channel`; asked
+    /// as [`Client::presence`] is.
+    pub async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, Error> {
+        ask_presence_stats(&self.commands, &self.state, channel).await
+    }
+
     /// Closes the connection with 1000 and stops reconnecting. Pending
-    /// publishes fail with [`Error::Closed`]; subscriptions end.
+    /// publishes and presence requests fail with [`Error::Closed`];
+    /// subscriptions end.
     pub async fn close(&self) {
         let _ = self.commands.send(Command::Close).await;
         let mut state = self.state.clone();
@@ -376,16 +403,57 @@ impl Client {
         self.commands.send(command).await.map_err(|_| self.ended())
     }
 
-    /// The error for a request the stopped connection task cannot answer.
     fn ended(&self) -> Error {
-        match &*self.state.borrow() {
-            State::Disconnected { code, reason } if *code != 1000 => Error::Disconnected {
-                code: *code,
-                reason: reason.clone(),
-            },
-            _ => Error::Closed,
-        }
+        ended(&self.state)
     }
+}
+
+/// The error for a request the stopped connection task cannot answer.
+fn ended(state: &watch::Receiver<State>) -> Error {
+    match &*state.borrow() {
+        State::Disconnected { code, reason } if *code != 1000 => Error::Disconnected {
+            code: *code,
+            reason: reason.clone(),
+        },
+        _ => Error::Closed,
+    }
+}
+
+/// Sends a presence request to the connection task and awaits its answer.
+async fn ask<T>(
+    commands: &mpsc::Sender<Command>,
+    state: &watch::Receiver<State>,
+    channel: &str,
+    ask: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> Ask,
+) -> Result<T, Error> {
+    tether_protocol::message::validate_channel(channel).map_err(Error::InvalidChannel)?;
+    let (reply, answer) = oneshot::channel();
+    let request = PresenceRequest {
+        channel: channel.to_owned(),
+        ask: ask(reply),
+        sent_as: None,
+    };
+    commands
+        .send(Command::Presence(request))
+        .await
+        .map_err(|_| ended(state))?;
+    answer.await.map_err(|_| ended(state))?
+}
+
+async fn ask_presence(
+    commands: &mpsc::Sender<Command>,
+    state: &watch::Receiver<State>,
+    channel: &str,
+) -> Result<Vec<PresenceEntry>, Error> {
+    ask(commands, state, channel, Ask::List).await
+}
+
+async fn ask_presence_stats(
+    commands: &mpsc::Sender<Command>,
+    state: &watch::Receiver<State>,
+    channel: &str,
+) -> Result<PresenceStats, Error> {
+    ask(commands, state, channel, Ask::Stats).await
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 use crate::{
     driver::{Command, Core, Exit, CLOSE_WAIT},
     handshake::Ws,
+    presence::{join_leave, Answer, PresenceStats},
     reconnect::{Ended, Policy},
     resubscribe::is_retryable,
     Error, Event, Publication, State,
@@ -108,7 +109,9 @@ impl Core {
         }
     }
 
-    /// After (re)connecting: resubscribe with recovery, resend unacked publishes.
+    /// After (re)connecting: resubscribe with recovery, resend unacked
+    /// publishes, then the presence requests still awaited (answered after
+    /// the resubscribes: the server handles requests in order).
     async fn restore(&mut self, ws: &mut Ws, limit: Duration) -> Result<(), Ended> {
         let channels: Vec<String> = self.subs.keys().cloned().collect();
         for channel in channels {
@@ -118,7 +121,7 @@ impl Core {
         for i in 0..self.pending.len() {
             self.send_publish(ws, i, limit).await?;
         }
-        Ok(())
+        self.send_asks(ws, limit).await
     }
 
     /// Fails the unacked publishes first sent longer ago than the server
@@ -217,6 +220,7 @@ impl Core {
                 self.pending.push_back(p);
                 self.send_publish(ws, self.pending.len() - 1, limit).await
             }
+            Command::Presence(request) => self.ask_presence(ws, request, limit).await,
             Command::Close => Ok(()),
         }
     }
@@ -265,7 +269,10 @@ impl Core {
     ) -> Result<(), Ended> {
         if matches!(
             message,
-            ServerMessage::Subscribed { .. } | ServerMessage::Ack { .. }
+            ServerMessage::Subscribed { .. }
+                | ServerMessage::Ack { .. }
+                | ServerMessage::Presence { .. }
+                | ServerMessage::PresenceStats { .. }
         ) {
             self.answered = true;
         }
@@ -350,6 +357,9 @@ impl Core {
                     }
                     return Ok(());
                 }
+                if self.presence_refused(id, code, message.clone()) {
+                    return Ok(());
+                }
                 let channel = self
                     .subs
                     .iter()
@@ -376,14 +386,38 @@ impl Core {
                 debug!(%code, %message, "server error without a request id");
                 Ok(())
             }
+            ServerMessage::Presence { id, clients, .. } => {
+                self.presence_answer(id, Answer::List(clients));
+                Ok(())
+            }
+            ServerMessage::PresenceStats {
+                id, clients, users, ..
+            } => {
+                self.presence_answer(id, Answer::Stats(PresenceStats { clients, users }));
+                Ok(())
+            }
+            ServerMessage::Join {
+                channel,
+                client,
+                user,
+                info,
+            } => {
+                let event = join_leave(true, client, user, info);
+                self.presence_event(ws, &channel, event, limit).await
+            }
+            ServerMessage::Leave {
+                channel,
+                client,
+                user,
+                info,
+            } => {
+                let event = join_leave(false, client, user, info);
+                self.presence_event(ws, &channel, event, limit).await
+            }
             // `close` messages are long polling's; a WebSocket closes with a frame.
             ServerMessage::Welcome { .. }
             | ServerMessage::Unsubscribed { .. }
             | ServerMessage::Close { .. }
-            | ServerMessage::Presence { .. }
-            | ServerMessage::PresenceStats { .. }
-            | ServerMessage::Join { .. }
-            | ServerMessage::Leave { .. }
             | ServerMessage::Pong => Ok(()),
         }
     }
@@ -500,7 +534,7 @@ async fn welcome(ws: &mut Ws) -> Result<(Duration, Duration), Ended> {
     }
 }
 
-async fn send(ws: &mut Ws, msg: &ClientMessage, limit: Duration) -> Result<(), Ended> {
+pub(crate) async fn send(ws: &mut Ws, msg: &ClientMessage, limit: Duration) -> Result<(), Ended> {
     match timeout(limit, ws.send(Message::text(msg.encode()))).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(Ended::Lost {
