@@ -17,6 +17,7 @@ pub mod fdlimit;
 pub mod gate;
 pub mod handshake;
 pub mod heartbeat;
+pub mod hooks;
 pub mod http;
 pub mod hub;
 pub mod idle_pattern;

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
 pub mod attack;
+pub mod backend;
 pub mod haproxy;
 pub mod http;
 pub mod longpoll;
