@@ -159,7 +159,6 @@ export class Tether extends Connection {
       case 'presence_stats': {
         const r = this.presenceRequests.byId(m.id);
         if (!r) return;
-        this.usable();
         this.presenceRequests.resolve(r, m.type === 'presence' ? m.clients : { clients: m.clients, users: m.users });
         return;
       }
