@@ -442,17 +442,23 @@ function publications(o) {
     return { offset: uint(p, "offset"), data: p.data };
   });
 }
+function presenceChange(e) {
+  const user = e.user === null || e.user === void 0 ? null : str(e, "user");
+  const out = { client: str(e, "client"), user };
+  if (e.info !== void 0 && e.info !== null) {
+    if (!isObj(e.info)) throw new DecodeError("info: expected an object");
+    out.info = e.info;
+  }
+  return out;
+}
 function presenceEntries(o) {
   const v = o.clients;
   if (!Array.isArray(v)) throw new DecodeError("clients: expected an array");
   return v.map((e) => {
     if (!isObj(e)) throw new DecodeError("clients: expected objects");
-    const user = e.user === null || e.user === void 0 ? null : str(e, "user");
-    const entry = { client: str(e, "client"), user, joined_at_ms: uint(e, "joined_at_ms") };
-    if (e.info !== void 0 && e.info !== null) {
-      if (!isObj(e.info)) throw new DecodeError("info: expected an object");
-      entry.info = e.info;
-    }
+    const { client, user, info } = presenceChange(e);
+    const entry = { client, user, joined_at_ms: uint(e, "joined_at_ms") };
+    if (info) entry.info = info;
     return entry;
   });
 }
@@ -505,6 +511,9 @@ function decodeValue(v) {
       return { type, id: uint(v, "id"), channel: str(v, "channel"), clients: presenceEntries(v) };
     case "presence_stats":
       return { type, id: uint(v, "id"), channel: str(v, "channel"), clients: uint(v, "clients"), users: uint(v, "users") };
+    case "join":
+    case "leave":
+      return { type, channel: str(v, "channel"), ...presenceChange(v) };
     case "pong":
       return { type };
     case "close":
@@ -960,6 +969,14 @@ var Connection = class {
   get rtt() {
     return this.meter.last;
   }
+  /**
+   * The client id of the current connection's `welcome` (what presence and
+   * join/leave show for this client); a new one on every connection,
+   * undefined while not connected.
+   */
+  get clientId() {
+    return this.welcomed ? this.clientName : void 0;
+  }
   /** The connection state (a copy). */
   get state() {
     return { ...this.current };
@@ -1092,6 +1109,7 @@ var Connection = class {
   welcome(t, m) {
     this.clear("handshakeTimer");
     this.welcomed = true;
+    this.clientName = m.client;
     if (t.name === "websocket") {
       this.wsFailures = 0;
       this.wsWorked = true;
@@ -1369,6 +1387,81 @@ var Connection = class {
   }
 };
 
+// src/presenceRequests.ts
+var PresenceRequests = class {
+  constructor(clearTimeout) {
+    this.clearTimeout = clearTimeout;
+    this.items = [];
+  }
+  /**
+   * Adds a caller: to the unsent request for the same channel and kind when
+   * there is one (returns null: nothing new to send), else to a new request
+   * (returned, for the caller to send when it can).
+   */
+  add(channel, kind, waiter) {
+    const unsent = this.items.find((r2) => r2.channel === channel && r2.kind === kind && r2.sentAs === null);
+    if (unsent) {
+      unsent.waiters.push(waiter);
+      return null;
+    }
+    const r = { channel, kind, waiters: [waiter], sentAs: null, retries: 0, retryTimer: null };
+    this.items.push(r);
+    return r;
+  }
+  /** Requests to send on a new connection, in the order they were made. */
+  unsent() {
+    return this.items.filter((r) => r.sentAs === null && r.retryTimer === null);
+  }
+  /** The request sent as `id` on the current connection. */
+  byId(id) {
+    return this.items.find((r) => r.sentAs === id);
+  }
+  /** Whether `r` still awaits its answer. */
+  has(r) {
+    return this.items.includes(r);
+  }
+  /** Removes `r` and resolves its callers with `answer`. */
+  resolve(r, answer) {
+    if (!this.remove(r)) return;
+    for (const w of r.waiters) w.resolve(answer);
+  }
+  /** Removes `r` and rejects its callers with `err`. */
+  reject(r, err) {
+    if (!this.remove(r)) return;
+    for (const w of r.waiters) w.reject(err);
+  }
+  /** Rejects every request for `channel` (its subscription is gone). */
+  rejectChannel(channel, err) {
+    for (const r of this.items.filter((r2) => r2.channel === channel)) this.reject(r, err);
+  }
+  /** Rejects every request (the client stopped). */
+  rejectAll(err) {
+    for (const r of [...this.items]) this.reject(r, err);
+  }
+  /** The connection ended: every request is to be sent again on the next one. */
+  resetSent() {
+    for (const r of this.items) {
+      r.sentAs = null;
+      this.cancelRetry(r);
+    }
+  }
+  cancelRetry(r) {
+    if (r.retryTimer === null) return;
+    this.clearTimeout(r.retryTimer);
+    r.retryTimer = null;
+  }
+  remove(r) {
+    const i = this.items.indexOf(r);
+    if (i < 0) return false;
+    this.items.splice(i, 1);
+    this.cancelRetry(r);
+    return true;
+  }
+};
+function presenceMessage(r, id) {
+  return { type: r.kind, id, channel: r.channel };
+}
+
 // src/publishQueue.ts
 var PublishQueue = class {
   constructor(capacity) {
@@ -1492,6 +1585,29 @@ var Subscription = class {
     this.active = false;
     this.owner.removeSubscription(this);
   }
+  /**
+   * Who is present in the channel (a `presence = true` channel), oldest join
+   * first. Sent when connected (waiting while not, like a publish; resent on
+   * the next connection when the connection ends before the answer). Rejects
+   * with the server's code (`bad_request` for a channel without presence or
+   * with over 1,000 present, `forbidden`), `not_subscribed` after
+   * `unsubscribe()` or a refusal, or `disconnected` when the client stops.
+   */
+  presence() {
+    return this.owner.presence(this, "presence");
+  }
+  /** How many clients and distinct users are present; settles as `presence()` does. */
+  presenceStats() {
+    return this.owner.presence(this, "presence_stats");
+  }
+  /** @internal a `join` or `leave` for this channel */
+  applyPresence(msg) {
+    if (!this.active) return;
+    const ev = { channel: this.channel, client: msg.client, user: msg.user };
+    if (msg.info) ev.info = msg.info;
+    if (msg.type === "join") this.call(() => this.handlers.onJoin?.(ev));
+    else this.call(() => this.handlers.onLeave?.(ev));
+  }
   /** @internal the subscribe request for a new connection */
   subscribeMessage(id) {
     const recovering = this.position !== null;
@@ -1569,6 +1685,7 @@ var Subscription = class {
 };
 
 // src/client.ts
+var PRESENCE_RETRIES = 3;
 var Tether = class extends Connection {
   /**
    * `url`: `ws(s)://host[:port][/prefix]/ws`, or an `http(s)://host[:port][/prefix]`
@@ -1577,13 +1694,17 @@ var Tether = class extends Connection {
   constructor(url, options = {}) {
     super(url, options);
     this.subs = /* @__PURE__ */ new Map();
+    /** The current connection's restore was sent: presence requests go out behind its resubscribes. */
+    this.restored = false;
     this.keyCounter = 0;
     this.nextId = 0;
     this.owner = {
       removeSubscription: (sub) => this.removeSubscription(sub),
-      report: (e) => this.emitter.emit("error", asError(e))
+      report: (e) => this.emitter.emit("error", asError(e)),
+      presence: (sub, kind) => this.presence(sub, kind)
     };
     this.queue = new PublishQueue(this.o.publishQueue);
+    this.presenceRequests = new PresenceRequests((h) => this.o.clock.clearTimeout(h));
     this.keys = keyPrefix(this.o.random);
     this.retryBackoff = new Backoff(this.o.minDelay, this.o.maxDelay);
   }
@@ -1610,10 +1731,7 @@ var Tether = class extends Connection {
    * `bad_request` when `data` is not JSON-serialisable (a cycle, a BigInt).
    */
   publish(channel, data) {
-    if (this.terminal) {
-      const { code, reason } = this.current;
-      return Promise.reject(new TetherError("disconnected", `the client is disconnected: ${reason ?? ""}`, code));
-    }
+    if (this.terminal) return Promise.reject(this.stoppedError());
     try {
       if (JSON.stringify(data) === void 0 && data !== void 0) throw new TypeError("not JSON");
     } catch (e) {
@@ -1631,6 +1749,19 @@ var Tether = class extends Connection {
       if (this.transport && this.welcomed) this.send([this.publishMessage(p)]);
     });
   }
+  /** Subscription.presence() and presenceStats(): sent behind the restore; waits while disconnected. */
+  presence(sub, kind) {
+    if (this.terminal) return Promise.reject(this.stoppedError());
+    if (this.subs.get(sub.channel) !== sub) return Promise.reject(notSubscribed(sub.channel));
+    return new Promise((resolve2, reject) => {
+      const r = this.presenceRequests.add(sub.channel, kind, { resolve: resolve2, reject });
+      if (r && this.restored) this.send([this.presenceMessage(r)]);
+    });
+  }
+  stoppedError() {
+    const { code, reason } = this.current;
+    return new TetherError("disconnected", `the client is disconnected: ${reason ?? ""}`, code);
+  }
   // ---- what a connection restores and receives ----
   restore(t) {
     this.queue.expire(this.o.clock.now(), this.o.idempotencyWindow);
@@ -1640,6 +1771,8 @@ var Tether = class extends Connection {
       msgs.push(sub.subscribeMessage(++this.nextId));
     }
     for (const p of this.queue.unsent()) msgs.push(this.publishMessage(p));
+    for (const r of this.presenceRequests.unsent()) msgs.push(this.presenceMessage(r));
+    this.restored = true;
     return msgs;
   }
   dispatch(t, m) {
@@ -1662,16 +1795,30 @@ var Tether = class extends Connection {
         p.resolve({ offset: m.offset });
         return;
       }
+      case "presence":
+      case "presence_stats": {
+        const r = this.presenceRequests.byId(m.id);
+        if (!r) return;
+        this.presenceRequests.resolve(r, m.type === "presence" ? m.clients : { clients: m.clients, users: m.users });
+        return;
+      }
+      case "join":
+      case "leave":
+        this.subs.get(m.channel)?.applyPresence(m);
+        return;
       case "error": {
         const err = new TetherError(m.code, m.message);
         const p = m.id === void 0 ? void 0 : this.queue.take(m.id);
         if (p) return p.reject(err);
+        const r = m.id === void 0 ? void 0 : this.presenceRequests.byId(m.id);
+        if (r) return this.presenceRefused(t, r, err);
         const sub = m.id === void 0 ? m.channel === void 0 ? void 0 : this.subs.get(m.channel) : [...this.subs.values()].find((s) => s.request?.id === m.id);
         if (sub && isRetryable(m.code)) {
           this.retryLater(t, sub, err);
           t.positionsChanged();
         } else if (sub) {
           this.subs.delete(sub.channel);
+          this.presenceRequests.rejectChannel(sub.channel, err);
           sub.refused(err);
           t.positionsChanged();
         } else {
@@ -1686,6 +1833,8 @@ var Tether = class extends Connection {
   connectionEnded(ended) {
     if (ended?.kind === "closed" && ended.code === 1009) this.rejectTooBig();
     this.queue.resetSent();
+    this.restored = false;
+    this.presenceRequests.resetSent();
     for (const s of this.subs.values()) {
       s.request = null;
       this.cancelRetry(s);
@@ -1693,6 +1842,7 @@ var Tether = class extends Connection {
   }
   stopped(err) {
     this.queue.failAll(err);
+    this.presenceRequests.rejectAll(err);
   }
   send(msgs) {
     this.liveness.verify("the clock jumped past the liveness deadline");
@@ -1702,6 +1852,32 @@ var Tether = class extends Connection {
     p.sentAs = ++this.nextId;
     if (p.firstSent === null) p.firstSent = this.o.clock.now();
     return publishMessage(p, p.sentAs);
+  }
+  presenceMessage(r) {
+    r.sentAs = ++this.nextId;
+    return presenceMessage(r, r.sentAs);
+  }
+  /**
+   * A presence request answered with an error: rejects its callers, except a
+   * `forbidden` on long polling for a channel held by position (the poll that
+   * joins it may not have reached the server yet): asked again after the
+   * subscribe-retry backoff, at most `PRESENCE_RETRIES` times.
+   */
+  presenceRefused(t, r, err) {
+    const sub = this.subs.get(r.channel);
+    const held = sub !== void 0 && sub.position !== null && sub.retryTimer === null;
+    if (err.code !== "forbidden" || t.name !== "longpoll" || !held || r.retries >= PRESENCE_RETRIES) {
+      this.presenceRequests.reject(r, err);
+      return;
+    }
+    const delay = this.retryBackoff.delay(r.retries, this.o.random());
+    r.retries++;
+    r.sentAs = null;
+    this.log(`presence of ${JSON.stringify(r.channel)} forbidden (the poll naming it may not have arrived): asking again in ${delay} ms`);
+    r.retryTimer = this.o.clock.setTimeout(() => {
+      r.retryTimer = null;
+      if (this.presenceRequests.has(r) && this.transport === t && this.restored) this.send([this.presenceMessage(r)]);
+    }, delay);
   }
   /**
    * The connection ended with 1009 (message too big): rejects the largest
@@ -1746,6 +1922,7 @@ var Tether = class extends Connection {
   removeSubscription(sub) {
     if (this.subs.get(sub.channel) !== sub) return;
     this.subs.delete(sub.channel);
+    this.presenceRequests.rejectChannel(sub.channel, notSubscribed(sub.channel));
     const waiting = sub.retryTimer !== null;
     this.cancelRetry(sub);
     const t = this.transport;
@@ -1760,6 +1937,9 @@ var Tether = class extends Connection {
     return Object.fromEntries(out);
   }
 };
+function notSubscribed(channel) {
+  return new TetherError("not_subscribed", `not subscribed to ${JSON.stringify(channel)}`);
+}
 export {
   Backoff,
   CLOSE_CODES,
@@ -1768,6 +1948,7 @@ export {
   MAX_SEND_BATCH,
   MAX_SEND_BYTES,
   PERMANENT_STATUSES,
+  PRESENCE_RETRIES,
   RETRYABLE_ERRORS,
   STABLE_AFTER,
   Subscription,

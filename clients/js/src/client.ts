@@ -6,30 +6,45 @@
 // error naming a held channel (the poll named it, the server could not hold
 // it) is such a refusal too; a close with 1009 rejects the largest publish
 // sent on that connection (message_too_big) instead of resending it forever.
+// Presence requests wait and are resent like publishes (presenceRequests.ts).
 
 import { Backoff } from './backoff.js';
 import type { Ended } from './closeCodes.js';
 import { Connection } from './connection.js';
 import type { TetherOptions } from './options.js';
 import { isRetryable, type ClientMessage, type ServerMessage, type StreamPosition } from './protocol.js';
+import { PresenceRequests, presenceMessage, type PresenceKind, type PresenceRequest } from './presenceRequests.js';
 import { PublishQueue, keyPrefix, publishMessage, type Pending, type PublishResult } from './publishQueue.js';
 import { TetherError, asError } from './state.js';
-import { Subscription, type SubscriptionHandlers } from './subscription.js';
+import { Subscription, type SubscriptionHandlers, type SubscriptionOwner } from './subscription.js';
 import type { Transport } from './transport/transport.js';
 
 export { STABLE_AFTER } from './connection.js';
 
+/**
+ * On long polling, a `forbidden` answer to a presence request for a channel
+ * held by position is asked again (after the subscribe-retry backoff) up to
+ * this many times: after a reconnect the channel is joined by the poll that
+ * names it, which may reach the server after the `/lp/send` carrying the
+ * request.
+ */
+export const PRESENCE_RETRIES = 3;
+
 export class Tether extends Connection {
   private readonly subs = new Map<string, Subscription>();
   private readonly queue: PublishQueue;
+  private readonly presenceRequests: PresenceRequests;
+  /** The current connection's restore was sent: presence requests go out behind its resubscribes. */
+  private restored = false;
   private readonly keys: string;
   /** The delay before resubscribing after a retryable refusal; its attempt is the subscription's `refusals`. */
   private readonly retryBackoff: Backoff;
   private keyCounter = 0;
   private nextId = 0;
-  private readonly owner = {
-    removeSubscription: (sub: Subscription) => this.removeSubscription(sub),
-    report: (e: unknown) => this.emitter.emit('error', asError(e)),
+  private readonly owner: SubscriptionOwner = {
+    removeSubscription: (sub) => this.removeSubscription(sub),
+    report: (e) => this.emitter.emit('error', asError(e)),
+    presence: (sub, kind) => this.presence(sub, kind),
   };
 
   /**
@@ -39,6 +54,7 @@ export class Tether extends Connection {
   constructor(url: string, options: TetherOptions = {}) {
     super(url, options);
     this.queue = new PublishQueue(this.o.publishQueue);
+    this.presenceRequests = new PresenceRequests((h) => this.o.clock.clearTimeout(h));
     this.keys = keyPrefix(this.o.random);
     this.retryBackoff = new Backoff(this.o.minDelay, this.o.maxDelay);
   }
@@ -68,10 +84,7 @@ export class Tether extends Connection {
    * `bad_request` when `data` is not JSON-serialisable (a cycle, a BigInt).
    */
   publish(channel: string, data: unknown): Promise<PublishResult> {
-    if (this.terminal) {
-      const { code, reason } = this.current;
-      return Promise.reject(new TetherError('disconnected', `the client is disconnected: ${reason ?? ''}`, code));
-    }
+    if (this.terminal) return Promise.reject(this.stoppedError());
     try {
       if (JSON.stringify(data) === undefined && data !== undefined) throw new TypeError('not JSON');
     } catch (e) {
@@ -90,6 +103,21 @@ export class Tether extends Connection {
     });
   }
 
+  /** Subscription.presence() and presenceStats(): sent behind the restore; waits while disconnected. */
+  private presence(sub: Subscription, kind: PresenceKind): Promise<unknown> {
+    if (this.terminal) return Promise.reject(this.stoppedError());
+    if (this.subs.get(sub.channel) !== sub) return Promise.reject(notSubscribed(sub.channel));
+    return new Promise((resolve, reject) => {
+      const r = this.presenceRequests.add(sub.channel, kind, { resolve, reject });
+      if (r && this.restored) this.send([this.presenceMessage(r)]);
+    });
+  }
+
+  private stoppedError(): TetherError {
+    const { code, reason } = this.current;
+    return new TetherError('disconnected', `the client is disconnected: ${reason ?? ''}`, code);
+  }
+
   // ---- what a connection restores and receives ----
 
   protected restore(t: Transport): ClientMessage[] {
@@ -102,6 +130,8 @@ export class Tether extends Connection {
       msgs.push(sub.subscribeMessage(++this.nextId));
     }
     for (const p of this.queue.unsent()) msgs.push(this.publishMessage(p));
+    for (const r of this.presenceRequests.unsent()) msgs.push(this.presenceMessage(r));
+    this.restored = true;
     return msgs;
   }
 
@@ -125,10 +155,23 @@ export class Tether extends Connection {
         p.resolve({ offset: m.offset });
         return;
       }
+      case 'presence':
+      case 'presence_stats': {
+        const r = this.presenceRequests.byId(m.id);
+        if (!r) return;
+        this.presenceRequests.resolve(r, m.type === 'presence' ? m.clients : { clients: m.clients, users: m.users });
+        return;
+      }
+      case 'join':
+      case 'leave':
+        this.subs.get(m.channel)?.applyPresence(m);
+        return;
       case 'error': {
         const err = new TetherError(m.code, m.message);
         const p = m.id === undefined ? undefined : this.queue.take(m.id);
         if (p) return p.reject(err);
+        const r = m.id === undefined ? undefined : this.presenceRequests.byId(m.id);
+        if (r) return this.presenceRefused(t, r, err);
         // An id-less error naming a channel (long polling: the poll named it,
         // the session could not hold it) refuses that channel's subscription
         // as a refused subscribe would: naming it again at once would loop.
@@ -141,6 +184,7 @@ export class Tether extends Connection {
           t.positionsChanged(); // not named in polls while its retry waits
         } else if (sub) {
           this.subs.delete(sub.channel);
+          this.presenceRequests.rejectChannel(sub.channel, err);
           sub.refused(err);
           t.positionsChanged();
         } else {
@@ -158,6 +202,8 @@ export class Tether extends Connection {
     // a publish can be: the largest sent on the connection is not resent.
     if (ended?.kind === 'closed' && ended.code === 1009) this.rejectTooBig();
     this.queue.resetSent();
+    this.restored = false;
+    this.presenceRequests.resetSent();
     // A pending retry is void too: restore() resubscribes on the next connection.
     for (const s of this.subs.values()) {
       s.request = null;
@@ -167,6 +213,7 @@ export class Tether extends Connection {
 
   protected stopped(err: TetherError): void {
     this.queue.failAll(err);
+    this.presenceRequests.rejectAll(err);
   }
 
   private send(msgs: ClientMessage[]): void {
@@ -178,6 +225,34 @@ export class Tether extends Connection {
     p.sentAs = ++this.nextId;
     if (p.firstSent === null) p.firstSent = this.o.clock.now();
     return publishMessage(p, p.sentAs);
+  }
+
+  private presenceMessage(r: PresenceRequest): ClientMessage {
+    r.sentAs = ++this.nextId;
+    return presenceMessage(r, r.sentAs);
+  }
+
+  /**
+   * A presence request answered with an error: rejects its callers, except a
+   * `forbidden` on long polling for a channel held by position (the poll that
+   * joins it may not have reached the server yet): asked again after the
+   * subscribe-retry backoff, at most `PRESENCE_RETRIES` times.
+   */
+  private presenceRefused(t: Transport, r: PresenceRequest, err: TetherError): void {
+    const sub = this.subs.get(r.channel);
+    const held = sub !== undefined && sub.position !== null && sub.retryTimer === null;
+    if (err.code !== 'forbidden' || t.name !== 'longpoll' || !held || r.retries >= PRESENCE_RETRIES) {
+      this.presenceRequests.reject(r, err);
+      return;
+    }
+    const delay = this.retryBackoff.delay(r.retries, this.o.random());
+    r.retries++;
+    r.sentAs = null;
+    this.log(`presence of ${JSON.stringify(r.channel)} forbidden (the poll naming it may not have arrived): asking again in ${delay} ms`);
+    r.retryTimer = this.o.clock.setTimeout(() => {
+      r.retryTimer = null;
+      if (this.presenceRequests.has(r) && this.transport === t && this.restored) this.send([this.presenceMessage(r)]);
+    }, delay);
   }
 
   /**
@@ -227,6 +302,7 @@ export class Tether extends Connection {
   private removeSubscription(sub: Subscription): void {
     if (this.subs.get(sub.channel) !== sub) return;
     this.subs.delete(sub.channel);
+    this.presenceRequests.rejectChannel(sub.channel, notSubscribed(sub.channel));
     // While a retry waits, the server holds no subscription to end.
     const waiting = sub.retryTimer !== null;
     this.cancelRetry(sub);
@@ -242,4 +318,8 @@ export class Tether extends Connection {
     for (const s of this.subs.values()) if (s.position && s.retryTimer === null) out.push([s.channel, { ...s.position }]);
     return Object.fromEntries(out);
   }
+}
+
+function notSubscribed(channel: string): TetherError {
+  return new TetherError('not_subscribed', `not subscribed to ${JSON.stringify(channel)}`);
 }

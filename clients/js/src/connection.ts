@@ -36,6 +36,15 @@ export abstract class Connection {
   get rtt(): number | undefined {
     return this.meter.last;
   }
+  /**
+   * The client id of the current connection's `welcome` (what presence and
+   * join/leave show for this client); a new one on every connection,
+   * undefined while not connected.
+   */
+  get clientId(): string | undefined {
+    return this.welcomed ? this.clientName : undefined;
+  }
+  private clientName: string | undefined;
   protected readonly o: Resolved;
   protected readonly emitter = new Emitter<TetherEvents>();
   protected transport: Transport | null = null;
@@ -257,6 +266,7 @@ export abstract class Connection {
   private welcome(t: Transport, m: Welcome): void {
     this.clear('handshakeTimer');
     this.welcomed = true;
+    this.clientName = m.client;
     if (t.name === 'websocket') {
       this.wsFailures = 0;
       this.wsWorked = true;

@@ -63,7 +63,18 @@ export type ServerMessage =
   | { type: 'pong' }
   | { type: 'close'; code: number; reason: string }
   | { type: 'presence'; id: number; channel: string; clients: PresenceEntry[] }
-  | { type: 'presence_stats'; id: number; channel: string; clients: number; users: number };
+  | { type: 'presence_stats'; id: number; channel: string; clients: number; users: number }
+  /** A client became present in / stopped being present in a `join_leave` channel. */
+  | ({ type: 'join' | 'leave'; channel: string } & PresenceChange);
+
+/** Who joined or left: a presence entry without `joined_at_ms` (docs/presence.md). */
+export interface PresenceChange {
+  client: string;
+  /** The token's `sub`; `null` for an anonymous client. */
+  user: string | null;
+  /** The token's `info` claim, absent when none. */
+  info?: Record<string, unknown>;
+}
 
 /**
  * Server error codes that mean "nothing was done; retry with backoff"
@@ -173,17 +184,25 @@ function publications(o: Obj): Publication[] {
   });
 }
 
+/** `client`, `user` (null when absent) and `info` (omitted when absent) of a presence entry or a join/leave. */
+function presenceChange(e: Obj): PresenceChange {
+  const user = e.user === null || e.user === undefined ? null : str(e, 'user');
+  const out: PresenceChange = { client: str(e, 'client'), user };
+  if (e.info !== undefined && e.info !== null) {
+    if (!isObj(e.info)) throw new DecodeError('info: expected an object');
+    out.info = e.info;
+  }
+  return out;
+}
+
 function presenceEntries(o: Obj): PresenceEntry[] {
   const v = o.clients;
   if (!Array.isArray(v)) throw new DecodeError('clients: expected an array');
   return v.map((e) => {
     if (!isObj(e)) throw new DecodeError('clients: expected objects');
-    const user = e.user === null || e.user === undefined ? null : str(e, 'user');
-    const entry: PresenceEntry = { client: str(e, 'client'), user, joined_at_ms: uint(e, 'joined_at_ms') };
-    if (e.info !== undefined && e.info !== null) {
-      if (!isObj(e.info)) throw new DecodeError('info: expected an object');
-      entry.info = e.info;
-    }
+    const { client, user, info } = presenceChange(e);
+    const entry: PresenceEntry = { client, user, joined_at_ms: uint(e, 'joined_at_ms') };
+    if (info) entry.info = info;
     return entry;
   });
 }
@@ -242,6 +261,9 @@ export function decodeValue(v: unknown): ServerMessage | null {
       return { type, id: uint(v, 'id'), channel: str(v, 'channel'), clients: presenceEntries(v) };
     case 'presence_stats':
       return { type, id: uint(v, 'id'), channel: str(v, 'channel'), clients: uint(v, 'clients'), users: uint(v, 'users') };
+    case 'join':
+    case 'leave':
+      return { type, channel: str(v, 'channel'), ...presenceChange(v) };
     case 'pong':
       return { type };
     case 'close':

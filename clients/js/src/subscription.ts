@@ -3,9 +3,12 @@
 // reaches the application once and in order (duplicates dropped by offset),
 // and a recovery the server could not satisfy is reported, never a silent gap.
 // A subscribe refused with a retryable code (`unavailable`, ...) keeps the
-// subscription; the client asks again after a backoff (client.ts).
+// subscription; the client asks again after a backoff (client.ts). In a
+// presence channel it asks who is present (`presence()`, `presenceStats()`)
+// and, with `join_leave`, reports who joins and leaves (docs/presence.md).
 
-import type { ClientMessage, ServerMessage, StreamPosition } from './protocol.js';
+import type { ClientMessage, PresenceChange, PresenceEntry, ServerMessage, StreamPosition } from './protocol.js';
+import type { PresenceKind, PresenceStats } from './presenceRequests.js';
 import { TetherError } from './state.js';
 
 export interface MessageEvent {
@@ -29,6 +32,15 @@ export interface SubscribedEvent {
   resync: boolean;
 }
 
+/**
+ * A client became present (`onJoin`) or stopped being present (`onLeave`) in
+ * the channel: its presence entry without `joined_at_ms`. Not a publication:
+ * no offset, not recovered after a reconnect (ask `presence()` again).
+ */
+export interface PresenceEvent extends PresenceChange {
+  channel: string;
+}
+
 export interface SubscriptionHandlers {
   onMessage?(msg: MessageEvent): void;
   onSubscribed?(ev: SubscribedEvent): void;
@@ -40,6 +52,20 @@ export interface SubscriptionHandlers {
    * growing, jittered delay and calls this again for every refusal.
    */
   onError?(err: TetherError): void;
+  /**
+   * Someone's subscribe to the channel completed (a `join_leave` channel;
+   * this client's own join comes too, right after its `subscribed`).
+   */
+  onJoin?(ev: PresenceEvent): void;
+  /** Someone present left the channel (never this client itself). */
+  onLeave?(ev: PresenceEvent): void;
+}
+
+/** What a subscription needs from its client. */
+export interface SubscriptionOwner {
+  removeSubscription(sub: Subscription): void;
+  report(e: unknown): void;
+  presence(sub: Subscription, kind: PresenceKind): Promise<unknown>;
 }
 
 /** What applying a frame found: `gap` means offsets were skipped. */
@@ -60,7 +86,7 @@ export class Subscription {
   constructor(
     readonly channel: string,
     private readonly handlers: SubscriptionHandlers,
-    private readonly owner: { removeSubscription(sub: Subscription): void; report(e: unknown): void },
+    private readonly owner: SubscriptionOwner,
   ) {}
 
   /**
@@ -77,6 +103,32 @@ export class Subscription {
     if (!this.active) return;
     this.active = false;
     this.owner.removeSubscription(this);
+  }
+
+  /**
+   * Who is present in the channel (a `presence = true` channel), oldest join
+   * first. Sent when connected (waiting while not, like a publish; resent on
+   * the next connection when the connection ends before the answer). Rejects
+   * with the server's code (`bad_request` for a channel without presence or
+   * with over 1,000 present, `forbidden`), `not_subscribed` after
+   * `unsubscribe()` or a refusal, or `disconnected` when the client stops.
+   */
+  presence(): Promise<PresenceEntry[]> {
+    return this.owner.presence(this, 'presence') as Promise<PresenceEntry[]>;
+  }
+
+  /** How many clients and distinct users are present; settles as `presence()` does. */
+  presenceStats(): Promise<PresenceStats> {
+    return this.owner.presence(this, 'presence_stats') as Promise<PresenceStats>;
+  }
+
+  /** @internal a `join` or `leave` for this channel */
+  applyPresence(msg: Extract<ServerMessage, { type: 'join' | 'leave' }>): void {
+    if (!this.active) return;
+    const ev: PresenceEvent = { channel: this.channel, client: msg.client, user: msg.user };
+    if (msg.info) ev.info = msg.info;
+    if (msg.type === 'join') this.call(() => this.handlers.onJoin?.(ev));
+    else this.call(() => this.handlers.onLeave?.(ev));
   }
 
   /** @internal the subscribe request for a new connection */

@@ -7,9 +7,20 @@ import { TetherError } from './state.js';
 import { Subscription, type SubscriptionHandlers } from './subscription.js';
 import type { Transport } from './transport/transport.js';
 export { STABLE_AFTER } from './connection.js';
+/**
+ * On long polling, a `forbidden` answer to a presence request for a channel
+ * held by position is asked again (after the subscribe-retry backoff) up to
+ * this many times: after a reconnect the channel is joined by the poll that
+ * names it, which may reach the server after the `/lp/send` carrying the
+ * request.
+ */
+export declare const PRESENCE_RETRIES = 3;
 export declare class Tether extends Connection {
     private readonly subs;
     private readonly queue;
+    private readonly presenceRequests;
+    /** The current connection's restore was sent: presence requests go out behind its resubscribes. */
+    private restored;
     private readonly keys;
     /** The delay before resubscribing after a retryable refusal; its attempt is the subscription's `refusals`. */
     private readonly retryBackoff;
@@ -34,12 +45,23 @@ export declare class Tether extends Connection {
      * `bad_request` when `data` is not JSON-serialisable (a cycle, a BigInt).
      */
     publish(channel: string, data: unknown): Promise<PublishResult>;
+    /** Subscription.presence() and presenceStats(): sent behind the restore; waits while disconnected. */
+    private presence;
+    private stoppedError;
     protected restore(t: Transport): ClientMessage[];
     protected dispatch(t: Transport, m: ServerMessage): void;
     protected connectionEnded(ended?: Ended): void;
     protected stopped(err: TetherError): void;
     private send;
     private publishMessage;
+    private presenceMessage;
+    /**
+     * A presence request answered with an error: rejects its callers, except a
+     * `forbidden` on long polling for a channel held by position (the poll that
+     * joins it may not have reached the server yet): asked again after the
+     * subscribe-retry backoff, at most `PRESENCE_RETRIES` times.
+     */
+    private presenceRefused;
     /**
      * The connection ended with 1009 (message too big): rejects the largest
      * publish sent on it with `message_too_big` (`PublishQueue.takeLargestSent`);

@@ -17,6 +17,13 @@ export declare abstract class Connection {
      * welcome, then heartbeat, resume and `ping()` pings); undefined until measured.
      */
     get rtt(): number | undefined;
+    /**
+     * The client id of the current connection's `welcome` (what presence and
+     * join/leave show for this client); a new one on every connection,
+     * undefined while not connected.
+     */
+    get clientId(): string | undefined;
+    private clientName;
     protected readonly o: Resolved;
     protected readonly emitter: Emitter<TetherEvents>;
     protected transport: Transport | null;

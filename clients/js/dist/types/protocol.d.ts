@@ -100,7 +100,20 @@ export type ServerMessage = {
     channel: string;
     clients: number;
     users: number;
-};
+}
+/** A client became present in / stopped being present in a `join_leave` channel. */
+ | ({
+    type: 'join' | 'leave';
+    channel: string;
+} & PresenceChange);
+/** Who joined or left: a presence entry without `joined_at_ms` (docs/presence.md). */
+export interface PresenceChange {
+    client: string;
+    /** The token's `sub`; `null` for an anonymous client. */
+    user: string | null;
+    /** The token's `info` claim, absent when none. */
+    info?: Record<string, unknown>;
+}
 /**
  * Server error codes that mean "nothing was done; retry with backoff"
  * (docs/protocol.md): the broker (Redis) is unreachable or reconnecting

@@ -1,4 +1,5 @@
-import type { ClientMessage, ServerMessage, StreamPosition } from './protocol.js';
+import type { ClientMessage, PresenceChange, PresenceEntry, ServerMessage, StreamPosition } from './protocol.js';
+import type { PresenceKind, PresenceStats } from './presenceRequests.js';
 import { TetherError } from './state.js';
 export interface MessageEvent {
     channel: string;
@@ -19,6 +20,14 @@ export interface SubscribedEvent {
      */
     resync: boolean;
 }
+/**
+ * A client became present (`onJoin`) or stopped being present (`onLeave`) in
+ * the channel: its presence entry without `joined_at_ms`. Not a publication:
+ * no offset, not recovered after a reconnect (ask `presence()` again).
+ */
+export interface PresenceEvent extends PresenceChange {
+    channel: string;
+}
 export interface SubscriptionHandlers {
     onMessage?(msg: MessageEvent): void;
     onSubscribed?(ev: SubscribedEvent): void;
@@ -30,6 +39,19 @@ export interface SubscriptionHandlers {
      * growing, jittered delay and calls this again for every refusal.
      */
     onError?(err: TetherError): void;
+    /**
+     * Someone's subscribe to the channel completed (a `join_leave` channel;
+     * this client's own join comes too, right after its `subscribed`).
+     */
+    onJoin?(ev: PresenceEvent): void;
+    /** Someone present left the channel (never this client itself). */
+    onLeave?(ev: PresenceEvent): void;
+}
+/** What a subscription needs from its client. */
+export interface SubscriptionOwner {
+    removeSubscription(sub: Subscription): void;
+    report(e: unknown): void;
+    presence(sub: Subscription, kind: PresenceKind): Promise<unknown>;
 }
 /** What applying a frame found: `gap` means offsets were skipped. */
 export type Applied = 'ok' | 'gap';
@@ -50,10 +72,7 @@ export declare class Subscription {
     retryTimer: unknown;
     private active;
     /** @internal created by `Tether.subscribe` */
-    constructor(channel: string, handlers: SubscriptionHandlers, owner: {
-        removeSubscription(sub: Subscription): void;
-        report(e: unknown): void;
-    });
+    constructor(channel: string, handlers: SubscriptionHandlers, owner: SubscriptionOwner);
     /**
      * Whether the subscription is still registered with its client: false after
      * `unsubscribe()` or a final refusal; true while a retryable refusal waits
@@ -62,6 +81,21 @@ export declare class Subscription {
     get subscribed(): boolean;
     /** Stops delivery and unsubscribes on the server. */
     unsubscribe(): void;
+    /**
+     * Who is present in the channel (a `presence = true` channel), oldest join
+     * first. Sent when connected (waiting while not, like a publish; resent on
+     * the next connection when the connection ends before the answer). Rejects
+     * with the server's code (`bad_request` for a channel without presence or
+     * with over 1,000 present, `forbidden`), `not_subscribed` after
+     * `unsubscribe()` or a refusal, or `disconnected` when the client stops.
+     */
+    presence(): Promise<PresenceEntry[]>;
+    /** How many clients and distinct users are present; settles as `presence()` does. */
+    presenceStats(): Promise<PresenceStats>;
+    /** @internal a `join` or `leave` for this channel */
+    applyPresence(msg: Extract<ServerMessage, {
+        type: 'join' | 'leave';
+    }>): void;
     /** @internal the subscribe request for a new connection */
     subscribeMessage(id: number): ClientMessage;
     /**

@@ -90,10 +90,11 @@ export function channelName(prefix) {
  * Opens the demo page at `base` with query `params` and records, in order,
  * every state the client reports (`page.states`: {state, transport, at}).
  * With `params.channel`, returns once the feed's subscription is answered.
- * Page errors fail loudly.
+ * Page errors fail loudly. In the context's first tab, or in `page` (a tab
+ * of its own from `context.newPage()`, for tests with several pages).
  */
-export async function openDemo(context, base, params = {}) {
-  const page = context.pages()[0] ?? (await context.newPage());
+export async function openDemo(context, base, params = {}, page = undefined) {
+  page ??= context.pages()[0] ?? (await context.newPage());
   const states = [];
   const errors = [];
   page.on('pageerror', (e) => errors.push(e));
