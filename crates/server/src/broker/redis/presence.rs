@@ -389,7 +389,11 @@ async fn refresh(inner: &Inner, conn: &Conn) {
 }
 
 /// The connection for a read, or why presence cannot be answered now.
-fn ready(inner: &Inner) -> Result<Conn, BrokerError> {
+/// Waits for this node's queued joins and leaves first: an answer reflects
+/// every one made on this node before it (others', once their node wrote
+/// them).
+async fn ready(inner: &Inner) -> Result<Conn, BrokerError> {
+    inner.presence.flushed().await;
     let conn = inner.conn()?;
     let period = inner.presence.period();
     if conn.restarted_at.is_some_and(|at| at.elapsed() < period) {
@@ -409,7 +413,7 @@ pub(super) async fn list(
     channel: &str,
     max: usize,
 ) -> Result<PresenceList, BrokerError> {
-    let conn = ready(inner)?;
+    let conn = ready(inner).await?;
     let mut call = invocation(&READ_SCRIPT, channel, &common(inner, &conn, channel));
     call.arg(max);
     let started = Instant::now();
@@ -433,7 +437,7 @@ pub(super) async fn list(
 
 /// How many clients and users are present in `channel`.
 pub(super) async fn stats(inner: &Inner, channel: &str) -> Result<PresenceStats, BrokerError> {
-    let conn = ready(inner)?;
+    let conn = ready(inner).await?;
     let call = invocation(&STATS_SCRIPT, channel, &common(inner, &conn, channel));
     let started = Instant::now();
     let mut c = conn.conn.clone();
