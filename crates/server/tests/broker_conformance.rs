@@ -465,7 +465,7 @@ conformance!(
 );
 async fn presence_lists_and_counts_whoever_is_subscribed(n: &Node) {
     let (mut a1, a1_id) = present(n, "ann", "chat:p").await;
-    let (mut a2, a2_id) = present(n, "ann", "chat:p").await;
+    let (a2, a2_id) = present(n, "ann", "chat:p").await;
     let (mut b, b_id) = present(n, "bob", "chat:p").await;
     a1.send(json!({"type": "presence", "id": 2, "channel": "chat:p"}))
         .await;

@@ -449,3 +449,45 @@ pub(super) async fn stats(inner: &Inner, channel: &str) -> Result<PresenceStats,
     let (clients, users) = answer.map_err(|e| inner.failed(&conn, e))?;
     Ok(PresenceStats { clients, users })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(client: &str) -> PresenceEntry {
+        PresenceEntry {
+            client: client.into(),
+            user: None,
+            info: None,
+            joined_at_ms: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_and_the_entries_stay_local() {
+        let gauge = Gauge::default();
+        let p = Presence::new(Duration::from_secs(3), gauge.clone());
+        assert_eq!(p.period(), Duration::from_secs(1));
+        for i in 0..MAX_QUEUED {
+            assert!(p.add("c", &entry(&format!("c{i}"))).is_ok());
+        }
+        // No writer: one more is refused, but the entry is this node's and
+        // the next refresh finds it missing in Redis.
+        assert!(p.add("c", &entry("late")).is_err());
+        assert_eq!(gauge.get(), MAX_QUEUED as i64 + 1);
+        assert!(p.local_entry("c", "late").is_some());
+        // A writer's turn frees places, in order, and `flushed` follows it.
+        let (ops, last) = p.take(10);
+        assert_eq!(ops.first().map(|o| &*o.client), Some("c0"));
+        assert_eq!(last, 10);
+        p.done.send_replace(MAX_QUEUED as u64);
+        p.flushed().await;
+        assert!(p.remove("c", "c0").is_ok());
+        assert!(
+            p.remove("c", "c0").is_ok(),
+            "a second remove queues nothing"
+        );
+        assert_eq!(p.queue.lock().ops.len(), MAX_QUEUED - 10 + 1);
+        assert_eq!(gauge.get(), MAX_QUEUED as i64);
+    }
+}
