@@ -87,6 +87,13 @@ async fn bad_channel_rules_are_refused_with_their_line() {
             "{file} line 9: unknown key history_tll in a [[channels]] rule (did you mean \
              history_ttl?)",
         ),
+        (
+            "join_leave.toml",
+            "pattern = \"room:*\"\njoin_leave = true\n",
+            "join_leave = true at {file} line 9: needs presence = true in the same rule (a \
+             leave is sent for someone present, and a crashed node's clients are found in \
+             presence; docs/presence.md)",
+        ),
     ] {
         let err = refused_file(name, &format!("{head}{rest}")).await;
         let file = std::env::temp_dir()

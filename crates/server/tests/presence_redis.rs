@@ -4,7 +4,8 @@
 //! publications; a SIGKILLed node's clients are gone within the TTL and the
 //! survivor's subscribers get exactly one `leave` each; while Redis is down
 //! presence answers `unavailable` (503 on the API), never an empty list,
-//! and after a restart it is whole again.
+//! and after a restart it is whole again; a drained node's leaves are
+//! written before it exits; a bystander on 127.0.0.2 is served throughout.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "redis_support/mod.rs"]
@@ -16,7 +17,9 @@ use std::{
     time::{Duration, Instant},
 };
 use support::{node_with, publish, Node};
-use tether_test_util::{eventually, http, longpoll::Lp, redis::RedisServer, ws::WsClient};
+use tether_test_util::{
+    attack::Bystander, eventually, http, longpoll::Lp, redis::RedisServer, ws::WsClient,
+};
 
 const SECRET: &str = "presence-redis-secret";
 /// The presence TTL of these tests: entries refreshed every 333 ms.
@@ -108,6 +111,8 @@ async fn two_nodes_share_presence_and_a_killed_nodes_clients_leave_once() {
     let a = start(&redis).await;
     let mut b = start(&redis).await;
     let c = "chat:room";
+    let path = format!("/ws?token={}", token("bystander"));
+    let mut bystander = Bystander::join_path(a.addr(), &path, "bystander").await;
     let (mut ann, ann_id) = present(&a, "ann", c).await;
 
     // bob on B subscribes and publishes at once: ann on A gets the join,
@@ -171,6 +176,7 @@ async fn two_nodes_share_presence_and_a_killed_nodes_clients_leave_once() {
     let more = ann.try_recv(2 * TTL).await;
     assert!(more.is_none(), "a second leave: {more:?}");
     assert_eq!(listed(&a, c).await, only_ann);
+    bystander.still_served().await;
 }
 
 #[tokio::test]
@@ -234,4 +240,42 @@ async fn a_redis_outage_answers_unavailable_and_a_restart_is_whole_again() {
         .await;
     }
     assert_eq!(publish(&a, c, json!("after")).await["offset"], 1);
+}
+
+#[tokio::test]
+async fn a_drained_node_writes_its_clients_leaves_before_it_exits() {
+    let redis = RedisServer::start().await;
+    // A TTL far longer than the test: the leave cannot come from expiry.
+    let long = [
+        "--config",
+        RULES.as_str(),
+        "--jwt-secret",
+        SECRET,
+        "--presence-ttl",
+        "1h",
+    ];
+    let a = node_with(&redis, &long).await;
+    let mut b = node_with(&redis, &long).await;
+    let c = "chat:drain";
+    let (mut ann, ann_id) = present(&a, "ann", c).await;
+    // A long-polling client: the drain drops it at once, so B exits right
+    // after queueing its leave.
+    let bearer = format!("Bearer {}", token("bob"));
+    let (lp, _) = Lp::open_with(b.addr(), &[("Authorization", &bearer)]).await;
+    let replies = lp
+        .send(json!([{"type": "subscribe", "id": 1, "channel": c}]))
+        .await;
+    assert_eq!(replies[0]["type"], "subscribed", "{replies:?}");
+    let bob_id = lp.client.clone();
+    assert_eq!(ann.recv().await, event("join", c, &bob_id, "bob"));
+
+    b.server.signal("TERM");
+    let status = tokio::time::timeout(tether_test_util::STEP, b.server.child.wait())
+        .await
+        .expect("B exits after its drain")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    // The leave was written before B exited: it is there already.
+    assert_eq!(listed(&a, c).await, set(&[&ann_id]));
+    assert_eq!(ann.recv().await, event("leave", c, &bob_id, "bob"));
 }
