@@ -87,6 +87,13 @@ async fn bad_channel_rules_are_refused_with_their_line() {
             "{file} line 9: unknown key history_tll in a [[channels]] rule (did you mean \
              history_ttl?)",
         ),
+        (
+            "join_leave.toml",
+            "pattern = \"room:*\"\njoin_leave = true\n",
+            "join_leave = true at {file} line 9: needs presence = true in the same rule (a \
+             leave is sent for someone present, and a crashed node's clients are found in \
+             presence; docs/presence.md)",
+        ),
     ] {
         let err = refused_file(name, &format!("{head}{rest}")).await;
         let file = std::env::temp_dir()
@@ -98,39 +105,39 @@ async fn bad_channel_rules_are_refused_with_their_line() {
     }
 }
 
-/// Presence lives in the memory broker only, for now: with `--broker redis`
-/// a rule that turns it on is refused with its line (docs/presence.md),
-/// before anything connects to Redis.
+/// Presence works on both brokers: with `--broker redis` a rule that turns
+/// it on is accepted, and `--presence-ttl` (how long a crashed node's
+/// clients stay present) is refused outside 1s to 1h (docs/presence.md).
 #[tokio::test]
-async fn presence_with_the_redis_broker_is_refused_with_its_line() {
-    let text = "[[channels]]\npattern = \"chat:*\"\n\n[[channels]]\npattern = \"room:*\"\npresence = true\n";
+async fn presence_with_the_redis_broker_is_accepted_and_its_ttl_checked() {
+    let text = "[[channels]]\npattern = \"chat:*\"\n\n[[channels]]\npattern = \"room:*\"\npresence = true\njoin_leave = true\n";
     let dir = std::env::temp_dir().join(format!("tether-rules-err-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("presence-redis.toml");
     std::fs::write(&file, text).unwrap();
     let path = file.to_str().unwrap();
-    let err = refused(
-        &serve(
-            &[],
-            &[
-                "--config",
-                path,
-                "--broker",
-                "redis",
-                "--redis-url",
-                "redis://127.0.0.1:1",
-            ],
-        )
-        .await,
-    );
-    assert!(
-        err.contains(&format!(
-            "presence = true at {path} line 6: presence with --broker redis comes in a later version"
-        )),
-        "{err}"
-    );
-    // The memory broker (the default) takes the same file.
-    let out = serve(&[], &["--config", path, "--print-config"]).await;
+    let redis = [
+        "--config",
+        path,
+        "--broker",
+        "redis",
+        "--redis-url",
+        "redis://127.0.0.1:1",
+    ];
+    let out = serve(
+        &[],
+        &[&redis[..], &["--print-config", "--presence-ttl", "2s"]].concat(),
+    )
+    .await;
     assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("presence = true"));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("presence = true"), "{printed}");
+    assert!(printed.contains("[presence]\nttl = \"2s\""), "{printed}");
+    for (ttl, says) in [
+        ("500ms", "--presence-ttl \"500ms\": must be 1s to 1h"),
+        ("2h", "--presence-ttl \"2h\": must be 1s to 1h"),
+    ] {
+        let err = refused(&serve(&[], &[&redis[..], &["--presence-ttl", ttl]].concat()).await);
+        assert!(err.contains(says), "{ttl}: {err}");
+    }
 }

@@ -182,6 +182,14 @@ impl Server {
         } else {
             info!("drained");
         }
+        // The sessions' leaves: sent before the node goes (with Redis they
+        // would otherwise wait for the entries to expire).
+        if timeout(Duration::from_secs(2), node.broker.presence_flushed())
+            .await
+            .is_err()
+        {
+            warn!("presence leaves not all written to the broker before exit");
+        }
         sweeper.abort();
         ticker.abort();
     }

@@ -2,11 +2,25 @@
 
 use prometheus_client::{
     encoding::text::encode,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{exponential_buckets, Histogram},
+    },
     registry::Registry,
 };
 
 type Labels = Vec<(&'static str, String)>;
+
+/// A histogram per label set, all with the same buckets.
+type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// Seconds from 0.25 ms to about 4 s (Redis calls: well under a
+/// millisecond when healthy, the 2 s timeout when not).
+fn redis_seconds() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 15))
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -52,6 +66,13 @@ pub struct Metrics {
     /// Presence entries held: one per session subscribed to a channel whose
     /// rule says `presence = true`.
     pub presence_entries: Gauge,
+    /// Redis broker: presence refresh calls (one per channel and up to
+    /// 1,000 of this node's clients in it, every `presence.ttl / 3`).
+    pub presence_refreshes: Counter,
+    /// Redis broker: time of presence calls to Redis, by `call` (`write`:
+    /// a pipeline of joins and leaves; `refresh`: a pipeline of refreshes;
+    /// `read`: a `presence` or `presence_stats`).
+    pub presence_redis_seconds: Histograms,
 }
 
 impl Default for Metrics {
@@ -85,6 +106,8 @@ impl Metrics {
             redis_resets: Counter::default(),
             redis_reconnects: Family::default(),
             presence_entries: Gauge::default(),
+            presence_refreshes: Counter::default(),
+            presence_redis_seconds: Family::new_with_constructor(redis_seconds),
             registry: Registry::default(),
         };
         registry.register(
@@ -192,7 +215,24 @@ impl Metrics {
             "Presence entries held (sessions subscribed to presence channels)",
             m.presence_entries.clone(),
         );
+        registry.register(
+            "presence_refreshes",
+            "Presence refresh calls to Redis (one per channel and up to 1,000 of this node's clients)",
+            m.presence_refreshes.clone(),
+        );
+        registry.register(
+            "presence_redis_seconds",
+            "Time of presence calls to Redis, by call (write, refresh, read)",
+            m.presence_redis_seconds.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Records how long a presence call to Redis took.
+    pub fn presence_redis(&self, call: &'static str, took: std::time::Duration) {
+        self.presence_redis_seconds
+            .get_or_create(&vec![("call", call.to_owned())])
+            .observe(took.as_secs_f64());
     }
 
     pub fn redis_repair(&self, cause: &str) {

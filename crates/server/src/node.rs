@@ -120,6 +120,7 @@ impl Node {
                     prefix: config.broker.redis_prefix.clone(),
                     check_interval: config.broker.redis_check_interval,
                     rules: rules.clone(),
+                    presence_ttl: config.presence.ttl,
                 };
                 let redis = RedisBroker::start(
                     options,

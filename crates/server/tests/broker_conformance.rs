@@ -387,3 +387,196 @@ async fn a_long_replay_on_a_connection_arrives_whole_then_live(n: &Node) {
         .await
         .is_none());
 }
+
+/// Presence with join/leave on `chat:*` (docs/presence.md), tokens signed
+/// with [`SECRET`] (no API key: the API is open on loopback).
+const PRESENCE_RULES: &str = "
+[[channels]]
+pattern = \"chat:*\"
+presence = true
+join_leave = true
+";
+const SECRET: &str = "conformance-secret";
+
+static PRESENCE_FILE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let path = std::env::temp_dir().join(format!("tether-presence-{}.toml", std::process::id()));
+    std::fs::write(&path, PRESENCE_RULES).unwrap();
+    path.to_str().unwrap().to_owned()
+});
+
+/// The flags of the presence cases: the rules, JWT, and a 1s + 1s
+/// heartbeat (a long poll that stops expires within 2s).
+macro_rules! presence_flags {
+    () => {
+        &[
+            "--config",
+            super::PRESENCE_FILE.as_str(),
+            "--jwt-secret",
+            super::SECRET,
+            "--ping-interval",
+            "1s",
+            "--pong-timeout",
+            "1s",
+        ]
+    };
+}
+
+fn token(sub: &str) -> String {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let claims = json!({"sub": sub, "info": {"name": sub}, "publish": ["chat:*"], "exp": exp});
+    let key = EncodingKey::from_secret(SECRET.as_bytes());
+    encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+}
+
+fn event(kind: &str, channel: &str, client: &str, user: &str) -> serde_json::Value {
+    json!({"type": kind, "channel": channel, "client": client, "user": user, "info": {"name": user}})
+}
+
+/// A connection of `sub`, subscribed to `channel` (its own join read).
+async fn present(n: &Node, sub: &str, channel: &str) -> (WsClient, String) {
+    let url = format!("{}?token={}", n.ws_url(), token(sub));
+    let (mut ws, welcome) = WsClient::tether(&url).await;
+    let id = welcome["client"].as_str().unwrap().to_owned();
+    assert_eq!(ws.subscribe(1, channel, None).await["type"], "subscribed");
+    assert_eq!(ws.recv().await, event("join", channel, &id, sub));
+    (ws, id)
+}
+
+/// `GET /api/presence_stats`: (clients, users).
+async fn api_stats(n: &Node, channel: &str) -> (u64, u64) {
+    let path = format!("/api/presence_stats?channel={channel}");
+    let res = tether_test_util::http::request(n.addr(), "GET", &path, &[], "").await;
+    let body = res.json();
+    assert_eq!(res.status, 200, "{body}");
+    (
+        body["clients"].as_u64().unwrap(),
+        body["users"].as_u64().unwrap(),
+    )
+}
+
+conformance!(
+    presence_lists_and_counts_whoever_is_subscribed,
+    presence_flags!()
+);
+async fn presence_lists_and_counts_whoever_is_subscribed(n: &Node) {
+    let (mut a1, a1_id) = present(n, "ann", "chat:p").await;
+    let (a2, a2_id) = present(n, "ann", "chat:p").await;
+    let (mut b, b_id) = present(n, "bob", "chat:p").await;
+    a1.send(json!({"type": "presence", "id": 2, "channel": "chat:p"}))
+        .await;
+    let reply = a1.recv_type("presence").await;
+    let mut clients: Vec<(String, String)> = reply["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["client"].as_str().unwrap().into(),
+                c["user"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    clients.sort();
+    let mut want = vec![
+        (a1_id.clone(), "ann".to_owned()),
+        (a2_id, "ann".into()),
+        (b_id, "bob".into()),
+    ];
+    want.sort();
+    assert_eq!(clients, want, "{reply}");
+    assert_eq!(
+        reply["clients"][0]["info"],
+        json!({"name": "ann"}),
+        "{reply}"
+    );
+    a1.send(json!({"type": "presence_stats", "id": 3, "channel": "chat:p"}))
+        .await;
+    let stats = a1.recv_type("presence_stats").await;
+    assert_eq!((&stats["clients"], &stats["users"]), (&json!(3), &json!(2)));
+    assert_eq!(api_stats(n, "chat:p").await, (3, 2));
+
+    // An unsubscribe is reflected by the next answer on the node.
+    b.send(json!({"type": "unsubscribe", "id": 2, "channel": "chat:p"}))
+        .await;
+    b.recv_type("unsubscribed").await;
+    assert_eq!(api_stats(n, "chat:p").await, (2, 1));
+    // A closed connection leaves too.
+    drop(a2);
+    tether_test_util::eventually("a2 gone", || async {
+        api_stats(n, "chat:p").await == (1, 1)
+    })
+    .await;
+    a1.send(json!({"type": "presence", "id": 4, "channel": "chat:p"}))
+        .await;
+    let reply = a1.recv_type("presence").await;
+    assert_eq!(reply["clients"][0]["client"], a1_id.as_str(), "{reply}");
+    assert_eq!(reply["clients"].as_array().unwrap().len(), 1);
+}
+
+conformance!(
+    joins_and_leaves_come_in_their_place_among_publications,
+    presence_flags!()
+);
+async fn joins_and_leaves_come_in_their_place_among_publications(n: &Node) {
+    let c = "chat:j";
+    let (mut ann, _) = present(n, "ann", c).await;
+    // bob subscribes and publishes at once: ann gets its join first.
+    let url = format!("{}?token={}", n.ws_url(), token("bob"));
+    let (mut bob, welcome) = WsClient::tether(&url).await;
+    let bob_id = welcome["client"].as_str().unwrap().to_owned();
+    bob.send(json!({"type": "subscribe", "id": 1, "channel": c}))
+        .await;
+    bob.send(json!({"type": "publish", "id": 2, "channel": c, "data": "hi"}))
+        .await;
+    assert_eq!(ann.recv().await, event("join", c, &bob_id, "bob"));
+    assert_eq!(ann.recv().await["data"], "hi");
+    bob.recv_type("ack").await;
+    // bob publishes, then unsubscribes: the message, then the leave, and
+    // bob gets no leave of its own.
+    bob.send(json!({"type": "publish", "id": 3, "channel": c, "data": "bye"}))
+        .await;
+    bob.recv_type("ack").await;
+    bob.send(json!({"type": "unsubscribe", "id": 4, "channel": c}))
+        .await;
+    bob.recv_type("unsubscribed").await;
+    assert_eq!(ann.recv().await["data"], "bye");
+    assert_eq!(ann.recv().await, event("leave", c, &bob_id, "bob"));
+    assert!(bob
+        .try_recv(std::time::Duration::from_millis(300))
+        .await
+        .is_none());
+    // A backend publication after the leave comes after it, and nothing
+    // else was sent.
+    publish(n, c, json!("after")).await;
+    assert_eq!(ann.recv().await["data"], "after");
+    assert!(ann
+        .try_recv(std::time::Duration::from_millis(300))
+        .await
+        .is_none());
+}
+
+conformance!(
+    a_long_polling_client_that_stops_polling_leaves,
+    presence_flags!()
+);
+async fn a_long_polling_client_that_stops_polling_leaves(n: &Node) {
+    use tether_test_util::longpoll::Lp;
+    let c = "chat:lp";
+    let (mut ann, _) = present(n, "ann", c).await;
+    let bearer = format!("Bearer {}", token("lou"));
+    let (lp, _) = Lp::open_with(n.addr(), &[("Authorization", &bearer)]).await;
+    let replies = lp
+        .send(json!([{"type": "subscribe", "id": 1, "channel": c}]))
+        .await;
+    assert_eq!(replies[0]["type"], "subscribed", "{replies:?}");
+    assert_eq!(ann.recv().await, event("join", c, &lp.client, "lou"));
+    assert_eq!(api_stats(n, c).await, (2, 2));
+    // It stops polling: expired after ping_interval + pong_timeout (2s).
+    assert_eq!(ann.recv().await, event("leave", c, &lp.client, "lou"));
+    assert_eq!(api_stats(n, c).await, (1, 1));
+}

@@ -2,7 +2,7 @@
 //! file (a list of tables has no flag or variable), so every refusal names
 //! the file and the line it is on: an unknown key (with the closest), a bad
 //! pattern, a pattern given twice, a value of the wrong kind or out of
-//! range, and options whose behaviour is not built yet.
+//! range, and options that need another (`join_leave` without `presence`).
 
 use super::{duration, input, suggest, ConfigError, MAX_DURATION};
 use crate::channel_rules::{check_pattern, ChannelRule};
@@ -44,16 +44,14 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-/// Refuses the first bad `[[channels]]` rule of the file's `text`; returns
-/// the refusal for the first `presence = true`, should the broker turn out
-/// to be Redis (known only once flags and variables are read).
-pub fn check(text: &str, path: &Path) -> Result<Option<String>, ConfigError> {
+/// Refuses the first bad `[[channels]]` rule of the file's `text`.
+pub fn check(text: &str, path: &Path) -> Result<(), ConfigError> {
     let file = path.display();
     let invalid = |m: String| ConfigError::Invalid(m);
     let unreadable = |e: toml::de::Error| invalid(format!("{file}: channels: {}", e.message()));
     let Outer { channels } = toml::from_str(text).map_err(unreadable)?;
     let Some(channels) = channels else {
-        return Ok(None);
+        return Ok(());
     };
     let is_list = matches!(channels.get_ref(), Value::Array(a) if a.iter().all(Value::is_table));
     if !is_list {
@@ -66,7 +64,6 @@ pub fn check(text: &str, path: &Path) -> Result<Option<String>, ConfigError> {
     let Rules { channels } = toml::from_str(text).map_err(unreadable)?;
     // (pattern, line) of every rule so far, to refuse a duplicate.
     let mut seen: Vec<(String, usize)> = Vec::new();
-    let mut presence_on = None;
     for rule in &channels {
         let mut entries: Vec<_> = rule.get_ref().iter().collect();
         entries.sort_by_key(|(key, _)| key.span().start);
@@ -97,15 +94,7 @@ pub fn check(text: &str, path: &Path) -> Result<Option<String>, ConfigError> {
                     }
                     pattern = Some((p.clone(), line));
                 }
-                ("presence", Value::Boolean(true)) => {
-                    presence = true;
-                    presence_on.get_or_insert_with(|| {
-                        format!(
-                            "presence = true at {file} line {line}: presence with --broker redis \
-                             comes in a later version (docs/presence.md)"
-                        )
-                    });
-                }
+                ("presence", Value::Boolean(true)) => presence = true,
                 ("join_leave", Value::Boolean(true)) => join_leave_at = Some(line),
                 ("history_ttl", value) => {
                     let ttl = value.as_str().and_then(duration::parse).or_else(|| {
@@ -142,7 +131,7 @@ pub fn check(text: &str, path: &Path) -> Result<Option<String>, ConfigError> {
             }
         }
     }
-    Ok(presence_on)
+    Ok(())
 }
 
 /// Checks one key's value alone, as a rule would read it; `Err` says what
@@ -175,20 +164,6 @@ mod tests {
                     [[channels]]\npattern = \"*\"\njoin_leave = false\n";
         assert!(check(text, Path::new("t.toml")).is_ok());
         assert!(check("[history]\nsize = 5\n", Path::new("t.toml")).is_ok());
-    }
-
-    #[test]
-    fn presence_is_noted_with_its_line_for_a_redis_broker_to_refuse() {
-        let text = "[[channels]]\npattern = \"a\"\npresence = false\n\n[[channels]]\n\
-                    pattern = \"room:*\"\npresence = true\n";
-        let noted = check(text, Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            noted.as_deref(),
-            Some(
-                "presence = true at t.toml line 7: presence with --broker redis comes in a \
-                 later version (docs/presence.md)"
-            )
-        );
     }
 
     #[test]

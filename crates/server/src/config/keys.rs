@@ -90,6 +90,7 @@ pub const KEYS: &[Key] = &[
     k("broker", "redis_url", "redis-url", "Redis URL for --broker redis, e.g. redis://:password@10.0.0.7:6379/0 [default: redis://127.0.0.1:6379]"),
     k("broker", "redis_prefix", "redis-prefix", "prefix of every Redis key and pub/sub channel (letters, digits, _ . - only) [default: tether]"),
     k("broker", "redis_check_interval", "redis-check-interval", "how often quiet channels are compared with Redis and pub/sub connections pinged [default: 5s]"),
+    k("presence", "ttl", "presence-ttl", "how long a crashed or cut-off node's clients stay present with --broker redis (each node refreshes its own every ttl/3) [default: 30s]"),
     k("log", "format", "log-format", "text or json [default: text]"),
     k("log", "level", "log-level", "tracing filter, e.g. info or tether_server=debug [default: info]"),
 ];

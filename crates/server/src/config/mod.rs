@@ -45,6 +45,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub proxy: ProxyConfig,
     pub broker: BrokerConfig,
+    pub presence: PresenceConfig,
     pub log: LogConfig,
     /// `[[channels]]` rules, only from the file (see `channel_rules`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -294,6 +295,26 @@ impl Default for BrokerConfig {
     }
 }
 
+/// Presence across nodes (`--broker redis`; the memory broker's presence
+/// is exact and needs nothing).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// How long an entry stays in Redis without its node refreshing it
+    /// (each node refreshes its own every `ttl / 3`): the bound on how long
+    /// a crashed or cut-off node's clients stay present.
+    #[serde(with = "duration")]
+    pub ttl: Duration,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        PresenceConfig {
+            ttl: Duration::from_secs(30),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -361,7 +382,6 @@ pub fn load(
     flags: &[(String, String)],
 ) -> Result<Config, ConfigError> {
     let mut given: Vec<Given> = Vec::new();
-    let mut presence_on = None;
     let mut table = match file {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -374,7 +394,7 @@ pub fn load(
                     path: path.to_owned(),
                     source: Box::new(source),
                 })?;
-            presence_on = channels::check(&text, path)?;
+            channels::check(&text, path)?;
             input::check_file_keys(&table, path)?;
             for key in KEYS {
                 let value = table.get(key.section).and_then(|s| s.get(key.key));
@@ -422,9 +442,6 @@ pub fn load(
         .try_into()
         .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
     config.validate(&input::Names { given: &given })?;
-    if let Some(refusal) = presence_on.filter(|_| config.broker.kind == BrokerKind::Redis) {
-        return Err(ConfigError::Invalid(refusal));
-    }
     Ok(config)
 }
 

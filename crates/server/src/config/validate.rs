@@ -207,6 +207,16 @@ impl Config {
             ));
         }
         self.validate_exposure()?;
+        // Entries are refreshed every ttl / 3 in one pipelined pass: under
+        // 1s that is a pass every few hundred ms for nothing; past 1h a
+        // crashed node's clients would linger for an hour.
+        let ttl = self.presence.ttl;
+        if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(3600) {
+            return bad(format!(
+                "{}: must be 1s to 1h",
+                names.value("presence.ttl", fmt(ttl))
+            ));
+        }
         if self.broker.kind == BrokerKind::Redis {
             let url = &self.broker.redis_url;
             if let Err(e) = redis::Client::open(url.as_str()) {

@@ -411,6 +411,9 @@ pub(super) fn on_message(inner: &Arc<Inner>, topic: &str, payload: &str) {
     let Some(channel) = Keys::channel_of(&me.prefix, topic) else {
         return;
     };
+    if payload.starts_with("! ") {
+        return on_event(inner, channel, payload);
+    }
     let Some((epoch, offset, data)) = super::scripts::parse_message(payload) else {
         warn!(topic, "ignoring a pub/sub message Tether did not write");
         return;
@@ -468,6 +471,40 @@ pub(super) fn on_message(inner: &Arc<Inner>, topic: &str, payload: &str) {
     if let Some(name) = repair {
         super::repair::start(inner, name, "gap");
     }
+}
+
+/// A join or leave (`presence_scripts`): handed to the hub in the order it
+/// came, placed after the publication it names (the channel log holds it
+/// until its readers reach that offset, so an event that overtakes a
+/// repair still comes after the publications before it). One of an epoch
+/// other than the known one means the channel moved on, as a publication
+/// of it would: the channel is reset, then the event delivered.
+fn on_event(inner: &Arc<Inner>, channel: &str, payload: &str) {
+    let me = &inner.fanout;
+    let Some(event) = super::presence_scripts::parse_event(payload) else {
+        warn!(%channel, "ignoring a presence event Tether did not write");
+        return;
+    };
+    let Ok(entry) = serde_json::from_str::<tether_protocol::PresenceEntry>(event.entry) else {
+        warn!(%channel, "ignoring a presence event whose entry is not one");
+        return;
+    };
+    let frame = crate::channel_log::Event::new(channel, &entry, event.join, event.after);
+    let mut wakeups = Vec::new();
+    {
+        let mut map = me.channels.lock();
+        let Some(t) = map.get_mut(channel) else {
+            return;
+        };
+        if let Some(known) = t.epoch.as_deref() {
+            if known != event.epoch {
+                info!(%channel, old = known, new = event.epoch, "channel epoch changed; resetting its subscribers");
+                me.reset(t, event.epoch.into(), event.after, &mut wakeups);
+            }
+        }
+        wakeups.push(me.delivery.deliver_event(channel, frame));
+    }
+    ring(wakeups);
 }
 
 pub(super) fn ring(wakeups: Vec<Wakeup>) {

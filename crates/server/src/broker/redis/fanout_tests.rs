@@ -22,6 +22,8 @@ use std::{sync::Arc, time::Duration};
 struct Seen {
     offsets: Mutex<Vec<u64>>,
     resets: Mutex<usize>,
+    /// Each event's frame type and `after`.
+    events: Mutex<Vec<(String, u64)>>,
 }
 
 impl Delivery for Seen {
@@ -29,7 +31,10 @@ impl Delivery for Seen {
         self.offsets.lock().push(p.offset);
         Wakeup::none()
     }
-    fn deliver_event(&self, _: &str, _: crate::channel_log::Event) -> Wakeup {
+    fn deliver_event(&self, _: &str, e: crate::channel_log::Event) -> Wakeup {
+        let frame: serde_json::Value = serde_json::from_slice(&e.frame).unwrap_or_default();
+        let kind = frame["type"].as_str().unwrap_or_default().to_owned();
+        self.events.lock().push((kind, e.after));
         Wakeup::none()
     }
     fn reset(&self, _: &str) -> Wakeup {
@@ -58,6 +63,7 @@ fn tracking() -> (Arc<Inner>, Arc<Seen>, String) {
         history: HistoryConfig::default(),
         rules: Default::default(),
         link: Arc::new(Link::new(client, Box::new(|_| {}))),
+        presence: super::presence::Presence::new(Duration::from_secs(3), Default::default()),
         fanout,
     });
     (inner, seen, Keys::new(&prefix, "c").topic)
@@ -96,4 +102,36 @@ async fn publications_waiting_on_a_gap_are_bounded() {
     on_message(&inner, &topic, &format!("e {next} 0"));
     assert_eq!(*seen.resets.lock(), 1);
     assert_eq!(*seen.offsets.lock(), [next], "continues after the reset");
+}
+
+const ENTRY: &str = r#"{"client":"n1-a","user":"ann","joined_at_ms":1}"#;
+
+#[tokio::test]
+async fn joins_and_leaves_are_told_apart_from_publications_and_keep_their_place() {
+    let (inner, seen, topic) = tracking();
+    on_message(&inner, &topic, &format!("! e 10 J {ENTRY}"));
+    on_message(&inner, &topic, "e 11 1");
+    on_message(&inner, &topic, &format!("! e 11 L {ENTRY}"));
+    assert_eq!(*seen.offsets.lock(), [11], "events are no publications");
+    assert_eq!(
+        *seen.events.lock(),
+        [("join".to_owned(), 10), ("leave".to_owned(), 11)]
+    );
+    // A malformed event, or one whose entry is not one, is dropped.
+    on_message(&inner, &topic, "! e 11 J not-json");
+    on_message(&inner, &topic, "! e x J {}");
+    assert_eq!(seen.events.lock().len(), 2);
+    assert_eq!(*seen.resets.lock(), 0);
+}
+
+#[tokio::test]
+async fn an_event_of_a_new_epoch_resets_the_channel_first() {
+    let (inner, seen, topic) = tracking();
+    on_message(&inner, &topic, &format!("! e2 0 J {ENTRY}"));
+    assert_eq!(*seen.resets.lock(), 1);
+    assert_eq!(*seen.events.lock(), [("join".to_owned(), 0)]);
+    // The channel continues in the new epoch from the event's place.
+    on_message(&inner, &topic, "e2 1 true");
+    assert_eq!(*seen.offsets.lock(), [1]);
+    assert_eq!(*seen.resets.lock(), 1);
 }

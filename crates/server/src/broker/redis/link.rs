@@ -23,7 +23,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -38,9 +38,20 @@ pub const TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Conn {
     pub conn: MultiplexedConnection,
     pub run_id: Arc<str>,
+    /// When the Redis server started, if this connection found another run
+    /// than the link's previous connection (Redis restarted or failed
+    /// over): what it held may be gone, and presence is being rebuilt.
+    pub restarted_at: Option<Instant>,
     /// Which connection this is (to tell a stale failure report from a
     /// failure of the current connection).
     generation: u64,
+}
+
+impl Conn {
+    /// Tells connections apart: a new one has a higher number.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
 }
 
 pub struct Link {
@@ -54,6 +65,10 @@ pub struct Link {
     suspicions: AtomicU64,
     /// Called with `true` when a connection is made, `false` when lost.
     on_change: Box<dyn Fn(bool) + Send + Sync>,
+    /// Notified when a new connection is made (presence re-asserts then).
+    pub connected: Notify,
+    /// The run id of the last connection's server.
+    last_run: Mutex<Option<Arc<str>>>,
 }
 
 impl Link {
@@ -65,6 +80,8 @@ impl Link {
             lost: Notify::new(),
             suspicions: AtomicU64::new(0),
             on_change,
+            connected: Notify::new(),
+            last_run: Mutex::new(None),
         }
     }
 
@@ -163,6 +180,7 @@ impl Link {
                     info!(run_id = %conn.run_id, "Redis command connection up");
                     *self.current.lock() = Some(conn);
                     (self.on_change)(true);
+                    self.connected.notify_one();
                     backoff.reset();
                     first = false;
                     continue;
@@ -185,10 +203,18 @@ impl Link {
             .client
             .get_multiplexed_async_connection_with_config(&Self::config())
             .await?;
-        let run_id = run_id(&mut conn).await?;
+        let (run_id, uptime) = server_info(&mut conn).await?;
+        let run_id: Arc<str> = run_id.into();
+        let before = self.last_run.lock().replace(run_id.clone());
+        let restarted_at = before.filter(|b| *b != run_id).map(|_| {
+            Instant::now()
+                .checked_sub(uptime)
+                .unwrap_or_else(Instant::now)
+        });
         Ok(Conn {
             conn,
-            run_id: run_id.into(),
+            run_id,
+            restarted_at,
             generation: self.generations.fetch_add(1, Ordering::Relaxed) + 1,
         })
     }
@@ -205,11 +231,19 @@ pub async fn bounded<T>(
         .map_err(|_| RedisError::from((redis::ErrorKind::Io, "timed out", what.to_owned())))?
 }
 
-/// The `run_id` from `INFO server`: unique to one life of one Redis server.
-pub async fn run_id(conn: &mut impl ConnectionLike) -> Result<String, RedisError> {
+/// The `run_id` from `INFO server` (unique to one life of one Redis
+/// server) and how long that server has been up.
+pub async fn server_info(conn: &mut impl ConnectionLike) -> Result<(String, Duration), RedisError> {
     let info: String = redis::cmd("INFO").arg("server").query_async(conn).await?;
-    info.lines()
-        .find_map(|l| l.strip_prefix("run_id:"))
-        .map(|id| id.trim().to_owned())
-        .ok_or_else(|| RedisError::from((redis::ErrorKind::Parse, "INFO server has no run_id")))
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+    };
+    let run_id = field("run_id:")
+        .ok_or_else(|| RedisError::from((redis::ErrorKind::Parse, "INFO server has no run_id")))?;
+    let uptime = field("uptime_in_seconds:")
+        .and_then(|s| s.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_secs);
+    Ok((run_id, uptime))
 }

@@ -11,12 +11,19 @@
 //! - While Redis or any of this node's connections to it is down the node
 //!   is not ready, and publishes and subscribes fail with `unavailable`
 //!   (nothing is silently dropped); it reconnects with backoff and repairs.
+//! - Presence (`presence`) lives in Redis with an expiry per entry, each
+//!   node refreshing its own; joins and leaves ride the channels' pub/sub
+//!   topics among the publications, in their place.
 
 mod backoff;
 mod fanout;
 #[cfg(test)]
 mod fanout_tests;
 mod link;
+mod presence;
+mod presence_scripts;
+#[cfg(test)]
+mod presence_tests;
 mod repair;
 mod scripts;
 
@@ -43,8 +50,11 @@ pub struct RedisOptions {
     /// How often quiet channels are compared with Redis (a lost last
     /// message surfaces within this) and pub/sub connections pinged.
     pub check_interval: Duration,
-    /// Per-channel history size and TTL (`[[channels]]`).
+    /// Per-channel history size and TTL, presence and join/leave
+    /// (`[[channels]]`).
     pub rules: Arc<ChannelRules>,
+    /// How long a presence entry lives without its node refreshing it.
+    pub presence_ttl: Duration,
 }
 
 pub struct RedisBroker {
@@ -57,6 +67,7 @@ struct Inner {
     rules: Arc<ChannelRules>,
     link: Arc<Link>,
     fanout: Fanout,
+    presence: presence::Presence,
 }
 
 /// The raw answer of the recover script.
@@ -89,6 +100,10 @@ impl RedisBroker {
             history,
             rules: options.rules,
             link: link.clone(),
+            presence: presence::Presence::new(
+                options.presence_ttl,
+                metrics.presence_entries.clone(),
+            ),
             fanout: Fanout::new(
                 client,
                 options.prefix.into(),
@@ -100,6 +115,7 @@ impl RedisBroker {
         });
         tokio::spawn(link.run(stop.clone(), options.check_interval));
         Fanout::spawn(&inner, &stop);
+        presence::spawn(&inner, &stop);
         Ok(RedisBroker { inner, stop })
     }
 }
@@ -285,38 +301,41 @@ impl Broker for RedisBroker {
         })
     }
 
-    // Presence with Redis comes later; a rule with `presence = true` is
-    // refused at start with `--broker redis`, so these are never reached
-    // in a served node.
-    fn presence_add(
-        &self,
-        _channel: &str,
-        _entry: tether_protocol::PresenceEntry,
-        _join_leave: bool,
-    ) {
+    // The session passes its channel's `join_leave`; the scripts read the
+    // same rule (`presence::common`), for the node's refresh and cleaning too.
+    fn presence_add(&self, channel: &str, entry: tether_protocol::PresenceEntry, _: bool) {
+        if let Err(e) = self.inner.presence.add(channel, &entry) {
+            self.inner.fanout.metrics.refusal("presence_queue_full");
+            tracing::debug!(%channel, error = %e, "presence add not queued");
+        }
     }
 
-    fn presence_remove(&self, _channel: &str, _client: &str, _join_leave: bool) {}
+    fn presence_remove(&self, channel: &str, client: &str, _: bool) {
+        if let Err(e) = self.inner.presence.remove(channel, client) {
+            self.inner.fanout.metrics.refusal("presence_queue_full");
+            tracing::debug!(%channel, error = %e, "presence remove not queued");
+        }
+    }
+
+    async fn presence_flushed(&self) {
+        self.inner.presence.flushed().await;
+    }
 
     async fn presence(
         &self,
-        _channel: &str,
-        _max: usize,
+        channel: &str,
+        max: usize,
     ) -> Result<super::PresenceList, BrokerError> {
-        Err(presence_unavailable())
+        presence::list(&self.inner, channel, max).await
     }
 
-    async fn presence_stats(&self, _channel: &str) -> Result<super::PresenceStats, BrokerError> {
-        Err(presence_unavailable())
+    async fn presence_stats(&self, channel: &str) -> Result<super::PresenceStats, BrokerError> {
+        presence::stats(&self.inner, channel).await
     }
 
     fn is_healthy(&self) -> bool {
         self.inner.fanout.health.is_up()
     }
-}
-
-fn presence_unavailable() -> BrokerError {
-    BrokerError::Unavailable("presence is not available with the Redis broker yet".into())
 }
 
 /// Publications from consecutive data starting at offset `first`; data that

@@ -45,7 +45,7 @@ use std::sync::LazyLock;
 /// So every path through both scripts writes such a command first — here
 /// `HSET` before `DEL`, in `PUBLISH` `HINCRBY` — and a full Redis refuses
 /// the whole script (`OOM`) with nothing changed.
-const FENCE: &str = r"
+pub(super) const FENCE: &str = r"
 local meta = redis.call('HMGET', KEYS[1], 'e', 'o', 'r')
 local epoch, top = meta[1], tonumber(meta[2])
 if (not epoch) or meta[3] ~= ARGV[1] then
