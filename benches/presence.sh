@@ -80,6 +80,6 @@ for broker in $BROKERS; do
     --channels "$CHANNELS" --requests "$REQUESTS" --window "$WINDOW" \
     --server-pid "$SERVER_PID" "${bench_redis[@]}" --timeout 300s --json |
     tee -a "$OUT/results.jsonl" |
-    python3 -c 'import json,sys; r=json.load(sys.stdin); print(json.dumps({k: r[k] for k in ("established","dropped","entries_listed","presence_latency","redis","server_cpu_percent")}, indent=1))'
+    python3 -c 'import json,sys; r=json.load(sys.stdin); print(json.dumps({k: r[k] for k in ("held","established","dropped","entries_listed","presence_latency","redis","server_cpu_percent")}, indent=1))'
   stop
 done

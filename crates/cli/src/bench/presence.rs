@@ -1,12 +1,15 @@
 //! `bench presence`: what presence costs. N clients are present over K
 //! channels (`PREFIX:0` .. `PREFIX:K-1`, which the server's `[[channels]]`
-//! rule must give `presence = true`), held idle; then
+//! rule must give `presence = true`): N - 1 held idle, and one more on
+//! `PREFIX:0` that asks (so with N = 10,000 and K = 10 every channel has
+//! 1,000 entries, the most a `presence` answer lists); then
 //!
 //! - with `--redis-url`, Redis's own counters over a `--window` of quiet
 //!   (nothing but the nodes' presence refreshes, every `--presence-ttl`/3):
 //!   commands/s, CPU and memory — the Redis cost of keeping N present;
-//! - `--requests` `presence` requests, one at a time, on `PREFIX:0` (N/K
-//!   entries plus the asker): their latency, and that each lists them all.
+//! - `--requests` `presence` requests, one at a time, on `PREFIX:0`
+//!   (`(N - 1) / K` held entries plus the asker): their latency, and that
+//!   each lists them all.
 
 use super::{chatter, close, failure_label, number, ready, stats, Common, Outcome};
 use anyhow::{bail, Context};
@@ -64,6 +67,8 @@ pub struct Report {
     pub failed: BTreeMap<String, usize>,
     /// Connections the server closed while they were held.
     pub dropped: usize,
+    /// Clients held idle (all but the asker).
+    pub held: usize,
     /// What a `presence` answer on the first channel should list.
     pub entries_asked: usize,
     /// What every answer listed (the smallest count seen).
@@ -125,9 +130,11 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
         Arc::new(AtomicUsize::new(0)),
     );
     let started = Instant::now();
-    let mut held = Vec::with_capacity(o.clients);
-    for i in 0..o.clients {
-        let channel = format!("{}:{}", o.prefix, i % o.channels);
+    let holding = o.clients.saturating_sub(1);
+    let mut held = Vec::with_capacity(holding);
+    for i in 0..holding {
+        // Channel 0 is one short: the asker completes it.
+        let channel = format!("{}:{}", o.prefix, (i + 1) % o.channels);
         let (c, gate, mut stop) = (c.clone(), gate.clone(), stop_rx.clone());
         let (established, failed, dropped) = (established.clone(), failed.clone(), dropped.clone());
         held.push(tokio::spawn(async move {
@@ -162,7 +169,7 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
         }));
     }
     let deadline = started + c.timeout;
-    while established.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < o.clients
+    while established.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < holding
         && Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -199,7 +206,7 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
 
     // Latency of `presence` on the first channel, from one more subscriber.
     let first = format!("{}:0", o.prefix);
-    let entries_asked = o.clients.div_ceil(o.channels) + 1;
+    let entries_asked = holding / o.channels + 1;
     let (latency, entries_listed) = ask(c, &first, o.requests, o.clients).await?;
     let _ = stop_tx.send(true);
 
@@ -215,6 +222,7 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
         url: format!("ws://{}{}", c.target.authority, c.target.path),
         clients: o.clients,
         channels: o.channels,
+        held: holding,
         established: open,
         failed: failures,
         dropped: dropped.load(Ordering::Relaxed),
@@ -225,7 +233,7 @@ pub async fn run(c: &Common, o: Options) -> anyhow::Result<Outcome> {
         redis,
         server_cpu_percent,
     };
-    let ok = open == o.clients
+    let ok = open == holding
         && report.dropped == 0
         && (o.requests == 0 || entries_listed == entries_asked);
     let human = human(&report);
@@ -273,8 +281,8 @@ async fn ask(
 
 fn human(r: &Report) -> String {
     let mut s = format!(
-        "presence: {} of {} clients present over {} channels ({} dropped)\n",
-        r.established, r.clients, r.channels, r.dropped
+        "presence: {} of {} held clients present over {} channels, and the asker ({} dropped)\n",
+        r.established, r.held, r.channels, r.dropped
     );
     if !r.failed.is_empty() {
         s.push_str(&format!("  failed: {:?}\n", r.failed));
