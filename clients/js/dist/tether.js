@@ -63,8 +63,12 @@ var CLOSE_CODES = {
   4004: { name: "slow_consumer", reconnect: "backoff" },
   4005: { name: "rate_limited", reconnect: "backoff" }
 };
+var CLOSE_CODE_RANGES = [
+  { from: 4e3, to: 4499, name: "app_refusal", reconnect: "backoff" },
+  { from: 4500, to: 4999, name: "app_refusal_final", reconnect: "never" }
+];
 function reconnectFor(code) {
-  return CLOSE_CODES[code]?.reconnect ?? "backoff";
+  return CLOSE_CODES[code]?.reconnect ?? CLOSE_CODE_RANGES.find((r) => code >= r.from && code <= r.to)?.reconnect ?? "backoff";
 }
 var PERMANENT_STATUSES = [400, 401, 403, 404];
 function classify(ended) {
@@ -386,6 +390,8 @@ function encode(msg) {
     case "presence":
     case "presence_stats":
       return JSON.stringify({ type: msg.type, id: msg.id, channel: msg.channel });
+    case "rpc":
+      return JSON.stringify({ type: "rpc", id: msg.id, method: msg.method, data: msg.data === void 0 ? null : msg.data });
     case "ping":
       return '{"type":"ping"}';
   }
@@ -514,6 +520,8 @@ function decodeValue(v) {
     case "join":
     case "leave":
       return { type, channel: str(v, "channel"), ...presenceChange(v) };
+    case "rpc":
+      return { type, id: uint(v, "id"), result: v.result === void 0 ? null : v.result };
     case "pong":
       return { type };
     case "close":
@@ -1943,6 +1951,7 @@ function notSubscribed(channel) {
 export {
   Backoff,
   CLOSE_CODES,
+  CLOSE_CODE_RANGES,
   DecodeError,
   FIRST_PROBE_DELAY,
   MAX_SEND_BATCH,

@@ -78,7 +78,7 @@ pub enum State {
         reason: String,
     },
     /// Stopped for good. `code` is the close code that forbade reconnecting
-    /// (1000, 1008, 4001, or 4002 without a token refresher), 1006 when the
+    /// (1000, 1008, 4001, 4500-4999, or 4002 without a token refresher), 1006 when the
     /// attempt limit was reached after lost connections, or the HTTP status
     /// of a refused handshake (400, 401, 403, 404).
     Disconnected { code: u16, reason: String },

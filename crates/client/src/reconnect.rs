@@ -300,14 +300,16 @@ mod tests {
 
     #[test]
     fn close_codes_are_obeyed() {
-        for code in [1000, 1008, 4001] {
+        // 4500-4999: an application's final refusal (a connect hook's).
+        for code in [1000, 1008, 4001, 4500, 4999] {
             let mut p = policy(&[0.0], None);
             assert!(
                 matches!(p.next(&closed(code, "bye")), Decision::Stop { code: c, .. } if c == code),
                 "{code}"
             );
         }
-        for code in [1001, 1006, 1009, 1011, 4003, 4004, 4005] {
+        // 4000-4499: an application's refusal for now.
+        for code in [1001, 1006, 1009, 1011, 4003, 4004, 4005, 4000, 4403, 4499] {
             let mut p = policy(&[0.0], None);
             assert!(
                 matches!(

@@ -291,7 +291,7 @@ impl Core {
                 let Some((request, recovering)) = sub.request else {
                     return Ok(());
                 };
-                if request != id {
+                if Some(request) != id {
                     return Ok(()); // the answer to an older subscription
                 }
                 sub.request = None;
@@ -418,6 +418,7 @@ impl Core {
             ServerMessage::Welcome { .. }
             | ServerMessage::Unsubscribed { .. }
             | ServerMessage::Close { .. }
+            | ServerMessage::Rpc { .. }
             | ServerMessage::Pong => Ok(()),
         }
     }

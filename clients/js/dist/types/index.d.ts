@@ -9,7 +9,7 @@ export type { MessageEvent, SubscribedEvent, SubscriptionHandlers, PresenceEvent
 export type { PresenceStats } from './presenceRequests.js';
 export type { PublishResult } from './publishQueue.js';
 export { Backoff, parseRetryHint, parseRetryAfter } from './backoff.js';
-export { CLOSE_CODES, PERMANENT_STATUSES, reconnectFor, classify } from './closeCodes.js';
+export { CLOSE_CODES, CLOSE_CODE_RANGES, PERMANENT_STATUSES, reconnectFor, classify } from './closeCodes.js';
 export type { Reconnect, Ended } from './closeCodes.js';
 export { encode, decode, decodeValue, DecodeError, RETRYABLE_ERRORS, isRetryable } from './protocol.js';
 export type { ClientMessage, ServerMessage, StreamPosition, Publication, PresenceEntry, PresenceChange } from './protocol.js';

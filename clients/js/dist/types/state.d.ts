@@ -18,7 +18,7 @@ export interface ConnectionState {
     nextRetryAt?: number;
     /**
      * `disconnected` after a stop (absent before the first `connect()`): the
-     * code that stopped the client (1000 after `disconnect()`, 1008, 4001,
+     * code that stopped the client (1000 after `disconnect()`, 1008, 4001, 4500-4999,
      * 4002 without a token function, the HTTP status of a long-poll request
      * refused with 400/401/403/404, or, when `maxAttempts` ran out, the last
      * failure's code with a reason starting "gave up after N attempts");
