@@ -1,6 +1,8 @@
 export { Tether, STABLE_AFTER, PRESENCE_RETRIES } from './client.js';
 export { FIRST_PROBE_DELAY } from './options.js';
-export type { TetherOptions, TokenSource } from './options.js';
+export type { TetherOptions, TokenSource, ConnectDataSource } from './options.js';
+export { MAX_CONNECT_DATA_BYTES } from './credentials.js';
+export { MAX_RPC_METHOD_BYTES } from './rpcCalls.js';
 export type { Env, SessionStorageLike } from './env.js';
 export { TetherError } from './state.js';
 export type { ConnectionState, StateName, TransportName, TetherEvents } from './state.js';
