@@ -63,8 +63,12 @@ var CLOSE_CODES = {
   4004: { name: "slow_consumer", reconnect: "backoff" },
   4005: { name: "rate_limited", reconnect: "backoff" }
 };
+var CLOSE_CODE_RANGES = [
+  { from: 4e3, to: 4499, name: "app_refusal", reconnect: "backoff" },
+  { from: 4500, to: 4999, name: "app_refusal_final", reconnect: "never" }
+];
 function reconnectFor(code) {
-  return CLOSE_CODES[code]?.reconnect ?? "backoff";
+  return CLOSE_CODES[code]?.reconnect ?? CLOSE_CODE_RANGES.find((r) => code >= r.from && code <= r.to)?.reconnect ?? "backoff";
 }
 var PERMANENT_STATUSES = [400, 401, 403, 404];
 function classify(ended) {
@@ -88,6 +92,119 @@ function classify(ended) {
         ...ended.retryAfter === void 0 ? {} : { hint: ended.retryAfter }
       };
   }
+}
+
+// src/state.ts
+var TetherError = class extends Error {
+  constructor(code, message, closeCode) {
+    super(message);
+    this.code = code;
+    this.name = "TetherError";
+    if (closeCode !== void 0) this.closeCode = closeCode;
+  }
+};
+var Emitter = class {
+  constructor() {
+    this.listeners = /* @__PURE__ */ new Map();
+  }
+  on(type, fn) {
+    let set = this.listeners.get(type);
+    if (!set) this.listeners.set(type, set = /* @__PURE__ */ new Set());
+    set.add(fn);
+    return () => this.off(type, fn);
+  }
+  off(type, fn) {
+    this.listeners.get(type)?.delete(fn);
+  }
+  /** Calls every listener; one that throws does not stop the others. */
+  emit(type, value) {
+    const set = this.listeners.get(type);
+    if (!set) return;
+    for (const fn of [...set]) {
+      try {
+        fn(value);
+      } catch (e) {
+        if (type !== "error") this.emit("error", asError(e));
+      }
+    }
+  }
+};
+function asError(e) {
+  return e instanceof Error ? e : new Error(String(e));
+}
+
+// src/credentials.ts
+var MAX_CONNECT_DATA_BYTES = 4096;
+function encodeConnectData(data) {
+  if (typeof data !== "object" || data === null || Array.isArray(data)) {
+    const kind = data === null ? "null" : Array.isArray(data) ? "an array" : `a ${typeof data}`;
+    throw new TetherError("connect_data", `the connect data must be a JSON object, not ${kind}`);
+  }
+  let json;
+  try {
+    json = JSON.stringify(data);
+  } catch (e) {
+    throw new TetherError("connect_data", `the connect data is not JSON-serialisable: ${asError(e).message}`);
+  }
+  const encoded = encodeURIComponent(json);
+  if (encoded.length > MAX_CONNECT_DATA_BYTES) {
+    throw new TetherError(
+      "connect_data",
+      `the connect data is ${encoded.length} bytes URL-encoded; the server accepts at most ${MAX_CONNECT_DATA_BYTES}`
+    );
+  }
+  return encoded;
+}
+function requestCredentials(o, deadline, current, ok, fail, report) {
+  const token = o.token;
+  const data = o.data;
+  if (typeof token !== "function" && typeof data !== "function") {
+    let encoded;
+    try {
+      encoded = data === void 0 ? void 0 : encodeConnectData(data);
+    } catch (e) {
+      report(e);
+      fail(asError(e).message);
+      return;
+    }
+    ok({ token, data: encoded });
+    return;
+  }
+  let settled = false;
+  const settle = (err, c) => {
+    if (settled || !current()) return;
+    settled = true;
+    deadline.clear();
+    if (err === null) {
+      ok(c);
+      return;
+    }
+    report(err);
+    fail(err.message);
+  };
+  const pending = { token: typeof token === "function", data: typeof data === "function" };
+  deadline.set(o.handshakeTimeout, () => {
+    const which = pending.token ? ["token", "the token function"] : ["connect_data", "the data function"];
+    settle(new TetherError(which[0], `${which[1]} did not answer within ${o.handshakeTimeout} ms`));
+  });
+  const tokenAnswer = ask(token, "token", "the token function").finally(() => pending.token = false);
+  const dataAnswer = ask(data, "connect_data", "the data function").then((d) => d === void 0 ? void 0 : encodeConnectData(d)).finally(() => pending.data = false);
+  Promise.all([tokenAnswer, dataAnswer]).then(
+    ([t, d]) => settle(null, { token: t, data: d }),
+    (e) => settle(e instanceof TetherError ? e : new TetherError("token", asError(e).message))
+  );
+}
+function ask(src, code, what) {
+  if (typeof src !== "function") return Promise.resolve(src);
+  let p;
+  try {
+    p = Promise.resolve(src());
+  } catch (e) {
+    p = Promise.reject(e);
+  }
+  return p.catch((e) => {
+    throw new TetherError(code, `${what} failed: ${asError(e).message}`);
+  });
 }
 
 // src/liveness.ts
@@ -193,45 +310,6 @@ var Liveness = class {
   }
 };
 
-// src/state.ts
-var TetherError = class extends Error {
-  constructor(code, message, closeCode) {
-    super(message);
-    this.code = code;
-    this.name = "TetherError";
-    if (closeCode !== void 0) this.closeCode = closeCode;
-  }
-};
-var Emitter = class {
-  constructor() {
-    this.listeners = /* @__PURE__ */ new Map();
-  }
-  on(type, fn) {
-    let set = this.listeners.get(type);
-    if (!set) this.listeners.set(type, set = /* @__PURE__ */ new Set());
-    set.add(fn);
-    return () => this.off(type, fn);
-  }
-  off(type, fn) {
-    this.listeners.get(type)?.delete(fn);
-  }
-  /** Calls every listener; one that throws does not stop the others. */
-  emit(type, value) {
-    const set = this.listeners.get(type);
-    if (!set) return;
-    for (const fn of [...set]) {
-      try {
-        fn(value);
-      } catch (e) {
-        if (type !== "error") this.emit("error", asError(e));
-      }
-    }
-  }
-};
-function asError(e) {
-  return e instanceof Error ? e : new Error(String(e));
-}
-
 // src/rtt.ts
 var RttMeter = class {
   constructor(clock) {
@@ -318,6 +396,7 @@ function resolve(o) {
   const fetchImpl = o.fetch ?? (typeof g.fetch === "function" ? g.fetch.bind(globalThis) : null);
   return {
     token: o.token,
+    data: o.data,
     minDelay: o.minDelay ?? 500,
     maxDelay: o.maxDelay ?? 3e4,
     maxAttempts: o.maxAttempts ?? Infinity,
@@ -358,6 +437,10 @@ function withToken(url, token) {
   if (!token) return url;
   return `${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}`;
 }
+function withData(url, data) {
+  if (data === void 0) return url;
+  return `${url}${url.includes("?") ? "&" : "?"}data=${data}`;
+}
 
 // src/protocol.ts
 var RETRYABLE_ERRORS = Object.freeze(["unavailable", "internal", "over_capacity"]);
@@ -386,6 +469,8 @@ function encode(msg) {
     case "presence":
     case "presence_stats":
       return JSON.stringify({ type: msg.type, id: msg.id, channel: msg.channel });
+    case "rpc":
+      return JSON.stringify({ type: "rpc", id: msg.id, method: msg.method, data: msg.data === void 0 ? null : msg.data });
     case "ping":
       return '{"type":"ping"}';
   }
@@ -514,6 +599,8 @@ function decodeValue(v) {
     case "join":
     case "leave":
       return { type, channel: str(v, "channel"), ...presenceChange(v) };
+    case "rpc":
+      return { type, id: uint(v, "id"), result: v.result === void 0 ? null : v.result };
     case "pong":
       return { type };
     case "close":
@@ -555,6 +642,8 @@ var LongPollTransport = class {
     this.handlers = handlers;
     this.name = "longpoll";
     this.repairsGaps = true;
+    /** True while the `/lp/open` answer's messages after the welcome are applied. */
+    this.announcing = false;
     this.opened = false;
     this.client = null;
     this.closed = false;
@@ -577,7 +666,11 @@ var LongPollTransport = class {
         const msgs = this.answer(answer);
         if (!msgs) return;
         const welcome = msgs[0];
-        if (msgs.length !== 1 || !welcome || welcome.type !== "welcome") {
+        if (welcome?.type === "close") {
+          this.fail({ kind: "closed", code: welcome.code, reason: welcome.reason });
+          return;
+        }
+        if (!welcome || welcome.type !== "welcome") {
           this.fail({ kind: "lost", reason: "the /lp/open answer is not a welcome" });
           return;
         }
@@ -586,6 +679,13 @@ var LongPollTransport = class {
         this.opened = true;
         this.handlers.onOpen();
         this.handlers.onMessage(welcome);
+        const held = this.opts.positions();
+        this.announcing = true;
+        try {
+          this.apply(msgs.slice(1).filter((m) => !(m.type === "subscribed" && m.id === void 0 && m.channel in held)));
+        } finally {
+          this.announcing = false;
+        }
         this.startPoll();
         this.flush();
       },
@@ -656,15 +756,16 @@ var LongPollTransport = class {
    */
   tooLarge(count, bytes) {
     const head = this.outbox[0];
-    if (count === 1 && head?.type !== "publish") return false;
+    const big = head?.type === "publish" || head?.type === "rpc";
+    if (count === 1 && !big) return false;
     this.handlers.onActivity();
     this.sendFailures = 0;
     if (count > 1) {
       this.maxBody = Math.floor(bytes / 2);
       this.opts.log?.(`a send of ${count} messages (${bytes} bytes) answered 413: bodies of at most ${this.maxBody} bytes from now on`);
-    } else if (head?.type === "publish") {
+    } else if (big) {
       this.outbox.shift();
-      const message = `this publish (${bytes - 2} bytes) is larger than the server accepts (HTTP 413)`;
+      const message = `this ${head.type} (${bytes - 2} bytes) is larger than the server accepts (HTTP 413)`;
       this.apply([{ type: "error", id: head.id, code: "message_too_big", message }]);
     }
     this.flush();
@@ -759,7 +860,11 @@ var LongPollTransport = class {
   }
   request(route, body, timeout, ctrl = new AbortController()) {
     const { clock, token } = this.opts;
-    const params = [this.opts.query ?? "", this.client === null ? "" : `client=${encodeURIComponent(this.client)}`];
+    const params = [
+      this.opts.query ?? "",
+      route === "open" ? this.opts.openQuery ?? "" : "",
+      this.client === null ? "" : `client=${encodeURIComponent(this.client)}`
+    ];
     const query = params.filter((p2) => p2 !== "").join("&");
     const headers = { "Content-Type": "text/plain;charset=UTF-8" };
     if (token) headers.Authorization = `Bearer ${token}`;
@@ -834,6 +939,7 @@ var WebSocketTransport = class {
     this.log = log;
     this.name = "websocket";
     this.repairsGaps = false;
+    this.announcing = true;
     this.opened = false;
     this.ws = null;
     this.closed = false;
@@ -940,6 +1046,7 @@ var Connection = class {
     };
     this.o = resolve(options);
     this.urls = endpoints(url);
+    if (this.o.data !== void 0 && typeof this.o.data !== "function") encodeConnectData(this.o.data);
     if (!this.canWebSocket() && !this.canLongPoll()) {
       throw new TypeError("no usable transport: neither a WebSocket implementation nor fetch is available");
     }
@@ -1024,60 +1131,27 @@ var Connection = class {
       });
     }
     const gen = ++this.generation;
-    this.requestToken(
+    this.requestCredentials(
       "tokenTimer",
       () => gen === this.generation && this.started,
-      (token) => this.start(token),
+      (c) => this.start(c),
       (reason) => this.ended(null, { kind: "lost", reason })
     );
   }
   /**
-   * Gets the token for an attempt (or a probe): the option's string, or the
-   * token function's answer within `handshakeTimeout` — a function that never
-   * settles must not leave the client waiting forever. A failure or a missed
-   * deadline is reported as a `token` error and given to `fail`; an answer
-   * that comes after the deadline, or after `current()` turned false (the
-   * caller moved on: disconnect(), offline, a newer attempt), is ignored.
+   * Gets the token and the connect data for an attempt (or a probe): see
+   * `requestCredentials` (credentials.ts); failures are `error` events.
    */
-  requestToken(timer, current, ok, fail) {
-    const src = this.o.token;
-    if (typeof src !== "function") {
-      ok(src);
-      return;
-    }
-    let settled = false;
-    const settle = (why, token) => {
-      if (settled || !current()) return;
-      settled = true;
-      this.clear(timer);
-      if (why === null) {
-        ok(token);
-        return;
-      }
-      this.emitter.emit("error", new TetherError("token", why));
-      fail(why);
-    };
-    this.set(
-      timer,
-      this.o.handshakeTimeout,
-      () => settle(`the token function did not answer within ${this.o.handshakeTimeout} ms`)
-    );
-    let p;
-    try {
-      p = Promise.resolve(src());
-    } catch (e) {
-      p = Promise.reject(e);
-    }
-    p.then(
-      (token) => settle(null, token),
-      (e) => settle(`the token function failed: ${asError(e).message}`)
-    );
+  requestCredentials(timer, current, ok, fail) {
+    const deadline = { set: (ms, fn) => this.set(timer, ms, fn), clear: () => this.clear(timer) };
+    requestCredentials(this.o, deadline, current, ok, fail, (err) => this.emitter.emit("error", err));
   }
-  start(token) {
-    const t = this.useWebSocket() ? new WebSocketTransport(withToken(this.urls.ws, token), this.o.WebSocket, NO_HANDLERS, (m) => this.log(m)) : new LongPollTransport(
+  start({ token, data }) {
+    const t = this.useWebSocket() ? new WebSocketTransport(withData(withToken(this.urls.ws, token), data), this.o.WebSocket, NO_HANDLERS, (m) => this.log(m)) : new LongPollTransport(
       {
         base: this.urls.lp,
         query: this.urls.lpQuery,
+        ...data === void 0 ? {} : { openQuery: `data=${data}` },
         token,
         fetch: this.o.fetch,
         clock: this.o.clock,
@@ -1289,10 +1363,10 @@ var Connection = class {
     const seq = ++this.probeSeq;
     const current = () => this.probing && this.probeSeq === seq;
     this.log("probing WebSocket");
-    this.requestToken(
+    this.requestCredentials(
       "probeDeadline",
       current,
-      (token) => this.openProbe(token),
+      (c) => this.openProbe(c),
       (reason) => {
         this.log(`probe: ${reason}`);
         this.cancelProbe();
@@ -1300,13 +1374,13 @@ var Connection = class {
       }
     );
   }
-  openProbe(token) {
+  openProbe({ token, data }) {
     const again = (p2) => {
       if (this.probe !== p2) return;
       this.cancelProbe();
       this.scheduleProbe();
     };
-    const p = new WebSocketTransport(withToken(this.urls.ws, token), this.o.WebSocket, NO_HANDLERS);
+    const p = new WebSocketTransport(withData(withToken(this.urls.ws, token), data), this.o.WebSocket, NO_HANDLERS);
     p.handlers = {
       ...NO_HANDLERS,
       onMessage: (m) => m.type === "welcome" && this.probe === p ? this.switchTo(p, m) : again(p),
@@ -1503,13 +1577,18 @@ var PublishQueue = class {
    * the next largest.
    */
   takeLargestSent() {
+    const largest = this.largestSent();
+    if (largest) this.items.splice(this.items.indexOf(largest.p), 1);
+    return largest;
+  }
+  /** The largest publish sent on the connection (the oldest among equals), with its encoded size. */
+  largestSent() {
     let largest;
     for (const p of this.items) {
       if (p.sentAs === null) continue;
       const bytes = utf8Length(encode(publishMessage(p, p.sentAs)));
       if (!largest || bytes > largest.bytes) largest = { p, bytes };
     }
-    if (largest) this.items.splice(this.items.indexOf(largest.p), 1);
     return largest;
   }
   /** The connection ended: every publish is to be sent again. */
@@ -1554,13 +1633,91 @@ function keyPrefix(random) {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+// src/rpcCalls.ts
+var MAX_RPC_METHOD_BYTES = 256;
+var RpcCalls = class {
+  constructor(capacity) {
+    this.capacity = capacity;
+    this.items = [];
+  }
+  /** Queues a call; throws `queue_full` when `capacity` already wait. */
+  add(c) {
+    if (this.items.length >= this.capacity) {
+      throw new TetherError("queue_full", `rpc queue full: ${this.capacity} rpcs already await their answer`);
+    }
+    this.items.push(c);
+  }
+  /** Calls not sent on the current connection, in order. */
+  unsent() {
+    return this.items.filter((c) => c.sentAs === null);
+  }
+  /** Removes and returns the call sent as request `id`. */
+  take(id) {
+    const i = this.items.findIndex((c) => c.sentAs === id);
+    if (i < 0) return void 0;
+    return this.items.splice(i, 1)[0];
+  }
+  /** The largest call sent on the connection, with its encoded size (after a 1009). */
+  largestSent() {
+    let largest;
+    for (const c of this.items) {
+      if (c.sentAs === null) continue;
+      const bytes = utf8Length(encode(rpcMessage(c, c.sentAs)));
+      if (!largest || bytes > largest.bytes) largest = { c, bytes };
+    }
+    return largest;
+  }
+  remove(c) {
+    this.items = this.items.filter((x) => x !== c);
+  }
+  /**
+   * The connection ended: every call sent on it is rejected with
+   * `connection_lost` (it may or may not have been carried out); the others
+   * wait for the next connection.
+   */
+  lost(reason) {
+    const sent = this.items.filter((c) => c.sentAs !== null);
+    if (sent.length === 0) return;
+    this.items = this.items.filter((c) => c.sentAs === null);
+    for (const c of sent) {
+      c.reject(
+        new TetherError(
+          "connection_lost",
+          `the connection ended before the answer to rpc ${JSON.stringify(c.method)} (it may or may not have been carried out; not sent again): ${reason}`
+        )
+      );
+    }
+  }
+  /** Rejects every call (the client stopped). */
+  failAll(err) {
+    const items = this.items;
+    this.items = [];
+    for (const c of items) c.reject(err);
+  }
+};
+function rpcMessage(c, id) {
+  return { type: "rpc", id, method: c.method, data: c.data };
+}
+function badMethod(method) {
+  if (typeof method !== "string") return "an rpc method must be a string";
+  const bytes = utf8Length(method);
+  if (bytes < 1 || bytes > MAX_RPC_METHOD_BYTES) {
+    return `an rpc method must be 1 to ${MAX_RPC_METHOD_BYTES} bytes (this one is ${bytes})`;
+  }
+  return null;
+}
+
 // src/subscription.ts
 var Subscription = class {
-  /** @internal created by `Tether.subscribe` */
-  constructor(channel, handlers, owner) {
+  /**
+   * @internal created by `Tether.subscribe`, or by the client for a
+   * server-side subscription (`serverSide`).
+   */
+  constructor(channel, handlers, owner, serverSide = false) {
     this.channel = channel;
     this.handlers = handlers;
     this.owner = owner;
+    this.serverSide = serverSide;
     /** The last position delivered; null before the first `subscribed`. */
     this.position = null;
     /** @internal the subscribe in flight on this connection */
@@ -1569,6 +1726,11 @@ var Subscription = class {
     this.refusals = 0;
     /** @internal the pending resubscribe after a retryable refusal (a timer handle), or null */
     this.retryTimer = null;
+    /**
+     * @internal While our subscribe is in flight: the server made the
+     * subscription itself at this position (raised by each message held back).
+     */
+    this.remade = null;
     this.active = true;
   }
   /**
@@ -1622,11 +1784,18 @@ var Subscription = class {
   applySubscribed(msg) {
     let recovering;
     if (msg.id === void 0) {
-      recovering = true;
+      if (this.request) {
+        this.remade = { epoch: msg.epoch, offset: msg.offset };
+        return "ok";
+      }
+      const pos = this.position;
+      if (pos && pos.epoch === msg.epoch && pos.offset >= msg.offset) return "ok";
+      recovering = pos !== null;
     } else {
       if (!this.request || this.request.id !== msg.id) return "ok";
       recovering = this.request.recovering;
       this.request = null;
+      this.remade = null;
       this.refusals = 0;
     }
     const { epoch, offset, recovered } = msg;
@@ -1656,6 +1825,10 @@ var Subscription = class {
    * were skipped.
    */
   applyPublication(offset, data) {
+    if (this.request && this.remade) {
+      this.remade.offset = Math.max(this.remade.offset, offset);
+      return "ok";
+    }
     const pos = this.position;
     if (!pos || !this.active) return "ok";
     if (offset <= pos.offset) return "ok";
@@ -1663,6 +1836,32 @@ var Subscription = class {
     pos.offset = offset;
     this.call(() => this.handlers.onMessage?.({ channel: this.channel, offset, data }));
     return "ok";
+  }
+  /**
+   * @internal Our subscribe was answered `already_subscribed` after the
+   * server made the subscription itself: continue from our position when its
+   * stream starts no later (`recovered`), else report the gap (`resync`).
+   * False when the server had not made it (a plain refusal).
+   */
+  adoptRemade() {
+    const remade = this.remade;
+    if (!remade) return false;
+    this.remade = null;
+    this.request = null;
+    this.refusals = 0;
+    const pos = this.position;
+    let ev;
+    if (!pos) {
+      this.position = { ...remade };
+      ev = { channel: this.channel, ...remade, recovered: false, resync: false };
+    } else if (pos.epoch === remade.epoch && pos.offset >= remade.offset) {
+      ev = { channel: this.channel, ...pos, recovered: true, resync: false };
+    } else {
+      this.position = { ...remade };
+      ev = { channel: this.channel, ...remade, recovered: false, resync: true };
+    }
+    this.call(() => this.handlers.onSubscribed?.(ev));
+    return true;
   }
   /** @internal the server refused the subscribe request for good */
   refused(err) {
@@ -1704,23 +1903,64 @@ var Tether = class extends Connection {
       presence: (sub, kind) => this.presence(sub, kind)
     };
     this.queue = new PublishQueue(this.o.publishQueue);
+    this.rpcs = new RpcCalls(this.o.publishQueue);
     this.presenceRequests = new PresenceRequests((h) => this.o.clock.clearTimeout(h));
     this.keys = keyPrefix(this.o.random);
     this.retryBackoff = new Backoff(this.o.minDelay, this.o.maxDelay);
   }
-  /** Subscribes to `channel`; throws `already_subscribed` when it is held. */
+  /**
+   * Subscribes to `channel`; throws `already_subscribed` when it is held (by
+   * the application, or by the server: a server-side subscription).
+   */
   subscribe(channel, handlers = {}) {
-    if (this.subs.has(channel)) {
-      throw new TetherError("already_subscribed", `already subscribed to ${JSON.stringify(channel)}`);
+    const held = this.subs.get(channel);
+    if (held) {
+      const by = held.serverSide ? " (a server-side subscription: its events are the client's)" : "";
+      throw new TetherError("already_subscribed", `already subscribed to ${JSON.stringify(channel)}${by}`);
     }
     const sub = new Subscription(channel, handlers, this.owner);
     this.subs.set(channel, sub);
     if (this.transport && this.welcomed) this.send([sub.subscribeMessage(++this.nextId)]);
     return sub;
   }
-  /** The subscription to `channel`, if any. */
+  /** The subscription to `channel`, if any (`serverSide` for one the server made). */
   getSubscription(channel) {
     return this.subs.get(channel);
+  }
+  /** The channels of the server-side subscriptions (made by the backend's connect hook). */
+  get serverChannels() {
+    return [...this.subs.values()].filter((s) => s.serverSide).map((s) => s.channel);
+  }
+  /**
+   * Calls `method` on the backend's rpc hook with `data` (undefined: null)
+   * and resolves with its `result`. Waits in a bounded queue (`publishQueue`
+   * calls) while disconnected and is sent on the next connection; never sent
+   * twice: rejects with `connection_lost` when its connection ends before the
+   * answer (it may or may not have been carried out). Rejects with the
+   * server's error code (the backend's refusal; `unavailable`, `internal`,
+   * `over_capacity` when the hook is slow, down or wrong: retryable),
+   * `queue_full`, `message_too_big`, `disconnected`, or at once with
+   * `bad_request` for a method outside 1-256 bytes or data that is not JSON.
+   */
+  rpc(method, data) {
+    if (this.terminal) return Promise.reject(this.stoppedError());
+    const bad = badMethod(method);
+    if (bad !== null) return Promise.reject(new TetherError("bad_request", bad));
+    try {
+      if (JSON.stringify(data) === void 0 && data !== void 0) throw new TypeError("not JSON");
+    } catch (e) {
+      return Promise.reject(new TetherError("bad_request", `rpc data is not JSON-serialisable: ${asError(e).message}`));
+    }
+    return new Promise((resolve2, reject) => {
+      const c = { method, data, resolve: resolve2, reject, sentAs: null };
+      try {
+        this.rpcs.add(c);
+      } catch (e) {
+        reject(e);
+        return;
+      }
+      if (this.transport && this.welcomed) this.send([this.rpcMessage(c)]);
+    });
   }
   /**
    * Publishes `data` to `channel`; resolves with its offset once acked.
@@ -1772,13 +2012,14 @@ var Tether = class extends Connection {
     }
     for (const p of this.queue.unsent()) msgs.push(this.publishMessage(p));
     for (const r of this.presenceRequests.unsent()) msgs.push(this.presenceMessage(r));
+    for (const c of this.rpcs.unsent()) msgs.push(this.rpcMessage(c));
     this.restored = true;
     return msgs;
   }
   dispatch(t, m) {
     switch (m.type) {
       case "subscribed": {
-        const sub = this.subs.get(m.channel);
+        const sub = this.subs.get(m.channel) ?? (m.id === void 0 && t.announcing ? this.serverSubscription(m.channel) : void 0);
         if (!sub) return;
         if (m.id !== void 0 && sub.request?.id === m.id) this.usable();
         if (sub.applySubscribed(m) === "gap") this.gap(t, m.channel);
@@ -1806,14 +2047,21 @@ var Tether = class extends Connection {
       case "leave":
         this.subs.get(m.channel)?.applyPresence(m);
         return;
+      case "rpc":
+        this.rpcs.take(m.id)?.resolve(m.result);
+        return;
       case "error": {
         const err = new TetherError(m.code, m.message);
         const p = m.id === void 0 ? void 0 : this.queue.take(m.id);
         if (p) return p.reject(err);
         const r = m.id === void 0 ? void 0 : this.presenceRequests.byId(m.id);
         if (r) return this.presenceRefused(t, r, err);
+        const c = m.id === void 0 ? void 0 : this.rpcs.take(m.id);
+        if (c) return c.reject(err);
         const sub = m.id === void 0 ? m.channel === void 0 ? void 0 : this.subs.get(m.channel) : [...this.subs.values()].find((s) => s.request?.id === m.id);
-        if (sub && isRetryable(m.code)) {
+        if (sub && m.code === "already_subscribed" && sub.adoptRemade()) {
+          t.positionsChanged();
+        } else if (sub && isRetryable(m.code)) {
           this.retryLater(t, sub, err);
           t.positionsChanged();
         } else if (sub) {
@@ -1832,16 +2080,19 @@ var Tether = class extends Connection {
   }
   connectionEnded(ended) {
     if (ended?.kind === "closed" && ended.code === 1009) this.rejectTooBig();
+    if (!this.terminal) this.rpcs.lost(ended ? classify(ended).reason : "the transport changed");
     this.queue.resetSent();
     this.restored = false;
     this.presenceRequests.resetSent();
     for (const s of this.subs.values()) {
       s.request = null;
+      s.remade = null;
       this.cancelRetry(s);
     }
   }
   stopped(err) {
     this.queue.failAll(err);
+    this.rpcs.failAll(err);
     this.presenceRequests.rejectAll(err);
   }
   send(msgs) {
@@ -1852,6 +2103,31 @@ var Tether = class extends Connection {
     p.sentAs = ++this.nextId;
     if (p.firstSent === null) p.firstSent = this.o.clock.now();
     return publishMessage(p, p.sentAs);
+  }
+  rpcMessage(c) {
+    c.sentAs = ++this.nextId;
+    return rpcMessage(c, c.sentAs);
+  }
+  /** A server-side subscription to `channel`, registered; its handlers are the client's events. */
+  serverSubscription(channel) {
+    const sub = new Subscription(
+      channel,
+      {
+        onMessage: (ev) => this.emitter.emit("publication", ev),
+        onSubscribed: (ev) => this.emitter.emit("subscribed", ev),
+        onJoin: (ev) => this.emitter.emit("join", ev),
+        onLeave: (ev) => this.emitter.emit("leave", ev),
+        onError: (error) => {
+          this.emitter.emit("error", error);
+          if (!sub.subscribed) this.emitter.emit("unsubscribed", { channel, error });
+        }
+      },
+      this.owner,
+      true
+    );
+    this.subs.set(channel, sub);
+    this.log(`server-side subscription to ${JSON.stringify(channel)}`);
+    return sub;
   }
   presenceMessage(r) {
     r.sentAs = ++this.nextId;
@@ -1886,6 +2162,15 @@ var Tether = class extends Connection {
    * behind it would wait forever.
    */
   rejectTooBig() {
+    const rpc = this.rpcs.largestSent();
+    if (rpc && rpc.bytes > (this.queue.largestSent()?.bytes ?? 0)) {
+      this.rpcs.remove(rpc.c);
+      this.log(`1009: rejecting the largest rpc sent (${rpc.bytes} bytes, ${JSON.stringify(rpc.c.method)})`);
+      rpc.c.reject(
+        new TetherError("message_too_big", `the server closed with 1009: this rpc (${rpc.bytes} bytes) is larger than its --max-message-bytes`)
+      );
+      return;
+    }
     const big = this.queue.takeLargestSent();
     if (!big) return;
     this.log(`1009: not resending the largest publish sent (${big.bytes} bytes, to ${JSON.stringify(big.p.channel)})`);
@@ -1943,8 +2228,11 @@ function notSubscribed(channel) {
 export {
   Backoff,
   CLOSE_CODES,
+  CLOSE_CODE_RANGES,
   DecodeError,
   FIRST_PROBE_DELAY,
+  MAX_CONNECT_DATA_BYTES,
+  MAX_RPC_METHOD_BYTES,
   MAX_SEND_BATCH,
   MAX_SEND_BYTES,
   PERMANENT_STATUSES,

@@ -7,14 +7,20 @@
 // it) is such a refusal too; a close with 1009 rejects the largest publish
 // sent on that connection (message_too_big) instead of resending it forever.
 // Presence requests wait and are resent like publishes (presenceRequests.ts).
+// Rpcs wait like publishes but are never sent twice (rpcCalls.ts). A
+// `subscribed` without id for a channel not asked for is a server-side
+// subscription (the backend's connect hook made it): a Subscription whose
+// handlers are the client's events, restored after reconnects like the
+// application's own (subscription.ts, `adoptRemade`).
 
 import { Backoff } from './backoff.js';
-import type { Ended } from './closeCodes.js';
+import { classify, type Ended } from './closeCodes.js';
 import { Connection } from './connection.js';
 import type { TetherOptions } from './options.js';
 import { isRetryable, type ClientMessage, type ServerMessage, type StreamPosition } from './protocol.js';
 import { PresenceRequests, presenceMessage, type PresenceKind, type PresenceRequest } from './presenceRequests.js';
 import { PublishQueue, keyPrefix, publishMessage, type Pending, type PublishResult } from './publishQueue.js';
+import { RpcCalls, badMethod, rpcMessage, type RpcCall } from './rpcCalls.js';
 import { TetherError, asError } from './state.js';
 import { Subscription, type SubscriptionHandlers, type SubscriptionOwner } from './subscription.js';
 import type { Transport } from './transport/transport.js';
@@ -33,6 +39,7 @@ export const PRESENCE_RETRIES = 3;
 export class Tether extends Connection {
   private readonly subs = new Map<string, Subscription>();
   private readonly queue: PublishQueue;
+  private readonly rpcs: RpcCalls;
   private readonly presenceRequests: PresenceRequests;
   /** The current connection's restore was sent: presence requests go out behind its resubscribes. */
   private restored = false;
@@ -54,15 +61,21 @@ export class Tether extends Connection {
   constructor(url: string, options: TetherOptions = {}) {
     super(url, options);
     this.queue = new PublishQueue(this.o.publishQueue);
+    this.rpcs = new RpcCalls(this.o.publishQueue);
     this.presenceRequests = new PresenceRequests((h) => this.o.clock.clearTimeout(h));
     this.keys = keyPrefix(this.o.random);
     this.retryBackoff = new Backoff(this.o.minDelay, this.o.maxDelay);
   }
 
-  /** Subscribes to `channel`; throws `already_subscribed` when it is held. */
+  /**
+   * Subscribes to `channel`; throws `already_subscribed` when it is held (by
+   * the application, or by the server: a server-side subscription).
+   */
   subscribe(channel: string, handlers: SubscriptionHandlers = {}): Subscription {
-    if (this.subs.has(channel)) {
-      throw new TetherError('already_subscribed', `already subscribed to ${JSON.stringify(channel)}`);
+    const held = this.subs.get(channel);
+    if (held) {
+      const by = held.serverSide ? ' (a server-side subscription: its events are the client\'s)' : '';
+      throw new TetherError('already_subscribed', `already subscribed to ${JSON.stringify(channel)}${by}`);
     }
     const sub = new Subscription(channel, handlers, this.owner);
     this.subs.set(channel, sub);
@@ -70,9 +83,46 @@ export class Tether extends Connection {
     return sub;
   }
 
-  /** The subscription to `channel`, if any. */
+  /** The subscription to `channel`, if any (`serverSide` for one the server made). */
   getSubscription(channel: string): Subscription | undefined {
     return this.subs.get(channel);
+  }
+
+  /** The channels of the server-side subscriptions (made by the backend's connect hook). */
+  get serverChannels(): string[] {
+    return [...this.subs.values()].filter((s) => s.serverSide).map((s) => s.channel);
+  }
+
+  /**
+   * Calls `method` on the backend's rpc hook with `data` (undefined: null)
+   * and resolves with its `result`. Waits in a bounded queue (`publishQueue`
+   * calls) while disconnected and is sent on the next connection; never sent
+   * twice: rejects with `connection_lost` when its connection ends before the
+   * answer (it may or may not have been carried out). Rejects with the
+   * server's error code (the backend's refusal; `unavailable`, `internal`,
+   * `over_capacity` when the hook is slow, down or wrong: retryable),
+   * `queue_full`, `message_too_big`, `disconnected`, or at once with
+   * `bad_request` for a method outside 1-256 bytes or data that is not JSON.
+   */
+  rpc(method: string, data?: unknown): Promise<unknown> {
+    if (this.terminal) return Promise.reject(this.stoppedError());
+    const bad = badMethod(method);
+    if (bad !== null) return Promise.reject(new TetherError('bad_request', bad));
+    try {
+      if (JSON.stringify(data) === undefined && data !== undefined) throw new TypeError('not JSON');
+    } catch (e) {
+      return Promise.reject(new TetherError('bad_request', `rpc data is not JSON-serialisable: ${asError(e).message}`));
+    }
+    return new Promise<unknown>((resolve, reject) => {
+      const c: RpcCall = { method, data, resolve, reject, sentAs: null };
+      try {
+        this.rpcs.add(c);
+      } catch (e) {
+        reject(e);
+        return;
+      }
+      if (this.transport && this.welcomed) this.send([this.rpcMessage(c)]);
+    });
   }
 
   /**
@@ -131,6 +181,7 @@ export class Tether extends Connection {
     }
     for (const p of this.queue.unsent()) msgs.push(this.publishMessage(p));
     for (const r of this.presenceRequests.unsent()) msgs.push(this.presenceMessage(r));
+    for (const c of this.rpcs.unsent()) msgs.push(this.rpcMessage(c));
     this.restored = true;
     return msgs;
   }
@@ -138,7 +189,8 @@ export class Tether extends Connection {
   protected dispatch(t: Transport, m: ServerMessage): void {
     switch (m.type) {
       case 'subscribed': {
-        const sub = this.subs.get(m.channel);
+        // Without id for a channel not held: the server subscribed this client.
+        const sub = this.subs.get(m.channel) ?? (m.id === undefined && t.announcing ? this.serverSubscription(m.channel) : undefined);
         if (!sub) return;
         if (m.id !== undefined && sub.request?.id === m.id) this.usable();
         if (sub.applySubscribed(m) === 'gap') this.gap(t, m.channel);
@@ -166,12 +218,17 @@ export class Tether extends Connection {
       case 'leave':
         this.subs.get(m.channel)?.applyPresence(m);
         return;
+      case 'rpc':
+        this.rpcs.take(m.id)?.resolve(m.result);
+        return;
       case 'error': {
         const err = new TetherError(m.code, m.message);
         const p = m.id === undefined ? undefined : this.queue.take(m.id);
         if (p) return p.reject(err);
         const r = m.id === undefined ? undefined : this.presenceRequests.byId(m.id);
         if (r) return this.presenceRefused(t, r, err);
+        const c = m.id === undefined ? undefined : this.rpcs.take(m.id);
+        if (c) return c.reject(err);
         // An id-less error naming a channel (long polling: the poll named it,
         // the session could not hold it) refuses that channel's subscription
         // as a refused subscribe would: naming it again at once would loop.
@@ -179,7 +236,10 @@ export class Tether extends Connection {
           m.id === undefined
             ? m.channel === undefined ? undefined : this.subs.get(m.channel)
             : [...this.subs.values()].find((s) => s.request?.id === m.id);
-        if (sub && isRetryable(m.code)) {
+        // The server made the subscription itself while our request was on its way.
+        if (sub && m.code === 'already_subscribed' && sub.adoptRemade()) {
+          t.positionsChanged();
+        } else if (sub && isRetryable(m.code)) {
           this.retryLater(t, sub, err);
           t.positionsChanged(); // not named in polls while its retry waits
         } else if (sub) {
@@ -201,18 +261,22 @@ export class Tether extends Connection {
     // 1009: something this client sent was over the server's limit, and only
     // a publish can be: the largest sent on the connection is not resent.
     if (ended?.kind === 'closed' && ended.code === 1009) this.rejectTooBig();
+    // Sent rpcs are lost with their connection; on a stop they reject with it (`stopped`).
+    if (!this.terminal) this.rpcs.lost(ended ? classify(ended).reason : 'the transport changed');
     this.queue.resetSent();
     this.restored = false;
     this.presenceRequests.resetSent();
     // A pending retry is void too: restore() resubscribes on the next connection.
     for (const s of this.subs.values()) {
       s.request = null;
+      s.remade = null;
       this.cancelRetry(s);
     }
   }
 
   protected stopped(err: TetherError): void {
     this.queue.failAll(err);
+    this.rpcs.failAll(err);
     this.presenceRequests.rejectAll(err);
   }
 
@@ -225,6 +289,33 @@ export class Tether extends Connection {
     p.sentAs = ++this.nextId;
     if (p.firstSent === null) p.firstSent = this.o.clock.now();
     return publishMessage(p, p.sentAs);
+  }
+
+  private rpcMessage(c: RpcCall): ClientMessage {
+    c.sentAs = ++this.nextId;
+    return rpcMessage(c, c.sentAs);
+  }
+
+  /** A server-side subscription to `channel`, registered; its handlers are the client's events. */
+  private serverSubscription(channel: string): Subscription {
+    const sub: Subscription = new Subscription(
+      channel,
+      {
+        onMessage: (ev) => this.emitter.emit('publication', ev),
+        onSubscribed: (ev) => this.emitter.emit('subscribed', ev),
+        onJoin: (ev) => this.emitter.emit('join', ev),
+        onLeave: (ev) => this.emitter.emit('leave', ev),
+        onError: (error) => {
+          this.emitter.emit('error', error);
+          if (!sub.subscribed) this.emitter.emit('unsubscribed', { channel, error });
+        },
+      },
+      this.owner,
+      true,
+    );
+    this.subs.set(channel, sub);
+    this.log(`server-side subscription to ${JSON.stringify(channel)}`);
+    return sub;
   }
 
   private presenceMessage(r: PresenceRequest): ClientMessage {
@@ -262,6 +353,16 @@ export class Tether extends Connection {
    * behind it would wait forever.
    */
   private rejectTooBig(): void {
+    // An rpc can be that big too: the larger of the two takes the blame.
+    const rpc = this.rpcs.largestSent();
+    if (rpc && rpc.bytes > (this.queue.largestSent()?.bytes ?? 0)) {
+      this.rpcs.remove(rpc.c);
+      this.log(`1009: rejecting the largest rpc sent (${rpc.bytes} bytes, ${JSON.stringify(rpc.c.method)})`);
+      rpc.c.reject(
+        new TetherError('message_too_big', `the server closed with 1009: this rpc (${rpc.bytes} bytes) is larger than its --max-message-bytes`),
+      );
+      return;
+    }
     const big = this.queue.takeLargestSent();
     if (!big) return;
     this.log(`1009: not resending the largest publish sent (${big.bytes} bytes, to ${JSON.stringify(big.p.channel)})`);

@@ -22,9 +22,19 @@ export const CLOSE_CODES: Readonly<Record<number, { name: string; reconnect: Rec
   4005: { name: 'rate_limited', reconnect: 'backoff' },
 };
 
-/** What to do after a close with `code`; codes not in the table: backoff. */
+/**
+ * Application refusals (a backend's connect hook): an unnamed code in
+ * 4000-4499 is retried with backoff, one in 4500-4999 is final (as 4001 and
+ * 1008 are). Tether's own codes above keep their meaning.
+ */
+export const CLOSE_CODE_RANGES: ReadonlyArray<{ readonly from: number; readonly to: number; readonly name: string; readonly reconnect: Reconnect }> = [
+  { from: 4000, to: 4499, name: 'app_refusal', reconnect: 'backoff' },
+  { from: 4500, to: 4999, name: 'app_refusal_final', reconnect: 'never' },
+];
+
+/** What to do after a close with `code`: its row, else its range's rule, else backoff. */
 export function reconnectFor(code: number): Reconnect {
-  return CLOSE_CODES[code]?.reconnect ?? 'backoff';
+  return CLOSE_CODES[code]?.reconnect ?? CLOSE_CODE_RANGES.find((r) => code >= r.from && code <= r.to)?.reconnect ?? 'backoff';
 }
 
 /**

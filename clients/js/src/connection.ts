@@ -7,11 +7,12 @@
 import { Backoff } from './backoff.js';
 import type { SessionStorageLike } from './env.js';
 import { classify, type Ended } from './closeCodes.js';
+import { encodeConnectData, requestCredentials, type Credentials } from './credentials.js';
 import { RttMeter } from './rtt.js';
 import { Liveness } from './liveness.js';
-import { endpoints, resolve, withToken, type Endpoints, type Resolved, type TetherOptions } from './options.js';
+import { endpoints, resolve, withData, withToken, type Endpoints, type Resolved, type TetherOptions } from './options.js';
 import type { ClientMessage, ServerMessage, StreamPosition } from './protocol.js';
-import { Emitter, TetherError, asError, type ConnectionState, type TetherEvents, type TransportName } from './state.js';
+import { Emitter, TetherError, type ConnectionState, type TetherEvents, type TransportName } from './state.js';
 import { LongPollTransport } from './transport/longpoll.js';
 import type { Transport, TransportHandlers } from './transport/transport.js';
 import { WebSocketTransport } from './transport/websocket.js';
@@ -82,6 +83,8 @@ export abstract class Connection {
   constructor(url: string, options: TetherOptions = {}) {
     this.o = resolve(options);
     this.urls = endpoints(url);
+    // Fixed connect data that the server would refuse is refused here, now.
+    if (this.o.data !== undefined && typeof this.o.data !== 'function') encodeConnectData(this.o.data);
     if (!this.canWebSocket() && !this.canLongPoll()) {
       throw new TypeError('no usable transport: neither a WebSocket implementation nor fetch is available');
     }
@@ -173,67 +176,36 @@ export abstract class Connection {
       });
     }
     const gen = ++this.generation;
-    this.requestToken(
+    this.requestCredentials(
       'tokenTimer',
       () => gen === this.generation && this.started,
-      (token) => this.start(token),
+      (c) => this.start(c),
       (reason) => this.ended(null, { kind: 'lost', reason }),
     );
   }
 
   /**
-   * Gets the token for an attempt (or a probe): the option's string, or the
-   * token function's answer within `handshakeTimeout` — a function that never
-   * settles must not leave the client waiting forever. A failure or a missed
-   * deadline is reported as a `token` error and given to `fail`; an answer
-   * that comes after the deadline, or after `current()` turned false (the
-   * caller moved on: disconnect(), offline, a newer attempt), is ignored.
+   * Gets the token and the connect data for an attempt (or a probe): see
+   * `requestCredentials` (credentials.ts); failures are `error` events.
    */
-  private requestToken(
+  private requestCredentials(
     timer: 'tokenTimer' | 'probeDeadline',
     current: () => boolean,
-    ok: (token: string | undefined) => void,
+    ok: (c: Credentials) => void,
     fail: (reason: string) => void,
   ): void {
-    const src = this.o.token;
-    if (typeof src !== 'function') {
-      ok(src);
-      return;
-    }
-    let settled = false;
-    const settle = (why: string | null, token?: string): void => {
-      if (settled || !current()) return;
-      settled = true;
-      this.clear(timer);
-      if (why === null) {
-        ok(token);
-        return;
-      }
-      this.emitter.emit('error', new TetherError('token', why));
-      fail(why);
-    };
-    this.set(timer, this.o.handshakeTimeout, () =>
-      settle(`the token function did not answer within ${this.o.handshakeTimeout} ms`),
-    );
-    let p: Promise<string>;
-    try {
-      p = Promise.resolve(src());
-    } catch (e) {
-      p = Promise.reject(e);
-    }
-    p.then(
-      (token) => settle(null, token),
-      (e) => settle(`the token function failed: ${asError(e).message}`),
-    );
+    const deadline = { set: (ms: number, fn: () => void) => this.set(timer, ms, fn), clear: () => this.clear(timer) };
+    requestCredentials(this.o, deadline, current, ok, fail, (err) => this.emitter.emit('error', err));
   }
 
-  private start(token: string | undefined): void {
+  private start({ token, data }: Credentials): void {
     const t: Transport = this.useWebSocket()
-      ? new WebSocketTransport(withToken(this.urls.ws, token), this.o.WebSocket!, NO_HANDLERS, (m) => this.log(m))
+      ? new WebSocketTransport(withData(withToken(this.urls.ws, token), data), this.o.WebSocket!, NO_HANDLERS, (m) => this.log(m))
       : new LongPollTransport(
           {
             base: this.urls.lp,
             query: this.urls.lpQuery,
+            ...(data === undefined ? {} : { openQuery: `data=${data}` }),
             token,
             fetch: this.o.fetch!,
             clock: this.o.clock,
@@ -470,10 +442,10 @@ export abstract class Connection {
     const seq = ++this.probeSeq;
     const current = () => this.probing && this.probeSeq === seq;
     this.log('probing WebSocket');
-    this.requestToken(
+    this.requestCredentials(
       'probeDeadline',
       current,
-      (token) => this.openProbe(token),
+      (c) => this.openProbe(c),
       (reason) => {
         this.log(`probe: ${reason}`);
         this.cancelProbe();
@@ -482,13 +454,13 @@ export abstract class Connection {
     );
   }
 
-  private openProbe(token: string | undefined): void {
+  private openProbe({ token, data }: Credentials): void {
     const again = (p: WebSocketTransport) => {
       if (this.probe !== p) return;
       this.cancelProbe();
       this.scheduleProbe();
     };
-    const p = new WebSocketTransport(withToken(this.urls.ws, token), this.o.WebSocket!, NO_HANDLERS);
+    const p = new WebSocketTransport(withData(withToken(this.urls.ws, token), data), this.o.WebSocket!, NO_HANDLERS);
     p.handlers = {
       ...NO_HANDLERS,
       onMessage: (m) => (m.type === 'welcome' && this.probe === p ? this.switchTo(p, m) : again(p)),

@@ -9,12 +9,23 @@ export const FIRST_PROBE_DELAY: readonly [number, number] = [1_000, 3_000];
 
 export type TokenSource = string | (() => string | Promise<string>);
 
+/** A JSON object, or a function returning one (or a promise of one). */
+export type ConnectDataSource = Record<string, unknown> | (() => Record<string, unknown> | Promise<Record<string, unknown>>);
+
 export interface TetherOptions {
   /**
    * A token (JWT), or a function called before every attempt (and so after
    * 4002). It must answer within `handshakeTimeout`, or the attempt fails.
    */
   token?: TokenSource;
+  /**
+   * Connect data for the backend's connect hook (docs/hooks.md): a JSON
+   * object, or a function returning one (or a promise), called before every
+   * attempt and probe like a token function (both must answer within
+   * `handshakeTimeout`). Sent as `data=<URL-encoded JSON>` on the WebSocket
+   * URL and on `/lp/open`; at most 4 KiB so encoded (`MAX_CONNECT_DATA_BYTES`).
+   */
+  data?: ConnectDataSource;
   /** Backoff: the first retry waits at most this (ms). Default 500. */
   minDelay?: number;
   /** Backoff: no retry waits longer (ms). Default 30000. */
@@ -64,6 +75,7 @@ export interface TetherOptions {
 
 export interface Resolved {
   token: TokenSource | undefined;
+  data: ConnectDataSource | undefined;
   minDelay: number;
   maxDelay: number;
   maxAttempts: number;
@@ -90,6 +102,7 @@ export function resolve(o: TetherOptions): Resolved {
   const fetchImpl = o.fetch ?? (typeof g.fetch === 'function' ? (g.fetch.bind(globalThis) as FetchLike) : null);
   return {
     token: o.token,
+    data: o.data,
     minDelay: o.minDelay ?? 500,
     maxDelay: o.maxDelay ?? 30_000,
     maxAttempts: o.maxAttempts ?? Infinity,
@@ -156,4 +169,10 @@ export function endpoints(url: string): Endpoints {
 export function withToken(url: string, token: string | undefined): string {
   if (!token) return url;
   return `${url}${url.includes('?') ? '&' : '?'}token=${encodeURIComponent(token)}`;
+}
+
+/** Adds `data=` (already URL-encoded connect data) to a URL. */
+export function withData(url: string, data: string | undefined): string {
+  if (data === undefined) return url;
+  return `${url}${url.includes('?') ? '&' : '?'}data=${data}`;
 }

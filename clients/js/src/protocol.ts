@@ -21,6 +21,8 @@ export type ClientMessage =
   | { type: 'publish'; id: number; channel: string; data: unknown; key?: string }
   | { type: 'presence'; id: number; channel: string }
   | { type: 'presence_stats'; id: number; channel: string }
+  /** A request answered by the backend's rpc hook (docs/hooks.md); `data` undefined is sent as null. */
+  | { type: 'rpc'; id: number; method: string; data: unknown }
   | { type: 'ping' };
 
 /** One present client of a channel (docs/presence.md). */
@@ -43,6 +45,11 @@ export type ServerMessage =
       version: number;
       poll_timeout_ms?: number;
     }
+  /**
+   * `subscribed` answers a `subscribe` (with its `id`); without `id` it is a
+   * subscription the server made for the client (the connect hook's
+   * `channels`), or on long polling a resynchronisation.
+   */
   | {
       type: 'subscribed';
       id?: number;
@@ -64,6 +71,8 @@ export type ServerMessage =
   | { type: 'close'; code: number; reason: string }
   | { type: 'presence'; id: number; channel: string; clients: PresenceEntry[] }
   | { type: 'presence_stats'; id: number; channel: string; clients: number; users: number }
+  /** The backend's answer to an `rpc` (a missing `result` is null). */
+  | { type: 'rpc'; id: number; result: unknown }
   /** A client became present in / stopped being present in a `join_leave` channel. */
   | ({ type: 'join' | 'leave'; channel: string } & PresenceChange);
 
@@ -114,6 +123,8 @@ export function encode(msg: ClientMessage): string {
     case 'presence':
     case 'presence_stats':
       return JSON.stringify({ type: msg.type, id: msg.id, channel: msg.channel });
+    case 'rpc':
+      return JSON.stringify({ type: 'rpc', id: msg.id, method: msg.method, data: msg.data === undefined ? null : msg.data });
     case 'ping':
       return '{"type":"ping"}';
   }
@@ -264,6 +275,8 @@ export function decodeValue(v: unknown): ServerMessage | null {
     case 'join':
     case 'leave':
       return { type, channel: str(v, 'channel'), ...presenceChange(v) };
+    case 'rpc':
+      return { type, id: uint(v, 'id'), result: v.result === undefined ? null : v.result };
     case 'pong':
       return { type };
     case 'close':

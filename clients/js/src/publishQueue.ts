@@ -65,13 +65,19 @@ export class PublishQueue {
    * the next largest.
    */
   takeLargestSent(): { p: Pending; bytes: number } | undefined {
+    const largest = this.largestSent();
+    if (largest) this.items.splice(this.items.indexOf(largest.p), 1);
+    return largest;
+  }
+
+  /** The largest publish sent on the connection (the oldest among equals), with its encoded size. */
+  largestSent(): { p: Pending; bytes: number } | undefined {
     let largest: { p: Pending; bytes: number } | undefined;
     for (const p of this.items) {
       if (p.sentAs === null) continue;
       const bytes = utf8Length(encode(publishMessage(p, p.sentAs)));
       if (!largest || bytes > largest.bytes) largest = { p, bytes };
     }
-    if (largest) this.items.splice(this.items.indexOf(largest.p), 1);
     return largest;
   }
 

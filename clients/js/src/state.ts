@@ -1,6 +1,8 @@
 // The observable connection state, the client's error type, and a minimal
 // typed event emitter.
 
+import type { MessageEvent, PresenceEvent, SubscribedEvent } from './subscription.js';
+
 export type StateName = 'connecting' | 'connected' | 'reconnecting' | 'offline' | 'disconnected';
 export type TransportName = 'websocket' | 'longpoll';
 
@@ -22,7 +24,7 @@ export interface ConnectionState {
   nextRetryAt?: number;
   /**
    * `disconnected` after a stop (absent before the first `connect()`): the
-   * code that stopped the client (1000 after `disconnect()`, 1008, 4001,
+   * code that stopped the client (1000 after `disconnect()`, 1008, 4001, 4500-4999,
    * 4002 without a token function, the HTTP status of a long-poll request
    * refused with 400/401/403/404, or, when `maxAttempts` ran out, the last
    * failure's code with a reason starting "gave up after N attempts");
@@ -36,10 +38,12 @@ export interface ConnectionState {
 /**
  * Every error the client reports. `code` is one of `queue_full`,
  * `disconnected`, `idempotency_window_expired`, `already_subscribed`,
- * `token`, `timeout` (`ping()`), `message_too_big` (a publish larger than the
+ * `token`, `connect_data` (the `data` option's value or function),
+ * `timeout` (`ping()`), `message_too_big` (a publish or rpc larger than the
  * server accepts: the server closed with 1009, or answered its long-poll send
- * with 413; not resent, not retryable), or a server error code (`forbidden`,
- * `bad_request`, ...).
+ * with 413; not resent, not retryable), `connection_lost` (an rpc sent, its
+ * connection ended before the answer: it may have been carried out), or a
+ * server error code (`forbidden`, `bad_request`, ...).
  */
 export class TetherError extends Error {
   /** The close code, for `code: 'disconnected'`. */
@@ -58,6 +62,15 @@ export class TetherError extends Error {
 export interface TetherEvents {
   state: ConnectionState;
   error: Error;
+  /** A publication of a server-side subscription (one the backend's connect hook made). */
+  publication: MessageEvent;
+  /** A server-side subscription started, or was restored after a reconnect (`resync`: publications were missed). */
+  subscribed: SubscribedEvent;
+  /** Someone joined / left a server-side subscription's `join_leave` channel. */
+  join: PresenceEvent;
+  leave: PresenceEvent;
+  /** A server-side subscription ended: its resubscribe after a reconnect was refused for good. */
+  unsubscribed: { channel: string; error: TetherError };
 }
 
 type Listener<T> = (value: T) => void;

@@ -6,6 +6,10 @@
 // subscription; the client asks again after a backoff (client.ts). In a
 // presence channel it asks who is present (`presence()`, `presenceStats()`)
 // and, with `join_leave`, reports who joins and leaves (docs/presence.md).
+// A server-side subscription (made by the backend's connect hook) is one of
+// these too, its handlers the client's events; when the server makes it
+// again while our own resubscribe is in flight, its messages are held back
+// until that request is answered (`adoptRemade`).
 
 import type { ClientMessage, PresenceChange, PresenceEntry, ServerMessage, StreamPosition } from './protocol.js';
 import type { PresenceKind, PresenceStats } from './presenceRequests.js';
@@ -80,13 +84,23 @@ export class Subscription {
   refusals = 0;
   /** @internal the pending resubscribe after a retryable refusal (a timer handle), or null */
   retryTimer: unknown = null;
+  /**
+   * @internal While our subscribe is in flight: the server made the
+   * subscription itself at this position (raised by each message held back).
+   */
+  remade: StreamPosition | null = null;
   private active = true;
 
-  /** @internal created by `Tether.subscribe` */
+  /**
+   * @internal created by `Tether.subscribe`, or by the client for a
+   * server-side subscription (`serverSide`).
+   */
   constructor(
     readonly channel: string,
     private readonly handlers: SubscriptionHandlers,
     private readonly owner: SubscriptionOwner,
+    /** The server subscribed this client (its events are the client's `publication`, ... events). */
+    readonly serverSide = false,
   ) {}
 
   /**
@@ -148,11 +162,21 @@ export class Subscription {
   applySubscribed(msg: Extract<ServerMessage, { type: 'subscribed' }>): Applied {
     let recovering: boolean;
     if (msg.id === undefined) {
-      recovering = true;
+      // The server made it (again) while our own request is in flight: that
+      // request's answer decides (`adoptRemade`).
+      if (this.request) {
+        this.remade = { epoch: msg.epoch, offset: msg.offset };
+        return 'ok';
+      }
+      const pos = this.position;
+      // Made again where we already are: nothing was missed.
+      if (pos && pos.epoch === msg.epoch && pos.offset >= msg.offset) return 'ok';
+      recovering = pos !== null;
     } else {
       if (!this.request || this.request.id !== msg.id) return 'ok';
       recovering = this.request.recovering;
       this.request = null;
+      this.remade = null;
       this.refusals = 0;
     }
     const { epoch, offset, recovered } = msg;
@@ -183,6 +207,11 @@ export class Subscription {
    * were skipped.
    */
   applyPublication(offset: number, data: unknown): Applied {
+    if (this.request && this.remade) {
+      // Held back: our request's answer replays it, or `adoptRemade` says it was missed.
+      this.remade.offset = Math.max(this.remade.offset, offset);
+      return 'ok';
+    }
     const pos = this.position;
     if (!pos || !this.active) return 'ok';
     if (offset <= pos.offset) return 'ok';
@@ -190,6 +219,33 @@ export class Subscription {
     pos.offset = offset;
     this.call(() => this.handlers.onMessage?.({ channel: this.channel, offset, data }));
     return 'ok';
+  }
+
+  /**
+   * @internal Our subscribe was answered `already_subscribed` after the
+   * server made the subscription itself: continue from our position when its
+   * stream starts no later (`recovered`), else report the gap (`resync`).
+   * False when the server had not made it (a plain refusal).
+   */
+  adoptRemade(): boolean {
+    const remade = this.remade;
+    if (!remade) return false;
+    this.remade = null;
+    this.request = null;
+    this.refusals = 0;
+    const pos = this.position;
+    let ev: SubscribedEvent;
+    if (!pos) {
+      this.position = { ...remade };
+      ev = { channel: this.channel, ...remade, recovered: false, resync: false };
+    } else if (pos.epoch === remade.epoch && pos.offset >= remade.offset) {
+      ev = { channel: this.channel, ...pos, recovered: true, resync: false };
+    } else {
+      this.position = { ...remade };
+      ev = { channel: this.channel, ...remade, recovered: false, resync: true };
+    }
+    this.call(() => this.handlers.onSubscribed?.(ev));
+    return true;
   }
 
   /** @internal the server refused the subscribe request for good */

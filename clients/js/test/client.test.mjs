@@ -51,7 +51,9 @@ test('a manual disconnect stays disconnected: no retry, no request after it', ()
   assert.equal(ws.sockets.length, 2);
 });
 
-for (const { code, reconnect } of vectors('close_codes.json')) {
+const closeCodes = vectors('close_codes.json');
+const rangeCodes = closeCodes.ranges.flatMap(({ from, to, reconnect }) => [from, to].map((code) => ({ code, reconnect })));
+for (const { code, reconnect } of [...closeCodes.codes, ...rangeCodes]) {
   test(`close code ${code} → ${reconnect}`, async () => {
     let calls = 0;
     const { client, ws, clock } = setup({ ...wsOnly, token: () => `t${++calls}` });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { CLOSE_CODES, DecodeError, classify, decode, encode, isRetryable, reconnectFor, vectors } from './helpers.mjs';
+import { CLOSE_CODE_RANGES, CLOSE_CODES, DecodeError, classify, decode, encode, isRetryable, reconnectFor, vectors } from './helpers.mjs';
 
 const messages = vectors('messages.json');
 const closeCodes = vectors('close_codes.json');
@@ -49,14 +49,24 @@ test('publish with undefined data still carries data', () => {
 });
 
 test('the close-code table matches close_codes.json', () => {
-  assert.equal(Object.keys(CLOSE_CODES).length, closeCodes.length);
-  for (const { code, name, reconnect } of closeCodes) {
+  assert.equal(Object.keys(CLOSE_CODES).length, closeCodes.codes.length);
+  for (const { code, name, reconnect } of closeCodes.codes) {
     assert.equal(CLOSE_CODES[code].name, name, `${code}`);
     assert.equal(reconnectFor(code), reconnect, `${code}`);
     assert.equal(classify({ kind: 'closed', code, reason: 'x' }).reconnect, reconnect);
   }
-  assert.equal(reconnectFor(1002), 'backoff');
-  assert.equal(reconnectFor(4999), 'backoff');
+  // Application refusals: every unnamed code of a range follows the range.
+  assert.deepEqual(CLOSE_CODE_RANGES, closeCodes.ranges);
+  for (const { from, to, reconnect } of closeCodes.ranges) {
+    for (let code = from; code <= to; code++) {
+      if (CLOSE_CODES[code]) continue;
+      assert.equal(reconnectFor(code), reconnect, `${code}`);
+      assert.equal(classify({ kind: 'closed', code, reason: 'x' }).reconnect, reconnect, `${code}`);
+    }
+  }
+  for (const code of [1002, 1003, 1007, 3000, 5000]) assert.equal(reconnectFor(code), closeCodes.otherwise, `${code}`);
+  assert.equal(reconnectFor(4001), 'never'); // named: not its range's rule
+  assert.equal(reconnectFor(4999), 'never');
   assert.equal(classify({ kind: 'lost', reason: 'x' }).code, 1006);
   for (const status of [400, 401, 403, 404]) assert.equal(classify({ kind: 'refused', status, reason: '' }).reconnect, 'never');
   for (const status of [429, 500, 502, 503]) assert.equal(classify({ kind: 'refused', status, reason: '' }).reconnect, 'backoff');

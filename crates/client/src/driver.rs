@@ -8,9 +8,12 @@
 //! subscription's stream position and the publishes not yet acknowledged.
 
 use crate::{
+    connect_data::{self, ConnectData},
     handshake::{self, Ws},
     presence::PresenceRequest,
     reconnect::{Decision, Ended, Jitter, Policy},
+    rpc::RpcCall,
+    server_subs::Sink,
     Error, Event, State, TokenRefresher,
 };
 use futures_util::{SinkExt, StreamExt};
@@ -48,6 +51,10 @@ pub(crate) struct Config {
     pub jitter: Jitter,
     /// Set for `wss://` URLs.
     pub tls: Option<tokio_rustls::TlsConnector>,
+    /// Sent as `data=` on every connect.
+    pub connect_data: Option<ConnectData>,
+    /// Where server-side subscriptions' events go.
+    pub server_sink: Sink,
 }
 
 /// What a handle asks of the connection task.
@@ -67,6 +74,8 @@ pub(crate) enum Command {
     /// `presence` or `presence_stats`: sent now when connected, else after
     /// the reconnect.
     Presence(PresenceRequest),
+    /// Sent now when connected, else after the reconnect (`rpc.rs`).
+    Rpc(RpcCall),
     Close,
 }
 
@@ -88,8 +97,13 @@ pub(crate) struct Pending {
 }
 
 pub(crate) struct Sub {
+    /// The application's subscription id; 0 for a server-side subscription.
     pub(crate) id: u64,
-    pub(crate) events: mpsc::Sender<Event>,
+    pub(crate) events: Sink,
+    /// While our own subscribe is in flight: the server made the
+    /// subscription again at this position (offset raised by each message
+    /// held back meanwhile); see `server_subs.rs`.
+    pub(crate) remade: Option<StreamPosition>,
     /// The last position delivered (or announced); `None` before the first
     /// `subscribed`.
     pub(crate) position: Option<StreamPosition>,
@@ -104,6 +118,18 @@ pub(crate) struct Sub {
 }
 
 impl Sub {
+    pub(crate) fn new(id: u64, events: Sink) -> Self {
+        Sub {
+            id,
+            events,
+            remade: None,
+            position: None,
+            request: None,
+            refusals: 0,
+            retry_at: None,
+        }
+    }
+
     /// Whether the server holds (or is about to hold) this subscription on
     /// the current connection, so that dropping it needs an `unsubscribe`.
     /// While a retry waits it does not: the last subscribe was refused.
@@ -120,6 +146,10 @@ pub(crate) struct Core {
     pub(crate) pending: VecDeque<Pending>,
     /// Presence requests awaiting their answer (see `presence.rs`).
     pub(crate) asks: Vec<PresenceRequest>,
+    /// Rpcs waiting to be sent or answered (see `rpc.rs`).
+    pub(crate) rpcs: VecDeque<RpcCall>,
+    /// Where server-side subscriptions' events go (`server_subs.rs`).
+    pub(crate) server_sink: Sink,
     pub(crate) token: Option<String>,
     pub(crate) next_request: u64,
     /// The earliest `Sub::retry_at` (or earlier: a cancelled retry leaves it
@@ -147,36 +177,45 @@ pub(crate) async fn run(
     let mut policy = Policy::new(config.backoff, config.max_attempts, config.jitter.clone());
     let mut core = Core {
         token: config.token.clone(),
+        server_sink: config.server_sink.clone(),
         config,
         commands,
         state,
         subs: HashMap::new(),
         pending: VecDeque::new(),
         asks: Vec::new(),
+        rpcs: VecDeque::new(),
         next_request: 1,
         next_retry: None,
         answered: false,
     };
     let uri = core.config.uri.to_string();
     let (code, reason) = loop {
-        let (target, token) = (core.config.uri.clone(), core.token.clone());
-        let tls = core.config.tls.clone();
-        let attempt = handshake::connect(
-            &target,
-            token.as_deref(),
-            tls.as_ref(),
-            core.config.connect_timeout,
-        );
-        let ended = match core.offline(attempt).await {
-            None => break (1000, CLOSED_BY_CLIENT.to_owned()),
-            Some(Err(ended)) => ended,
-            Some(Ok(mut ws)) => match core.online(&mut ws, &mut policy).await {
-                Exit::Close => {
-                    close(&mut ws).await;
-                    break (1000, CLOSED_BY_CLIENT.to_owned());
+        let target = connect_data::target(&core.config.uri, core.config.connect_data.as_ref());
+        let (token, tls) = (core.token.clone(), core.config.tls.clone());
+        let ended = match target {
+            // Connect data the application's closure made unusable: this
+            // attempt fails, and the next one asks it again.
+            Err(ended) => ended,
+            Ok(target) => {
+                let attempt = handshake::connect(
+                    &target,
+                    token.as_deref(),
+                    tls.as_ref(),
+                    core.config.connect_timeout,
+                );
+                match core.offline(attempt).await {
+                    None => break (1000, CLOSED_BY_CLIENT.to_owned()),
+                    Some(Err(ended)) => ended,
+                    Some(Ok(mut ws)) => match core.online(&mut ws, &mut policy).await {
+                        Exit::Close => {
+                            close(&mut ws).await;
+                            break (1000, CLOSED_BY_CLIENT.to_owned());
+                        }
+                        Exit::Ended(ended) => ended,
+                    },
                 }
-                Exit::Ended(ended) => ended,
-            },
+            }
         };
         core.connection_ended(&ended);
         match policy.next(&ended) {
@@ -258,6 +297,7 @@ impl Core {
                     }
                     Some(Command::Publish(p)) => self.pending.push_back(p),
                     Some(Command::Presence(request)) => self.queue_ask(request),
+                    Some(Command::Rpc(call)) => self.queue_rpc(call),
                 },
             }
         }
@@ -273,6 +313,7 @@ impl Core {
         reply: oneshot::Sender<Result<mpsc::Receiver<Event>, Error>>,
     ) -> Option<bool> {
         let replaced = match self.subs.get(&channel) {
+            // A server-side subscription's sink is never closed.
             Some(old) if !old.events.is_closed() => {
                 let _ = reply.send(Err(Error::AlreadySubscribed(channel)));
                 return None;
@@ -284,15 +325,7 @@ impl Core {
         if reply.send(Ok(rx)).is_err() {
             return None;
         }
-        let sub = Sub {
-            id,
-            events,
-            position: None,
-            request: None,
-            refusals: 0,
-            retry_at: None,
-        };
-        self.subs.insert(channel, sub);
+        self.subs.insert(channel, Sub::new(id, Sink::Own(events)));
         Some(replaced)
     }
 
@@ -321,19 +354,13 @@ impl Core {
                 ..
             }
         ) {
-            let size = |p: &Pending| p.channel.len() + p.data.get().len() + p.key.len();
-            let largest = (self.pending.iter().enumerate())
-                .filter(|(_, p)| p.sent_as.is_some())
-                .max_by_key(|(_, p)| size(p))
-                .map(|(i, _)| i);
-            if let Some(p) = largest.and_then(|i| self.pending.remove(i)) {
-                let bytes = size(&p);
-                let _ = p.reply.send(Err(Error::MessageTooBig { bytes }));
-            }
+            self.reject_too_big();
         }
+        self.rpcs_lost(&ended.describe().1);
         for sub in self.subs.values_mut() {
             sub.request = None;
             sub.retry_at = None;
+            sub.remade = None;
         }
         self.next_retry = None;
         for p in &mut self.pending {
@@ -341,6 +368,36 @@ impl Core {
         }
         for a in &mut self.asks {
             a.sent_as = None;
+        }
+    }
+
+    /// After a 1009: only a publish or an rpc can be that big, so the
+    /// largest of them sent on the connection fails with `MessageTooBig`
+    /// instead of being resent into the same close (an rpc is never resent,
+    /// but it must not let a smaller publish take the blame). Several too
+    /// big go one per 1009.
+    fn reject_too_big(&mut self) {
+        let size = |p: &Pending| p.channel.len() + p.data.get().len() + p.key.len();
+        let publish = (self.pending.iter().enumerate())
+            .filter(|(_, p)| p.sent_as.is_some())
+            .max_by_key(|(_, p)| size(p))
+            .map(|(i, p)| (i, size(p)));
+        let rpc = (self.rpcs.iter().enumerate())
+            .filter(|(_, c)| c.sent_as.is_some())
+            .max_by_key(|(_, c)| c.size())
+            .map(|(i, c)| (i, c.size()));
+        match (publish, rpc) {
+            (_, Some((i, bytes))) if bytes > publish.map_or(0, |(_, b)| b) => {
+                if let Some(call) = self.rpcs.remove(i) {
+                    let _ = call.reply.send(Err(Error::MessageTooBig { bytes }));
+                }
+            }
+            (Some((i, bytes)), _) => {
+                if let Some(p) = self.pending.remove(i) {
+                    let _ = p.reply.send(Err(Error::MessageTooBig { bytes }));
+                }
+            }
+            _ => {}
         }
     }
 
@@ -359,6 +416,9 @@ impl Core {
         }
         for a in self.asks.drain(..) {
             a.fail(error.clone());
+        }
+        for call in self.rpcs.drain(..) {
+            let _ = call.reply.send(Err(error.clone()));
         }
         // Dropping the senders ends every Subscription stream.
         self.subs.clear();

@@ -16,15 +16,35 @@ pub enum Error {
     #[error("invalid channel name: {0}")]
     InvalidChannel(String),
     /// `data` could not be turned into JSON.
-    #[error("publish data is not valid JSON: {0}")]
+    #[error("data is not valid JSON: {0}")]
     InvalidData(String),
+    /// The connect data ([`ClientBuilder::connect_data`](crate::ClientBuilder::connect_data))
+    /// is not a JSON object, or is larger than the server accepts (4 KiB
+    /// URL-encoded). Nothing was sent.
+    #[error("invalid connect data: {0}")]
+    InvalidConnectData(String),
+    /// An rpc method name must be 1 to 256 bytes. Nothing was sent.
+    #[error("invalid rpc method: {0}")]
+    InvalidMethod(String),
     /// Too many publishes are waiting for their ack (the queue holds
     /// `capacity`). Nothing was queued: slow down, await earlier publishes, or
     /// build the client with a larger `publish_queue`.
     #[error("publish queue is full ({capacity} publishes await their ack); retry later or raise publish_queue")]
     QueueFull { capacity: usize },
+    /// Too many rpcs are waiting to be sent or answered (the queue holds
+    /// `capacity`, the builder's `publish_queue`). Nothing was queued.
+    #[error("rpc queue is full ({capacity} rpcs await their answer); retry later or raise publish_queue")]
+    RpcQueueFull { capacity: usize },
+    /// The rpc was sent, and its connection ended before the answer: the
+    /// backend may or may not have acted on it. The client does not send an
+    /// rpc twice on its own; call it again if the method is safe to repeat
+    /// (after the reconnect, which the client makes by itself).
+    #[error("the connection ended before the rpc's answer (it may or may not have been carried out): {reason}")]
+    ConnectionLost { reason: String },
     /// This client already has a live [`Subscription`](crate::Subscription)
-    /// to the channel; drop it before subscribing again.
+    /// to the channel; drop it before subscribing again. Also for a channel
+    /// the server subscribed this client to (its events come on
+    /// [`Client::server_subscriptions`](crate::Client::server_subscriptions)).
     #[error("already subscribed to {0:?} on this client; drop the other Subscription first")]
     AlreadySubscribed(String),
     /// The server answered the request with an `error` reply; the client does
@@ -47,11 +67,11 @@ pub enum Error {
     #[error("publish not resent: its ack was lost and more than {} ms (the idempotency window) passed since it was sent, so the server could store a resend twice; it may or may not have been stored", window.as_millis())]
     IdempotencyWindowExpired { window: std::time::Duration },
     /// The server closed the connection with 1009 (message too big) while
-    /// this publish, the largest sent on it, waited for its ack: its `data`
-    /// is larger than the server's `--max-message-bytes`. It was not stored
-    /// and is not resent (it would close every connection the same way);
-    /// publish something smaller.
-    #[error("publish of {bytes} bytes not resent: the server closed with 1009 (message too big); it is larger than the server's --max-message-bytes")]
+    /// this publish (or rpc), the largest sent on it, waited for its answer:
+    /// it is larger than the server's `--max-message-bytes`. It was not
+    /// stored and is not resent (it would close every connection the same
+    /// way); send something smaller.
+    #[error("a request of {bytes} bytes not resent: the server closed with 1009 (message too big); it is larger than the server's --max-message-bytes")]
     MessageTooBig { bytes: usize },
     /// The client was closed with [`Client::close`](crate::Client::close)
     /// (or every handle was dropped).

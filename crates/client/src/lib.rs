@@ -26,15 +26,22 @@
 //! now (`unavailable`, ...), and resends unacknowledged publishes with
 //! their idempotency keys. Presence channels (docs/presence.md) are asked
 //! with [`Subscription::presence`] / [`Client::presence`], and yield
-//! [`Event::Join`] / [`Event::Leave`]. See `docs/client.md` for the full
+//! [`Event::Join`] / [`Event::Leave`]. With a backend's hooks
+//! (docs/hooks.md): [`Client::rpc`] calls the rpc hook,
+//! [`ClientBuilder::connect_data`] is shown to the connect hook, and the
+//! channels it subscribes the client to arrive on
+//! [`Client::server_subscriptions`]. See `docs/client.md` for the full
 //! semantics.
 
+mod connect_data;
 mod driver;
 mod error;
 mod handshake;
 mod presence;
 mod reconnect;
 mod resubscribe;
+mod rpc;
+mod server_subs;
 mod session;
 mod subscription;
 
@@ -42,17 +49,20 @@ pub use error::Error;
 pub use presence::PresenceStats;
 pub use reconnect::Jitter;
 pub use resubscribe::{is_retryable, RETRYABLE};
+pub use server_subs::{ServerEvent, ServerSubscriptions};
 pub use subscription::{Event, Publication, Subscription};
 pub use tether_protocol::{ErrorCode, PresenceEntry};
 
+use connect_data::ConnectData;
 use driver::{Command, Pending};
 use presence::{Ask, PresenceRequest};
+use server_subs::Sink;
 use std::{
     future::Future,
     pin::Pin,
     sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
     },
     time::Duration,
 };
@@ -78,7 +88,7 @@ pub enum State {
         reason: String,
     },
     /// Stopped for good. `code` is the close code that forbade reconnecting
-    /// (1000, 1008, 4001, or 4002 without a token refresher), 1006 when the
+    /// (1000, 1008, 4001, 4500-4999, or 4002 without a token refresher), 1006 when the
     /// attempt limit was reached after lost connections, or the HTTP status
     /// of a refused handshake (400, 401, 403, 404).
     Disconnected { code: u16, reason: String },
@@ -102,9 +112,39 @@ pub struct ClientBuilder {
     idempotency_window: Duration,
     jitter: Jitter,
     extra_roots: Vec<Vec<u8>>,
+    connect_data: Option<ConnectDataSource>,
+}
+
+/// What the builder was given as connect data, checked at `build()`.
+enum ConnectDataSource {
+    Fixed(serde_json::Value),
+    Each(Arc<dyn Fn() -> serde_json::Value + Send + Sync>),
 }
 
 impl ClientBuilder {
+    /// A JSON object sent with every connect for the backend's connect
+    /// hook (docs/hooks.md), as the WebSocket URL's `data=` query
+    /// parameter. It must be an object of at most 4 KiB URL-encoded:
+    /// [`build`](Self::build) fails with [`Error::InvalidConnectData`]
+    /// otherwise. Replaces an earlier `connect_data` or `connect_data_fn`.
+    pub fn connect_data(mut self, data: serde_json::Value) -> Self {
+        self.connect_data = Some(ConnectDataSource::Fixed(data));
+        self
+    }
+
+    /// Like [`connect_data`](Self::connect_data), but asked of `data` before
+    /// every connection attempt (so it can change between reconnects). An
+    /// answer that is not an object of at most 4 KiB URL-encoded fails that
+    /// attempt (the state's `reason` says why) and the client retries with
+    /// backoff, asking again.
+    pub fn connect_data_fn(
+        mut self,
+        data: impl Fn() -> serde_json::Value + Send + Sync + 'static,
+    ) -> Self {
+        self.connect_data = Some(ConnectDataSource::Each(Arc::new(data)));
+        self
+    }
+
     /// Trusts this PEM certificate (a private CA or a self-signed server)
     /// for `wss://`, in addition to the Mozilla roots built in.
     pub fn root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
@@ -151,7 +191,9 @@ impl ClientBuilder {
 
     /// How many publishes may await their ack (including those queued while
     /// disconnected). Beyond it [`Client::publish`] fails with
-    /// [`Error::QueueFull`]. Default 1024.
+    /// [`Error::QueueFull`]. Default 1024. Rpcs waiting to be sent or
+    /// answered have a queue of the same size of their own
+    /// ([`Error::RpcQueueFull`]).
     pub fn publish_queue(mut self, n: usize) -> Self {
         self.publish_queue = n.max(1);
         self
@@ -196,8 +238,17 @@ impl ClientBuilder {
             Some("wss") => Some(handshake::tls_connector(&self.extra_roots)?),
             _ => None,
         };
+        let connect_data = match self.connect_data {
+            None => None,
+            Some(ConnectDataSource::Fixed(value)) => {
+                Some(ConnectData::Fixed(connect_data::encode(&value)?))
+            }
+            Some(ConnectDataSource::Each(f)) => Some(ConnectData::Each(f)),
+        };
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (state_tx, state) = watch::channel(State::Connecting);
+        let (server_events, server_rx) = mpsc::channel(self.subscription_buffer);
+        let taken = Arc::new(AtomicBool::new(false));
         let config = driver::Config {
             uri,
             backoff: self.backoff,
@@ -209,13 +260,21 @@ impl ClientBuilder {
             idempotency_window: self.idempotency_window,
             jitter: self.jitter,
             tls,
+            connect_data,
+            server_sink: Sink::Server {
+                events: server_events,
+                taken: taken.clone(),
+            },
         };
         tokio::spawn(driver::run(config, command_rx, state_tx));
         Ok(Client {
             commands,
             state,
             publish_slots: Arc::new(Semaphore::new(self.publish_queue)),
+            rpc_slots: Arc::new(Semaphore::new(self.publish_queue)),
             publish_queue: self.publish_queue,
+            server_events: Arc::new(Mutex::new(Some(server_rx))),
+            server_events_taken: taken,
             keys: Arc::new(KeyGen {
                 prefix: fastrand::u64(..),
                 next: AtomicU64::new(1),
@@ -284,7 +343,11 @@ pub struct Client {
     commands: mpsc::Sender<Command>,
     state: watch::Receiver<State>,
     publish_slots: Arc<Semaphore>,
+    rpc_slots: Arc<Semaphore>,
     publish_queue: usize,
+    /// The server-side subscriptions' stream, until the application takes it.
+    server_events: Arc<Mutex<Option<mpsc::Receiver<ServerEvent>>>>,
+    server_events_taken: Arc<AtomicBool>,
     keys: Arc<KeyGen>,
     next_sub: Arc<AtomicU64>,
 }
@@ -304,6 +367,7 @@ impl Client {
             idempotency_window: tether_protocol::DEFAULT_IDEMPOTENCY_WINDOW,
             jitter: Arc::new(fastrand::f64),
             extra_roots: Vec::new(),
+            connect_data: None,
         }
     }
 

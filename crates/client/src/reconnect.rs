@@ -24,6 +24,27 @@ pub(crate) enum Ended {
     },
 }
 
+impl Ended {
+    /// The code reported for this ending (the close code, 1006 for a lost
+    /// connection, the HTTP status of a refused handshake) and one line
+    /// saying what happened.
+    pub(crate) fn describe(&self) -> (u16, String) {
+        match self {
+            Ended::Closed { code, reason } => {
+                (code.as_u16(), format!("closed with {code}: {reason}"))
+            }
+            Ended::Lost { reason } => (
+                CloseCode::Abnormal.as_u16(),
+                format!("connection lost: {reason}"),
+            ),
+            Ended::Refused { status, reason, .. } => (
+                *status,
+                format!("handshake refused with HTTP {status}: {reason}"),
+            ),
+        }
+    }
+}
+
 /// What to do next.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Decision {
@@ -70,30 +91,21 @@ impl Policy {
     }
 
     pub fn next(&mut self, ended: &Ended) -> Decision {
-        let (code, reason, floor, reconnect) = match ended {
-            Ended::Closed { code, reason } => (
-                code.as_u16(),
-                format!("closed with {code}: {reason}"),
-                // 1013 advises a floor; 1012 carries the server's jittered
-                // delay. Any code carrying a hint is honoured the same way:
-                // waited out, then our own jitter on top (`Backoff::delay`),
-                // so clients given the same hint do not return all at once.
-                RetryHint::parse(reason).map(|h| h.0),
-                code.reconnect(),
-            ),
-            Ended::Lost { reason } => (
-                CloseCode::Abnormal.as_u16(),
-                format!("connection lost: {reason}"),
-                None,
-                Reconnect::WithBackoff,
-            ),
+        let (code, reason) = ended.describe();
+        let (floor, reconnect) = match ended {
+            // 1013 advises a floor; 1012 carries the server's jittered
+            // delay. Any code carrying a hint is honoured the same way:
+            // waited out, then our own jitter on top (`Backoff::delay`),
+            // so clients given the same hint do not return all at once.
+            Ended::Closed { code, reason } => {
+                (RetryHint::parse(reason).map(|h| h.0), code.reconnect())
+            }
+            Ended::Lost { .. } => (None, Reconnect::WithBackoff),
             Ended::Refused {
                 status,
                 retry_after,
-                reason,
+                ..
             } => (
-                *status,
-                format!("handshake refused with HTTP {status}: {reason}"),
                 *retry_after,
                 if PERMANENT_STATUSES.contains(status) {
                     Reconnect::Never
@@ -300,14 +312,16 @@ mod tests {
 
     #[test]
     fn close_codes_are_obeyed() {
-        for code in [1000, 1008, 4001] {
+        // 4500-4999: an application's final refusal (a connect hook's).
+        for code in [1000, 1008, 4001, 4500, 4999] {
             let mut p = policy(&[0.0], None);
             assert!(
                 matches!(p.next(&closed(code, "bye")), Decision::Stop { code: c, .. } if c == code),
                 "{code}"
             );
         }
-        for code in [1001, 1006, 1009, 1011, 4003, 4004, 4005] {
+        // 4000-4499: an application's refusal for now.
+        for code in [1001, 1006, 1009, 1011, 4003, 4004, 4005, 4000, 4403, 4499] {
             let mut p = policy(&[0.0], None);
             assert!(
                 matches!(

@@ -57,6 +57,40 @@ impl Sub {
 }
 
 impl Core {
+    /// An `error` answering request `id`, when it is a subscribe: retried
+    /// later when retryable, else the subscription ends with `Refused`. An
+    /// `already_subscribed` after the server made the subscription itself
+    /// meanwhile is that subscription's answer (`server_subs.rs`).
+    pub(crate) async fn subscribe_refused(
+        &mut self,
+        ws: &mut Ws,
+        id: u64,
+        code: ErrorCode,
+        message: String,
+        limit: Duration,
+    ) -> Result<(), Ended> {
+        let channel = self
+            .subs
+            .iter()
+            .find(|(_, s)| s.request.is_some_and(|(r, _)| r == id))
+            .map(|(c, _)| c.clone());
+        let Some(channel) = channel else {
+            return Ok(());
+        };
+        if code == ErrorCode::AlreadySubscribed && self.adopt_remade(ws, &channel, limit).await? {
+            return Ok(());
+        }
+        if is_retryable(code) {
+            return self.retry_later(ws, &channel, code, message, limit).await;
+        }
+        if let Some(sub) = self.subs.remove(&channel) {
+            // The stream ends after this event (the sender is dropped).
+            let event = Event::Refused { code, message };
+            let _ = sub.events.send(&channel, event).await;
+        }
+        Ok(())
+    }
+
     /// The server refused `channel`'s subscribe with a retryable code: keep
     /// the subscription, schedule the retry and tell the application.
     pub(crate) async fn retry_later(
@@ -122,6 +156,7 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server_subs::Sink;
     use tether_protocol::{Backoff, StreamPosition};
     use tokio::sync::mpsc;
 
@@ -156,14 +191,9 @@ mod tests {
             epoch: "e".into(),
             offset: 7,
         };
-        let mut sub = Sub {
-            id: 1,
-            events,
-            position: Some(position.clone()),
-            request: Some((3, true)),
-            refusals: 0,
-            retry_at: None,
-        };
+        let mut sub = Sub::new(1, Sink::Own(events));
+        sub.position = Some(position.clone());
+        sub.request = Some((3, true));
         assert!(sub.held_by_server());
         let backoff = Backoff {
             min_delay: MS(100),

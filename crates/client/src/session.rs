@@ -13,7 +13,6 @@ use crate::{
     handshake::Ws,
     presence::{join_leave, Answer, PresenceStats},
     reconnect::{Ended, Policy},
-    resubscribe::is_retryable,
     Error, Event, Publication, State,
 };
 use futures_util::{SinkExt, StreamExt};
@@ -111,7 +110,8 @@ impl Core {
 
     /// After (re)connecting: resubscribe with recovery, resend unacked
     /// publishes, then the presence requests still awaited (answered after
-    /// the resubscribes: the server handles requests in order).
+    /// the resubscribes: the server handles requests in order), then the
+    /// rpcs not sent yet.
     async fn restore(&mut self, ws: &mut Ws, limit: Duration) -> Result<(), Ended> {
         let channels: Vec<String> = self.subs.keys().cloned().collect();
         for channel in channels {
@@ -121,7 +121,8 @@ impl Core {
         for i in 0..self.pending.len() {
             self.send_publish(ws, i, limit).await?;
         }
-        self.send_asks(ws, limit).await
+        self.send_asks(ws, limit).await?;
+        self.send_rpcs(ws, limit).await
     }
 
     /// Fails the unacked publishes first sent longer ago than the server
@@ -221,6 +222,7 @@ impl Core {
                 self.send_publish(ws, self.pending.len() - 1, limit).await
             }
             Command::Presence(request) => self.ask_presence(ws, request, limit).await,
+            Command::Rpc(call) => self.call_rpc(ws, call, limit).await,
             Command::Close => Ok(()),
         }
     }
@@ -269,7 +271,7 @@ impl Core {
     ) -> Result<(), Ended> {
         if matches!(
             message,
-            ServerMessage::Subscribed { .. }
+            ServerMessage::Subscribed { id: Some(_), .. }
                 | ServerMessage::Ack { .. }
                 | ServerMessage::Presence { .. }
                 | ServerMessage::PresenceStats { .. }
@@ -278,7 +280,19 @@ impl Core {
         }
         match message {
             ServerMessage::Subscribed {
-                id,
+                id: None,
+                channel,
+                epoch,
+                offset,
+                publications,
+                ..
+            } => {
+                let at = StreamPosition { epoch, offset };
+                self.server_subscribed(ws, channel, at, publications, limit)
+                    .await
+            }
+            ServerMessage::Subscribed {
+                id: Some(id),
                 channel,
                 epoch,
                 offset,
@@ -295,6 +309,7 @@ impl Core {
                     return Ok(()); // the answer to an older subscription
                 }
                 sub.request = None;
+                sub.remade = None;
                 sub.refusals = 0;
                 let last = sub.position.as_ref().map_or(0, |p| p.offset);
                 if recovering && !recovered {
@@ -357,25 +372,12 @@ impl Core {
                     }
                     return Ok(());
                 }
-                if self.presence_refused(id, code, message.clone()) {
+                if self.presence_refused(id, code, message.clone())
+                    || self.rpc_refused(id, code, message.clone())
+                {
                     return Ok(());
                 }
-                let channel = self
-                    .subs
-                    .iter()
-                    .find(|(_, s)| s.request.is_some_and(|(r, _)| r == id))
-                    .map(|(c, _)| c.clone());
-                let Some(channel) = channel else {
-                    return Ok(());
-                };
-                if is_retryable(code) {
-                    return self.retry_later(ws, &channel, code, message, limit).await;
-                }
-                if let Some(sub) = self.subs.remove(&channel) {
-                    // The stream ends after this event (the sender is dropped).
-                    let _ = sub.events.send(Event::Refused { code, message }).await;
-                }
-                Ok(())
+                self.subscribe_refused(ws, id, code, message, limit).await
             }
             ServerMessage::Error {
                 id: None,
@@ -394,6 +396,10 @@ impl Core {
                 id, clients, users, ..
             } => {
                 self.presence_answer(id, Answer::Stats(PresenceStats { clients, users }));
+                Ok(())
+            }
+            ServerMessage::Rpc { id, result } => {
+                self.rpc_answer(id, Ok(result));
                 Ok(())
             }
             ServerMessage::Join {
@@ -424,7 +430,7 @@ impl Core {
 
     /// Delivers a publication once and in order; a gap (which a server never
     /// produces on one connection) is repaired by reconnecting with recovery.
-    async fn publication(
+    pub(crate) async fn publication(
         &mut self,
         ws: &mut Ws,
         channel: &str,
@@ -435,6 +441,9 @@ impl Core {
         let Some(sub) = self.subs.get_mut(channel) else {
             return Ok(());
         };
+        if Core::held_back(sub, offset) {
+            return Ok(());
+        }
         let Some(pos) = sub.position.as_mut() else {
             return Ok(());
         };
@@ -474,7 +483,7 @@ impl Core {
         };
         let events = sub.events.clone();
         let id = sub.id;
-        if events.send(event).await.is_err()
+        if events.send(channel, event).await.is_err()
             && self
                 .unregister(channel, id)
                 .is_some_and(|s| s.held_by_server())

@@ -4,7 +4,7 @@
 //! Rust client obeys it, and the JS client's copy is checked against
 //! `vectors/close_codes.json`, which a test here generates from it.
 
-use std::{fmt, time::Duration};
+use std::{fmt, ops::RangeInclusive, time::Duration};
 
 /// What a client does after a connection ends with a given code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +49,15 @@ pub enum CloseCode {
     /// Any other code (including the 1002/1003/1007 protocol errors).
     Other(u16),
 }
+
+/// Application refusals a client retries: a backend (the connect hook) may
+/// close a connection with any code here that Tether does not name itself
+/// (4001-4005 keep their meaning), and clients reconnect with backoff.
+pub const RETRY_REFUSALS: RangeInclusive<u16> = 4000..=4499;
+
+/// Application refusals that are final: clients stop reconnecting, as after
+/// 4001 or 1008, until the application starts them again.
+pub const FINAL_REFUSALS: RangeInclusive<u16> = 4500..=4999;
 
 /// Every named code, in numeric order (used to generate the shared vector file).
 pub const ALL: [CloseCode; 13] = [
@@ -96,13 +105,16 @@ impl CloseCode {
             .unwrap_or(CloseCode::Other(code))
     }
 
-    /// What the client does next.
+    /// What the client does next: the named codes' rule, else the rule of
+    /// the range the code falls in ([`RETRY_REFUSALS`], [`FINAL_REFUSALS`]),
+    /// else reconnect with backoff.
     pub fn reconnect(self) -> Reconnect {
         match self {
             CloseCode::Normal | CloseCode::PolicyViolation | CloseCode::Unauthorized => {
                 Reconnect::Never
             }
             CloseCode::TokenExpired => Reconnect::AfterTokenRefresh,
+            CloseCode::Other(code) if FINAL_REFUSALS.contains(&code) => Reconnect::Never,
             _ => Reconnect::WithBackoff,
         }
     }
@@ -123,6 +135,8 @@ impl CloseCode {
             CloseCode::HeartbeatTimeout => "heartbeat_timeout",
             CloseCode::SlowConsumer => "slow_consumer",
             CloseCode::RateLimited => "rate_limited",
+            CloseCode::Other(code) if RETRY_REFUSALS.contains(&code) => "app_refusal",
+            CloseCode::Other(code) if FINAL_REFUSALS.contains(&code) => "app_refusal_final",
             CloseCode::Other(_) => "other",
         }
     }
@@ -210,6 +224,37 @@ mod tests {
     }
 
     #[test]
+    fn application_refusals_follow_their_range() {
+        for code in [4000, 4006, 4403, 4499] {
+            assert_eq!(
+                CloseCode::from_u16(code).reconnect(),
+                Reconnect::WithBackoff,
+                "{code}"
+            );
+        }
+        for code in [4500, 4501, 4903, 4999] {
+            assert_eq!(
+                CloseCode::from_u16(code).reconnect(),
+                Reconnect::Never,
+                "{code}"
+            );
+        }
+        assert_eq!(CloseCode::from_u16(4403).to_string(), "4403 (app_refusal)");
+        assert_eq!(
+            CloseCode::from_u16(4503).to_string(),
+            "4503 (app_refusal_final)"
+        );
+        // Outside both ranges an unnamed code is retried.
+        for code in [1002, 3000, 3999, 5000] {
+            assert_eq!(
+                CloseCode::from_u16(code).reconnect(),
+                Reconnect::WithBackoff,
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
     fn retry_hint_round_trips_and_fits_a_close_frame() {
         let long = "x".repeat(200);
         let reason = RetryHint(Duration::from_millis(1234)).append_to(&long);
@@ -234,21 +279,44 @@ mod tests {
         );
     }
 
-    /// The vector file is what the JS client checks its own table against.
+    fn policy(r: Reconnect) -> &'static str {
+        match r {
+            Reconnect::Never => "never",
+            Reconnect::WithBackoff => "backoff",
+            Reconnect::AfterTokenRefresh => "after_token_refresh",
+        }
+    }
+
+    /// The vector file is what the JS client checks its own table against:
+    /// the named codes, the ranges of application refusals, and the rule for
+    /// every other code.
     #[test]
     fn close_code_vectors_match_this_table() {
         let text = include_str!("../vectors/close_codes.json");
-        let rows: Vec<serde_json::Value> = serde_json::from_str(text).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+        let rows = v["codes"].as_array().cloned().unwrap_or_default();
         assert_eq!(rows.len(), ALL.len());
         for (row, code) in rows.iter().zip(ALL) {
             assert_eq!(row["code"], code.as_u16());
             assert_eq!(row["name"], code.name());
-            let reconnect = match code.reconnect() {
-                Reconnect::Never => "never",
-                Reconnect::WithBackoff => "backoff",
-                Reconnect::AfterTokenRefresh => "after_token_refresh",
-            };
-            assert_eq!(row["reconnect"], reconnect, "{code}");
+            assert_eq!(row["reconnect"], policy(code.reconnect()), "{code}");
+        }
+        let ranges = v["ranges"].as_array().cloned().unwrap_or_default();
+        assert_eq!(ranges.len(), 2);
+        for (row, range) in ranges.iter().zip([RETRY_REFUSALS, FINAL_REFUSALS]) {
+            assert_eq!(row["from"], *range.start());
+            assert_eq!(row["to"], *range.end());
+            assert_eq!(row["name"], CloseCode::Other(*range.start()).name());
+            // Every unnamed code of the range follows the row.
+            for code in range.map(CloseCode::from_u16) {
+                if let CloseCode::Other(_) = code {
+                    assert_eq!(row["reconnect"], policy(code.reconnect()), "{code}");
+                }
+            }
+        }
+        for code in [1002, 1003, 1007, 3000, 5000] {
+            let code = CloseCode::from_u16(code);
+            assert_eq!(v["otherwise"], policy(code.reconnect()), "{code}");
         }
     }
 }

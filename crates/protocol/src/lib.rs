@@ -15,8 +15,9 @@ pub mod message;
 pub const DEFAULT_IDEMPOTENCY_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
 
 pub use backoff::Backoff;
-pub use close::{CloseCode, Reconnect, RetryHint};
+pub use close::{CloseCode, Reconnect, RetryHint, FINAL_REFUSALS, RETRY_REFUSALS};
 pub use message::{
     decode_publish_body, ClientMessage, DecodeError, ErrorCode, PresenceEntry, PublicationEntry,
-    PublishBody, ServerMessage, StreamPosition, PROTOCOL_VERSION,
+    PublishBody, ServerMessage, StreamPosition, MAX_CONNECT_DATA_BYTES, MAX_RPC_METHOD_LEN,
+    PROTOCOL_VERSION,
 };

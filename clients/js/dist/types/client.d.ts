@@ -1,4 +1,4 @@
-import type { Ended } from './closeCodes.js';
+import { type Ended } from './closeCodes.js';
 import { Connection } from './connection.js';
 import type { TetherOptions } from './options.js';
 import { type ClientMessage, type ServerMessage, type StreamPosition } from './protocol.js';
@@ -18,6 +18,7 @@ export declare const PRESENCE_RETRIES = 3;
 export declare class Tether extends Connection {
     private readonly subs;
     private readonly queue;
+    private readonly rpcs;
     private readonly presenceRequests;
     /** The current connection's restore was sent: presence requests go out behind its resubscribes. */
     private restored;
@@ -32,10 +33,27 @@ export declare class Tether extends Connection {
      * base; `/ws` and `/lp` are derived from it. Call `connect()` to start.
      */
     constructor(url: string, options?: TetherOptions);
-    /** Subscribes to `channel`; throws `already_subscribed` when it is held. */
+    /**
+     * Subscribes to `channel`; throws `already_subscribed` when it is held (by
+     * the application, or by the server: a server-side subscription).
+     */
     subscribe(channel: string, handlers?: SubscriptionHandlers): Subscription;
-    /** The subscription to `channel`, if any. */
+    /** The subscription to `channel`, if any (`serverSide` for one the server made). */
     getSubscription(channel: string): Subscription | undefined;
+    /** The channels of the server-side subscriptions (made by the backend's connect hook). */
+    get serverChannels(): string[];
+    /**
+     * Calls `method` on the backend's rpc hook with `data` (undefined: null)
+     * and resolves with its `result`. Waits in a bounded queue (`publishQueue`
+     * calls) while disconnected and is sent on the next connection; never sent
+     * twice: rejects with `connection_lost` when its connection ends before the
+     * answer (it may or may not have been carried out). Rejects with the
+     * server's error code (the backend's refusal; `unavailable`, `internal`,
+     * `over_capacity` when the hook is slow, down or wrong: retryable),
+     * `queue_full`, `message_too_big`, `disconnected`, or at once with
+     * `bad_request` for a method outside 1-256 bytes or data that is not JSON.
+     */
+    rpc(method: string, data?: unknown): Promise<unknown>;
     /**
      * Publishes `data` to `channel`; resolves with its offset once acked.
      * Waits in the bounded queue while disconnected; resent with the same
@@ -54,6 +72,9 @@ export declare class Tether extends Connection {
     protected stopped(err: TetherError): void;
     private send;
     private publishMessage;
+    private rpcMessage;
+    /** A server-side subscription to `channel`, registered; its handlers are the client's events. */
+    private serverSubscription;
     private presenceMessage;
     /**
      * A presence request answered with an error: rejects its callers, except a

@@ -4,7 +4,18 @@ export declare const CLOSE_CODES: Readonly<Record<number, {
     name: string;
     reconnect: Reconnect;
 }>>;
-/** What to do after a close with `code`; codes not in the table: backoff. */
+/**
+ * Application refusals (a backend's connect hook): an unnamed code in
+ * 4000-4499 is retried with backoff, one in 4500-4999 is final (as 4001 and
+ * 1008 are). Tether's own codes above keep their meaning.
+ */
+export declare const CLOSE_CODE_RANGES: ReadonlyArray<{
+    readonly from: number;
+    readonly to: number;
+    readonly name: string;
+    readonly reconnect: Reconnect;
+}>;
+/** What to do after a close with `code`: its row, else its range's rule, else backoff. */
 export declare function reconnectFor(code: number): Reconnect;
 /**
  * HTTP statuses that retrying cannot fix (the request, the credentials or

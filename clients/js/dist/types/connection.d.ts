@@ -76,14 +76,10 @@ export declare abstract class Connection {
     protected abstract positions(): Record<string, StreamPosition>;
     private open;
     /**
-     * Gets the token for an attempt (or a probe): the option's string, or the
-     * token function's answer within `handshakeTimeout` — a function that never
-     * settles must not leave the client waiting forever. A failure or a missed
-     * deadline is reported as a `token` error and given to `fail`; an answer
-     * that comes after the deadline, or after `current()` turned false (the
-     * caller moved on: disconnect(), offline, a newer attempt), is ignored.
+     * Gets the token and the connect data for an attempt (or a probe): see
+     * `requestCredentials` (credentials.ts); failures are `error` events.
      */
-    private requestToken;
+    private requestCredentials;
     private start;
     private bind;
     private welcome;

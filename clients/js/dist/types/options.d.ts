@@ -4,12 +4,22 @@ import type { Clock, FetchLike, WebSocketCtor } from './transport/transport.js';
 /** The default `firstProbeDelay` (ms): the first probe after an outage's fallback. */
 export declare const FIRST_PROBE_DELAY: readonly [number, number];
 export type TokenSource = string | (() => string | Promise<string>);
+/** A JSON object, or a function returning one (or a promise of one). */
+export type ConnectDataSource = Record<string, unknown> | (() => Record<string, unknown> | Promise<Record<string, unknown>>);
 export interface TetherOptions {
     /**
      * A token (JWT), or a function called before every attempt (and so after
      * 4002). It must answer within `handshakeTimeout`, or the attempt fails.
      */
     token?: TokenSource;
+    /**
+     * Connect data for the backend's connect hook (docs/hooks.md): a JSON
+     * object, or a function returning one (or a promise), called before every
+     * attempt and probe like a token function (both must answer within
+     * `handshakeTimeout`). Sent as `data=<URL-encoded JSON>` on the WebSocket
+     * URL and on `/lp/open`; at most 4 KiB so encoded (`MAX_CONNECT_DATA_BYTES`).
+     */
+    data?: ConnectDataSource;
     /** Backoff: the first retry waits at most this (ms). Default 500. */
     minDelay?: number;
     /** Backoff: no retry waits longer (ms). Default 30000. */
@@ -58,6 +68,7 @@ export interface TetherOptions {
 }
 export interface Resolved {
     token: TokenSource | undefined;
+    data: ConnectDataSource | undefined;
     minDelay: number;
     maxDelay: number;
     maxAttempts: number;
@@ -99,3 +110,5 @@ export interface Endpoints {
 export declare function endpoints(url: string): Endpoints;
 /** Adds `token=` to a WebSocket URL (browsers cannot set the header). */
 export declare function withToken(url: string, token: string | undefined): string;
+/** Adds `data=` (already URL-encoded connect data) to a URL. */
+export declare function withData(url: string, data: string | undefined): string;

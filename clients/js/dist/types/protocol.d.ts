@@ -31,6 +31,13 @@ export type ClientMessage = {
     type: 'presence_stats';
     id: number;
     channel: string;
+}
+/** A request answered by the backend's rpc hook (docs/hooks.md); `data` undefined is sent as null. */
+ | {
+    type: 'rpc';
+    id: number;
+    method: string;
+    data: unknown;
 } | {
     type: 'ping';
 };
@@ -51,7 +58,13 @@ export type ServerMessage = {
     pong_timeout_ms: number;
     version: number;
     poll_timeout_ms?: number;
-} | {
+}
+/**
+ * `subscribed` answers a `subscribe` (with its `id`); without `id` it is a
+ * subscription the server made for the client (the connect hook's
+ * `channels`), or on long polling a resynchronisation.
+ */
+ | {
     type: 'subscribed';
     id?: number;
     channel: string;
@@ -100,6 +113,12 @@ export type ServerMessage = {
     channel: string;
     clients: number;
     users: number;
+}
+/** The backend's answer to an `rpc` (a missing `result` is null). */
+ | {
+    type: 'rpc';
+    id: number;
+    result: unknown;
 }
 /** A client became present in / stopped being present in a `join_leave` channel. */
  | ({

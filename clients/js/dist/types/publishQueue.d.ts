@@ -39,6 +39,11 @@ export declare class PublishQueue {
         p: Pending;
         bytes: number;
     } | undefined;
+    /** The largest publish sent on the connection (the oldest among equals), with its encoded size. */
+    largestSent(): {
+        p: Pending;
+        bytes: number;
+    } | undefined;
     /** The connection ended: every publish is to be sent again. */
     resetSent(): void;
     /**

@@ -59,6 +59,8 @@ export declare class Subscription {
     readonly channel: string;
     private readonly handlers;
     private readonly owner;
+    /** The server subscribed this client (its events are the client's `publication`, ... events). */
+    readonly serverSide: boolean;
     /** The last position delivered; null before the first `subscribed`. */
     position: StreamPosition | null;
     /** @internal the subscribe in flight on this connection */
@@ -70,9 +72,19 @@ export declare class Subscription {
     refusals: number;
     /** @internal the pending resubscribe after a retryable refusal (a timer handle), or null */
     retryTimer: unknown;
+    /**
+     * @internal While our subscribe is in flight: the server made the
+     * subscription itself at this position (raised by each message held back).
+     */
+    remade: StreamPosition | null;
     private active;
-    /** @internal created by `Tether.subscribe` */
-    constructor(channel: string, handlers: SubscriptionHandlers, owner: SubscriptionOwner);
+    /**
+     * @internal created by `Tether.subscribe`, or by the client for a
+     * server-side subscription (`serverSide`).
+     */
+    constructor(channel: string, handlers: SubscriptionHandlers, owner: SubscriptionOwner, 
+    /** The server subscribed this client (its events are the client's `publication`, ... events). */
+    serverSide?: boolean);
     /**
      * Whether the subscription is still registered with its client: false after
      * `unsubscribe()` or a final refusal; true while a retryable refusal waits
@@ -112,6 +124,13 @@ export declare class Subscription {
      * were skipped.
      */
     applyPublication(offset: number, data: unknown): Applied;
+    /**
+     * @internal Our subscribe was answered `already_subscribed` after the
+     * server made the subscription itself: continue from our position when its
+     * stream starts no later (`recovered`), else report the gap (`resync`).
+     * False when the server had not made it (a plain refusal).
+     */
+    adoptRemade(): boolean;
     /** @internal the server refused the subscribe request for good */
     refused(err: TetherError): void;
     /** @internal the server refused the subscribe request for now; the client retries it */

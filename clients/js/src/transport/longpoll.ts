@@ -1,5 +1,6 @@
 // The long-polling transport (docs/longpoll.md): `POST /lp/open` for the
-// welcome, `POST /lp/send?client=ID` for client messages (a JSON array, at
+// welcome (with the connect data as `data=`; a connect hook's refusal comes
+// as a `close` instead, and its server-side subscriptions after the welcome), `POST /lp/send?client=ID` for client messages (a JSON array, at
 // most 64 messages and 256 KiB), `POST /lp/poll?client=ID` naming every held
 // channel with its position. Bodies are `text/plain` (no CORS preflight), the
 // token is an `Authorization: Bearer` header and the client URL's query
@@ -39,6 +40,8 @@ export interface LongPollOptions {
   base: string;
   /** Query parameters for every request (the client URL's, e.g. `token=X`), beside `client=`. */
   query?: string;
+  /** Query parameters for `/lp/open` only (the connect data: `data=...`). */
+  openQuery?: string;
   token?: string | undefined;
   fetch: FetchLike;
   clock: Clock;
@@ -64,6 +67,8 @@ class Refused extends Error {
 export class LongPollTransport implements Transport {
   readonly name = 'longpoll' as const;
   readonly repairsGaps = true;
+  /** True while the `/lp/open` answer's messages after the welcome are applied. */
+  announcing = false;
   opened = false;
   private client: string | null = null;
   private closed = false;
@@ -91,7 +96,12 @@ export class LongPollTransport implements Transport {
         const msgs = this.answer(answer);
         if (!msgs) return;
         const welcome = msgs[0];
-        if (msgs.length !== 1 || !welcome || welcome.type !== 'welcome') {
+        // A refusal before the session exists (the connect hook's) is a `close`.
+        if (welcome?.type === 'close') {
+          this.fail({ kind: 'closed', code: welcome.code, reason: welcome.reason });
+          return;
+        }
+        if (!welcome || welcome.type !== 'welcome') {
           this.fail({ kind: 'lost', reason: 'the /lp/open answer is not a welcome' });
           return;
         }
@@ -100,6 +110,16 @@ export class LongPollTransport implements Transport {
         this.opened = true;
         this.handlers.onOpen();
         this.handlers.onMessage(welcome);
+        // What follows the welcome (the server-side subscriptions' `subscribed`)
+        // is applied as any answer; one for a channel this client already holds
+        // is left out: the polls name its position, and recover it from there.
+        const held = this.opts.positions();
+        this.announcing = true;
+        try {
+          this.apply(msgs.slice(1).filter((m) => !(m.type === 'subscribed' && m.id === undefined && m.channel in held)));
+        } finally {
+          this.announcing = false;
+        }
         this.startPoll();
         this.flush();
       },
@@ -179,15 +199,16 @@ export class LongPollTransport implements Transport {
    */
   private tooLarge(count: number, bytes: number): boolean {
     const head = this.outbox[0];
-    if (count === 1 && head?.type !== 'publish') return false;
+    const big = head?.type === 'publish' || head?.type === 'rpc';
+    if (count === 1 && !big) return false;
     this.handlers.onActivity();
     this.sendFailures = 0;
     if (count > 1) {
       this.maxBody = Math.floor(bytes / 2);
       this.opts.log?.(`a send of ${count} messages (${bytes} bytes) answered 413: bodies of at most ${this.maxBody} bytes from now on`);
-    } else if (head?.type === 'publish') {
+    } else if (big) {
       this.outbox.shift();
-      const message = `this publish (${bytes - 2} bytes) is larger than the server accepts (HTTP 413)`;
+      const message = `this ${head.type} (${bytes - 2} bytes) is larger than the server accepts (HTTP 413)`;
       this.apply([{ type: 'error', id: head.id, code: 'message_too_big', message }]);
     }
     this.flush();
@@ -293,7 +314,11 @@ export class LongPollTransport implements Transport {
 
   private request(route: string, body: string, timeout: number, ctrl = new AbortController()): Promise<Answer> {
     const { clock, token } = this.opts;
-    const params = [this.opts.query ?? '', this.client === null ? '' : `client=${encodeURIComponent(this.client)}`];
+    const params = [
+      this.opts.query ?? '',
+      route === 'open' ? (this.opts.openQuery ?? '') : '',
+      this.client === null ? '' : `client=${encodeURIComponent(this.client)}`,
+    ];
     const query = params.filter((p) => p !== '').join('&');
     const headers: Record<string, string> = { 'Content-Type': 'text/plain;charset=UTF-8' };
     if (token) headers.Authorization = `Bearer ${token}`;

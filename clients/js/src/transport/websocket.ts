@@ -9,6 +9,7 @@ import type { Transport, TransportHandlers, WebSocketCtor, WebSocketLike } from 
 export class WebSocketTransport implements Transport {
   readonly name = 'websocket' as const;
   readonly repairsGaps = false;
+  readonly announcing = true;
   opened = false;
   private ws: WebSocketLike | null = null;
   private closed = false;

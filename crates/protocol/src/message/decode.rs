@@ -3,8 +3,8 @@
 //! yields its `id`.
 
 use super::{
-    publish::validate_channel, ClientMessage, DecodeError, ErrorCode, ServerMessage,
-    StreamPosition, MAX_KEY_LEN, PROTOCOL_VERSION,
+    publish::validate_channel, validate_rpc_method, ClientMessage, DecodeError, ErrorCode,
+    ServerMessage, StreamPosition, MAX_KEY_LEN, PROTOCOL_VERSION,
 };
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -47,6 +47,8 @@ pub(super) struct Fields<'a> {
     users: Option<&'a RawValue>,
     user: Option<&'a RawValue>,
     info: Option<&'a RawValue>,
+    method: Option<&'a RawValue>,
+    result: Option<&'a RawValue>,
     /// The first known field that appeared more than once.
     duplicate: Option<&'static str>,
 }
@@ -78,6 +80,8 @@ enum Field {
     Users,
     User,
     Info,
+    Method,
+    Result,
     #[serde(other)]
     Unknown,
 }
@@ -121,6 +125,8 @@ impl<'de> Deserialize<'de> for Fields<'de> {
                         Field::Users => (&mut f.users, "users"),
                         Field::User => (&mut f.user, "user"),
                         Field::Info => (&mut f.info, "info"),
+                        Field::Method => (&mut f.method, "method"),
+                        Field::Result => (&mut f.result, "result"),
                         Field::Unknown => {
                             // Skipped without building anything (the JSON is
                             // still checked, and nesting is depth-limited).
@@ -224,6 +230,20 @@ impl<'a> Fields<'a> {
             .ok_or_else(|| DecodeError::new(id, ErrorCode::BadRequest, "missing `data`"))
     }
 
+    /// `method` of an `rpc`: a string of 1 to 256 bytes.
+    fn method(&self, id: u64) -> Result<String, DecodeError> {
+        let method = self.method.and_then(read::<String>).ok_or_else(|| {
+            DecodeError::new(
+                Some(id),
+                ErrorCode::BadRequest,
+                "`rpc` needs a string `method`",
+            )
+        })?;
+        validate_rpc_method(&method)
+            .map_err(|m| DecodeError::new(Some(id), ErrorCode::BadRequest, m))?;
+        Ok(method)
+    }
+
     /// `key`: absent or `null` for none, else a string of 1 to 256 bytes.
     pub(super) fn key(&self, id: Option<u64>) -> Result<Option<String>, DecodeError> {
         let bad = || {
@@ -279,7 +299,7 @@ impl ClientMessage {
                 DecodeError::new(
                     id,
                     ErrorCode::UnknownType,
-                    "`type` must be a string: subscribe, unsubscribe, publish, presence, presence_stats or ping",
+                    "`type` must be a string: subscribe, unsubscribe, publish, presence, presence_stats, rpc or ping",
                 )
             })?,
         };
@@ -335,11 +355,21 @@ impl ClientMessage {
                 let channel = f.channel(Some(id))?;
                 Ok(ClientMessage::PresenceStats { id, channel })
             }
+            "rpc" => {
+                let id = f.require_id(&kind)?;
+                let method = f.method(id)?;
+                // `data` is optional: none is `null`.
+                let data = match f.data {
+                    Some(raw) => raw.to_owned(),
+                    None => RawValue::NULL.to_owned(),
+                };
+                Ok(ClientMessage::Rpc { id, method, data })
+            }
             other => Err(DecodeError::new(
                 id,
                 ErrorCode::UnknownType,
                 format!(
-                    "unknown type {:?}; expected subscribe, unsubscribe, publish, presence, presence_stats or ping",
+                    "unknown type {:?}; expected subscribe, unsubscribe, publish, presence, presence_stats, rpc or ping",
                     excerpt(other, 64)
                 ),
             )),
@@ -399,7 +429,7 @@ impl ServerMessage {
                 poll_timeout_ms: optional(f.poll_timeout_ms, k, "poll_timeout_ms")?,
             },
             "subscribed" => ServerMessage::Subscribed {
-                id: need(f.id, k, "id")?,
+                id: optional(f.id, k, "id")?,
                 channel: need(f.channel, k, "channel")?,
                 epoch: need(f.epoch, k, "epoch")?,
                 offset: need(f.offset, k, "offset")?,
@@ -469,6 +499,13 @@ impl ServerMessage {
                     }
                 }
             }
+            "rpc" => ServerMessage::Rpc {
+                id: need(f.id, k, "id")?,
+                // An answer without `result` is a `null` result.
+                result: f
+                    .result
+                    .map_or_else(|| RawValue::NULL.to_owned(), RawValue::to_owned),
+            },
             "pong" => ServerMessage::Pong,
             other => {
                 return Err(DecodeError::new(

@@ -23,6 +23,24 @@ pub use publish::{
     MAX_KEY_LEN,
 };
 
+/// Longest `method` of an `rpc`, in bytes (the shortest is 1).
+pub const MAX_RPC_METHOD_LEN: usize = 256;
+
+/// Longest connect `data` a client sends: the `data=` query parameter's
+/// value on `/ws` and `/lp/open`, URL-encoded (as JavaScript's
+/// `encodeURIComponent` does), in bytes.
+pub const MAX_CONNECT_DATA_BYTES: usize = 4096;
+
+/// Checks an `rpc` method name: 1 to [`MAX_RPC_METHOD_LEN`] bytes.
+pub fn validate_rpc_method(method: &str) -> Result<(), String> {
+    if method.is_empty() || method.len() > MAX_RPC_METHOD_LEN {
+        return Err(format!(
+            "`method` must be a string of 1 to {MAX_RPC_METHOD_LEN} bytes"
+        ));
+    }
+    Ok(())
+}
+
 /// The protocol version announced in `welcome`.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -97,6 +115,13 @@ pub enum ClientMessage {
         id: u64,
         channel: String,
     },
+    /// A request the server hands to the backend's rpc hook; `data` is
+    /// `null` when the client sent none.
+    Rpc {
+        id: u64,
+        method: String,
+        data: Box<RawValue>,
+    },
     Ping,
 }
 
@@ -124,8 +149,11 @@ pub enum ServerMessage {
         /// Long polling only: how long a poll waits before answering `[]`.
         poll_timeout_ms: Option<u64>,
     },
+    /// The answer to a `subscribe` (`id` set), or without `id`: a
+    /// subscription the server made on the client's behalf (the connect
+    /// hook's `channels`), or on long polling a resynchronisation.
     Subscribed {
-        id: u64,
+        id: Option<u64>,
         channel: String,
         epoch: String,
         offset: u64,
@@ -181,6 +209,11 @@ pub enum ServerMessage {
         client: String,
         user: Option<String>,
         info: Option<Box<RawValue>>,
+    },
+    /// The backend's answer to an `rpc` request.
+    Rpc {
+        id: u64,
+        result: Box<RawValue>,
     },
     /// Long polling only: the session ends with this close code (a
     /// WebSocket carries it in its close frame instead).
@@ -330,6 +363,9 @@ impl ClientMessage {
             ClientMessage::PresenceStats { id, channel } => {
                 serde_json::json!({"type": "presence_stats", "id": id, "channel": channel})
             }
+            ClientMessage::Rpc { id, method, data } => {
+                serde_json::json!({"type": "rpc", "id": id, "method": method, "data": data})
+            }
             ClientMessage::Ping => serde_json::json!({"type": "ping"}),
         };
         value.to_string()
@@ -440,6 +476,10 @@ impl ServerMessage {
                 user: user.as_deref(),
                 info: info.as_deref(),
             },
+            ServerMessage::Rpc { id, result } => Wire::Rpc {
+                id: *id,
+                result: result.as_ref(),
+            },
             ServerMessage::Pong => Wire::Pong,
         };
         // Serializing plain fields, strings and raw JSON into a String
@@ -461,7 +501,8 @@ enum Wire<'a> {
         poll_timeout_ms: Option<u64>,
     },
     Subscribed {
-        id: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
         channel: &'a str,
         epoch: &'a str,
         offset: u64,
@@ -512,6 +553,10 @@ enum Wire<'a> {
         user: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         info: Option<&'a RawValue>,
+    },
+    Rpc {
+        id: u64,
+        result: &'a RawValue,
     },
     Pong,
 }

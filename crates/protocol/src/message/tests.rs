@@ -238,7 +238,7 @@ fn server_messages_round_trip() {
             poll_timeout_ms: Some(25000),
         },
         ServerMessage::Subscribed {
-            id: 1,
+            id: Some(1),
             channel: "news".into(),
             epoch: "e".into(),
             offset: 45,
@@ -265,6 +265,18 @@ fn server_messages_round_trip() {
             code: ErrorCode::InvalidChannel,
             message: "bad name".into(),
             channel: Some("a b".into()),
+        },
+        ServerMessage::Subscribed {
+            id: None,
+            channel: "user:7".into(),
+            epoch: "e".into(),
+            offset: 3,
+            recovered: false,
+            publications: vec![],
+        },
+        ServerMessage::Rpc {
+            id: 9,
+            result: raw("{\"ok\":true}"),
         },
         ServerMessage::Close {
             code: 4002,
@@ -309,4 +321,30 @@ fn join_and_leave_need_their_channel_and_client_and_keep_info_raw() {
         m.encode(),
         r#"{"type":"leave","channel":"c","client":"a","user":null,"info":{"x": 1}}"#
     );
+}
+
+#[test]
+fn rpc_method_is_checked_and_data_defaults_to_null() {
+    let m =
+        ClientMessage::decode(r#"{"type":"rpc","id":4,"method":"get_profile"}"#).expect("decodes");
+    let v: serde_json::Value = serde_json::from_str(&m.encode()).unwrap_or_default();
+    assert_eq!(
+        v,
+        serde_json::json!({"type": "rpc", "id": 4, "method": "get_profile", "data": null})
+    );
+    let long = "m".repeat(MAX_RPC_METHOD_LEN + 1);
+    for frame in [
+        r#"{"type":"rpc","id":4}"#.to_owned(),
+        r#"{"type":"rpc","id":4,"method":""}"#.to_owned(),
+        r#"{"type":"rpc","id":4,"method":7}"#.to_owned(),
+        format!(r#"{{"type":"rpc","id":4,"method":"{long}"}}"#),
+    ] {
+        let e = ClientMessage::decode(&frame).expect_err(&frame);
+        assert_eq!((e.id, e.code), (Some(4), ErrorCode::BadRequest), "{frame}");
+    }
+    let ok = "m".repeat(MAX_RPC_METHOD_LEN);
+    assert!(ClientMessage::decode(&format!(r#"{{"type":"rpc","id":4,"method":"{ok}"}}"#)).is_ok());
+    // An answer without `result` is a null result.
+    let m = ServerMessage::decode(r#"{"type":"rpc","id":4}"#).expect("decodes");
+    assert_eq!(m.encode(), r#"{"type":"rpc","id":4,"result":null}"#);
 }

@@ -138,6 +138,13 @@ impl Session {
             ClientMessage::PresenceStats { id, channel } => {
                 self.presence_request(id, channel, true, out).await
             }
+            // Placeholder until the rpc hook (issue 19) answers it.
+            ClientMessage::Rpc { id, .. } => Self::reply_error(
+                out,
+                Some(id),
+                ErrorCode::BadRequest,
+                "rpc is not enabled on this server (no --hook-rpc)".into(),
+            ),
         }
     }
 
@@ -427,7 +434,8 @@ fn request_id(m: &ClientMessage) -> Option<u64> {
         | ClientMessage::Unsubscribe { id, .. }
         | ClientMessage::Publish { id, .. }
         | ClientMessage::Presence { id, .. }
-        | ClientMessage::PresenceStats { id, .. } => Some(*id),
+        | ClientMessage::PresenceStats { id, .. }
+        | ClientMessage::Rpc { id, .. } => Some(*id),
         ClientMessage::Ping => None,
     }
 }

@@ -19,6 +19,8 @@ export interface LongPollOptions {
     base: string;
     /** Query parameters for every request (the client URL's, e.g. `token=X`), beside `client=`. */
     query?: string;
+    /** Query parameters for `/lp/open` only (the connect data: `data=...`). */
+    openQuery?: string;
     token?: string | undefined;
     fetch: FetchLike;
     clock: Clock;
@@ -33,6 +35,8 @@ export declare class LongPollTransport implements Transport {
     handlers: TransportHandlers;
     readonly name: "longpoll";
     readonly repairsGaps = true;
+    /** True while the `/lp/open` answer's messages after the welcome are applied. */
+    announcing: boolean;
     opened: boolean;
     private client;
     private closed;

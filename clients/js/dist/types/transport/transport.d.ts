@@ -29,6 +29,13 @@ export interface Transport {
     refresh(): void;
     /** Whether the transport repairs a gap itself (long polling: the next poll re-reads). */
     readonly repairsGaps: boolean;
+    /**
+     * Whether a `subscribed` without id for a channel the client does not hold
+     * announces a server-side subscription now: always on a WebSocket; on long
+     * polling only in the `/lp/open` answer (in a poll answer it is a stale
+     * resync for a channel just left).
+     */
+    readonly announcing: boolean;
 }
 /** Injected timers and clock. */
 export interface Clock {

@@ -5,6 +5,7 @@ export declare class WebSocketTransport implements Transport {
     private readonly log;
     readonly name: "websocket";
     readonly repairsGaps = false;
+    readonly announcing = true;
     opened: boolean;
     private ws;
     private closed;
