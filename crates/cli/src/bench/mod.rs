@@ -4,8 +4,9 @@
 //! `idle` (memory and connect rate at N idle connections), `fanout`
 //! (deliveries/s, latency and losses for N subscribers of one channel),
 //! `echo` (round trips/s against `/echo`), `storm` (N clients at once,
-//! retrying as told by `Retry-After`), and `presence` (what presence costs
-//! Redis for N present clients, and a `presence` answer's latency). The same scenarios run against a bare
+//! retrying as told by `Retry-After`), `presence` (what presence costs
+//! Redis for N present clients, and a `presence` answer's latency) and
+//! `hooks` (the bench as the backend: connect hook latency, events/s). The same scenarios run against a bare
 //! WebSocket server (`--protocol raw`) and against Socket.IO 4
 //! (`--protocol socketio`), so Tether can be compared with baselines in one
 //! run (see `benches/run.sh` and BENCHMARKS.md).
@@ -13,6 +14,7 @@
 mod conn;
 mod echo;
 mod fanout;
+mod hooks;
 mod idle;
 mod presence;
 mod socketio;
@@ -69,6 +71,11 @@ pub fn command() -> Command {
         .subcommand(common(Command::new("storm").about("N clients connect at once (a reconnect storm); count 101/429/503 and time until all are in"))
             .arg(value_arg("clients", "clients").value_name("N").default_value("1000"))
             .arg(value_arg("hold", "how long to hold them once all are in").value_name("DURATION").default_value("1s")))
+        .subcommand(common(Command::new("hooks").about("The bench is the backend (--backend-listen): N connections to their welcome through the server's connect hook, then closed; handshakes/s, welcome latency, and the lifecycle events delivered per second"))
+            .arg(value_arg("connections", "connections").value_name("N").default_value("2000"))
+            .arg(value_arg("concurrency", "handshakes in flight at once").value_name("C").default_value("64"))
+            .arg(value_arg("backend-listen", "where the bench answers the server's hooks (--hook-connect http://ADDR/connect) and receives its events (--events-url http://ADDR/events)").value_name("ADDR").required(true))
+            .arg(value_arg("settle", "how long to wait for the events after the last close").value_name("DURATION").default_value("30s")))
         .subcommand(common(Command::new("presence").about("N clients present over K presence channels: Redis commands/s and CPU while they are held, and the latency of presence on one channel"))
             .arg(value_arg("clients", "clients present").value_name("N").default_value("10000"))
             .arg(value_arg("channels", "channels PREFIX:0 .. PREFIX:K-1 they are spread over (the server's rule must give them presence = true)").value_name("K").default_value("10"))
@@ -163,12 +170,13 @@ fn common(m: &ArgMatches, connections: usize) -> anyhow::Result<Common> {
 pub fn run(m: &ArgMatches) -> anyhow::Result<ExitCode> {
     let (name, sub) = m
         .subcommand()
-        .context("a scenario is required: idle, fanout, echo, storm or presence")?;
+        .context("a scenario is required: idle, fanout, echo, storm, presence or hooks")?;
     let count: usize = match name {
         "idle" | "echo" => number(sub, "connections")?,
         "fanout" => number::<usize>(sub, "subscribers")? + 1,
         "storm" => number(sub, "clients")?,
         "presence" => number::<usize>(sub, "clients")? + 1,
+        "hooks" => number(sub, "connections")?,
         other => bail!("unknown scenario {other:?}"),
     };
     if count == 0 {
@@ -188,6 +196,7 @@ pub fn run(m: &ArgMatches) -> anyhow::Result<ExitCode> {
                 "fanout" => fanout::run(&c, fanout::Options::from(sub)?).await,
                 "echo" => echo::run(&c, echo::Options::from(sub)?).await,
                 "presence" => presence::run(&c, presence::Options::from(sub)?).await,
+                "hooks" => hooks::run(&c, hooks::Options::from(sub)?).await,
                 _ => storm::run(&c, storm::Options::from(sub)?).await,
             }
         };
