@@ -4,7 +4,7 @@
 
 use super::{
     publish::validate_channel, ClientMessage, DecodeError, ErrorCode, ServerMessage,
-    StreamPosition, MAX_KEY_LEN, PROTOCOL_VERSION,
+    StreamPosition, MAX_KEY_LEN, MAX_METHOD_LEN, PROTOCOL_VERSION,
 };
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -47,6 +47,8 @@ pub(super) struct Fields<'a> {
     users: Option<&'a RawValue>,
     user: Option<&'a RawValue>,
     info: Option<&'a RawValue>,
+    method: Option<&'a RawValue>,
+    result: Option<&'a RawValue>,
     /// The first known field that appeared more than once.
     duplicate: Option<&'static str>,
 }
@@ -78,6 +80,8 @@ enum Field {
     Users,
     User,
     Info,
+    Method,
+    Result,
     #[serde(other)]
     Unknown,
 }
@@ -121,6 +125,8 @@ impl<'de> Deserialize<'de> for Fields<'de> {
                         Field::Users => (&mut f.users, "users"),
                         Field::User => (&mut f.user, "user"),
                         Field::Info => (&mut f.info, "info"),
+                        Field::Method => (&mut f.method, "method"),
+                        Field::Result => (&mut f.result, "result"),
                         Field::Unknown => {
                             // Skipped without building anything (the JSON is
                             // still checked, and nesting is depth-limited).
@@ -243,6 +249,22 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// `method`: a string of 1 to [`MAX_METHOD_LEN`] bytes.
+    fn method(&self, id: u64) -> Result<String, DecodeError> {
+        let bad = || {
+            DecodeError::new(
+                Some(id),
+                ErrorCode::BadRequest,
+                format!("`method` must be a string of 1 to {MAX_METHOD_LEN} bytes"),
+            )
+        };
+        let method = self.method.and_then(read::<String>).ok_or_else(bad)?;
+        if method.is_empty() || method.len() > MAX_METHOD_LEN {
+            return Err(bad());
+        }
+        Ok(method)
+    }
+
     pub(super) fn duplicate_error(&self, id: Option<u64>) -> Result<(), DecodeError> {
         match self.duplicate {
             Some(name) => Err(DecodeError::new(
@@ -279,7 +301,7 @@ impl ClientMessage {
                 DecodeError::new(
                     id,
                     ErrorCode::UnknownType,
-                    "`type` must be a string: subscribe, unsubscribe, publish, presence, presence_stats or ping",
+                    "`type` must be a string: subscribe, unsubscribe, publish, presence, presence_stats, rpc or ping",
                 )
             })?,
         };
@@ -335,11 +357,21 @@ impl ClientMessage {
                 let channel = f.channel(Some(id))?;
                 Ok(ClientMessage::PresenceStats { id, channel })
             }
+            "rpc" => {
+                let id = f.require_id(&kind)?;
+                let method = f.method(id)?;
+                // Absent is `null`: a call may carry nothing.
+                let data = match f.data {
+                    Some(raw) => raw.to_owned(),
+                    None => null(),
+                };
+                Ok(ClientMessage::Rpc { id, method, data })
+            }
             other => Err(DecodeError::new(
                 id,
                 ErrorCode::UnknownType,
                 format!(
-                    "unknown type {:?}; expected subscribe, unsubscribe, publish, presence, presence_stats or ping",
+                    "unknown type {:?}; expected subscribe, unsubscribe, publish, presence, presence_stats, rpc or ping",
                     excerpt(other, 64)
                 ),
             )),
@@ -469,6 +501,13 @@ impl ServerMessage {
                     }
                 }
             }
+            "rpc" => ServerMessage::Rpc {
+                id: need(f.id, k, "id")?,
+                result: match f.result {
+                    Some(raw) => raw.to_owned(),
+                    None => null(),
+                },
+            },
             "pong" => ServerMessage::Pong,
             other => {
                 return Err(DecodeError::new(
@@ -479,4 +518,9 @@ impl ServerMessage {
             }
         })
     }
+}
+
+/// JSON `null` as a raw value.
+fn null() -> Box<RawValue> {
+    RawValue::from_string("null".to_owned()).unwrap_or_else(|_| unreachable!("null is JSON"))
 }

@@ -97,8 +97,19 @@ pub enum ClientMessage {
         id: u64,
         channel: String,
     },
+    /// A call answered by the backend's rpc hook (`--hook-rpc`): `method`
+    /// is 1 to [`MAX_METHOD_LEN`] bytes, `data` any JSON (`null` when the
+    /// client sent none).
+    Rpc {
+        id: u64,
+        method: String,
+        data: Box<RawValue>,
+    },
     Ping,
 }
+
+/// Longest rpc `method` accepted, in bytes.
+pub const MAX_METHOD_LEN: usize = 256;
 
 // `Box<RawValue>` has no PartialEq; compare the encoded text.
 impl PartialEq for ClientMessage {
@@ -187,6 +198,11 @@ pub enum ServerMessage {
     Close {
         code: u16,
         reason: String,
+    },
+    /// The backend's answer to an `rpc` request (any JSON).
+    Rpc {
+        id: u64,
+        result: Box<RawValue>,
     },
     Pong,
 }
@@ -330,6 +346,9 @@ impl ClientMessage {
             ClientMessage::PresenceStats { id, channel } => {
                 serde_json::json!({"type": "presence_stats", "id": id, "channel": channel})
             }
+            ClientMessage::Rpc { id, method, data } => {
+                serde_json::json!({"type": "rpc", "id": id, "method": method, "data": data})
+            }
             ClientMessage::Ping => serde_json::json!({"type": "ping"}),
         };
         value.to_string()
@@ -440,6 +459,10 @@ impl ServerMessage {
                 user: user.as_deref(),
                 info: info.as_deref(),
             },
+            ServerMessage::Rpc { id, result } => Wire::Rpc {
+                id: *id,
+                result: result.as_ref(),
+            },
             ServerMessage::Pong => Wire::Pong,
         };
         // Serializing plain fields, strings and raw JSON into a String
@@ -512,6 +535,10 @@ enum Wire<'a> {
         user: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         info: Option<&'a RawValue>,
+    },
+    Rpc {
+        id: u64,
+        result: &'a RawValue,
     },
     Pong,
 }

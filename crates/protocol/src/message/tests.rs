@@ -310,3 +310,35 @@ fn join_and_leave_need_their_channel_and_client_and_keep_info_raw() {
         r#"{"type":"leave","channel":"c","client":"a","user":null,"info":{"x": 1}}"#
     );
 }
+
+#[test]
+fn rpc_methods_are_1_to_256_bytes_and_data_stays_raw() {
+    let longest = "m".repeat(MAX_METHOD_LEN);
+    let m = ClientMessage::decode(&format!(
+        r#"{{"type":"rpc","id":3,"method":"{longest}","data":{{"a":[1, 2]}}}}"#
+    ))
+    .unwrap();
+    let ClientMessage::Rpc { id, method, data } = m else {
+        panic!("not an rpc: {m:?}");
+    };
+    assert_eq!((id, method.len(), data.get()), (3, 256, r#"{"a":[1, 2]}"#));
+    for method in [
+        format!("\"{longest}m\""),
+        "\"\"".into(),
+        "7".into(),
+        "null".into(),
+    ] {
+        let e = ClientMessage::decode(&format!(r#"{{"type":"rpc","id":4,"method":{method}}}"#))
+            .unwrap_err();
+        assert_eq!((e.id, e.code), (Some(4), ErrorCode::BadRequest), "{method}");
+    }
+    let e = ClientMessage::decode(r#"{"type":"rpc","method":"x"}"#).unwrap_err();
+    assert_eq!((e.id, e.code), (None, ErrorCode::BadRequest));
+    // The server's answer carries the backend's result as it came.
+    let reply = ServerMessage::Rpc {
+        id: 3,
+        result: raw(r#"{"ok": true}"#),
+    };
+    assert_eq!(reply.encode(), r#"{"type":"rpc","id":3,"result":{"ok": true}}"#);
+    assert_eq!(ServerMessage::decode(&reply.encode()).unwrap(), reply);
+}

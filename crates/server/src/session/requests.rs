@@ -427,7 +427,8 @@ fn request_id(m: &ClientMessage) -> Option<u64> {
         | ClientMessage::Unsubscribe { id, .. }
         | ClientMessage::Publish { id, .. }
         | ClientMessage::Presence { id, .. }
-        | ClientMessage::PresenceStats { id, .. } => Some(*id),
+        | ClientMessage::PresenceStats { id, .. }
+        | ClientMessage::Rpc { id, .. } => Some(*id),
         ClientMessage::Ping => None,
     }
 }
