@@ -2,11 +2,21 @@
 
 use prometheus_client::{
     encoding::text::encode,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{exponential_buckets, Histogram},
+    },
     registry::Registry,
 };
 
 type Labels = Vec<(&'static str, String)>;
+
+/// How long hook calls took: 1 ms to ~16 s, doubling.
+fn hook_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -52,6 +62,11 @@ pub struct Metrics {
     /// Presence entries held: one per session subscribed to a channel whose
     /// rule says `presence = true`.
     pub presence_entries: Gauge,
+    /// Hook calls by hook and outcome (`ok`, `refused`, `over_capacity`,
+    /// `timeout`, `unreachable`, `unavailable`, `bad_answer`).
+    pub hook_requests: Family<Labels, Counter>,
+    /// How long hook calls took (calls not made are not timed), by hook.
+    pub hook_seconds: Family<Labels, Histogram, fn() -> Histogram>,
 }
 
 impl Default for Metrics {
@@ -85,6 +100,8 @@ impl Metrics {
             redis_resets: Counter::default(),
             redis_reconnects: Family::default(),
             presence_entries: Gauge::default(),
+            hook_requests: Family::default(),
+            hook_seconds: Family::new_with_constructor(hook_histogram),
             registry: Registry::default(),
         };
         registry.register(
@@ -192,7 +209,32 @@ impl Metrics {
             "Presence entries held (sessions subscribed to presence channels)",
             m.presence_entries.clone(),
         );
+        registry.register(
+            "hook_requests",
+            "Calls to the backend's hooks, by hook and outcome",
+            m.hook_requests.clone(),
+        );
+        registry.register(
+            "hook_seconds",
+            "How long calls to the backend's hooks took, by hook",
+            m.hook_seconds.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    pub fn hook_request(&self, hook: &str, outcome: &str) {
+        self.hook_requests
+            .get_or_create(&vec![
+                ("hook", hook.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ])
+            .inc();
+    }
+
+    pub fn hook_seconds(&self, hook: &str, took: std::time::Duration) {
+        self.hook_seconds
+            .get_or_create(&vec![("hook", hook.to_owned())])
+            .observe(took.as_secs_f64());
     }
 
     pub fn redis_repair(&self, cause: &str) {

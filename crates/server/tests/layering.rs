@@ -33,6 +33,9 @@ const LAYERS: &[(&str, &[&str])] = &[
             "heartbeat",
         ],
     ),
+    // Calls to the operator's backend: the node holds them, the session
+    // asks them; they know HTTP and JSON, not sessions.
+    ("backend calls", &["hooks"]),
     (
         "leaves",
         &[

@@ -18,7 +18,21 @@ const RULE_KEYS: &[&str] = &[
     "history_size",
     "history_ttl",
     "client_publish",
+    "subscribe_hook",
+    "publish_hook",
 ];
+
+/// What a rule turns on that other settings must allow, with where it is
+/// said, for [`super::load`] to check once flags and variables are read.
+#[derive(Debug, Default)]
+pub struct Noted {
+    /// The refusal for the first `presence = true`, should the broker be Redis.
+    pub presence: Option<String>,
+    /// `subscribe_hook = true at FILE line N` (the first), which needs `--hook-subscribe`.
+    pub subscribe_hook: Option<String>,
+    /// `publish_hook = true at FILE line N` (the first), which needs `--hook-publish`.
+    pub publish_hook: Option<String>,
+}
 
 /// Only `channels`, whatever it is; the rest of the file is read elsewhere.
 #[derive(Deserialize)]
@@ -45,15 +59,16 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 /// Refuses the first bad `[[channels]]` rule of the file's `text`; returns
-/// the refusal for the first `presence = true`, should the broker turn out
-/// to be Redis (known only once flags and variables are read).
-pub fn check(text: &str, path: &Path) -> Result<Option<String>, ConfigError> {
+/// what rules turned on that depends on other settings (known only once
+/// flags and variables are read): presence (refused with a Redis broker),
+/// and the hooks (refused without their URL).
+pub fn check(text: &str, path: &Path) -> Result<Noted, ConfigError> {
     let file = path.display();
     let invalid = |m: String| ConfigError::Invalid(m);
     let unreadable = |e: toml::de::Error| invalid(format!("{file}: channels: {}", e.message()));
     let Outer { channels } = toml::from_str(text).map_err(unreadable)?;
     let Some(channels) = channels else {
-        return Ok(None);
+        return Ok(Noted::default());
     };
     let is_list = matches!(channels.get_ref(), Value::Array(a) if a.iter().all(Value::is_table));
     if !is_list {
@@ -66,7 +81,7 @@ pub fn check(text: &str, path: &Path) -> Result<Option<String>, ConfigError> {
     let Rules { channels } = toml::from_str(text).map_err(unreadable)?;
     // (pattern, line) of every rule so far, to refuse a duplicate.
     let mut seen: Vec<(String, usize)> = Vec::new();
-    let mut presence_on = None;
+    let mut noted = Noted::default();
     for rule in &channels {
         let mut entries: Vec<_> = rule.get_ref().iter().collect();
         entries.sort_by_key(|(key, _)| key.span().start);
@@ -99,7 +114,7 @@ pub fn check(text: &str, path: &Path) -> Result<Option<String>, ConfigError> {
                 }
                 ("presence", Value::Boolean(true)) => {
                     presence = true;
-                    presence_on.get_or_insert_with(|| {
+                    noted.presence.get_or_insert_with(|| {
                         format!(
                             "presence = true at {file} line {line}: presence with --broker redis \
                              comes in a later version (docs/presence.md)"
@@ -107,6 +122,14 @@ pub fn check(text: &str, path: &Path) -> Result<Option<String>, ConfigError> {
                     });
                 }
                 ("join_leave", Value::Boolean(true)) => join_leave_at = Some(line),
+                ("subscribe_hook", Value::Boolean(true)) => {
+                    let at = format!("subscribe_hook = true at {file} line {line}");
+                    noted.subscribe_hook.get_or_insert(at);
+                }
+                ("publish_hook", Value::Boolean(true)) => {
+                    let at = format!("publish_hook = true at {file} line {line}");
+                    noted.publish_hook.get_or_insert(at);
+                }
                 ("history_ttl", value) => {
                     let ttl = value.as_str().and_then(duration::parse).or_else(|| {
                         value
@@ -142,7 +165,7 @@ pub fn check(text: &str, path: &Path) -> Result<Option<String>, ConfigError> {
             }
         }
     }
-    Ok(presence_on)
+    Ok(noted)
 }
 
 /// Checks one key's value alone, as a rule would read it; `Err` says what
@@ -183,7 +206,7 @@ mod tests {
                     pattern = \"room:*\"\npresence = true\n";
         let noted = check(text, Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            noted.as_deref(),
+            noted.presence.as_deref(),
             Some(
                 "presence = true at t.toml line 7: presence with --broker redis comes in a \
                  later version (docs/presence.md)"

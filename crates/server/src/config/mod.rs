@@ -18,6 +18,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 mod address;
 mod channels;
 pub(crate) use crate::duration;
+mod hooks;
 mod input;
 mod keys;
 mod list;
@@ -30,6 +31,7 @@ mod validate_tests;
 
 pub use input::NOT_SETTINGS;
 use input::{Given, Origin};
+pub use hooks::{check_url as check_hook_url, HooksConfig, MAX_HOOK_TIMEOUT};
 pub use keys::{Key, KEYS};
 pub use validate::{MAX_DURATION, MIN_RATE};
 
@@ -45,6 +47,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub proxy: ProxyConfig,
     pub broker: BrokerConfig,
+    pub hooks: HooksConfig,
     pub log: LogConfig,
     /// `[[channels]]` rules, only from the file (see `channel_rules`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -361,7 +364,7 @@ pub fn load(
     flags: &[(String, String)],
 ) -> Result<Config, ConfigError> {
     let mut given: Vec<Given> = Vec::new();
-    let mut presence_on = None;
+    let mut noted = channels::Noted::default();
     let mut table = match file {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -374,7 +377,7 @@ pub fn load(
                     path: path.to_owned(),
                     source: Box::new(source),
                 })?;
-            presence_on = channels::check(&text, path)?;
+            noted = channels::check(&text, path)?;
             input::check_file_keys(&table, path)?;
             for key in KEYS {
                 let value = table.get(key.section).and_then(|s| s.get(key.key));
@@ -422,8 +425,20 @@ pub fn load(
         .try_into()
         .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
     config.validate(&input::Names { given: &given })?;
-    if let Some(refusal) = presence_on.filter(|_| config.broker.kind == BrokerKind::Redis) {
+    if let Some(refusal) = noted.presence.filter(|_| config.broker.kind == BrokerKind::Redis) {
         return Err(ConfigError::Invalid(refusal));
+    }
+    let names = input::Names { given: &given };
+    for (at, url, key) in [
+        (noted.subscribe_hook, &config.hooks.subscribe, "hooks.subscribe"),
+        (noted.publish_hook, &config.hooks.publish, "hooks.publish"),
+    ] {
+        if let (Some(at), None) = (at, url) {
+            return Err(ConfigError::Invalid(format!(
+                "{at}: needs {} URL, the backend that decides them (docs/hooks.md)",
+                names.name(key)
+            )));
+        }
     }
     Ok(config)
 }
@@ -443,6 +458,9 @@ impl Config {
         }
         if shown.auth.api_key.is_some() {
             shown.auth.api_key = Some("<set>".into());
+        }
+        if shown.hooks.secret.is_some() {
+            shown.hooks.secret = Some("<set>".into());
         }
         toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
     }

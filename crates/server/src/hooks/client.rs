@@ -10,6 +10,7 @@ use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::TokioExecutor,
 };
+use super::tls::Connector;
 use ring::hmac;
 use std::{
     sync::Arc,
@@ -45,10 +46,12 @@ pub enum CallError {
 /// The client every hook and the event sender use.
 #[derive(Clone)]
 pub struct HookClient {
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<Connector, Full<Bytes>>,
     key: Arc<hmac::Key>,
     timeout: Duration,
     slots: Arc<Semaphore>,
+    /// Why `https://` cannot be used, if it cannot.
+    https_unusable: Option<Arc<str>>,
 }
 
 impl HookClient {
@@ -56,7 +59,10 @@ impl HookClient {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(timeout));
+        let connector = Connector::new(connector);
+        let https_unusable = connector.https_unusable().map(Arc::from);
         HookClient {
+            https_unusable,
             http: Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(30))
                 .build(connector),
@@ -64,6 +70,11 @@ impl HookClient {
             timeout,
             slots: Arc::new(Semaphore::new(concurrency)),
         }
+    }
+
+    /// Why `https://` URLs cannot be called (no CA bundle), if they cannot.
+    pub fn https_unusable(&self) -> Option<String> {
+        self.https_unusable.as_deref().map(str::to_owned)
     }
 
     /// Whether a call would find a free slot now (to shed before starting

@@ -8,6 +8,7 @@
 //! idempotency, and reading from the channels' shared logs all live here,
 //! once, so the transports cannot drift apart.
 
+mod backend;
 mod joining;
 mod positions;
 mod presence;
@@ -25,6 +26,7 @@ use crate::{
 };
 use bytes::Bytes;
 use std::{collections::HashMap, sync::Arc};
+pub use backend::{closing_of, Pending};
 use subscriptions::Subscriptions;
 use tether_protocol::{CloseCode, ServerMessage, PROTOCOL_VERSION};
 use tracing::debug;
@@ -100,6 +102,21 @@ struct Rare {
     /// positions in every request, and they are checked against these; a
     /// connection keeps only the channels whose replay has not reached it.
     held: HashMap<Arc<str>, Held>,
+    /// Channels the subscribe hook allowed this long-polling session (its
+    /// polls name them again; the hook is not asked again while held).
+    approved: std::collections::HashSet<Arc<str>>,
+    /// Server-side subscriptions (the connect hook's `channels`) not yet
+    /// joined and announced to the client.
+    announce: Vec<String>,
+}
+
+impl Rare {
+    fn is_empty(&self) -> bool {
+        self.client.is_empty()
+            && self.held.is_empty()
+            && self.approved.is_empty()
+            && self.announce.is_empty()
+    }
 }
 
 /// Where a session joined a channel.
@@ -204,7 +221,7 @@ impl Session {
     pub(crate) fn unhold(&mut self, channel: &str) {
         if let Some(r) = &mut self.rare {
             r.held.remove(channel);
-            if self.style == Style::Connection && r.held.is_empty() {
+            if self.style == Style::Connection && r.is_empty() {
                 self.rare = None;
             }
         }

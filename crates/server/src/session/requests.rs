@@ -1,7 +1,7 @@
 //! Requests on a session: decoding, the message rate and strikes, and
 //! subscribe / unsubscribe / publish against the hub and the broker.
 
-use super::{joining::Joining, Closing, Out, Session, MAX_STRIKES};
+use super::{backend::Pending, joining::Joining, Closing, Out, Session, MAX_STRIKES};
 use crate::broker::{BrokerError, Publication, Recovery};
 use crate::hub::HubFull;
 use crate::node::PublishError;
@@ -81,8 +81,24 @@ impl Session {
     }
 
     /// One inbound text message: decoded, rate-limited, handled; replies go
-    /// to `out`.
+    /// to `out`. A request the backend decides is waited for here: the
+    /// caller runs this where it is never dropped halfway (long polling's
+    /// session task).
     pub async fn on_text(&mut self, text: &str, out: &mut Out) -> Result<(), Closing> {
+        if let Some(pending) = self.on_text_step(text, out).await? {
+            self.wait(pending, out).await?;
+        }
+        Ok(())
+    }
+
+    /// [`Session::on_text`], except that a request the backend decides is
+    /// returned at its call, for the transport to await and
+    /// [`Session::resume`] (nothing is changed until then).
+    pub async fn on_text_step(
+        &mut self,
+        text: &str,
+        out: &mut Out,
+    ) -> Result<Option<Box<Pending>>, Closing> {
         self.node.metrics.messages_in.inc();
         let decoded = ClientMessage::decode(text);
         if let Err(retry) = self.bucket.take(Instant::now().into_std()) {
@@ -91,35 +107,37 @@ impl Session {
                 Err(e) => e.id,
             };
             self.node.metrics.refusal("message_rate");
-            return self.strike(out, id, ErrorCode::RateLimited, too_many(retry));
+            return self
+                .strike(out, id, ErrorCode::RateLimited, too_many(retry))
+                .map(|()| None);
         }
         match decoded {
-            Err(e) => self.strike(out, e.id, e.code, e.message),
+            Err(e) => self.strike(out, e.id, e.code, e.message).map(|()| None),
             Ok(request) => {
                 self.strikes = 0;
-                self.handle(request, out).await;
-                Ok(())
+                Ok(self.handle(request, out).await)
             }
         }
     }
 
-    async fn handle(&mut self, request: ClientMessage, out: &mut Out) {
+    async fn handle(&mut self, request: ClientMessage, out: &mut Out) -> Option<Box<Pending>> {
         match request {
             ClientMessage::Ping => Self::reply(out, ServerMessage::Pong),
             ClientMessage::Subscribe {
                 id,
                 channel,
                 recover,
-            } => self.subscribe(id, channel, recover, out).await,
+            } => return self.subscribe(id, channel, recover, out).await,
             ClientMessage::Unsubscribe { id, channel } => {
                 if !self.drop_subscription(&channel) {
                     if self.on_connection() {
-                        return Self::reply_error(
+                        Self::reply_error(
                             out,
                             Some(id),
                             ErrorCode::NotSubscribed,
                             format!("not subscribed to {channel:?}"),
                         );
+                        return None;
                     }
                 } else {
                     self.leave(&channel);
@@ -131,14 +149,16 @@ impl Session {
                 channel,
                 data,
                 key,
-            } => self.publish(id, channel, data, key, out).await,
+            } => return self.publish(id, channel, data, key, out).await,
             ClientMessage::Presence { id, channel } => {
                 self.presence_request(id, channel, false, out).await
             }
             ClientMessage::PresenceStats { id, channel } => {
                 self.presence_request(id, channel, true, out).await
             }
+            ClientMessage::Rpc { id, method, data } => return self.rpc(id, method, data, out),
         }
+        None
     }
 
     async fn subscribe(
@@ -147,38 +167,48 @@ impl Session {
         channel: String,
         recover: Option<StreamPosition>,
         out: &mut Out,
-    ) {
+    ) -> Option<Box<Pending>> {
         if self.subs.contains_key(channel.as_str()) {
-            if self.on_connection() {
-                return Self::reply_error(
+            // A channel the backend subscribed the session to is the
+            // client's to take over (with its recovery) once.
+            if self.on_connection() && !self.grant.is_server_channel(&channel) {
+                Self::reply_error(
                     out,
                     Some(id),
                     ErrorCode::AlreadySubscribed,
                     format!("already subscribed to {channel:?}"),
                 );
+                return None;
             }
             // A retried subscribe: answered afresh from the position it names.
             self.unsubscribe_quietly(&channel);
         }
+        if self.needs_subscribe_hook(&channel) {
+            return self.subscribe_through_hook(id, channel, recover, out);
+        }
+        self.finish_subscribe(id, &channel, recover, out).await;
+        None
+    }
+
+    /// Joins `channel` and answers the subscribe `id`.
+    pub(super) async fn finish_subscribe(
+        &mut self,
+        id: u64,
+        channel: &str,
+        recover: Option<StreamPosition>,
+        out: &mut Out,
+    ) {
         // The reply carries what fits in it; the rest of the gap is read on
         // later turns (a connection) or polls (a retried client).
-        match self
-            .join(&channel, recover.as_ref(), REPLAY_REPLY_BYTES)
-            .await
-        {
-            Ok(recovery) => self.answer_subscribe(Some(id), &channel, recovery, out),
+        match self.join(channel, recover.as_ref(), REPLAY_REPLY_BYTES).await {
+            Ok(recovery) => self.answer_subscribe(Some(id), channel, recovery, out),
             Err((code, message)) => Self::reply_error(out, Some(id), code, message),
         }
     }
 
-    /// Checks the name, the permission and the subscription cap, joins the channel's
-    /// log and reads the broker's answer to `recover` (at most `budget` bytes of it).
-    pub(crate) async fn join(
-        &mut self,
-        channel: &str,
-        recover: Option<&StreamPosition>,
-        budget: usize,
-    ) -> Result<Recovery, (ErrorCode, String)> {
+    /// What a join checks before it takes anything: the name, the
+    /// permission, the session's subscription cap.
+    pub(super) fn may_join(&self, channel: &str) -> Result<(), (ErrorCode, String)> {
         // Decoded requests are checked already; a long poll names its
         // channels in its own body and is checked here.
         tether_protocol::message::validate_channel(channel)
@@ -198,6 +228,18 @@ impl Session {
                 format!("at most {max} subscriptions per connection; unsubscribe first"),
             ));
         }
+        Ok(())
+    }
+
+    /// Checks the name, the permission and the subscription cap, joins the channel's
+    /// log and reads the broker's answer to `recover` (at most `budget` bytes of it).
+    pub(crate) async fn join(
+        &mut self,
+        channel: &str,
+        recover: Option<&StreamPosition>,
+        budget: usize,
+    ) -> Result<Recovery, (ErrorCode, String)> {
+        self.may_join(channel)?;
         // A place in the node's subscription budget (with a share per
         // address), given back on drop if this join fails or is cancelled.
         let place = self
@@ -329,6 +371,9 @@ impl Session {
     /// broker if this was its last subscriber here. Awaits nothing, so a
     /// request dropped at any point leaves no half-done leave behind.
     pub(super) fn leave(&mut self, channel: &str) {
+        if let Some(r) = &mut self.rare {
+            r.approved.remove(channel);
+        }
         self.unhold(channel);
         self.exit_presence(channel);
         if let Some(last) = self.node.hub.remove(channel, self.conn_id) {
@@ -345,34 +390,37 @@ impl Session {
         data: Box<RawValue>,
         key: Option<String>,
         out: &mut Out,
-    ) {
+    ) -> Option<Box<Pending>> {
         if let Err((code, message)) = tether_protocol::message::validate_publish(
             &channel,
             &data,
             key.as_deref(),
             self.node.config.limits.max_message_bytes,
         ) {
-            return Self::reply_error(out, Some(id), code, message);
+            Self::reply_error(out, Some(id), code, message);
+            return None;
         }
         if !self.grant.can_publish(&channel) {
             self.node.metrics.refusal("publish_forbidden");
-            return Self::reply_error(
+            Self::reply_error(
                 out,
                 Some(id),
                 ErrorCode::Forbidden,
                 format!("no permission to publish to {channel:?}"),
             );
+            return None;
         }
         // The channel's rule may close it to clients whatever the token
         // says; the backend's POST /api/publish does not come here.
         if !self.node.rules.get(&channel).client_publish {
             self.node.metrics.refusal("publish_forbidden");
-            return Self::reply_error(
+            Self::reply_error(
                 out,
                 Some(id),
                 ErrorCode::Forbidden,
                 format!("clients may not publish to {channel:?} (client_publish = false)"),
             );
+            return None;
         }
         // A retried POST carries the same client and id: keyed by them (and
         // by the token's subject, so another user who learned the client id
@@ -381,13 +429,31 @@ impl Session {
             (None, Some(r)) => Some(retried_key(&r.client, id, self.grant.user.as_deref())),
             (key, _) => key,
         };
+        match self.publish_through_hook(id, channel, data, key) {
+            Ok(pending) => Some(pending),
+            Err((channel, data, key)) => {
+                self.store_publish(id, &channel, &data, key, out).await;
+                None
+            }
+        }
+    }
+
+    /// Publishes what passed every check, and answers `id`.
+    pub(super) async fn store_publish(
+        &mut self,
+        id: u64,
+        channel: &str,
+        data: &RawValue,
+        key: Option<String>,
+        out: &mut Out,
+    ) {
         self.presence_flushed().await;
         // A publish that creates the channel takes a token from the
         // address's bucket of new channels (`Node::publish`): refused
         // `over_capacity` like a subscribe that would add one.
         match self
             .node
-            .publish(self.permit.key(), &channel, &data, key.as_deref())
+            .publish(self.permit.key(), channel, data, key.as_deref())
             .await
         {
             Ok(outcome) => Self::reply(
