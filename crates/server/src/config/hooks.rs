@@ -126,9 +126,9 @@ impl HooksConfig {
         ] {
             if !shown.is_empty() && self.connect.is_none() {
                 return bad(format!(
-                    "{} is what the connect hook is shown, and there is none: add {} or \
-                     leave it out",
-                    names.name(key),
+                    "{}: that is what the connect hook is shown, and there is none: add {} \
+                     or leave it out",
+                    names.value(key, ""),
                     names.name("hooks.connect"),
                 ));
             }
@@ -195,7 +195,9 @@ pub fn check_url(text: &str) -> Result<http::Uri, String> {
     if authority.host().is_empty() {
         return Err(format!("expected {URL_ACCEPTED}: the host is missing"));
     }
-    if authority.as_str().ends_with(':') || authority.port_u16() == Some(0) {
+    // `http` leaves out a port it cannot read (`:99999`) rather than refuse it.
+    let port_text = authority.as_str().len() > authority.host().len();
+    if port_text && authority.port_u16().is_none_or(|p| p == 0) {
         return Err(format!("expected {URL_ACCEPTED}: the port is missing or 0"));
     }
     Ok(uri)
@@ -228,7 +230,7 @@ mod tests {
             ("http://user:pw@backend/", "no user or password"),
             ("http://backend:0/", "the port is missing or 0"),
             ("http://backend:/", "the port is missing or 0"),
-            ("http://backend:99999/", "expected"),
+            ("http://backend:99999/", "the port is missing or 0"),
         ] {
             let err = check_url(bad).err().unwrap_or_default();
             assert!(err.contains(says), "{bad}: {err}");

@@ -182,7 +182,7 @@ fn hooks_need_a_secret_and_sane_bounds() {
         (("hook-timeout", "0s"), "--hook-timeout \"0s\": must be above 0"),
         (("hook-timeout", "2m"), "must be above 0 and at most 1m"),
         (("hook-concurrency", "0"), "must be at least 1"),
-        (("hook-cookies", "session"), "--hook-cookies is what the connect hook is shown"),
+        (("hook-cookies", "session"), "--hook-cookies \"session\": that is what the connect"),
     ] {
         let err = load(None, no_env, &flags(&[given, ("hook-secret", "s")]))
             .map(|_| ())

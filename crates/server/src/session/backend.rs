@@ -49,7 +49,7 @@ impl Pending {
 }
 
 /// The error reply for a call that did not allow a request.
-fn error_of(e: HookError) -> (ErrorCode, String) {
+pub(super) fn error_of(e: HookError) -> (ErrorCode, String) {
     match e {
         HookError::Refused {
             code: Refusal::Error(code),
@@ -340,8 +340,15 @@ impl Session {
                 Self::reply(out, ServerMessage::Rpc { id, result })
             }
             (Then::Refresh, Ok(Answer::Refresh(at))) => {
-                if at <= std::time::SystemTime::now() {
-                    return Err(Closing::token_expired());
+                // An expiry within one timeout would be refreshed again at
+                // once, and again: it ends the session instead.
+                let lead = self.node.hooks.as_ref().map(|h| h.timeout());
+                let soonest = std::time::SystemTime::now() + lead.unwrap_or_default();
+                if at <= soonest {
+                    return Err(Closing::new(
+                        CloseCode::TokenExpired,
+                        "session expired; the refresh hook did not extend it",
+                    ));
                 }
                 let mut grant = (*self.grant).clone();
                 grant.expires_at = Some(at);

@@ -9,6 +9,7 @@
 //! once, so the transports cannot drift apart.
 
 mod backend;
+mod connect;
 mod joining;
 mod positions;
 mod presence;
@@ -27,6 +28,7 @@ use crate::{
 use bytes::Bytes;
 use std::{collections::HashMap, sync::Arc};
 pub use backend::{closing_of, Pending};
+pub use connect::connect;
 use subscriptions::Subscriptions;
 use tether_protocol::{CloseCode, ServerMessage, PROTOCOL_VERSION};
 use tracing::debug;
