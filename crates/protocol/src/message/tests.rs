@@ -339,6 +339,9 @@ fn rpc_methods_are_1_to_256_bytes_and_data_stays_raw() {
         id: 3,
         result: raw(r#"{"ok": true}"#),
     };
-    assert_eq!(reply.encode(), r#"{"type":"rpc","id":3,"result":{"ok": true}}"#);
+    assert_eq!(
+        reply.encode(),
+        r#"{"type":"rpc","id":3,"result":{"ok": true}}"#
+    );
     assert_eq!(ServerMessage::decode(&reply.encode()).unwrap(), reply);
 }

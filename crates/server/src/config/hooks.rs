@@ -12,34 +12,19 @@ use std::time::Duration;
 #[serde(default, deny_unknown_fields)]
 pub struct HooksConfig {
     /// Called for every new connection before its `welcome`.
-    #[serde(
-        deserialize_with = "url",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(deserialize_with = "url", skip_serializing_if = "Option::is_none")]
     pub connect: Option<String>,
     /// Called for subscribes to channels whose rule says `subscribe_hook`.
-    #[serde(
-        deserialize_with = "url",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(deserialize_with = "url", skip_serializing_if = "Option::is_none")]
     pub subscribe: Option<String>,
     /// Called for publishes to channels whose rule says `publish_hook`.
-    #[serde(
-        deserialize_with = "url",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(deserialize_with = "url", skip_serializing_if = "Option::is_none")]
     pub publish: Option<String>,
     /// Answers clients' `rpc` requests.
-    #[serde(
-        deserialize_with = "url",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(deserialize_with = "url", skip_serializing_if = "Option::is_none")]
     pub rpc: Option<String>,
     /// Called before a session's expiry to extend it.
-    #[serde(
-        deserialize_with = "url",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(deserialize_with = "url", skip_serializing_if = "Option::is_none")]
     pub refresh: Option<String>,
     /// How long one call may take, connecting included.
     #[serde(with = "duration")]
@@ -166,7 +151,8 @@ fn is_token_byte(b: u8) -> bool {
 }
 
 /// What a hook URL setting accepts, for error messages.
-pub const URL_ACCEPTED: &str = "an http:// or https:// URL like http://127.0.0.1:9000/tether/connect";
+pub const URL_ACCEPTED: &str =
+    "an http:// or https:// URL like http://127.0.0.1:9000/tether/connect";
 
 /// Checks a hook URL: `http` or `https`, a host, a valid port, no user
 /// name or password (the secret signs the request instead).

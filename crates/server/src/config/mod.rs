@@ -29,9 +29,9 @@ mod validate;
 #[cfg(test)]
 mod validate_tests;
 
+pub use hooks::{check_url as check_hook_url, HooksConfig, MAX_HOOK_TIMEOUT};
 pub use input::NOT_SETTINGS;
 use input::{Given, Origin};
-pub use hooks::{check_url as check_hook_url, HooksConfig, MAX_HOOK_TIMEOUT};
 pub use keys::{Key, KEYS};
 pub use validate::{MAX_DURATION, MIN_RATE};
 
@@ -425,12 +425,19 @@ pub fn load(
         .try_into()
         .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
     config.validate(&input::Names { given: &given })?;
-    if let Some(refusal) = noted.presence.filter(|_| config.broker.kind == BrokerKind::Redis) {
+    if let Some(refusal) = noted
+        .presence
+        .filter(|_| config.broker.kind == BrokerKind::Redis)
+    {
         return Err(ConfigError::Invalid(refusal));
     }
     let names = input::Names { given: &given };
     for (at, url, key) in [
-        (noted.subscribe_hook, &config.hooks.subscribe, "hooks.subscribe"),
+        (
+            noted.subscribe_hook,
+            &config.hooks.subscribe,
+            "hooks.subscribe",
+        ),
         (noted.publish_hook, &config.hooks.publish, "hooks.publish"),
     ] {
         if let (Some(at), None) = (at, url) {

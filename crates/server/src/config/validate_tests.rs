@@ -178,11 +178,20 @@ fn hooks_need_a_secret_and_sane_bounds() {
     assert_eq!(config.hooks.concurrency, 256);
     assert!(config.to_toml().contains("secret = \"<set>\""));
     for (given, says) in [
-        (("hook-rpc", "ftp://x/"), "--hook-rpc \"ftp://x/\": expected an http:// or https://"),
-        (("hook-timeout", "0s"), "--hook-timeout \"0s\": must be above 0"),
+        (
+            ("hook-rpc", "ftp://x/"),
+            "--hook-rpc \"ftp://x/\": expected an http:// or https://",
+        ),
+        (
+            ("hook-timeout", "0s"),
+            "--hook-timeout \"0s\": must be above 0",
+        ),
         (("hook-timeout", "2m"), "must be above 0 and at most 1m"),
         (("hook-concurrency", "0"), "must be at least 1"),
-        (("hook-cookies", "session"), "--hook-cookies \"session\": that is what the connect"),
+        (
+            ("hook-cookies", "session"),
+            "--hook-cookies \"session\": that is what the connect",
+        ),
     ] {
         let err = load(None, no_env, &flags(&[given, ("hook-secret", "s")]))
             .map(|_| ())
@@ -196,7 +205,10 @@ fn hooks_need_a_secret_and_sane_bounds() {
         (("hook-headers", "Cookie"), "list them in --hook-cookies"),
     ] {
         let all = flags(&[given, ("hook-connect", url), ("hook-secret", "s")]);
-        let err = load(None, no_env, &all).map(|_| ()).unwrap_err().to_string();
+        let err = load(None, no_env, &all)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(says), "{given:?}: {err}");
     }
 }
@@ -206,18 +218,30 @@ fn a_connect_hook_counts_as_client_authentication_on_a_public_bind() {
     let public = ("listen", "0.0.0.0:8080");
     let hook = ("hook-connect", "http://10.0.0.9:9000/connect");
     let secret = ("hook-secret", "s");
-    assert!(load(None, no_env, &flags(&[public, hook, secret, ("api-key", "k")])).is_ok());
+    assert!(load(
+        None,
+        no_env,
+        &flags(&[public, hook, secret, ("api-key", "k")])
+    )
+    .is_ok());
     let err = load(None, no_env, &flags(&[public, hook, secret]))
         .map(|_| ())
         .unwrap_err()
         .to_string();
-    assert!(err.contains("with a connect hook but no --api-key"), "{err}");
+    assert!(
+        err.contains("with a connect hook but no --api-key"),
+        "{err}"
+    );
     // Other hooks authenticate nobody.
     let rpc = ("hook-rpc", "http://10.0.0.9:9000/rpc");
-    let err = load(None, no_env, &flags(&[public, rpc, secret, ("api-key", "k")]))
-        .map(|_| ())
-        .unwrap_err()
-        .to_string();
+    let err = load(
+        None,
+        no_env,
+        &flags(&[public, rpc, secret, ("api-key", "k")]),
+    )
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("no JWT key or connect hook"), "{err}");
 }
 
@@ -229,7 +253,10 @@ fn a_rule_with_a_hook_needs_its_url() {
     let text = "[[channels]]\npattern = \"a\"\n\n[[channels]]\npattern = \"chat:*\"\n\
                 publish_hook = true\nsubscribe_hook = true\n";
     std::fs::write(&file, text).expect("write");
-    let err = load(Some(&file), no_env, &[]).map(|_| ()).unwrap_err().to_string();
+    let err = load(Some(&file), no_env, &[])
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains(&format!(
             "subscribe_hook = true at {} line 7: needs --hook-subscribe URL",
@@ -237,8 +264,14 @@ fn a_rule_with_a_hook_needs_its_url() {
         )),
         "{err}"
     );
-    let sub = flags(&[("hook-subscribe", "http://127.0.0.1:9/s"), ("hook-secret", "s")]);
-    let err = load(Some(&file), no_env, &sub).map(|_| ()).unwrap_err().to_string();
+    let sub = flags(&[
+        ("hook-subscribe", "http://127.0.0.1:9/s"),
+        ("hook-secret", "s"),
+    ]);
+    let err = load(Some(&file), no_env, &sub)
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("publish_hook = true at"), "{err}");
     assert!(err.contains("line 6: needs --hook-publish URL"), "{err}");
     let both = flags(&[

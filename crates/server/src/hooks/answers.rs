@@ -85,7 +85,11 @@ fn read_refusal(hook: Hook, error: &serde_json::Value) -> Result<HookError, Stri
                 hook.name()
             ))
         }
-        _ => return Err(format!("`error.code` {code} is neither an error code nor a number")),
+        _ => {
+            return Err(format!(
+                "`error.code` {code} is neither an error code nor a number"
+            ))
+        }
     };
     let max = match code {
         Refusal::Close(_) => MAX_CLOSE_REASON,

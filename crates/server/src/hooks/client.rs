@@ -3,6 +3,7 @@
 //! each for at most the timeout, and the next caller is refused at once
 //! ([`CallError::Busy`]) rather than queued.
 
+use super::tls::Connector;
 use bytes::Bytes;
 use http::{header, Request, Uri};
 use http_body_util::{BodyExt, Full, Limited};
@@ -10,7 +11,6 @@ use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::TokioExecutor,
 };
-use super::tls::Connector;
 use ring::hmac;
 use std::{
     sync::Arc,
@@ -132,6 +132,16 @@ pub fn sign(key: &hmac::Key, timestamp: u64, body: &[u8]) -> String {
         out.push_str(&format!("{b:02x}"));
     }
     out
+}
+
+/// [`sign`] with the secret as text: what a backend computes to check a
+/// request (docs/hooks.md, "Signatures").
+pub fn signature(secret: &str, timestamp: u64, body: &[u8]) -> String {
+    sign(
+        &hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()),
+        timestamp,
+        body,
+    )
 }
 
 /// An error and its causes on one line (hyper's top-level error says

@@ -95,10 +95,7 @@ impl Hooks {
 /// The `data` query parameter: absent, or a URL-encoded JSON object of at
 /// most [`MAX_DATA_BYTES`] as sent. `Err` is the reason for a 400.
 pub fn data_param(query: Option<&str>) -> Result<Option<Box<RawValue>>, String> {
-    let Some(raw) = query.and_then(|q| {
-        q.split('&')
-            .find_map(|kv| kv.strip_prefix("data="))
-    }) else {
+    let Some(raw) = query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("data="))) else {
         return Ok(None);
     };
     if raw.len() > MAX_DATA_BYTES {
@@ -123,7 +120,10 @@ mod tests {
     #[test]
     fn data_is_a_url_encoded_object_of_at_most_4_kib() {
         let got = data_param(Some("token=x&data=%7B%22room%22%3A%22a+b%22%7D")).unwrap_or_default();
-        assert_eq!(got.map(|d| d.get().to_owned()).as_deref(), Some(r#"{"room":"a b"}"#));
+        assert_eq!(
+            got.map(|d| d.get().to_owned()).as_deref(),
+            Some(r#"{"room":"a b"}"#)
+        );
         assert!(matches!(data_param(Some("token=x")), Ok(None)));
         assert!(matches!(data_param(None), Ok(None)));
         for bad in ["data=%5B1%5D", "data=7", "data=%7Bx", "data=%7B%22a%22%3A1"] {

@@ -15,7 +15,7 @@ mod connect;
 mod tls;
 
 pub use answers::{truncate, Answer, ConnectAnswer};
-pub use client::{sign, CallError, HookClient, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+pub use client::{sign, signature, CallError, HookClient, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 pub use connect::{data_param, ConnectRequest, MAX_DATA_BYTES};
 
 use crate::{config::HooksConfig, metrics::Metrics};
@@ -102,7 +102,10 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 impl Hooks {
     /// The hooks `config` sets, or `None` when it sets none. URLs were
     /// checked when the configuration was loaded.
-    pub fn from_config(config: &HooksConfig, metrics: Arc<Metrics>) -> Result<Option<Self>, String> {
+    pub fn from_config(
+        config: &HooksConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Option<Self>, String> {
         if config.urls().next().is_none() {
             return Ok(None);
         }
@@ -216,7 +219,9 @@ impl Hooks {
     /// `max_channels` bounds the server-side subscriptions it may name.
     pub fn connect(self: &Arc<Self>, request: &ConnectRequest, max_channels: usize) -> Call {
         let body = request.body();
-        self.call(Hook::Connect, body, move |a| answers::connect(a, max_channels))
+        self.call(Hook::Connect, body, move |a| {
+            answers::connect(a, max_channels)
+        })
     }
 
     /// POSTs `body` to `hook`'s URL and reads the answer with `read`,
@@ -355,4 +360,3 @@ fn bad_answer(hook: &str, why: &str) -> HookError {
         message: format!("the {hook} hook's answer is unusable: {why}"),
     }
 }
-

@@ -40,10 +40,7 @@ fn bundle_path() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("SSL_CERT_FILE") {
         return Some(path.into());
     }
-    BUNDLES
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
+    BUNDLES.iter().map(PathBuf::from).find(|p| p.is_file())
 }
 
 /// A TLS client configuration trusting the system's CAs; `Err` says why
@@ -61,8 +58,7 @@ pub fn client_config() -> Result<TlsConnector, String> {
     let mut roots = rustls::RootCertStore::empty();
     let mut reader = pem.as_slice();
     for cert in rustls_pemfile::certs(&mut reader) {
-        let cert =
-            cert.map_err(|e| format!("the CA bundle {} is not PEM: {e}", path.display()))?;
+        let cert = cert.map_err(|e| format!("the CA bundle {} is not PEM: {e}", path.display()))?;
         // One odd certificate in a system bundle does not spoil the rest.
         let _ = roots.add(cert);
     }

@@ -107,7 +107,10 @@ impl Session {
         self.hooks_for(Hook::Subscribe).is_some()
             && self.node.rules.get(channel).subscribe_hook
             && !self.grant.is_server_channel(channel)
-            && !self.rare.as_ref().is_some_and(|r| r.approved.contains(channel))
+            && !self
+                .rare
+                .as_ref()
+                .is_some_and(|r| r.approved.contains(channel))
     }
 
     /// Asks the subscribe hook about `channel` (the caller checked that it
@@ -220,7 +223,12 @@ impl Session {
     /// token: each request's token is the session's expiry there).
     pub fn refresh_at(&self) -> Option<tokio::time::Instant> {
         let hooks = self.hooks_for(Hook::Refresh)?;
-        if !self.on_connection() && !self.node.hooks.as_ref().is_some_and(|h| h.has(Hook::Connect))
+        if !self.on_connection()
+            && !self
+                .node
+                .hooks
+                .as_ref()
+                .is_some_and(|h| h.has(Hook::Connect))
         {
             return None;
         }
@@ -356,10 +364,7 @@ impl Session {
             }
             (Then::Refresh, Err(e)) => return Err(refresh_failed(e)),
             (Then::Refresh, Ok(_)) => return Err(Closing::token_expired()),
-            (
-                Then::Subscribe { id, .. } | Then::Publish { id, .. } | Then::Rpc { id },
-                Err(e),
-            ) => {
+            (Then::Subscribe { id, .. } | Then::Publish { id, .. } | Then::Rpc { id }, Err(e)) => {
                 let (code, message) = error_of(e);
                 Self::reply_error(out, Some(id), code, message);
             }

@@ -25,10 +25,10 @@ use crate::{
     limits::{ConnectionPermit, TokenBucket},
     node::Node,
 };
-use bytes::Bytes;
-use std::{collections::HashMap, sync::Arc};
 pub use backend::{closing_of, Pending};
+use bytes::Bytes;
 pub use connect::connect;
+use std::{collections::HashMap, sync::Arc};
 use subscriptions::Subscriptions;
 use tether_protocol::{CloseCode, ServerMessage, PROTOCOL_VERSION};
 use tracing::debug;

@@ -134,7 +134,10 @@ impl Session {
         out: &mut Out,
     ) {
         // Leaving forgets that the subscribe hook allowed it: kept across.
-        let approved = self.rare.as_ref().is_some_and(|r| r.approved.contains(channel));
+        let approved = self
+            .rare
+            .as_ref()
+            .is_some_and(|r| r.approved.contains(channel));
         self.unsubscribe_quietly(channel);
         let joined = self.join(channel, Some(position), budget).await;
         if approved && joined.is_ok() {

@@ -200,7 +200,10 @@ impl Session {
     ) {
         // The reply carries what fits in it; the rest of the gap is read on
         // later turns (a connection) or polls (a retried client).
-        match self.join(channel, recover.as_ref(), REPLAY_REPLY_BYTES).await {
+        match self
+            .join(channel, recover.as_ref(), REPLAY_REPLY_BYTES)
+            .await
+        {
             Ok(recovery) => self.answer_subscribe(Some(id), channel, recovery, out),
             Err((code, message)) => Self::reply_error(out, Some(id), code, message),
         }

@@ -6,6 +6,7 @@ use super::{
     close_frame, ending_frame, new_client_id, poll, poll::PollBody, valid_client_id, Busy,
     Registry, STYLE,
 };
+use crate::hooks::ConnectRequest;
 use crate::{
     auth::Grant,
     gate::{
@@ -17,7 +18,6 @@ use crate::{
     node::Node,
     session::{Closing, Out, Session},
 };
-use crate::hooks::ConnectRequest;
 use axum::{
     body::Body,
     extract::{Request, State},
