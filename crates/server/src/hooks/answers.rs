@@ -48,6 +48,10 @@ pub fn refusal(hook: Hook, body: &[u8]) -> Option<Result<HookError, String>> {
     struct Envelope {
         error: Option<serde_json::Value>,
     }
+    // Objects only: serde also reads a struct from an array (`[1]`).
+    if !body.trim_ascii_start().starts_with(b"{") {
+        return None;
+    }
     let error = serde_json::from_slice::<Envelope>(body).ok()?.error?;
     Some(read_refusal(hook, &error))
 }

@@ -39,7 +39,7 @@ pub enum CallError {
     /// The answer (status and body) was not 2xx.
     #[error("the backend answered HTTP {0}")]
     Status(u16, Bytes),
-    #[error("the backend's answer is longer than {MAX_ANSWER_BYTES} bytes, or broken: {0}")]
+    #[error("the backend's answer is unreadable: {0}")]
     Unreadable(String),
 }
 
@@ -105,7 +105,13 @@ impl HookClient {
             let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
                 .collect()
                 .await
-                .map_err(|e| CallError::Unreadable(e.to_string()))?
+                .map_err(|e| {
+                    CallError::Unreadable(if e.is::<http_body_util::LengthLimitError>() {
+                        format!("longer than {MAX_ANSWER_BYTES} bytes")
+                    } else {
+                        format!("cut short: {e}")
+                    })
+                })?
                 .to_bytes();
             if status.is_success() {
                 Ok(body)
