@@ -177,6 +177,23 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_example_in_the_docs_is_what_tether_sends() {
+        let body = br#"{"client":"n1-1f","data":null,"method":"ping","user":"42"}"#;
+        assert_eq!(
+            signature("change-me", 1_765_152_000, body),
+            "v1=dc5bbcbaf653e189d482aaa3ce01fa4ea9b27fe5dfe77c591a7042c1ee7d75ad"
+        );
+        let docs = include_str!("../../../../docs/hooks.md");
+        assert!(
+            docs.contains("v1=dc5bbcbaf653e189d482aaa3ce01fa4ea9b27fe5dfe77c591a7042c1ee7d75ad")
+        );
+        // Bodies are JSON objects with their keys in order, as shown.
+        let sent =
+            serde_json::json!({"user": "42", "method": "ping", "client": "n1-1f", "data": null});
+        assert_eq!(sent.to_string().as_bytes(), body);
+    }
+
     /// The same HMAC computed in one piece.
     fn openssl_like(secret: &str, message: &str) -> String {
         let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
