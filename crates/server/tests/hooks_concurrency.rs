@@ -1,9 +1,9 @@
 //! Attack: a backend that hangs while clients keep coming. Hook calls in
 //! flight are bounded node-wide (`--hook-concurrency`): past the bound a
 //! handshake that would call the connect hook (`/ws`, `/lp/open`) gets 503
-//! + `Retry-After` before anything is done, and a request that would call
-//! a hook is answered `over_capacity` (retryable) at once. Each call ends
-//! within `--hook-timeout`, so the slots come back.
+//! with `Retry-After` before anything is done, and a request that would
+//! call a hook is answered `over_capacity` (retryable) at once. Each call
+//! ends within `--hook-timeout`, so the slots come back.
 //!
 //! Bound: `--hook-concurrency` calls, each holding one connection and one
 //! request body (≤ 1 MiB answer) for at most the timeout. The node's memory

@@ -13,6 +13,7 @@ mod connect;
 mod joining;
 mod positions;
 mod presence;
+mod publish;
 mod replay;
 mod requests;
 mod subscriptions;
