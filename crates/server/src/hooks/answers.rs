@@ -233,3 +233,116 @@ pub fn connect(body: &[u8], max_channels: usize) -> Result<Answer, String> {
 pub fn unix_seconds(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(hook: Hook, body: &str) -> Result<HookError, String> {
+        refusal(hook, body.as_bytes()).unwrap_or_else(|| Err("no error".into()))
+    }
+
+    #[test]
+    fn refusals_carry_close_codes_for_connect_and_error_codes_for_the_rest() {
+        let close = refused(Hook::Connect, r#"{"error":{"code":4403,"reason":"no"}}"#);
+        assert_eq!(
+            close,
+            Ok(HookError::Refused {
+                code: Refusal::Close(4403),
+                reason: "no".into()
+            })
+        );
+        for (hook, body) in [
+            (Hook::Connect, r#"{"error":{"code":1011}}"#),
+            (Hook::Connect, r#"{"error":{"code":"forbidden"}}"#),
+            (Hook::Refresh, r#"{"error":{"code":3999}}"#),
+            (Hook::Rpc, r#"{"error":{"code":"nope"}}"#),
+            (Hook::Rpc, r#"{"error":{"code":200}}"#),
+            (Hook::Rpc, r#"{"error":{"reason":"x"}}"#),
+            (Hook::Rpc, r#"{"error":{"code":"forbidden","reason":7}}"#),
+        ] {
+            assert!(refused(hook, body).is_err(), "{body}");
+        }
+        let as_forbidden = refused(Hook::Publish, r#"{"error":{"code":4001}}"#);
+        assert!(matches!(
+            as_forbidden,
+            Ok(HookError::Refused {
+                code: Refusal::Error(ErrorCode::Forbidden),
+                ..
+            })
+        ));
+        let long = format!(
+            r#"{{"error":{{"code":4001,"reason":"{}"}}}}"#,
+            "é".repeat(100)
+        );
+        let Ok(HookError::Refused { reason, .. }) = refused(Hook::Connect, &long) else {
+            panic!("not a refusal");
+        };
+        assert!(reason.len() <= 123 && reason.starts_with('é'), "{reason}");
+        assert!(refusal(Hook::Rpc, b"[1]").is_none());
+        assert!(refusal(Hook::Rpc, br#"{"result":1}"#).is_none());
+    }
+
+    #[test]
+    fn a_connect_answer_is_read_like_claims_within_bounds() {
+        let Ok(Answer::Connect(a)) = connect(br#"{}"#, 4) else {
+            panic!("{{}} is a valid answer");
+        };
+        assert!(a.grant.user.is_none() && a.grant.can_subscribe("any"));
+        assert!(!a.grant.can_publish("any"), "publish: none when absent");
+        let Ok(Answer::Connect(a)) = connect(
+            br#"{"user":"u","channels":["user:u"],"subscribe":[],"publish":["chat:*"],"info":{"n":1}}"#,
+            4,
+        ) else {
+            panic!("valid");
+        };
+        assert!(a.grant.can_subscribe("user:u") && !a.grant.can_subscribe("other"));
+        assert!(a.grant.can_publish("chat:1"));
+        assert_eq!(a.grant.info.as_ref().map(|i| i.get()), Some(r#"{"n":1}"#));
+        for (body, says) in [
+            (
+                r#"{"channels":["a","b","c","d","e"]}"#.to_owned(),
+                "at most 4",
+            ),
+            (r#"{"channels":["a b"]}"#.to_owned(), "`channels`"),
+            (r#"{"info":[1]}"#.to_owned(), "`info` must be a JSON object"),
+            (
+                format!(r#"{{"info":{{"x":"{}"}}}}"#, "x".repeat(1100)),
+                "at most 1024",
+            ),
+            (r#"{"expire_at":1}"#.to_owned(), "not in the future"),
+            (r#"{"user":7}"#.to_owned(), "invalid type"),
+            ("[]".to_owned(), "not a JSON object"),
+        ] {
+            let err = connect(body.as_bytes(), 4).err().unwrap_or_default();
+            assert!(err.contains(says), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn subscribe_publish_rpc_and_refresh_answers() {
+        assert!(matches!(
+            subscribe(br#"{"allow":true}"#),
+            Ok(Answer::Allowed)
+        ));
+        assert!(matches!(
+            subscribe(br#"{"allow":false}"#),
+            Ok(Answer::Denied)
+        ));
+        assert!(subscribe(br#"{}"#).is_err());
+        assert!(matches!(publish(br#"{"allow":true}"#), Ok(Answer::Allowed)));
+        let Ok(Answer::Replaced(d)) = publish(br#"{"allow":true,"data":[1, 2]}"#) else {
+            panic!("replaced");
+        };
+        assert_eq!(d.get(), "[1, 2]");
+        let Ok(Answer::Rpc(r)) = rpc(br#"{}"#) else {
+            panic!("rpc");
+        };
+        assert_eq!(r.get(), "null");
+        assert!(refresh(br#"{}"#).is_err());
+        assert!(matches!(
+            refresh(br#"{"expire_at":4102444800}"#),
+            Ok(Answer::Refresh(_))
+        ));
+    }
+}
