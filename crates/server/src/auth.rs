@@ -28,6 +28,10 @@ pub struct Grant {
     /// The `info` claim: a JSON object shown in presence, at most
     /// [`MAX_INFO_BYTES`].
     pub info: Option<Box<serde_json::value::RawValue>>,
+    /// Channels the backend's connect hook subscribed this connection to
+    /// (server-side subscriptions): held whatever `subscribe` says, and
+    /// never put to the subscribe hook.
+    pub channels: Vec<String>,
 }
 
 /// The largest `info` claim accepted, serialised: every presence answer
@@ -48,6 +52,7 @@ impl Grant {
             && self.publish.is_none()
             && self.presence.is_empty()
             && self.info.is_none()
+            && self.channels.is_empty()
     }
 
     /// A tokenless client on a server that has JWT auth but also
@@ -60,7 +65,12 @@ impl Grant {
     }
 
     pub fn can_subscribe(&self, channel: &str) -> bool {
-        matches_any(self.subscribe.as_deref(), channel)
+        self.is_server_channel(channel) || matches_any(self.subscribe.as_deref(), channel)
+    }
+
+    /// Whether the connect hook subscribed this connection to `channel`.
+    pub fn is_server_channel(&self, channel: &str) -> bool {
+        self.channels.iter().any(|c| c == channel)
     }
 
     pub fn can_publish(&self, channel: &str) -> bool {
@@ -199,24 +209,14 @@ impl Verifier {
         if expires_at.is_some_and(|at| at <= now) {
             return Err(AuthError::Expired);
         }
-        let info = match claims.info {
-            None | Some(serde_json::Value::Null) => None,
-            Some(v @ serde_json::Value::Object(_)) => {
-                let text = v.to_string();
-                if text.len() > MAX_INFO_BYTES {
-                    return Err(AuthError::InfoTooLarge(text.len()));
-                }
-                serde_json::value::RawValue::from_string(text).ok()
-            }
-            Some(_) => return Err(AuthError::InfoNotObject),
-        };
         Ok(Grant {
             user: claims.sub,
             expires_at,
             subscribe: claims.subscribe,
             publish: Some(claims.publish.unwrap_or_default()),
             presence: claims.presence.unwrap_or_default(),
-            info,
+            info: read_info(claims.info)?,
+            channels: Vec::new(),
         })
     }
 
@@ -261,6 +261,24 @@ impl Verifier {
             _ => AuthError::Malformed(e.to_string()),
         })?;
         Ok(data.claims)
+    }
+}
+
+/// An `info` claim (or a connect hook's `info`): absent or `null` for
+/// none, else a JSON object of at most [`MAX_INFO_BYTES`].
+pub fn read_info(
+    info: Option<serde_json::Value>,
+) -> Result<Option<Box<serde_json::value::RawValue>>, AuthError> {
+    match info {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v @ serde_json::Value::Object(_)) => {
+            let text = v.to_string();
+            if text.len() > MAX_INFO_BYTES {
+                return Err(AuthError::InfoTooLarge(text.len()));
+            }
+            Ok(serde_json::value::RawValue::from_string(text).ok())
+        }
+        Some(_) => Err(AuthError::InfoNotObject),
     }
 }
 
@@ -313,7 +331,7 @@ pub const EXPIRY_HORIZON: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// When a token with `exp` (seconds since the epoch) expires, seen at `now`:
 /// never later than `now + EXPIRY_HORIZON`, and `now` when already past.
-fn expiry(exp: f64, now: SystemTime) -> SystemTime {
+pub fn expiry(exp: f64, now: SystemTime) -> SystemTime {
     let since_epoch = now
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -351,7 +369,7 @@ fn numeric_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D
 /// any input is fine: a `%` followed by anything but two hex digits is kept
 /// as it is, and bytes that do not form UTF-8 become U+FFFD (which `verify`
 /// then refuses as a malformed token).
-fn percent_decode(s: &str) -> String {
+pub fn percent_decode(s: &str) -> String {
     fn hex(b: &u8) -> Option<u8> {
         (*b as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
     }

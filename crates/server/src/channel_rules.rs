@@ -38,6 +38,13 @@ pub struct ChannelRule {
     /// affected.
     #[serde(default = "yes")]
     pub client_publish: bool,
+    /// Subscribes by clients are decided by `--hook-subscribe`.
+    #[serde(default)]
+    pub subscribe_hook: bool,
+    /// Publishes by clients are decided (and may be replaced) by
+    /// `--hook-publish`.
+    #[serde(default)]
+    pub publish_hook: bool,
 }
 
 fn yes() -> bool {
@@ -54,6 +61,8 @@ impl Default for ChannelRule {
             history_size: None,
             history_ttl: None,
             client_publish: true,
+            subscribe_hook: false,
+            publish_hook: false,
         }
     }
 }

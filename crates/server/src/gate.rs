@@ -174,7 +174,9 @@ pub(crate) struct Gated {
 
 /// The gate every client request passes before it may hold a session (a
 /// WebSocket upgrade, a long-polling request): not draining, an allowed
-/// origin, and a token that verifies (or open access).
+/// origin, and a token that verifies (or open access). With a connect hook
+/// a token is optional (the hook decides who the client is; one given is
+/// still verified), and the grant returned here is replaced by the hook's.
 pub(crate) fn gate(node: &Node, headers: &HeaderMap, token: Option<&str>) -> Result<Grant, Gated> {
     let refused = |refusal| Gated {
         refusal,
@@ -190,6 +192,7 @@ pub(crate) fn gate(node: &Node, headers: &HeaderMap, token: Option<&str>) -> Res
     }
     match &node.verifier {
         None => Ok(Grant::anonymous()),
+        Some(_) if token.is_none() && has_connect_hook(node) => Ok(Grant::anonymous()),
         Some(verifier) => verifier.verify(token).map_err(|e| {
             let token_expired = matches!(e, auth::AuthError::Expired);
             Gated {
@@ -200,6 +203,23 @@ pub(crate) fn gate(node: &Node, headers: &HeaderMap, token: Option<&str>) -> Res
                 refusal: Refusal::Unauthorized(e.to_string()),
             }
         }),
+    }
+}
+
+/// Whether the connect hook decides who clients are.
+pub(crate) fn has_connect_hook(node: &Node) -> bool {
+    node.hooks
+        .as_ref()
+        .is_some_and(|h| h.has(crate::hooks::Hook::Connect))
+}
+
+/// The refusal of a handshake when the node cannot call its connect hook
+/// now (`--hook-concurrency` calls in flight): 503, retry shortly.
+pub(crate) fn hooks_busy() -> Refusal {
+    Refusal::Unavailable {
+        reason: "hooks_busy",
+        message: "too many calls to the backend in flight (--hook-concurrency)".into(),
+        retry_after: Duration::from_secs(1) + Duration::from_millis(fastrand::u64(0..4000)),
     }
 }
 

@@ -19,6 +19,9 @@ const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 pub enum Refusal {
     /// Not a WebSocket upgrade (plain HTTP, missing headers, wrong method).
     NotUpgrade(String),
+    /// A request the handshake cannot take as it is (a bad `data` query
+    /// parameter for the connect hook).
+    BadRequest(String),
     /// `Sec-WebSocket-Version` other than 13.
     BadVersion,
     /// No token, or a token that fails verification.
@@ -38,7 +41,9 @@ pub enum Refusal {
 impl Refusal {
     pub fn status(&self) -> StatusCode {
         match self {
-            Refusal::NotUpgrade(_) | Refusal::BadVersion => StatusCode::BAD_REQUEST,
+            Refusal::NotUpgrade(_) | Refusal::BadVersion | Refusal::BadRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Refusal::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Refusal::Forbidden(_) => StatusCode::FORBIDDEN,
             Refusal::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -50,6 +55,7 @@ impl Refusal {
     pub fn outcome(&self) -> &'static str {
         match self {
             Refusal::NotUpgrade(_) => "not_upgrade",
+            Refusal::BadRequest(_) => "bad_request",
             Refusal::BadVersion => "bad_version",
             Refusal::Unauthorized(_) => "unauthorized",
             Refusal::Forbidden(_) => "forbidden",
@@ -62,6 +68,7 @@ impl Refusal {
     pub fn message(&self) -> String {
         match self {
             Refusal::NotUpgrade(why) => format!("not a WebSocket upgrade request: {why}"),
+            Refusal::BadRequest(why) => format!("bad request: {why}"),
             Refusal::BadVersion => {
                 "unsupported Sec-WebSocket-Version; this server speaks version 13".into()
             }

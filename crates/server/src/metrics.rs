@@ -22,6 +22,11 @@ fn redis_seconds() -> Histogram {
     Histogram::new(exponential_buckets(0.000_25, 2.0, 15))
 }
 
+/// How long hook calls took: 1 ms to ~16 s, doubling.
+fn hook_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
 pub struct Metrics {
     registry: Registry,
     /// Open connections (`/ws`, `/echo`, and long-polling sessions).
@@ -73,6 +78,11 @@ pub struct Metrics {
     /// a pipeline of joins and leaves; `refresh`: a pipeline of refreshes;
     /// `read`: a `presence` or `presence_stats`).
     pub presence_redis_seconds: Histograms,
+    /// Hook calls by hook and outcome (`ok`, `refused`, `over_capacity`,
+    /// `timeout`, `unreachable`, `unavailable`, `bad_answer`).
+    pub hook_requests: Family<Labels, Counter>,
+    /// How long hook calls took (calls not made are not timed), by hook.
+    pub hook_seconds: Family<Labels, Histogram, fn() -> Histogram>,
 }
 
 impl Default for Metrics {
@@ -108,6 +118,8 @@ impl Metrics {
             presence_entries: Gauge::default(),
             presence_refreshes: Counter::default(),
             presence_redis_seconds: Family::new_with_constructor(redis_seconds),
+            hook_requests: Family::default(),
+            hook_seconds: Family::new_with_constructor(hook_histogram),
             registry: Registry::default(),
         };
         registry.register(
@@ -225,6 +237,16 @@ impl Metrics {
             "Time of presence calls to Redis, by call (write, refresh, read)",
             m.presence_redis_seconds.clone(),
         );
+        registry.register(
+            "hook_requests",
+            "Calls to the backend's hooks, by hook and outcome",
+            m.hook_requests.clone(),
+        );
+        registry.register(
+            "hook_seconds",
+            "How long calls to the backend's hooks took, by hook",
+            m.hook_seconds.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -232,6 +254,21 @@ impl Metrics {
     pub fn presence_redis(&self, call: &'static str, took: std::time::Duration) {
         self.presence_redis_seconds
             .get_or_create(&vec![("call", call.to_owned())])
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn hook_request(&self, hook: &str, outcome: &str) {
+        self.hook_requests
+            .get_or_create(&vec![
+                ("hook", hook.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ])
+            .inc();
+    }
+
+    pub fn hook_seconds(&self, hook: &str, took: std::time::Duration) {
+        self.hook_seconds
+            .get_or_create(&vec![("hook", hook.to_owned())])
             .observe(took.as_secs_f64());
     }
 

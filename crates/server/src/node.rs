@@ -9,6 +9,7 @@ use crate::{
     },
     channel_rules::ChannelRules,
     config::{BrokerKind, Config},
+    hooks::Hooks,
     hub::Hub,
     limits::Admission,
     metrics::Metrics,
@@ -28,6 +29,8 @@ pub enum NodeError {
     Broker(String),
     #[error("{0}")]
     Rules(String),
+    #[error("{0}")]
+    Hooks(String),
 }
 
 /// Why [`Node::publish`] stored nothing.
@@ -72,6 +75,8 @@ pub struct Node {
     pub admission: Arc<Admission>,
     /// Token verification; `None` when no JWT key is configured (open access).
     pub verifier: Option<Verifier>,
+    /// The backend's hooks (`--hook-*`); `None` when none is configured.
+    pub hooks: Option<Arc<Hooks>>,
     /// Cancelled when the node starts draining: sessions close with 1012.
     pub shutdown: CancellationToken,
     draining: AtomicBool,
@@ -92,6 +97,9 @@ impl Node {
         let verifier = Verifier::from_config(&config.auth)?;
         let metrics = Arc::new(Metrics::new());
         let rules = Arc::new(ChannelRules::new(&config.channels).map_err(NodeError::Rules)?);
+        let hooks = Hooks::from_config(&config.hooks, metrics.clone())
+            .map_err(NodeError::Hooks)?
+            .map(Arc::new);
         // How far a subscriber may fall behind its channel before it is
         // resynchronised: `send_queue` publications, `max_channel_bytes`.
         let hub = Arc::new(Hub::new(
@@ -139,6 +147,7 @@ impl Node {
             .unwrap_or_else(|| format!("{:08x}", fastrand::u32(..)));
         Ok(Arc::new(Node {
             verifier,
+            hooks,
             admission: Admission::new(
                 config.limits.clone(),
                 config.server.echo_max_connections,

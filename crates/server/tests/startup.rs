@@ -82,7 +82,23 @@ fn public_address_with_half_the_auth_is_refused_once_each() {
         "refusing to listen",
     );
     assert!(
-        err.contains("Add --jwt-secret or --jwt-public-key"),
+        err.contains("Add --jwt-secret, --jwt-public-key or --hook-connect"),
+        "{err}"
+    );
+    // A connect hook authenticates clients like a JWT key (docs/hooks.md).
+    let err = refused_once(
+        &[
+            "--listen",
+            "0.0.0.0:0",
+            "--hook-connect",
+            "http://127.0.0.1:9/connect",
+            "--hook-secret",
+            "s",
+        ],
+        "refusing to listen",
+    );
+    assert!(
+        err.contains("with a connect hook but no --api-key"),
         "{err}"
     );
 }

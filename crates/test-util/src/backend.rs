@@ -4,7 +4,8 @@
 //! so connections are refused; up again on the same port).
 //!
 //! HTTP/1.1 by hand over tokio: small, and it can misbehave in ways a
-//! framework would not let it.
+//! framework would not let it. [`Backend::start_tls`] serves it over TLS
+//! (`https://`) with a test certificate.
 
 use serde_json::Value;
 use std::{
@@ -14,11 +15,12 @@ use std::{
     time::Duration,
 };
 use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
-    net::{TcpListener, TcpStream},
+    io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader},
+    net::TcpListener,
     sync::Notify,
     task::JoinHandle,
 };
+use tokio_rustls::TlsAcceptor;
 
 /// One request the backend received.
 #[derive(Debug, Clone)]
@@ -64,11 +66,37 @@ pub struct Backend {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
     task: Option<JoinHandle<()>>,
+    /// Serves TLS with this, when started with [`Backend::start_tls`].
+    tls: Option<TlsAcceptor>,
 }
 
 impl Backend {
     /// Starts on 127.0.0.1:0, answering every request `200 {}`.
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Like [`Backend::start`], serving `https://` with `cert` (made for
+    /// `127.0.0.1`, see [`crate::tls::TestCert`]).
+    pub async fn start_tls(cert: &crate::tls::TestCert) -> Self {
+        let certs = rustls_pemfile::certs(&mut cert.pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key_pem = std::fs::read(&cert.key_path).unwrap();
+        let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+            .unwrap()
+            .unwrap();
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        Self::start_with(Some(TlsAcceptor::from(Arc::new(config)))).await
+    }
+
+    async fn start_with(tls: Option<TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared {
@@ -76,13 +104,19 @@ impl Backend {
             responder: Mutex::new(Arc::new(|_| Reply::Json(200, serde_json::json!({})))),
             arrived: Notify::new(),
         });
-        let task = Some(tokio::spawn(serve(listener, shared.clone())));
-        Backend { addr, shared, task }
+        let task = Some(tokio::spawn(serve(listener, shared.clone(), tls.clone())));
+        Backend {
+            addr,
+            shared,
+            task,
+            tls,
+        }
     }
 
-    /// `http://ADDR/PATH`.
+    /// `http://ADDR/PATH` (`https://` when serving TLS).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.addr)
     }
 
     /// Answers from now on with `respond(request)`.
@@ -132,7 +166,8 @@ impl Backend {
             return;
         }
         let listener = TcpListener::bind(self.addr).await.unwrap();
-        self.task = Some(tokio::spawn(serve(listener, self.shared.clone())));
+        let tls = self.tls.clone();
+        self.task = Some(tokio::spawn(serve(listener, self.shared.clone(), tls)));
     }
 }
 
@@ -144,20 +179,28 @@ impl Drop for Backend {
     }
 }
 
-async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+async fn serve(listener: TcpListener, shared: Arc<Shared>, tls: Option<TlsAcceptor>) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        connections.spawn(connection(stream, shared.clone()));
+        let shared = shared.clone();
+        match tls.clone() {
+            None => connections.spawn(connection(stream, shared)),
+            Some(tls) => connections.spawn(async move {
+                if let Ok(stream) = tls.accept(stream).await {
+                    connection(stream, shared).await;
+                }
+            }),
+        };
         // Finished connections are reaped as new ones come.
         while connections.try_join_next().is_some() {}
     }
 }
 
 /// Serves keep-alive requests on one connection until it closes.
-async fn connection(stream: TcpStream, shared: Arc<Shared>) {
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S, shared: Arc<Shared>) {
     let mut stream = BufReader::new(stream);
     loop {
         let Some(request) = read_request(&mut stream).await else {
@@ -192,7 +235,7 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>) {
     }
 }
 
-async fn read_request(stream: &mut BufReader<TcpStream>) -> Option<Received> {
+async fn read_request<S: AsyncRead + Unpin>(stream: &mut BufReader<S>) -> Option<Received> {
     let mut line = String::new();
     if stream.read_line(&mut line).await.ok()? == 0 {
         return None;

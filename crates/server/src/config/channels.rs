@@ -18,7 +18,19 @@ const RULE_KEYS: &[&str] = &[
     "history_size",
     "history_ttl",
     "client_publish",
+    "subscribe_hook",
+    "publish_hook",
 ];
+
+/// What a rule turns on that other settings must allow, with where it is
+/// said, for [`super::load`] to check once flags and variables are read.
+#[derive(Debug, Default)]
+pub struct Noted {
+    /// `subscribe_hook = true at FILE line N` (the first), which needs `--hook-subscribe`.
+    pub subscribe_hook: Option<String>,
+    /// `publish_hook = true at FILE line N` (the first), which needs `--hook-publish`.
+    pub publish_hook: Option<String>,
+}
 
 /// Only `channels`, whatever it is; the rest of the file is read elsewhere.
 #[derive(Deserialize)]
@@ -44,14 +56,16 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-/// Refuses the first bad `[[channels]]` rule of the file's `text`.
-pub fn check(text: &str, path: &Path) -> Result<(), ConfigError> {
+/// Refuses the first bad `[[channels]]` rule of the file's `text`; returns
+/// what rules turned on that depends on other settings (known only once
+/// flags and variables are read): the hooks (refused without their URL).
+pub fn check(text: &str, path: &Path) -> Result<Noted, ConfigError> {
     let file = path.display();
     let invalid = |m: String| ConfigError::Invalid(m);
     let unreadable = |e: toml::de::Error| invalid(format!("{file}: channels: {}", e.message()));
     let Outer { channels } = toml::from_str(text).map_err(unreadable)?;
     let Some(channels) = channels else {
-        return Ok(());
+        return Ok(Noted::default());
     };
     let is_list = matches!(channels.get_ref(), Value::Array(a) if a.iter().all(Value::is_table));
     if !is_list {
@@ -64,6 +78,7 @@ pub fn check(text: &str, path: &Path) -> Result<(), ConfigError> {
     let Rules { channels } = toml::from_str(text).map_err(unreadable)?;
     // (pattern, line) of every rule so far, to refuse a duplicate.
     let mut seen: Vec<(String, usize)> = Vec::new();
+    let mut noted = Noted::default();
     for rule in &channels {
         let mut entries: Vec<_> = rule.get_ref().iter().collect();
         entries.sort_by_key(|(key, _)| key.span().start);
@@ -96,6 +111,14 @@ pub fn check(text: &str, path: &Path) -> Result<(), ConfigError> {
                 }
                 ("presence", Value::Boolean(true)) => presence = true,
                 ("join_leave", Value::Boolean(true)) => join_leave_at = Some(line),
+                ("subscribe_hook", Value::Boolean(true)) => {
+                    let at = format!("subscribe_hook = true at {file} line {line}");
+                    noted.subscribe_hook.get_or_insert(at);
+                }
+                ("publish_hook", Value::Boolean(true)) => {
+                    let at = format!("publish_hook = true at {file} line {line}");
+                    noted.publish_hook.get_or_insert(at);
+                }
                 ("history_ttl", value) => {
                     let ttl = value.as_str().and_then(duration::parse).or_else(|| {
                         value
@@ -131,7 +154,7 @@ pub fn check(text: &str, path: &Path) -> Result<(), ConfigError> {
             }
         }
     }
-    Ok(())
+    Ok(noted)
 }
 
 /// Checks one key's value alone, as a rule would read it; `Err` says what

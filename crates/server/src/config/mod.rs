@@ -18,6 +18,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 mod address;
 mod channels;
 pub(crate) use crate::duration;
+mod hooks;
 mod input;
 mod keys;
 mod list;
@@ -28,6 +29,7 @@ mod validate;
 #[cfg(test)]
 mod validate_tests;
 
+pub use hooks::{check_url as check_hook_url, HooksConfig, MAX_HOOK_TIMEOUT};
 pub use input::NOT_SETTINGS;
 use input::{Given, Origin};
 pub use keys::{Key, KEYS};
@@ -46,6 +48,7 @@ pub struct Config {
     pub proxy: ProxyConfig,
     pub broker: BrokerConfig,
     pub presence: PresenceConfig,
+    pub hooks: HooksConfig,
     pub log: LogConfig,
     /// `[[channels]]` rules, only from the file (see `channel_rules`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -382,6 +385,7 @@ pub fn load(
     flags: &[(String, String)],
 ) -> Result<Config, ConfigError> {
     let mut given: Vec<Given> = Vec::new();
+    let mut noted = channels::Noted::default();
     let mut table = match file {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -394,7 +398,7 @@ pub fn load(
                     path: path.to_owned(),
                     source: Box::new(source),
                 })?;
-            channels::check(&text, path)?;
+            noted = channels::check(&text, path)?;
             input::check_file_keys(&table, path)?;
             for key in KEYS {
                 let value = table.get(key.section).and_then(|s| s.get(key.key));
@@ -442,6 +446,22 @@ pub fn load(
         .try_into()
         .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
     config.validate(&input::Names { given: &given })?;
+    let names = input::Names { given: &given };
+    for (at, url, key) in [
+        (
+            noted.subscribe_hook,
+            &config.hooks.subscribe,
+            "hooks.subscribe",
+        ),
+        (noted.publish_hook, &config.hooks.publish, "hooks.publish"),
+    ] {
+        if let (Some(at), None) = (at, url) {
+            return Err(ConfigError::Invalid(format!(
+                "{at}: needs {} URL, the backend that decides them (docs/hooks.md)",
+                names.name(key)
+            )));
+        }
+    }
     Ok(config)
 }
 
@@ -460,6 +480,9 @@ impl Config {
         }
         if shown.auth.api_key.is_some() {
             shown.auth.api_key = Some("<set>".into());
+        }
+        if shown.hooks.secret.is_some() {
+            shown.hooks.secret = Some("<set>".into());
         }
         toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
     }

@@ -206,6 +206,7 @@ impl Config {
                 names.name(missing)
             ));
         }
+        self.hooks.validate(names)?;
         self.validate_exposure()?;
         // Entries are refreshed every ttl / 3 in one pipelined pass: under
         // 1s that is a pass every few hundred ms for nothing; past 1h a
@@ -248,32 +249,40 @@ impl Config {
         Ok(())
     }
 
-    /// A listener other people can reach needs both halves of auth: JWT for
-    /// `/ws` and an API key for the publish API. Either one missing leaves
-    /// that half open to anyone, so it is refused like no auth at all,
-    /// unless `--allow-anonymous` says the openness is intended.
+    /// A listener other people can reach needs both halves of auth: JWT or
+    /// a connect hook for `/ws` and `/lp/`, and an API key for the publish
+    /// API. Either one missing leaves that half open to anyone, so it is
+    /// refused like no auth at all, unless `--allow-anonymous` says the
+    /// openness is intended.
     fn validate_exposure(&self) -> Result<(), ConfigError> {
         let listen = self.server.listen;
         if listen.ip().is_loopback() || self.auth.allow_anonymous {
             return Ok(());
         }
-        let why = match (self.auth.jwt_configured(), self.auth.api_key.is_some()) {
+        let clients_authenticated = self.auth.jwt_configured() || self.hooks.connect.is_some();
+        let why = match (clients_authenticated, self.auth.api_key.is_some()) {
             (true, true) => return Ok(()),
             (false, false) => format!(
                 "refusing to listen on {listen} without authentication: anyone who can reach it \
-                 could subscribe and publish. Configure --jwt-secret/--jwt-public-key and \
-                 --api-key, or pass --allow-anonymous if that is what you want"
+                 could subscribe and publish. Configure --jwt-secret/--jwt-public-key (or \
+                 --hook-connect) and --api-key, or pass --allow-anonymous if that is what you \
+                 want"
             ),
             (true, false) => format!(
-                "refusing to listen on {listen} with a JWT key but no --api-key: anyone who can \
+                "refusing to listen on {listen} with {} but no --api-key: anyone who can \
                  reach it could publish to any channel through POST /api/publish. Add \
-                 --api-key KEY, or pass --allow-anonymous if that is what you want"
+                 --api-key KEY, or pass --allow-anonymous if that is what you want",
+                if self.auth.jwt_configured() {
+                    "a JWT key"
+                } else {
+                    "a connect hook"
+                }
             ),
             (false, true) => format!(
-                "refusing to listen on {listen} with --api-key but no JWT key: anyone who can \
-                 reach it could connect to /ws and subscribe and publish without a token. Add \
-                 --jwt-secret or --jwt-public-key, or pass --allow-anonymous if that is what \
-                 you want"
+                "refusing to listen on {listen} with --api-key but no JWT key or connect hook: \
+                 anyone who can reach it could connect to /ws and subscribe and publish without \
+                 a token. Add --jwt-secret, --jwt-public-key or --hook-connect, or pass \
+                 --allow-anonymous if that is what you want"
             ),
         };
         Err(ConfigError::Invalid(why))

@@ -163,3 +163,123 @@ fn history_byte_caps_must_hold_a_publication() {
     .to_string();
     assert!(err.contains("--history-max-bytes"), "{err}");
 }
+
+#[test]
+fn hooks_need_a_secret_and_sane_bounds() {
+    let url = "http://127.0.0.1:9/connect";
+    let err = load(None, no_env, &flags(&[("hook-connect", url)]))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--hook-connect needs --hook-secret"), "{err}");
+    let ok = flags(&[("hook-rpc", url), ("hook-secret", "s")]);
+    let config = load(None, no_env, &ok).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.hooks.timeout, std::time::Duration::from_secs(2));
+    assert_eq!(config.hooks.concurrency, 256);
+    assert!(config.to_toml().contains("secret = \"<set>\""));
+    for (given, says) in [
+        (
+            ("hook-rpc", "ftp://x/"),
+            "--hook-rpc \"ftp://x/\": expected an http:// or https://",
+        ),
+        (
+            ("hook-timeout", "0s"),
+            "--hook-timeout \"0s\": must be above 0",
+        ),
+        (("hook-timeout", "2m"), "must be above 0 and at most 1m"),
+        (("hook-concurrency", "0"), "must be at least 1"),
+        (
+            ("hook-cookies", "session"),
+            "--hook-cookies \"session\": that is what the connect",
+        ),
+    ] {
+        let err = load(None, no_env, &flags(&[given, ("hook-secret", "s")]))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(says), "{given:?}: {err}");
+    }
+    for (given, says) in [
+        (("hook-cookies", "a b"), "is not a cookie name"),
+        (("hook-headers", "x y"), "is not a header name"),
+        (("hook-headers", "Cookie"), "list them in --hook-cookies"),
+    ] {
+        let all = flags(&[given, ("hook-connect", url), ("hook-secret", "s")]);
+        let err = load(None, no_env, &all)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(says), "{given:?}: {err}");
+    }
+}
+
+#[test]
+fn a_connect_hook_counts_as_client_authentication_on_a_public_bind() {
+    let public = ("listen", "0.0.0.0:8080");
+    let hook = ("hook-connect", "http://10.0.0.9:9000/connect");
+    let secret = ("hook-secret", "s");
+    assert!(load(
+        None,
+        no_env,
+        &flags(&[public, hook, secret, ("api-key", "k")])
+    )
+    .is_ok());
+    let err = load(None, no_env, &flags(&[public, hook, secret]))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("with a connect hook but no --api-key"),
+        "{err}"
+    );
+    // Other hooks authenticate nobody.
+    let rpc = ("hook-rpc", "http://10.0.0.9:9000/rpc");
+    let err = load(
+        None,
+        no_env,
+        &flags(&[public, rpc, secret, ("api-key", "k")]),
+    )
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("no JWT key or connect hook"), "{err}");
+}
+
+#[test]
+fn a_rule_with_a_hook_needs_its_url() {
+    let dir = std::env::temp_dir().join(format!("tether-cfg-hookrule-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let file = dir.join("tether.toml");
+    let text = "[[channels]]\npattern = \"a\"\n\n[[channels]]\npattern = \"chat:*\"\n\
+                publish_hook = true\nsubscribe_hook = true\n";
+    std::fs::write(&file, text).expect("write");
+    let err = load(Some(&file), no_env, &[])
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!(
+            "subscribe_hook = true at {} line 7: needs --hook-subscribe URL",
+            file.display()
+        )),
+        "{err}"
+    );
+    let sub = flags(&[
+        ("hook-subscribe", "http://127.0.0.1:9/s"),
+        ("hook-secret", "s"),
+    ]);
+    let err = load(Some(&file), no_env, &sub)
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("publish_hook = true at"), "{err}");
+    assert!(err.contains("line 6: needs --hook-publish URL"), "{err}");
+    let both = flags(&[
+        ("hook-subscribe", "http://127.0.0.1:9/s"),
+        ("hook-publish", "http://127.0.0.1:9/p"),
+        ("hook-secret", "s"),
+    ]);
+    let config = load(Some(&file), no_env, &both).unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.channels[1].publish_hook && config.channels[1].subscribe_hook);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -3,6 +3,7 @@
 //! each for at most the timeout, and the next caller is refused at once
 //! ([`CallError::Busy`]) rather than queued.
 
+use super::tls::Connector;
 use bytes::Bytes;
 use http::{header, Request, Uri};
 use http_body_util::{BodyExt, Full, Limited};
@@ -38,17 +39,19 @@ pub enum CallError {
     /// The answer (status and body) was not 2xx.
     #[error("the backend answered HTTP {0}")]
     Status(u16, Bytes),
-    #[error("the backend's answer is longer than {MAX_ANSWER_BYTES} bytes, or broken: {0}")]
+    #[error("the backend's answer is unreadable: {0}")]
     Unreadable(String),
 }
 
 /// The client every hook and the event sender use.
 #[derive(Clone)]
 pub struct HookClient {
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<Connector, Full<Bytes>>,
     key: Arc<hmac::Key>,
     timeout: Duration,
     slots: Arc<Semaphore>,
+    /// Why `https://` cannot be used, if it cannot.
+    https_unusable: Option<Arc<str>>,
 }
 
 impl HookClient {
@@ -56,7 +59,10 @@ impl HookClient {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(timeout));
+        let connector = Connector::new(connector);
+        let https_unusable = connector.https_unusable().map(Arc::from);
         HookClient {
+            https_unusable,
             http: Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(30))
                 .build(connector),
@@ -64,6 +70,11 @@ impl HookClient {
             timeout,
             slots: Arc::new(Semaphore::new(concurrency)),
         }
+    }
+
+    /// Why `https://` URLs cannot be called (no CA bundle), if they cannot.
+    pub fn https_unusable(&self) -> Option<String> {
+        self.https_unusable.as_deref().map(str::to_owned)
     }
 
     /// Whether a call would find a free slot now (to shed before starting
@@ -94,7 +105,13 @@ impl HookClient {
             let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
                 .collect()
                 .await
-                .map_err(|e| CallError::Unreadable(e.to_string()))?
+                .map_err(|e| {
+                    CallError::Unreadable(if e.is::<http_body_util::LengthLimitError>() {
+                        format!("longer than {MAX_ANSWER_BYTES} bytes")
+                    } else {
+                        format!("cut short: {e}")
+                    })
+                })?
                 .to_bytes();
             if status.is_success() {
                 Ok(body)
@@ -123,6 +140,16 @@ pub fn sign(key: &hmac::Key, timestamp: u64, body: &[u8]) -> String {
     out
 }
 
+/// [`sign`] with the secret as text: what a backend computes to check a
+/// request (docs/hooks.md, "Signatures").
+pub fn signature(secret: &str, timestamp: u64, body: &[u8]) -> String {
+    sign(
+        &hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()),
+        timestamp,
+        body,
+    )
+}
+
 /// An error and its causes on one line (hyper's top-level error says
 /// little: "client error (Connect)").
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -148,6 +175,23 @@ mod tests {
             sign(&key, 1_700_000_000, br#"{"a":1}"#),
             "v1=".to_owned() + &openssl_like("secret", "1700000000.{\"a\":1}")
         );
+    }
+
+    #[test]
+    fn the_example_in_the_docs_is_what_tether_sends() {
+        let body = br#"{"client":"n1-1f","data":null,"method":"ping","user":"42"}"#;
+        assert_eq!(
+            signature("change-me", 1_765_152_000, body),
+            "v1=dc5bbcbaf653e189d482aaa3ce01fa4ea9b27fe5dfe77c591a7042c1ee7d75ad"
+        );
+        let docs = include_str!("../../../../docs/hooks.md");
+        assert!(
+            docs.contains("v1=dc5bbcbaf653e189d482aaa3ce01fa4ea9b27fe5dfe77c591a7042c1ee7d75ad")
+        );
+        // Bodies are JSON objects with their keys in order, as shown.
+        let sent =
+            serde_json::json!({"user": "42", "method": "ping", "client": "n1-1f", "data": null});
+        assert_eq!(sent.to_string().as_bytes(), body);
     }
 
     /// The same HMAC computed in one piece.

@@ -10,7 +10,7 @@ pub use crate::body::{BodyTimeout, DeadlineBody};
 pub use crate::gate::PeerAddr;
 use crate::{
     auth,
-    gate::{cross_origin, denied_to_refusal, gate, refuse},
+    gate::{cross_origin, denied_to_refusal, gate, has_connect_hook, hooks_busy, refuse},
     handshake::{switching_protocols, validate_upgrade, Refusal},
     limits::Lane,
     node::Node,
@@ -115,6 +115,23 @@ async fn upgrade(
         Ok(grant) => grant,
         Err(g) => return refuse(&node, peer, &path, g.refusal),
     };
+    // With a connect hook, what it is shown; refused 503 at once when the
+    // node has no room for the call.
+    let connect = match (&endpoint, node.hooks.as_ref()) {
+        (Endpoint::Tether, Some(hooks)) if has_connect_hook(&node) => {
+            let data = match crate::hooks::data_param(req.uri().query()) {
+                Ok(data) => data,
+                Err(why) => return refuse(&node, peer, &path, Refusal::BadRequest(why)),
+            };
+            if !hooks.has_room() {
+                return refuse(&node, peer, &path, hooks_busy());
+            }
+            let request =
+                hooks.connect_request("websocket", peer.ip(), req.headers(), token.clone(), data);
+            Some(Box::new(request))
+        }
+        _ => None,
+    };
     let lane = match endpoint {
         Endpoint::Tether => Lane::Tether,
         Endpoint::Echo => Lane::Echo,
@@ -158,7 +175,8 @@ async fn upgrade(
         // alone; this one, which only waited for the upgrade, ends here.
         match endpoint {
             Endpoint::Tether => {
-                tasks.spawn(Box::new(Session::new(node, ws, peer, grant, permit)).run());
+                let session = Session::new(node, ws, peer, grant, permit).with_connect(connect);
+                tasks.spawn(Box::new(session).run());
             }
             Endpoint::Echo => {
                 tasks.spawn(transport::echo::run(node, ws, peer, permit));

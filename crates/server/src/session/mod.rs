@@ -8,9 +8,12 @@
 //! idempotency, and reading from the channels' shared logs all live here,
 //! once, so the transports cannot drift apart.
 
+mod backend;
+mod connect;
 mod joining;
 mod positions;
 mod presence;
+mod publish;
 mod replay;
 mod requests;
 mod subscriptions;
@@ -23,7 +26,9 @@ use crate::{
     limits::{ConnectionPermit, TokenBucket},
     node::Node,
 };
+pub use backend::{closing_of, Pending};
 use bytes::Bytes;
+pub use connect::connect;
 use std::{collections::HashMap, sync::Arc};
 use subscriptions::Subscriptions;
 use tether_protocol::{CloseCode, ServerMessage, PROTOCOL_VERSION};
@@ -100,6 +105,21 @@ struct Rare {
     /// positions in every request, and they are checked against these; a
     /// connection keeps only the channels whose replay has not reached it.
     held: HashMap<Arc<str>, Held>,
+    /// Channels the subscribe hook allowed this long-polling session (its
+    /// polls name them again; the hook is not asked again while held).
+    approved: std::collections::HashSet<Arc<str>>,
+    /// Server-side subscriptions (the connect hook's `channels`) not yet
+    /// joined and announced to the client.
+    announce: Vec<String>,
+}
+
+impl Rare {
+    fn is_empty(&self) -> bool {
+        self.client.is_empty()
+            && self.held.is_empty()
+            && self.approved.is_empty()
+            && self.announce.is_empty()
+    }
 }
 
 /// Where a session joined a channel.
@@ -204,7 +224,7 @@ impl Session {
     pub(crate) fn unhold(&mut self, channel: &str) {
         if let Some(r) = &mut self.rare {
             r.held.remove(channel);
-            if self.style == Style::Connection && r.held.is_empty() {
+            if self.style == Style::Connection && r.is_empty() {
                 self.rare = None;
             }
         }

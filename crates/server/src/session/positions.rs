@@ -5,10 +5,12 @@
 //! new, from the channels' logs or from history, within an answer's bounds.
 //! Any node can do this for any client: a lost answer is simply read again.
 
-use super::{keep_within, push_publications, read_cursor, Closing, Out, Session};
-use crate::{broker::Publication, channel_log::Cursor};
+use super::{
+    backend::error_of, keep_within, push_publications, read_cursor, Closing, Out, Session,
+};
+use crate::{broker::Publication, channel_log::Cursor, hooks::Answer};
 use std::{collections::HashMap, sync::Arc};
-use tether_protocol::{ServerMessage, StreamPosition};
+use tether_protocol::{ErrorCode, ServerMessage, StreamPosition};
 
 /// Publications one poll answer carries per channel at most.
 const POLL_BATCH: usize = 256;
@@ -32,16 +34,20 @@ impl Session {
         out: &mut Out,
         superseded: impl Fn() -> bool,
     ) {
+        // What the connect hook subscribed a new session to comes first,
+        // and is kept although this poll does not name it yet.
+        let announced = self.announce(out).await;
         let named: std::collections::HashSet<&str> = channels.keys().map(String::as_str).collect();
         let gone: Vec<Arc<str>> = self
             .subscriptions()
             .map(|(c, _)| c.clone())
-            .filter(|c| !named.contains(&**c))
+            .filter(|c| !named.contains(&**c) && !announced.contains(c))
             .collect();
         for channel in gone {
             self.unsubscribe_quietly(&channel);
         }
         let mut used = bytes(out);
+        let mut asks = Vec::new();
         for (channel, position) in channels {
             let same_epoch = self
                 .held(&channel)
@@ -53,11 +59,64 @@ impl Session {
                 // The answer is full, or nobody waits for it: the channel is
                 // joined when the next poll names it again.
                 _ if used >= POLL_BYTES || superseded() => {}
+                // Naming a channel is subscribing to it: the backend decides
+                // where its rule says so.
+                _ if self.needs_subscribe_hook(&channel) => asks.push((channel, position)),
                 _ => {
                     let before = out.len();
                     self.rejoin(&channel, &position, POLL_BYTES - used, out)
                         .await;
                     used += bytes(&out[before..]);
+                }
+            }
+        }
+        if !asks.is_empty() {
+            self.rejoin_asked(asks, used, out).await;
+        }
+    }
+
+    /// Asks the subscribe hook about every channel of `asks` at once (a
+    /// poll costs one `--hook-timeout` at most, not one per channel), and
+    /// joins those it allows; the others get an id-less `error` naming them.
+    async fn rejoin_asked(
+        &mut self,
+        asks: Vec<(String, StreamPosition)>,
+        mut used: usize,
+        out: &mut Out,
+    ) {
+        let mut calls = Vec::with_capacity(asks.len());
+        let mut asked = Vec::with_capacity(asks.len());
+        for (channel, position) in asks {
+            // Nothing is asked that the node would refuse anyway.
+            match self.may_join(&channel) {
+                Ok(()) => {
+                    calls.push(self.ask_subscribe(&channel));
+                    asked.push((channel, position));
+                }
+                Err((code, message)) => push_channel_error(out, channel, code, message),
+            }
+        }
+        let answers = futures_util::future::join_all(calls).await;
+        for ((channel, position), answer) in asked.into_iter().zip(answers) {
+            match answer {
+                Ok(Answer::Allowed) => {
+                    self.approve(&channel);
+                    if used < POLL_BYTES {
+                        let before = out.len();
+                        self.rejoin(&channel, &position, POLL_BYTES - used, out)
+                            .await;
+                        used += bytes(&out[before..]);
+                    }
+                }
+                Ok(_) => push_channel_error(
+                    out,
+                    channel,
+                    ErrorCode::Internal,
+                    "the hook's answer does not fit the request".into(),
+                ),
+                Err(e) => {
+                    let (code, message) = error_of(e);
+                    push_channel_error(out, channel, code, message);
                 }
             }
         }
@@ -74,8 +133,17 @@ impl Session {
         budget: usize,
         out: &mut Out,
     ) {
+        // Leaving forgets that the subscribe hook allowed it: kept across.
+        let approved = self
+            .rare
+            .as_ref()
+            .is_some_and(|r| r.approved.contains(channel));
         self.unsubscribe_quietly(channel);
-        match self.join(channel, Some(position), budget).await {
+        let joined = self.join(channel, Some(position), budget).await;
+        if approved && joined.is_ok() {
+            self.approve(channel);
+        }
+        match joined {
             Ok(recovery) if recovery.recovered => {
                 if let Some(cursor) = self.cursor(channel).cloned() {
                     cursor.set_position(position.offset);
@@ -90,13 +158,7 @@ impl Session {
             Err((code, message)) => {
                 // The client may no longer hold it (its token changed): the
                 // error names the channel, and the client drops it.
-                let error = ServerMessage::Error {
-                    id: None,
-                    code,
-                    message,
-                    channel: Some(channel.to_owned()),
-                };
-                out.push(error.encode().into());
+                push_channel_error(out, channel.to_owned(), code, message);
             }
         }
     }
@@ -194,6 +256,18 @@ fn reaches(cursor: &Cursor, offset: u64) -> bool {
         .log
         .read_after(offset - 1, 1, &mut at)
         .is_ok_and(|_| at.first().is_some_and(|p| p.offset == offset))
+}
+
+/// An id-less `error` naming the channel a poll named and the session
+/// could not hold.
+fn push_channel_error(out: &mut Out, channel: String, code: ErrorCode, message: String) {
+    let error = ServerMessage::Error {
+        id: None,
+        code,
+        message,
+        channel: Some(channel),
+    };
+    out.push(error.encode().into());
 }
 
 /// The bytes of `frames` (an answer, or what a step added to it).

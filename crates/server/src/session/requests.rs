@@ -1,11 +1,12 @@
 //! Requests on a session: decoding, the message rate and strikes, and
 //! subscribe / unsubscribe / publish against the hub and the broker.
 
-use super::{joining::Joining, Closing, Out, Session, MAX_STRIKES};
+use super::{
+    backend::Pending, joining::Joining, publish::new_channels_refused, Closing, Out, Session,
+    MAX_STRIKES,
+};
 use crate::broker::{BrokerError, Publication, Recovery};
 use crate::hub::HubFull;
-use crate::node::PublishError;
-use serde_json::value::RawValue;
 use std::sync::Arc;
 use tether_protocol::{ClientMessage, CloseCode, ErrorCode, ServerMessage, StreamPosition};
 use tokio::time::Instant;
@@ -81,8 +82,24 @@ impl Session {
     }
 
     /// One inbound text message: decoded, rate-limited, handled; replies go
-    /// to `out`.
+    /// to `out`. A request the backend decides is waited for here: the
+    /// caller runs this where it is never dropped halfway (long polling's
+    /// session task).
     pub async fn on_text(&mut self, text: &str, out: &mut Out) -> Result<(), Closing> {
+        if let Some(pending) = self.on_text_step(text, out).await? {
+            self.wait(pending, out).await?;
+        }
+        Ok(())
+    }
+
+    /// [`Session::on_text`], except that a request the backend decides is
+    /// returned at its call, for the transport to await and
+    /// [`Session::resume`] (nothing is changed until then).
+    pub async fn on_text_step(
+        &mut self,
+        text: &str,
+        out: &mut Out,
+    ) -> Result<Option<Box<Pending>>, Closing> {
         self.node.metrics.messages_in.inc();
         let decoded = ClientMessage::decode(text);
         if let Err(retry) = self.bucket.take(Instant::now().into_std()) {
@@ -91,35 +108,37 @@ impl Session {
                 Err(e) => e.id,
             };
             self.node.metrics.refusal("message_rate");
-            return self.strike(out, id, ErrorCode::RateLimited, too_many(retry));
+            return self
+                .strike(out, id, ErrorCode::RateLimited, too_many(retry))
+                .map(|()| None);
         }
         match decoded {
-            Err(e) => self.strike(out, e.id, e.code, e.message),
+            Err(e) => self.strike(out, e.id, e.code, e.message).map(|()| None),
             Ok(request) => {
                 self.strikes = 0;
-                self.handle(request, out).await;
-                Ok(())
+                Ok(self.handle(request, out).await)
             }
         }
     }
 
-    async fn handle(&mut self, request: ClientMessage, out: &mut Out) {
+    async fn handle(&mut self, request: ClientMessage, out: &mut Out) -> Option<Box<Pending>> {
         match request {
             ClientMessage::Ping => Self::reply(out, ServerMessage::Pong),
             ClientMessage::Subscribe {
                 id,
                 channel,
                 recover,
-            } => self.subscribe(id, channel, recover, out).await,
+            } => return self.subscribe(id, channel, recover, out).await,
             ClientMessage::Unsubscribe { id, channel } => {
                 if !self.drop_subscription(&channel) {
                     if self.on_connection() {
-                        return Self::reply_error(
+                        Self::reply_error(
                             out,
                             Some(id),
                             ErrorCode::NotSubscribed,
                             format!("not subscribed to {channel:?}"),
                         );
+                        return None;
                     }
                 } else {
                     self.leave(&channel);
@@ -131,21 +150,16 @@ impl Session {
                 channel,
                 data,
                 key,
-            } => self.publish(id, channel, data, key, out).await,
+            } => return self.publish(id, channel, data, key, out).await,
             ClientMessage::Presence { id, channel } => {
                 self.presence_request(id, channel, false, out).await
             }
             ClientMessage::PresenceStats { id, channel } => {
                 self.presence_request(id, channel, true, out).await
             }
-            // Placeholder until the rpc hook (issue 19) answers it.
-            ClientMessage::Rpc { id, .. } => Self::reply_error(
-                out,
-                Some(id),
-                ErrorCode::BadRequest,
-                "rpc is not enabled on this server (no --hook-rpc)".into(),
-            ),
+            ClientMessage::Rpc { id, method, data } => return self.rpc(id, method, data, out),
         }
+        None
     }
 
     async fn subscribe(
@@ -154,38 +168,51 @@ impl Session {
         channel: String,
         recover: Option<StreamPosition>,
         out: &mut Out,
-    ) {
+    ) -> Option<Box<Pending>> {
         if self.subs.contains_key(channel.as_str()) {
-            if self.on_connection() {
-                return Self::reply_error(
+            // A channel the backend subscribed the session to is the
+            // client's to take over (with its recovery) once.
+            if self.on_connection() && !self.grant.is_server_channel(&channel) {
+                Self::reply_error(
                     out,
                     Some(id),
                     ErrorCode::AlreadySubscribed,
                     format!("already subscribed to {channel:?}"),
                 );
+                return None;
             }
             // A retried subscribe: answered afresh from the position it names.
             self.unsubscribe_quietly(&channel);
         }
+        if self.needs_subscribe_hook(&channel) {
+            return self.subscribe_through_hook(id, channel, recover, out);
+        }
+        self.finish_subscribe(id, &channel, recover, out).await;
+        None
+    }
+
+    /// Joins `channel` and answers the subscribe `id`.
+    pub(super) async fn finish_subscribe(
+        &mut self,
+        id: u64,
+        channel: &str,
+        recover: Option<StreamPosition>,
+        out: &mut Out,
+    ) {
         // The reply carries what fits in it; the rest of the gap is read on
         // later turns (a connection) or polls (a retried client).
         match self
-            .join(&channel, recover.as_ref(), REPLAY_REPLY_BYTES)
+            .join(channel, recover.as_ref(), REPLAY_REPLY_BYTES)
             .await
         {
-            Ok(recovery) => self.answer_subscribe(Some(id), &channel, recovery, out),
+            Ok(recovery) => self.answer_subscribe(Some(id), channel, recovery, out),
             Err((code, message)) => Self::reply_error(out, Some(id), code, message),
         }
     }
 
-    /// Checks the name, the permission and the subscription cap, joins the channel's
-    /// log and reads the broker's answer to `recover` (at most `budget` bytes of it).
-    pub(crate) async fn join(
-        &mut self,
-        channel: &str,
-        recover: Option<&StreamPosition>,
-        budget: usize,
-    ) -> Result<Recovery, (ErrorCode, String)> {
+    /// What a join checks before it takes anything: the name, the
+    /// permission, the session's subscription cap.
+    pub(super) fn may_join(&self, channel: &str) -> Result<(), (ErrorCode, String)> {
         // Decoded requests are checked already; a long poll names its
         // channels in its own body and is checked here.
         tether_protocol::message::validate_channel(channel)
@@ -205,6 +232,18 @@ impl Session {
                 format!("at most {max} subscriptions per connection; unsubscribe first"),
             ));
         }
+        Ok(())
+    }
+
+    /// Checks the name, the permission and the subscription cap, joins the channel's
+    /// log and reads the broker's answer to `recover` (at most `budget` bytes of it).
+    pub(crate) async fn join(
+        &mut self,
+        channel: &str,
+        recover: Option<&StreamPosition>,
+        budget: usize,
+    ) -> Result<Recovery, (ErrorCode, String)> {
+        self.may_join(channel)?;
         // A place in the node's subscription budget (with a share per
         // address), given back on drop if this join fails or is cancelled.
         let place = self
@@ -336,94 +375,15 @@ impl Session {
     /// broker if this was its last subscriber here. Awaits nothing, so a
     /// request dropped at any point leaves no half-done leave behind.
     pub(super) fn leave(&mut self, channel: &str) {
+        if let Some(r) = &mut self.rare {
+            r.approved.remove(channel);
+        }
         self.unhold(channel);
         self.exit_presence(channel);
         if let Some(last) = self.node.hub.remove(channel, self.conn_id) {
             if last.interest_is_live() {
                 self.node.release_interest(channel);
             }
-        }
-    }
-
-    async fn publish(
-        &mut self,
-        id: u64,
-        channel: String,
-        data: Box<RawValue>,
-        key: Option<String>,
-        out: &mut Out,
-    ) {
-        if let Err((code, message)) = tether_protocol::message::validate_publish(
-            &channel,
-            &data,
-            key.as_deref(),
-            self.node.config.limits.max_message_bytes,
-        ) {
-            return Self::reply_error(out, Some(id), code, message);
-        }
-        if !self.grant.can_publish(&channel) {
-            self.node.metrics.refusal("publish_forbidden");
-            return Self::reply_error(
-                out,
-                Some(id),
-                ErrorCode::Forbidden,
-                format!("no permission to publish to {channel:?}"),
-            );
-        }
-        // The channel's rule may close it to clients whatever the token
-        // says; the backend's POST /api/publish does not come here.
-        if !self.node.rules.get(&channel).client_publish {
-            self.node.metrics.refusal("publish_forbidden");
-            return Self::reply_error(
-                out,
-                Some(id),
-                ErrorCode::Forbidden,
-                format!("clients may not publish to {channel:?} (client_publish = false)"),
-            );
-        }
-        // A retried POST carries the same client and id: keyed by them (and
-        // by the token's subject, so another user who learned the client id
-        // cannot take the key first), it is stored once.
-        let key = match (key, self.rare.as_ref().filter(|_| !self.on_connection())) {
-            (None, Some(r)) => Some(retried_key(&r.client, id, self.grant.user.as_deref())),
-            (key, _) => key,
-        };
-        self.presence_flushed().await;
-        // A publish that creates the channel takes a token from the
-        // address's bucket of new channels (`Node::publish`): refused
-        // `over_capacity` like a subscribe that would add one.
-        match self
-            .node
-            .publish(self.permit.key(), &channel, &data, key.as_deref())
-            .await
-        {
-            Ok(outcome) => Self::reply(
-                out,
-                ServerMessage::Ack {
-                    id,
-                    offset: outcome.offset,
-                },
-            ),
-            Err(PublishError::NewChannels(wait)) => {
-                let (code, message) = new_channels_refused(wait);
-                Self::reply_error(out, Some(id), code, message)
-            }
-            Err(PublishError::Broker(e)) => {
-                Self::reply_error(out, Some(id), error_code(&e), e.to_string())
-            }
-        }
-    }
-}
-
-/// The idempotency key of a long-polling publish sent without one: at most
-/// ~150 bytes whatever the subject's length (a digest of it).
-fn retried_key(client: &str, id: u64, user: Option<&str>) -> String {
-    match user {
-        None => format!("lp:{client}:{id}"),
-        Some(user) => {
-            let digest = sha1_smol::Sha1::from(user).digest().bytes();
-            let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-            format!("lp:{client}:{id}:{hex}")
         }
     }
 }
@@ -453,15 +413,6 @@ pub(super) fn error_code(e: &BrokerError) -> ErrorCode {
         BrokerError::OverCapacity(_) | BrokerError::NotCreated => ErrorCode::OverCapacity,
         BrokerError::Unavailable(_) => ErrorCode::Unavailable,
     }
-}
-
-/// The error for a request over its address's share of new channels.
-fn new_channels_refused(wait: std::time::Duration) -> (ErrorCode, String) {
-    let ms = wait.as_millis().max(1);
-    (
-        ErrorCode::OverCapacity,
-        format!("too many new channels from your address; retry in {ms} ms"),
-    )
 }
 
 /// Publication bytes a `subscribed` reply carries at most; a longer replay
@@ -524,6 +475,7 @@ pub(crate) fn encode_subscribed(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::value::RawValue;
 
     fn recovery(sizes: &[usize]) -> Recovery {
         let publications = sizes
@@ -541,26 +493,6 @@ mod tests {
             recovered: true,
             publications,
         }
-    }
-
-    #[test]
-    fn a_long_poll_publish_key_is_the_subjects_own_and_short() {
-        let anonymous = retried_key("n1-ab", 9, None);
-        assert_eq!(anonymous, "lp:n1-ab:9");
-        let alice = retried_key("n1-ab", 9, Some("alice"));
-        assert_ne!(alice, retried_key("n1-ab", 9, Some("bob")));
-        assert_ne!(alice, anonymous);
-        assert_eq!(
-            alice,
-            retried_key("n1-ab", 9, Some("alice")),
-            "the same on every node"
-        );
-        let long = retried_key(&"c".repeat(96), u64::MAX, Some(&"u".repeat(10_000)));
-        assert!(
-            long.len() <= tether_protocol::message::MAX_KEY_LEN,
-            "{}",
-            long.len()
-        );
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub(crate) async fn poll(
             if let Err(c) = state.engine.take_token(&mut out) {
                 return Err(end(&node, &registry, &session, &mut state, out, c));
             }
+            if let Err(c) = state.engine.check_expiry().await {
+                return Err(end(&node, &registry, &session, &mut state, out, c));
+            }
             let superseded = || session.poll_generation.load(Ordering::Acquire) != generation;
             state
                 .engine
@@ -55,7 +58,7 @@ pub(crate) async fn poll(
             if !out.is_empty() {
                 return Err(out);
             }
-            Ok((state.engine.expires_at(), state.engine.bell.clone()))
+            Ok((state.engine.check_expiry_at(), state.engine.bell.clone()))
         }
     });
     let (mut token_deadline, bell) = match first.await {
@@ -86,12 +89,22 @@ pub(crate) async fn poll(
                 if token_deadline.is_none_or(|t| Instant::now() < t) {
                     return Out::new();
                 }
-                let mut state = session.state.lock().await;
                 // Another request may have brought a refreshed token while
-                // this poll waited: it replaced the grant, so wait on.
-                token_deadline = state.engine.expires_at();
-                if let Some(c) = state.engine.token_expired() {
-                    return end(node, registry, session, &mut state, Out::new(), c);
+                // this poll waited (it replaced the grant: wait on), or the
+                // refresh hook is due (asked in the session's task).
+                let checked = session.run(node, {
+                    let (node, registry, session) = (node.clone(), registry.clone(), session.clone());
+                    move |mut state| async move {
+                        match state.engine.check_expiry().await {
+                            Ok(()) => Ok(state.engine.check_expiry_at()),
+                            Err(c) => Err(end(&node, &registry, &session, &mut state, Out::new(), c)),
+                        }
+                    }
+                });
+                match checked.await {
+                    Some(Ok(at)) => token_deadline = at,
+                    Some(Err(answer)) => return answer,
+                    None => return Out::new(),
                 }
                 if Instant::now() >= deadline {
                     return Out::new();

@@ -6,9 +6,13 @@ use super::{
     close_frame, ending_frame, new_client_id, poll, poll::PollBody, valid_client_id, Busy,
     Registry, STYLE,
 };
+use crate::hooks::ConnectRequest;
 use crate::{
     auth::Grant,
-    gate::{cross_origin, denied_to_refusal, origin_allowed, refuse, Gated, PeerAddr},
+    gate::{
+        cross_origin, denied_to_refusal, has_connect_hook, hooks_busy, origin_allowed, refuse,
+        Gated, PeerAddr,
+    },
     handshake::Refusal,
     limits::Lane,
     node::Node,
@@ -130,7 +134,9 @@ fn gate(node: &Node, req: &Parts) -> Result<Grant, Gated> {
     // tokenless request, the owner of every sub-less session. On `/ws` the
     // socket is the session and needs no owner; here the client id is
     // learnable, so the subject must be something an outsider cannot present.
-    if token.is_some() && node.verifier.is_some() && !has_subject(&grant) {
+    // (With a connect hook the backend says who the session is, once.)
+    if token.is_some() && node.verifier.is_some() && !has_subject(&grant) && !has_connect_hook(node)
+    {
         return Err(Gated {
             refusal: Refusal::Unauthorized(
                 "long polling needs a token with a `sub` claim (a session belongs to its \
@@ -168,18 +174,81 @@ async fn open_route(
     let headers = req.headers.clone();
     let admitted = gate(&node, &req)
         .map_err(|g| g.refusal)
-        .and_then(|g| admit(&node, &peer, g));
+        .and_then(|g| Ok((ask_connect(&node, &peer, &req)?, g)))
+        .and_then(|(connect, g)| Ok((connect, admit(&node, &peer, g)?)));
     let res = match admitted {
         Err(r) => refuse(&node, peer.addr, "/lp/open", r),
-        Ok(engine) => {
+        Ok((connect, mut engine)) => {
             let client = new_client_id(&node);
-            // The `welcome` of every transport, with how long a poll waits.
-            let welcome = engine.welcome(client.clone()).encode();
-            drop(registry.insert(&node, &client, engine));
-            ([(header::CONTENT_TYPE, "application/json")], welcome).into_response()
+            match connected(&node, &mut engine, connect, &client, true).await {
+                // The `close` the connect hook's refusal is, as one message.
+                Err(c) => (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    ending_frame(&node, &c),
+                )
+                    .into_response(),
+                Ok(()) => {
+                    // The `welcome` of every transport, with how long a poll waits.
+                    let welcome = engine.welcome(client.clone()).encode();
+                    drop(registry.insert(&node, &client, engine));
+                    ([(header::CONTENT_TYPE, "application/json")], welcome).into_response()
+                }
+            }
         }
     };
     finish(&node, &headers, res)
+}
+
+/// With a connect hook: what it will be shown of this request (`None`
+/// without one). Refused 400 for a bad `data` query parameter, 503 when the
+/// node has no room for the call.
+fn ask_connect(
+    node: &Node,
+    peer: &PeerAddr,
+    req: &Parts,
+) -> Result<Option<ConnectRequest>, Refusal> {
+    let Some(hooks) = node.hooks.as_ref().filter(|_| has_connect_hook(node)) else {
+        return Ok(None);
+    };
+    let data = crate::hooks::data_param(req.uri.query()).map_err(Refusal::BadRequest)?;
+    if !hooks.has_room() {
+        return Err(hooks_busy());
+    }
+    let (token, _) = crate::auth::token_from_request(&req.headers, req.uri.query());
+    Ok(Some(hooks.connect_request(
+        "longpoll",
+        peer.addr.ip(),
+        &req.headers,
+        token,
+        data,
+    )))
+}
+
+/// Asks the connect hook (when there is one) about a new session for
+/// `client`, and gives the engine its answer; the hook's server-side
+/// subscriptions are announced by the session's first request when
+/// `announce` (a session `/lp/open` made; one re-created on another node
+/// holds them as its client names them). Awaited in the request: nothing
+/// exists yet that a dropped request would leave behind but the permit in
+/// `engine`, dropped with it.
+async fn connected(
+    node: &Node,
+    engine: &mut Session,
+    connect: Option<ConnectRequest>,
+    client: &str,
+    announce: bool,
+) -> Result<(), Closing> {
+    let Some(mut request) = connect else {
+        return Ok(());
+    };
+    request.client = client.to_owned();
+    let grant = crate::session::connect(node, &request).await?;
+    if announce {
+        engine.connected(grant);
+    } else {
+        engine.set_grant(grant);
+    }
+    Ok(())
 }
 
 /// The session a send or poll names: this node's, or a new one (no sticky
@@ -221,11 +290,25 @@ async fn session_for(
     };
     let session = match registry.enter(&client) {
         Some(s) => s,
-        None => match admit(node, peer, grant.clone()) {
-            Ok(engine) => registry.insert(node, &client, engine),
-            Err(r) => return Err(refuse(node, peer.addr, req.uri.path(), r)),
-        },
+        None => {
+            let admitted = ask_connect(node, peer, req)
+                .and_then(|connect| Ok((connect, admit(node, peer, grant.clone())?)));
+            let (connect, mut engine) = match admitted {
+                Ok(a) => a,
+                Err(r) => return Err(refuse(node, peer.addr, req.uri.path(), r)),
+            };
+            if let Err(c) = connected(node, &mut engine, connect, &client, false).await {
+                return Err(json_array(node, &[ending_frame(node, &c)]));
+            }
+            registry.insert(node, &client, engine)
+        }
     };
+    // With a connect hook the session is who the hook said when it was
+    // made; the client id (128 random bits) is its credential, as for a
+    // tokenless session.
+    if has_connect_hook(node) {
+        return Ok(session);
+    }
     let mut state = session.state.lock().await;
     // A session belongs to the token subject that opened it: another user
     // who learned the client id cannot act in it (nor a user who logged in
@@ -325,6 +408,17 @@ async fn send(
                 return vec![close_frame(c)];
             }
             let mut out = Out::new();
+            // The session's expiry (or its refresh), then what the connect
+            // hook subscribed it to, before any reply.
+            let checked = state.engine.check_expiry().await;
+            if let Err(c) = checked {
+                out.push(ending_frame(&node, &c));
+                state.closed = Some(c.clone());
+                drop(state);
+                registry.remove(&node, &client, c);
+                return out;
+            }
+            state.engine.announce(&mut out).await;
             let max = node.config.limits.max_message_bytes;
             for message in messages {
                 let text = message.get();

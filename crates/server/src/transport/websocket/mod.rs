@@ -20,9 +20,10 @@ use crate::{
     broker::Publication,
     channel_log::Cursor,
     doorbell::{DRAIN, TICK},
+    hooks::ConnectRequest,
     limits::ConnectionPermit,
     node::Node,
-    session::{Closing, Out, Session as Engine, Style},
+    session::{Closing, Out, Pending, Session as Engine, Style},
 };
 use futures_util::{SinkExt, StreamExt};
 use std::{net::SocketAddr, pin::pin, sync::Arc};
@@ -92,6 +93,12 @@ pub struct Session<S> {
     ws: WebSocketStream<S>,
     last_seen: Instant,
     peer: SocketAddr,
+    /// What the connect hook is asked before the `welcome`, if there is one.
+    connect: Option<Box<ConnectRequest>>,
+    /// A request (or the session's refresh) waiting for the backend: polled
+    /// beside the doorbell, so deliveries go on; the client's next frame is
+    /// read once it is answered.
+    pending: Option<Box<Pending>>,
 }
 
 /// `write_rung`'s scratch space: rung cursors, publications read.
@@ -115,7 +122,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             ws,
             last_seen: Instant::now(),
             peer,
+            connect: None,
+            pending: None,
         }
+    }
+
+    /// Asks the connect hook about the connection (`request`) before its
+    /// `welcome`: a refusal closes it with the backend's code and reason.
+    pub fn with_connect(mut self, request: Option<Box<ConnectRequest>>) -> Self {
+        self.connect = request;
+        self
     }
 
     /// Runs the session to its end. The session is boxed, and the future
@@ -146,12 +162,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let node = self.engine.node.clone();
         node.metrics.connections.inc();
         let client_id = self.engine.client_id();
-        let end = self.serve(client_id).await;
+        let end = match self.connect.take() {
+            // Boxed: only connections of a node with a connect hook need it.
+            Some(request) => Box::pin(self.ask_connect(request, client_id.clone())).await,
+            None => Ok(()),
+        };
+        let end = match end {
+            Ok(()) => self.serve(client_id).await,
+            Err(end) => end,
+        };
         // Boxed: the close path is large and runs once; keeping it out of
         // the task's inline state keeps every idle connection smaller.
         let span = self.span();
         Box::pin(self.finish(end).instrument(span)).await;
         node.metrics.connections.dec();
+    }
+
+    /// The connect hook's answer: the session's grant and server-side
+    /// subscriptions, or how the connection ends.
+    async fn ask_connect(
+        &mut self,
+        mut request: Box<ConnectRequest>,
+        client_id: String,
+    ) -> Result<(), End> {
+        request.client = client_id;
+        let node = self.engine.node.clone();
+        let grant = crate::session::connect(&node, &request).await?;
+        self.engine.connected(grant);
+        Ok(())
+    }
+
+    /// Joins the server-side subscriptions and writes their `subscribed`.
+    async fn announce(&mut self) -> Result<(), End> {
+        let mut out = Out::new();
+        self.engine.announce(&mut out).await;
+        self.write_out(&mut out).await
     }
 
     async fn serve(&mut self, client_id: String) -> End {
@@ -173,6 +218,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if node.is_draining() {
             return Closing::draining(&node).into();
         }
+        if self.engine.has_announcements() {
+            if let Err(end) = Box::pin(self.announce()).await {
+                return end;
+            }
+        }
         // Created once and polled in place: re-creating it on each turn of
         // the loop (taking the Notify lock) was a measurable share of the
         // fan-out cost.
@@ -184,7 +234,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // drain, the heartbeat) and publications.
             tokio::select! {
                 biased;
-                frame = self.ws.next() => {
+                // While a request waits for the backend the client's next
+                // ones wait in the socket: they are answered in order.
+                frame = self.ws.next(), if self.pending.is_none() => {
                     let now = Instant::now();
                     let silent_for = now.saturating_duration_since(self.last_seen);
                     self.last_seen = now;
@@ -211,6 +263,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         }
                     }
                 }
+                answer = std::future::poll_fn(|cx| match &mut self.pending {
+                    Some(p) => p.call.as_mut().poll(cx),
+                    None => std::task::Poll::Pending,
+                }), if self.pending.is_some() => {
+                    let span = self.span();
+                    if let Err(end) = Box::pin(self.resume(answer).instrument(span)).await {
+                        return end;
+                    }
+                    bell.set_deadline(self.deadline(next_ping));
+                }
                 () = &mut wake => {
                     wake.set(bell.notified());
                     let events = bell.take_events();
@@ -231,30 +293,66 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
+    /// Applies the backend's answer to the pending request and writes the
+    /// reply. The client was not read meanwhile: the wait counts as heard
+    /// from. A refresh that came due meanwhile starts now, before the
+    /// client's next request.
+    async fn resume(
+        &mut self,
+        answer: Result<crate::hooks::Answer, crate::hooks::HookError>,
+    ) -> Result<(), End> {
+        let Some(pending) = self.pending.take() else {
+            return Ok(());
+        };
+        self.last_seen = Instant::now();
+        let mut out = Out::new();
+        let resumed = self.engine.resume(pending, answer, &mut out).await;
+        let written = self.write_out(&mut out).await;
+        resumed.map_err(End::from)?;
+        written?;
+        if self.engine.refresh_due() {
+            self.pending = Some(self.engine.start_refresh());
+        }
+        Ok(())
+    }
+
     /// When the session next needs a heartbeat check: the next ping, the
-    /// silence limit, or the token's expiry.
+    /// silence limit, or the token's expiry (its refresh, with a refresh
+    /// hook).
     fn deadline(&self, next_ping: u64) -> u64 {
         let node = &self.engine.node;
         let hb = &node.config.heartbeat;
         let silent = node.ticker.ms(self.last_seen + hb.silence_limit());
-        let expiry = self
-            .engine
-            .expires_at()
-            .map_or(u64::MAX, |at| node.ticker.ms(at));
+        let expiry = match &self.pending {
+            // Looked at again once the refresh is answered.
+            Some(p) if p.is_refresh() => u64::MAX,
+            _ => self
+                .engine
+                .check_expiry_at()
+                .map_or(u64::MAX, |at| node.ticker.ms(at)),
+        };
         next_ping.min(silent).min(expiry)
     }
 
     /// The heartbeat check, when the ticker says its deadline came: token
-    /// expiry (4002), silence (4003), or time for a ping.
+    /// expiry (4002) or its refresh, silence (4003), or time for a ping.
+    /// While a request waits for the backend the client is not read, so
+    /// it is not timed out for silence (the wait ends within
+    /// `--hook-timeout`).
     async fn heartbeat(&mut self, next_ping: &mut u64) -> Result<(), End> {
         let node = self.engine.node.clone();
         let hb = &node.config.heartbeat;
         let now = Instant::now();
-        if let Some(c) = self.engine.token_expired() {
+        if self.engine.refresh_due() {
+            // Started now, or (a request waits) right after that answer.
+            if self.pending.is_none() {
+                self.pending = Some(self.engine.start_refresh());
+            }
+        } else if let Some(c) = self.engine.token_expired() {
             return Err(c.into());
         }
         let silence_limit = hb.silence_limit();
-        if now >= self.last_seen + silence_limit {
+        if self.pending.is_none() && now >= self.last_seen + silence_limit {
             node.metrics.heartbeat_timeouts.inc();
             return Err(End::Close(
                 CloseCode::HeartbeatTimeout,
@@ -312,7 +410,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // itself, keeping at most one pong pending).
             self.engine.take_token(out)
         } else if let Some(text) = msg.as_text() {
-            self.engine.on_text(text, out).await
+            // A request the backend decides leaves its call pending.
+            match self.engine.on_text_step(text, out).await {
+                Ok(pending) => {
+                    self.pending = pending;
+                    Ok(())
+                }
+                Err(c) => Err(c),
+            }
         } else {
             self.engine.on_binary(out)
         };
