@@ -33,6 +33,9 @@ const LAYERS: &[(&str, &[&str])] = &[
             "heartbeat",
         ],
     ),
+    // Calls to the operator's backend: the node holds them, the session
+    // emits events, the Redis broker keeps the events' node registry.
+    ("backend calls", &["events", "hooks"]),
     (
         "leaves",
         &[

@@ -17,6 +17,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 mod address;
 mod channels;
+mod events;
 pub(crate) use crate::duration;
 mod input;
 mod keys;
@@ -28,6 +29,7 @@ mod validate;
 #[cfg(test)]
 mod validate_tests;
 
+pub use events::{parse_url as events_url, EventsConfig, HooksConfig};
 pub use input::NOT_SETTINGS;
 use input::{Given, Origin};
 pub use keys::{Key, KEYS};
@@ -45,6 +47,8 @@ pub struct Config {
     pub tls: TlsConfig,
     pub proxy: ProxyConfig,
     pub broker: BrokerConfig,
+    pub hooks: HooksConfig,
+    pub events: EventsConfig,
     pub log: LogConfig,
     /// `[[channels]]` rules, only from the file (see `channel_rules`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -281,6 +285,10 @@ pub struct BrokerConfig {
     /// connections pinged.
     #[serde(with = "duration")]
     pub redis_check_interval: Duration,
+    /// How long a node's liveness key lives unless refreshed (the node
+    /// registry that `--events-url` keeps with this broker).
+    #[serde(with = "duration")]
+    pub node_ttl: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -290,6 +298,7 @@ impl Default for BrokerConfig {
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_prefix: "tether".into(),
             redis_check_interval: Duration::from_secs(5),
+            node_ttl: Duration::from_secs(15),
         }
     }
 }
@@ -443,6 +452,9 @@ impl Config {
         }
         if shown.auth.api_key.is_some() {
             shown.auth.api_key = Some("<set>".into());
+        }
+        if shown.hooks.secret.is_some() {
+            shown.hooks.secret = Some("<set>".into());
         }
         toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
     }

@@ -207,6 +207,7 @@ impl Config {
             ));
         }
         self.validate_exposure()?;
+        self.validate_events(names)?;
         if self.broker.kind == BrokerKind::Redis {
             let url = &self.broker.redis_url;
             if let Err(e) = redis::Client::open(url.as_str()) {

@@ -17,6 +17,8 @@ mod fanout;
 #[cfg(test)]
 mod fanout_tests;
 mod link;
+mod nodes;
+mod nodes_scripts;
 mod repair;
 mod scripts;
 
@@ -45,10 +47,19 @@ pub struct RedisOptions {
     pub check_interval: Duration,
     /// Per-channel history size and TTL (`[[channels]]`).
     pub rules: Arc<ChannelRules>,
+    /// This node's id (the node registry's key for it).
+    pub node_id: String,
+    /// How long the node's liveness key lives unless refreshed.
+    pub node_ttl: Duration,
+    /// Lifecycle events: with them the node keeps its sessions in the
+    /// node registry, and announces those of lapsed nodes (`nodes`).
+    pub events: Option<Arc<crate::events::Events>>,
 }
 
 pub struct RedisBroker {
     inner: Arc<Inner>,
+    /// The node registry, with lifecycle events only.
+    nodes: Option<Arc<nodes::Nodes>>,
     stop: CancellationToken,
 }
 
@@ -98,9 +109,24 @@ impl RedisBroker {
                 options.check_interval,
             ),
         });
-        tokio::spawn(link.run(stop.clone(), options.check_interval));
+        tokio::spawn(link.clone().run(stop.clone(), options.check_interval));
         Fanout::spawn(&inner, &stop);
-        Ok(RedisBroker { inner, stop })
+        let nodes = options.events.map(|events| {
+            let evicting = inner.clone();
+            let options = nodes::NodesOptions {
+                id: options.node_id,
+                ttl: options.node_ttl,
+                check_interval: options.check_interval,
+                prefix: inner.fanout.prefix.clone(),
+                events,
+                metrics: inner.fanout.metrics.clone(),
+                evict: Box::new(move |channel, client| {
+                    evicting.evict_lost_presence(channel, client)
+                }),
+            };
+            nodes::Nodes::start(options, link.clone(), &stop)
+        });
+        Ok(RedisBroker { inner, nodes, stop })
     }
 }
 
@@ -143,6 +169,19 @@ impl Inner {
             self.fanout.metrics.refusal("redis_full");
         }
         e
+    }
+
+    /// Removes the presence entry of `client`, a session of a node that
+    /// was declared lost, in `channel` (with its leave, if the channel's
+    /// rule says `join_leave`). The call point for issue 18's Redis
+    /// presence: until it is merged here, presence with this broker is
+    /// refused at start, so there is no entry to remove.
+    fn evict_lost_presence(&self, channel: &str, client: &str) {
+        tracing::debug!(
+            channel,
+            client,
+            "presence of a lost session: nothing kept in Redis yet"
+        );
     }
 
     fn conn(&self) -> Result<Conn, BrokerError> {
@@ -290,13 +329,22 @@ impl Broker for RedisBroker {
     // in a served node.
     fn presence_add(
         &self,
-        _channel: &str,
-        _entry: tether_protocol::PresenceEntry,
+        channel: &str,
+        entry: tether_protocol::PresenceEntry,
         _join_leave: bool,
     ) {
+        // The node registry notes where a session is present, so that a
+        // node that claims this one (if it dies) removes it there.
+        if let Some(nodes) = &self.nodes {
+            nodes.presence(&entry.client, channel, true);
+        }
     }
 
-    fn presence_remove(&self, _channel: &str, _client: &str, _join_leave: bool) {}
+    fn presence_remove(&self, channel: &str, client: &str, _join_leave: bool) {
+        if let Some(nodes) = &self.nodes {
+            nodes.presence(client, channel, false);
+        }
+    }
 
     async fn presence(
         &self,
@@ -312,6 +360,18 @@ impl Broker for RedisBroker {
 
     fn is_healthy(&self) -> bool {
         self.inner.fanout.health.is_up()
+    }
+
+    fn session_started(&self, client: &str, conn: u64, user: Option<&str>, at_ms: u64) {
+        if let Some(nodes) = &self.nodes {
+            nodes.started(client, conn, user, at_ms);
+        }
+    }
+
+    async fn node_leaving(&self) {
+        if let Some(nodes) = &self.nodes {
+            nodes.leave().await;
+        }
     }
 }
 
