@@ -6,7 +6,7 @@
 
 mod events_support;
 
-use events_support::{by_client, flags, received, unique, visit, PATH};
+use events_support::{by_client, events_in, flags, received, unique, visit, PATH};
 use std::time::Duration;
 use tether_test_util::{backend::Backend, eventually, http, TestServer};
 
@@ -63,12 +63,7 @@ async fn every_event_arrives_in_order_after_a_10s_outage() {
 
     backend
         .wait_for(Duration::from_secs(30), |r| {
-            let events: Vec<_> = r
-                .iter()
-                .filter(|r| r.path == PATH)
-                .flat_map(|r| r.json()["events"].as_array().cloned().unwrap_or_default())
-                .collect();
-            unique(&events).len() >= 4 * CLIENTS
+            unique(&events_in(r)).len() >= 4 * CLIENTS
         })
         .await;
     let all = received(&backend);

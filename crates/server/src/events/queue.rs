@@ -84,6 +84,12 @@ impl Queue {
         self.entries.len()
     }
 
+    /// Whether a batch of `batch` entries is there, or the queue is full
+    /// (no point waiting for more: they would push out the oldest).
+    pub fn is_ready(&self, batch: usize) -> bool {
+        self.entries.len() >= batch || self.events >= self.cap
+    }
+
     /// Appends `event`; when the queue was full, the oldest event waiting
     /// is dropped into the gap at the front and returned.
     pub fn push(&mut self, event: Queued, at_ms: u64) -> Option<Queued> {

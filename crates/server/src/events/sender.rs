@@ -84,8 +84,8 @@ pub(super) async fn run(
 }
 
 /// Waits for events and takes the next batch: at once when a batch is full
-/// or a flush hurries, else after [`LINGER`] for more to arrive. `None`
-/// when stopped.
+/// (or the queue, when it is smaller) or a flush hurries, else after
+/// [`LINGER`] for more to arrive. `None` when stopped.
 async fn next_batch(shared: &Shared, stop: &CancellationToken) -> Option<Vec<Entry>> {
     loop {
         let pushed = shared.pushed.notified();
@@ -100,7 +100,7 @@ async fn next_batch(shared: &Shared, stop: &CancellationToken) -> Option<Vec<Ent
     let deadline = Instant::now() + LINGER;
     loop {
         let pushed = shared.pushed.notified();
-        if shared.hurry.load(Ordering::Acquire) || shared.queue.lock().len() >= BATCH_MAX {
+        if shared.hurry.load(Ordering::Acquire) || shared.queue.lock().is_ready(BATCH_MAX) {
             break;
         }
         tokio::select! {

@@ -6,7 +6,10 @@
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
-use tether_test_util::{backend::Backend, ws::WsClient};
+use tether_test_util::{
+    backend::{Backend, Received},
+    ws::WsClient,
+};
 use tokio_websockets::{CloseCode, Message};
 
 pub const SECRET: &str = "events-test-secret";
@@ -15,9 +18,15 @@ pub const PATH: &str = "/events";
 /// Every event the backend received at [`PATH`], in arrival order
 /// (duplicates included).
 pub fn received(backend: &Backend) -> Vec<Value> {
-    backend
-        .received_at(PATH)
+    events_in(&backend.received())
+}
+
+/// The events in `requests` (those at [`PATH`]); for `Backend::wait_for`'s
+/// condition, which must not call the backend again.
+pub fn events_in(requests: &[Received]) -> Vec<Value> {
+    requests
         .iter()
+        .filter(|r| r.path == PATH)
         .flat_map(|r| {
             let body = r.json();
             body["events"]
