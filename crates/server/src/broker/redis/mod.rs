@@ -19,6 +19,8 @@ mod fanout_tests;
 mod link;
 mod nodes;
 mod nodes_scripts;
+#[cfg(test)]
+mod nodes_tests;
 mod repair;
 mod scripts;
 
