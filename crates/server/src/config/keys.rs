@@ -92,7 +92,7 @@ pub const KEYS: &[Key] = &[
     k("broker", "redis_check_interval", "redis-check-interval", "how often quiet channels are compared with Redis and pub/sub connections pinged [default: 5s]"),
     k("broker", "node_ttl", "node-ttl", "with --broker redis and --events-url: a node whose liveness key is not refreshed for this long is declared lost, and a surviving node sends disconnect (node_lost) for its sessions [default: 15s]"),
     k("hooks", "secret", "hook-secret", "shared secret that signs every hook and event request (HMAC-SHA256, docs/events.md); required with --events-url"),
-    k("events", "url", "events-url", "URL that lifecycle events (connect, disconnect, subscribe, unsubscribe) are POSTed to in batches, http:// only (docs/events.md) [default: none]"),
+    k("events", "url", "events-url", "URL that lifecycle events (connect, disconnect, subscribe, unsubscribe) are POSTed to in batches, http:// only (docs/events.md)"),
     k("events", "queue", "events-queue", "events held while the backend is slow or down; past it the oldest are dropped, counted and reported by a gap event [default: 100000]"),
     k("events", "timeout", "events-timeout", "time allowed for one POST of a batch of events [default: 10s]"),
     k("events", "retry_max", "events-retry-max", "longest wait between retries of a batch the backend has not acknowledged [default: 10s]"),

@@ -1,7 +1,9 @@
 //! Lifecycle events (`--events-url`): `connect`, `disconnect`, `subscribe`
 //! and `unsubscribe`, POSTed to the operator's backend in batches, each with
-//! an id unique to the node's life (`<node id>-<sequence>`), in order per
-//! client, at least once (docs/events.md).
+//! a unique id (`<node id>-<sequence>`, the sequence starting from the
+//! node's start time in microseconds, so that a node restarted with the
+//! same `--node-id` does not reuse ids), in order per client, at least
+//! once (docs/events.md).
 //!
 //! - **Emitting never waits.** The session engine calls [`Events`] where a
 //!   session starts, joins, leaves and ends; each call encodes the event
@@ -128,7 +130,7 @@ impl Events {
     pub fn start(options: EventsOptions, metrics: Arc<Metrics>) -> Arc<Self> {
         let shared = Arc::new(Shared {
             node: options.node,
-            queue: Mutex::new(Queue::new(options.queue)),
+            queue: Mutex::new(Queue::new(options.queue, now_ms().saturating_mul(1000))),
             pushed: Notify::new(),
             settled: watch::Sender::new(0),
             hurry: Default::default(),

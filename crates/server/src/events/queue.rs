@@ -50,17 +50,19 @@ pub(super) struct Queue {
     /// `Entry::Event`s in `entries`.
     events: usize,
     cap: usize,
-    /// The last sequence number given (they count from 1).
+    /// The last sequence number given.
     seq: u64,
 }
 
 impl Queue {
-    pub fn new(cap: usize) -> Self {
+    /// A queue of at most `cap` events whose sequence numbers start after
+    /// `start`.
+    pub fn new(cap: usize, start: u64) -> Self {
         Queue {
             entries: VecDeque::new(),
             events: 0,
             cap: cap.max(1),
-            seq: 0,
+            seq: start,
         }
     }
 
@@ -77,11 +79,6 @@ impl Queue {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
-    }
-
-    /// Entries waiting (a gap counts as one).
-    pub fn len(&self) -> usize {
-        self.entries.len()
     }
 
     /// Whether a batch of `batch` entries is there, or the queue is full
@@ -170,7 +167,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_the_oldest_into_one_gap_at_the_front() {
-        let mut q = Queue::new(3);
+        let mut q = Queue::new(3, 0);
         for _ in 0..3 {
             assert_eq!(push(&mut q), None);
         }
@@ -182,7 +179,7 @@ mod tests {
 
     #[test]
     fn a_gap_taken_by_the_sender_is_not_grown_again() {
-        let mut q = Queue::new(2);
+        let mut q = Queue::new(2, 0);
         for _ in 0..3 {
             push(&mut q);
         }
@@ -197,7 +194,7 @@ mod tests {
 
     #[test]
     fn a_queue_of_one_keeps_the_newest() {
-        let mut q = Queue::new(1);
+        let mut q = Queue::new(1, 0);
         for _ in 0..4 {
             push(&mut q);
         }
