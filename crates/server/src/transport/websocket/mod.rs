@@ -388,7 +388,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn finish(&mut self, end: End) {
         let node = self.engine.node.clone();
+        // The session is over once its end is decided: it leaves its
+        // channels and queues its `disconnect` now, not after the close
+        // handshake (which may wait for a peer that never answers, past a
+        // drain's end).
         let (code, reason) = end.as_event();
+        self.engine.finish(code, &reason);
         match end {
             End::Peer(why) => debug!(%why, "session ended by peer"),
             End::Cut(idle, why) => {
@@ -423,6 +428,5 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             }
         }
-        self.engine.finish(code, &reason);
     }
 }
