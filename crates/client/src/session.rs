@@ -424,8 +424,6 @@ impl Core {
             ServerMessage::Welcome { .. }
             | ServerMessage::Unsubscribed { .. }
             | ServerMessage::Close { .. }
-            // No rpc() in this client yet: nothing asks, nothing to settle.
-            | ServerMessage::Rpc { .. }
             | ServerMessage::Pong => Ok(()),
         }
     }

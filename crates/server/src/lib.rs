@@ -13,6 +13,7 @@ pub mod client_addr;
 pub mod config;
 pub mod doorbell;
 pub(crate) mod duration;
+pub mod events;
 pub mod fdlimit;
 pub mod gate;
 pub mod handshake;

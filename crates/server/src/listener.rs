@@ -173,8 +173,11 @@ impl Server {
         );
         node.start_drain();
         node.tasks.close();
-        let drain = node.config.server.drain_timeout;
-        if timeout(drain, node.tasks.wait()).await.is_err() {
+        let deadline = tokio::time::Instant::now() + node.config.server.drain_timeout;
+        if tokio::time::timeout_at(deadline, node.tasks.wait())
+            .await
+            .is_err()
+        {
             warn!(
                 left = node.admission.connections(),
                 "drain timeout reached; exiting with clients still connected"
@@ -192,7 +195,31 @@ impl Server {
         }
         sweeper.abort();
         ticker.abort();
+        flush_events(&node, deadline).await;
     }
+}
+
+/// The end of a drain with lifecycle events: every session's `disconnect`
+/// is queued by now; they are sent (within what is left of the drain
+/// timeout) and the node leaves the broker's node registry. A backend that
+/// does not acknowledge them in time loses them, unless (`--broker redis`)
+/// another node is there to send them as `node_lost`.
+async fn flush_events(node: &Node, deadline: tokio::time::Instant) {
+    let Some(events) = &node.events else {
+        return;
+    };
+    if events.flush(deadline).await {
+        info!("lifecycle events delivered");
+    } else {
+        warn!(
+            waiting = events.waiting(),
+            "drain timeout reached with lifecycle events the backend has not acknowledged"
+        );
+    }
+    // Leaving the registry is quick; it gets a moment even when the drain
+    // ran out, or another node would wait --node-ttl to claim this one.
+    let leave_by = deadline.max(tokio::time::Instant::now() + Duration::from_secs(1));
+    let _ = tokio::time::timeout_at(leave_by, node.broker.node_leaving()).await;
 }
 
 /// What every connection task needs besides the node.

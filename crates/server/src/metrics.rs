@@ -83,6 +83,17 @@ pub struct Metrics {
     pub hook_requests: Family<Labels, Counter>,
     /// How long hook calls took (calls not made are not timed), by hook.
     pub hook_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    /// Lifecycle events waiting for the backend's acknowledgement (queued
+    /// and in the batch being sent).
+    pub events_queued: Gauge,
+    /// Events the backend acknowledged (a 2xx for their batch).
+    pub events_sent: Counter,
+    /// Events dropped because the queue was full (each reported by a gap).
+    pub events_dropped: Counter,
+    /// Tries of a batch that failed (timeout, connection error, non-2xx).
+    pub events_failures: Counter,
+    /// Lapsed nodes this node claimed (Redis broker with events).
+    pub nodes_lost: Counter,
 }
 
 impl Default for Metrics {
@@ -120,6 +131,11 @@ impl Metrics {
             presence_redis_seconds: Family::new_with_constructor(redis_seconds),
             hook_requests: Family::default(),
             hook_seconds: Family::new_with_constructor(hook_histogram),
+            events_queued: Gauge::default(),
+            events_sent: Counter::default(),
+            events_dropped: Counter::default(),
+            events_failures: Counter::default(),
+            nodes_lost: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -246,6 +262,31 @@ impl Metrics {
             "hook_seconds",
             "How long calls to the backend's hooks took, by hook",
             m.hook_seconds.clone(),
+        );
+        registry.register(
+            "events_queued",
+            "Lifecycle events waiting for the backend's acknowledgement",
+            m.events_queued.clone(),
+        );
+        registry.register(
+            "events_sent",
+            "Lifecycle events the backend acknowledged",
+            m.events_sent.clone(),
+        );
+        registry.register(
+            "events_dropped",
+            "Lifecycle events dropped because the queue was full (reported by gap events)",
+            m.events_dropped.clone(),
+        );
+        registry.register(
+            "events_failures",
+            "Tries to send a batch of events that failed and are retried",
+            m.events_failures.clone(),
+        );
+        registry.register(
+            "nodes_lost",
+            "Lapsed nodes this node claimed, sending disconnect (node_lost) for their sessions",
+            m.nodes_lost.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -10,6 +10,7 @@ use crate::{
     channel_rules::ChannelRules,
     config::{BrokerKind, Config},
     hooks::Hooks,
+    events::{Ending, Events, EventsOptions},
     hub::Hub,
     limits::Admission,
     metrics::Metrics,
@@ -31,6 +32,30 @@ pub enum NodeError {
     Rules(String),
     #[error("{0}")]
     Hooks(String),
+    #[error("--events-url: {0}")]
+    Events(String),
+}
+
+/// The events sender, when `--events-url` is set: its POSTs are signed
+/// with `--hook-secret` and take one call slot of their own.
+fn start_events(
+    config: &Config,
+    id: &str,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Arc<Events>>, NodeError> {
+    let Some(url) = &config.events.url else {
+        return Ok(None);
+    };
+    let url = crate::config::events_url(url).map_err(NodeError::Events)?;
+    let secret = config.hooks.secret.as_deref().unwrap_or_default();
+    let options = EventsOptions {
+        url,
+        node: id.to_owned(),
+        queue: config.events.queue,
+        retry_max: config.events.retry_max,
+        client: crate::hooks::HookClient::new(secret, config.events.timeout, 1),
+    };
+    Ok(Some(Events::start(options, metrics.clone())))
 }
 
 /// Why [`Node::publish`] stored nothing.
@@ -73,6 +98,8 @@ pub struct Node {
     /// Kept typed for the periodic sweep; `None` with other brokers.
     memory_broker: Option<Arc<MemoryBroker>>,
     pub admission: Arc<Admission>,
+    /// Lifecycle events; `None` without `--events-url`.
+    pub events: Option<Arc<Events>>,
     /// Token verification; `None` when no JWT key is configured (open access).
     pub verifier: Option<Verifier>,
     /// The backend's hooks (`--hook-*`); `None` when none is configured.
@@ -109,6 +136,12 @@ impl Node {
             },
             config.limits.max_channels,
         ));
+        let id = config
+            .server
+            .node_id
+            .clone()
+            .unwrap_or_else(|| format!("{:08x}", fastrand::u32(..)));
+        let events = start_events(&config, &id, &metrics)?;
         let (broker, memory_broker): (Arc<dyn Broker>, _) = match config.broker.kind {
             BrokerKind::Memory => {
                 let memory = Arc::new(
@@ -129,6 +162,9 @@ impl Node {
                     check_interval: config.broker.redis_check_interval,
                     rules: rules.clone(),
                     presence_ttl: config.presence.ttl,
+                    node_id: id.clone(),
+                    node_ttl: config.broker.node_ttl,
+                    events: events.clone(),
                 };
                 let redis = RedisBroker::start(
                     options,
@@ -140,11 +176,6 @@ impl Node {
                 (Arc::new(redis), None)
             }
         };
-        let id = config
-            .server
-            .node_id
-            .clone()
-            .unwrap_or_else(|| format!("{:08x}", fastrand::u32(..)));
         Ok(Arc::new(Node {
             verifier,
             hooks,
@@ -160,6 +191,7 @@ impl Node {
             broker,
             rules,
             memory_broker,
+            events,
             shutdown: CancellationToken::new(),
             draining: AtomicBool::new(false),
             tasks: TaskTracker::new(),
@@ -258,6 +290,38 @@ impl Node {
             .presence_stats(channel)
             .await
             .map_err(PresenceRefusal::Broker)
+    }
+
+    /// A session said `welcome`: recorded in the broker's registry of
+    /// sessions (if it keeps one) before its `connect` event is queued.
+    /// Returns when it started (Unix ms); nothing to do without events.
+    pub fn session_started(&self, client: &str, conn: u64, user: Option<&str>) -> Option<u64> {
+        let events = self.events.as_ref()?;
+        let at_ms = crate::events::now_ms().max(1);
+        self.broker.session_started(client, conn, user, at_ms);
+        events.connect(client, user);
+        Some(at_ms)
+    }
+
+    /// A session that started at `started_ms` ended (its `disconnect`).
+    pub fn session_ended(
+        &self,
+        client: &str,
+        conn: u64,
+        user: Option<&str>,
+        code: u16,
+        reason: &str,
+        started_ms: u64,
+    ) {
+        if let Some(events) = &self.events {
+            let duration_ms = crate::events::now_ms().saturating_sub(started_ms);
+            let ending = Ending {
+                code,
+                reason,
+                duration_ms,
+            };
+            events.disconnect(client, conn, user, ending);
+        }
     }
 
     pub fn next_conn_id(&self) -> u64 {

@@ -34,8 +34,8 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     // Calls to the operator's backend: the node holds them, the session
-    // asks them; they know HTTP and JSON, not sessions.
-    ("backend calls", &["hooks"]),
+    // emits events, the Redis broker keeps the events' node registry.
+    ("backend calls", &["events", "hooks"]),
     (
         "leaves",
         &[

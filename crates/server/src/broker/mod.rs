@@ -173,4 +173,16 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Whether the broker can serve requests (feeds `/readyz`).
     fn is_healthy(&self) -> bool;
+
+    /// A session of this node started at `at_ms` (Unix ms; `conn` is its
+    /// serial on the node) and its `connect` event is about to be queued:
+    /// a broker that keeps a registry of the node's sessions for lifecycle
+    /// events (Redis, `broker/redis/nodes.rs`) records it. It forgets it
+    /// when its `disconnect` is delivered ([`crate::events::Ledger`]).
+    fn session_started(&self, _client: &str, _conn: u64, _user: Option<&str>, _at_ms: u64) {}
+
+    /// The node exits cleanly, its events flushed (or out of time): a
+    /// broker with a node registry leaves it (or leaves what is not
+    /// acknowledged for another node to claim).
+    async fn node_leaving(&self) {}
 }

@@ -17,6 +17,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 mod address;
 mod channels;
+mod events;
 pub(crate) use crate::duration;
 mod hooks;
 mod input;
@@ -30,6 +31,7 @@ mod validate;
 mod validate_tests;
 
 pub use hooks::{check_url as check_hook_url, HooksConfig, MAX_HOOK_TIMEOUT};
+pub use events::{parse_url as events_url, EventsConfig};
 pub use input::NOT_SETTINGS;
 use input::{Given, Origin};
 pub use keys::{Key, KEYS};
@@ -49,6 +51,7 @@ pub struct Config {
     pub broker: BrokerConfig,
     pub presence: PresenceConfig,
     pub hooks: HooksConfig,
+    pub events: EventsConfig,
     pub log: LogConfig,
     /// `[[channels]]` rules, only from the file (see `channel_rules`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -285,6 +288,10 @@ pub struct BrokerConfig {
     /// connections pinged.
     #[serde(with = "duration")]
     pub redis_check_interval: Duration,
+    /// How long a node's liveness key lives unless refreshed (the node
+    /// registry that `--events-url` keeps with this broker).
+    #[serde(with = "duration")]
+    pub node_ttl: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -294,6 +301,7 @@ impl Default for BrokerConfig {
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_prefix: "tether".into(),
             redis_check_interval: Duration::from_secs(5),
+            node_ttl: Duration::from_secs(15),
         }
     }
 }

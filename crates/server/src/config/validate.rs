@@ -218,6 +218,7 @@ impl Config {
                 names.value("presence.ttl", fmt(ttl))
             ));
         }
+        self.validate_events(names)?;
         if self.broker.kind == BrokerKind::Redis {
             let url = &self.broker.redis_url;
             if let Err(e) = redis::Client::open(url.as_str()) {

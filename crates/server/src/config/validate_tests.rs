@@ -283,3 +283,47 @@ fn a_rule_with_a_hook_needs_its_url() {
     assert!(config.channels[1].publish_hook && config.channels[1].subscribe_hook);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn events_need_an_http_url_and_a_secret() {
+    let refused = |given: &[(&str, &str)]| {
+        load(None, no_env, &flags(given))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+    let url = ("events-url", "http://127.0.0.1:9000/events");
+    let err = refused(&[url]);
+    assert!(err.contains("--events-url needs --hook-secret"), "{err}");
+    let err = refused(&[
+        ("events-url", "https://example.com/e"),
+        ("hook-secret", "s"),
+    ]);
+    assert!(
+        err.contains("--events-url \"https://example.com/e\": https:// is not supported"),
+        "{err}"
+    );
+    let err = refused(&[("events-url", "example.com/e"), ("hook-secret", "s")]);
+    assert!(err.contains("expected http://host:port/path"), "{err}");
+    let err = refused(&[url, ("hook-secret", "s"), ("events-queue", "0")]);
+    assert!(
+        err.contains("--events-queue \"0\": must be at least 1"),
+        "{err}"
+    );
+    let err = refused(&[url, ("hook-secret", "s"), ("events-retry-max", "1ms")]);
+    assert!(
+        err.contains("--events-retry-max \"1ms\": expected 100ms to"),
+        "{err}"
+    );
+    let err = refused(&[("broker", "redis"), ("node-ttl", "500ms")]);
+    assert!(
+        err.contains("--node-ttl \"500ms\": expected 1s to 1h"),
+        "{err}"
+    );
+    let c = load(None, no_env, &flags(&[url, ("hook-secret", "s")])).unwrap();
+    assert_eq!(c.events.url.as_deref(), Some(url.1));
+    assert!(
+        !c.to_toml().contains("secret = \"s\""),
+        "the secret is masked"
+    );
+}

@@ -10,6 +10,7 @@
 
 mod backend;
 mod connect;
+mod events;
 mod joining;
 mod positions;
 mod presence;
@@ -145,6 +146,9 @@ pub struct Session {
     strikes: u32,
     /// Announced a join since its last publish ([`Session::presence_flushed`]).
     announced: bool,
+    /// When its `connect` event was queued (Unix ms); 0 before, or without
+    /// lifecycle events (`events.rs`).
+    started_ms: u64,
     style: Style,
     /// Always there for `Style::Retried`; for `Style::Connection` only while
     /// a replay is read from history (`replay.rs`).
@@ -170,6 +174,7 @@ impl Session {
             subs: Subscriptions::default(),
             strikes: 0,
             announced: false,
+            started_ms: 0,
             style,
             rare: (style == Style::Retried).then(Default::default),
             permit,
@@ -367,8 +372,10 @@ impl Session {
         )
     }
 
-    /// Ends the session: refuses further rings and leaves every channel.
-    pub fn finish(&mut self) {
+    /// Ends the session, closed with `code` and `reason` (what its
+    /// `disconnect` event tells): refuses further rings and leaves every
+    /// channel.
+    pub fn finish(&mut self, code: u16, reason: &str) {
         // Nothing more will be read: free what is rung and refuse new rings.
         self.bell.finish();
         let channels = self.subs.drain();
@@ -376,6 +383,7 @@ impl Session {
         for channel in channels {
             self.leave(&channel);
         }
+        self.announce_disconnect(code, reason);
     }
 }
 

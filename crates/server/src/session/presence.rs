@@ -8,8 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tether_protocol::{ErrorCode, PresenceEntry, ServerMessage};
 
 impl Session {
-    /// The client id presence shows: the `welcome`'s, on either transport.
-    fn presence_client(&self) -> String {
+    /// The client id presence (and lifecycle events) show: the
+    /// `welcome`'s, on either transport.
+    pub(super) fn presence_client(&self) -> String {
         match &self.rare {
             Some(r) if !r.client.is_empty() => r.client.to_string(),
             _ => self.client_id(),

@@ -297,6 +297,7 @@ impl Session {
         self.subs.insert(cursor);
         place.keep(&mut self.permit);
         self.enter_presence(channel);
+        self.announce_subscribe(channel);
         Ok(recovery)
     }
 
@@ -380,6 +381,7 @@ impl Session {
         }
         self.unhold(channel);
         self.exit_presence(channel);
+        self.announce_unsubscribe(channel);
         if let Some(last) = self.node.hub.remove(channel, self.conn_id) {
             if last.interest_is_live() {
                 self.node.release_interest(channel);

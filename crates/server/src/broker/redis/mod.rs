@@ -24,6 +24,10 @@ mod presence;
 mod presence_scripts;
 #[cfg(test)]
 mod presence_tests;
+mod nodes;
+mod nodes_scripts;
+#[cfg(test)]
+mod nodes_tests;
 mod repair;
 mod scripts;
 
@@ -55,10 +59,19 @@ pub struct RedisOptions {
     pub rules: Arc<ChannelRules>,
     /// How long a presence entry lives without its node refreshing it.
     pub presence_ttl: Duration,
+    /// This node's id (the node registry's key for it).
+    pub node_id: String,
+    /// How long the node's liveness key lives unless refreshed.
+    pub node_ttl: Duration,
+    /// Lifecycle events: with them the node keeps its sessions in the
+    /// node registry, and announces those of lapsed nodes (`nodes`).
+    pub events: Option<Arc<crate::events::Events>>,
 }
 
 pub struct RedisBroker {
     inner: Arc<Inner>,
+    /// The node registry, with lifecycle events only.
+    nodes: Option<Arc<nodes::Nodes>>,
     stop: CancellationToken,
 }
 
@@ -113,10 +126,25 @@ impl RedisBroker {
                 options.check_interval,
             ),
         });
-        tokio::spawn(link.run(stop.clone(), options.check_interval));
+        tokio::spawn(link.clone().run(stop.clone(), options.check_interval));
         Fanout::spawn(&inner, &stop);
+        let nodes = options.events.map(|events| {
+            let evicting = inner.clone();
+            let options = nodes::NodesOptions {
+                id: options.node_id,
+                ttl: options.node_ttl,
+                check_interval: options.check_interval,
+                prefix: inner.fanout.prefix.clone(),
+                events,
+                metrics: inner.fanout.metrics.clone(),
+                evict: Box::new(move |channel, client| {
+                    evicting.evict_lost_presence(channel, client)
+                }),
+            };
+            nodes::Nodes::start(options, link.clone(), &stop)
+        });
         presence::spawn(&inner, &stop);
-        Ok(RedisBroker { inner, stop })
+        Ok(RedisBroker { inner, nodes, stop })
     }
 }
 
@@ -159,6 +187,18 @@ impl Inner {
             self.fanout.metrics.refusal("redis_full");
         }
         e
+    }
+
+    /// Removes the presence entry of `client`, a session of a node that
+    /// was declared lost, in `channel` (with its leave, if the channel's
+    /// rule says `join_leave`), through the presence writer, in order with
+    /// this node's own changes. Without it the entry would expire anyway,
+    /// within `--presence-ttl`.
+    fn evict_lost_presence(&self, channel: &str, client: &str) {
+        if let Err(e) = self.presence.evict(channel, client) {
+            self.fanout.metrics.refusal("presence_queue_full");
+            tracing::debug!(%channel, %client, error = %e, "a lost session's presence is left to expire");
+        }
     }
 
     fn conn(&self) -> Result<Conn, BrokerError> {
@@ -304,6 +344,11 @@ impl Broker for RedisBroker {
     // The session passes its channel's `join_leave`; the scripts read the
     // same rule (`presence::common`), for the node's refresh and cleaning too.
     fn presence_add(&self, channel: &str, entry: tether_protocol::PresenceEntry, _: bool) {
+        // The node registry notes where a session is present, so that a
+        // node that claims this one (if it dies) removes it there.
+        if let Some(nodes) = &self.nodes {
+            nodes.presence(&entry.client, channel, true);
+        }
         if let Err(e) = self.inner.presence.add(channel, &entry) {
             self.inner.fanout.metrics.refusal("presence_queue_full");
             tracing::debug!(%channel, error = %e, "presence add not queued");
@@ -311,6 +356,9 @@ impl Broker for RedisBroker {
     }
 
     fn presence_remove(&self, channel: &str, client: &str, _: bool) {
+        if let Some(nodes) = &self.nodes {
+            nodes.presence(client, channel, false);
+        }
         if let Err(e) = self.inner.presence.remove(channel, client) {
             self.inner.fanout.metrics.refusal("presence_queue_full");
             tracing::debug!(%channel, error = %e, "presence remove not queued");
@@ -335,6 +383,18 @@ impl Broker for RedisBroker {
 
     fn is_healthy(&self) -> bool {
         self.inner.fanout.health.is_up()
+    }
+
+    fn session_started(&self, client: &str, conn: u64, user: Option<&str>, at_ms: u64) {
+        if let Some(nodes) = &self.nodes {
+            nodes.started(client, conn, user, at_ms);
+        }
+    }
+
+    async fn node_leaving(&self) {
+        if let Some(nodes) = &self.nodes {
+            nodes.leave().await;
+        }
     }
 }
 

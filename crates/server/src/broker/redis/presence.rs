@@ -158,6 +158,16 @@ impl Presence {
         })
     }
 
+    /// Queues the removal of another node's client (a lost node's, claimed
+    /// by this one): its `leave` is announced by the write that removes it.
+    pub fn evict(&self, channel: &str, client: &str) -> Result<(), String> {
+        self.push(Op {
+            channel: channel.into(),
+            client: client.into(),
+            change: Change::Remove,
+        })
+    }
+
     /// Queues a change; refused (dropped) when [`MAX_QUEUED`] wait already.
     fn push(&self, op: Op) -> Result<(), String> {
         let mut queue = self.queue.lock();

@@ -119,8 +119,15 @@ impl Registry {
     /// for the request that built it; if another request created one for
     /// the same client meanwhile, that one is entered instead.
     pub(crate) fn insert(&self, node: &Node, client: &str, engine: Session) -> Busy {
+        let mut sessions = self.sessions.lock();
+        if let Some(existing) = sessions.get(client) {
+            return existing.busy();
+        }
         let mut engine = engine;
         engine.set_client(client);
+        // Made on this node: its `connect` (a client that moves between
+        // nodes has a session, and events, on each).
+        engine.announce_connect();
         let session = Arc::new(PollSession {
             client: client.into(),
             state: Arc::new(tokio::sync::Mutex::new(PollState {
@@ -132,10 +139,6 @@ impl Registry {
             poll_generation: AtomicU64::new(0),
             superseded: Notify::new(),
         });
-        let mut sessions = self.sessions.lock();
-        if let Some(existing) = sessions.get(client) {
-            return existing.busy();
-        }
         let busy = session.busy();
         sessions.insert(client.into(), session);
         node.metrics.connections.inc();
@@ -154,8 +157,8 @@ impl Registry {
         // Leaving the channels may talk to the broker: not under any lock.
         node.tasks.spawn(async move {
             let mut state = session.state.lock().await;
-            state.closed.get_or_insert(why);
-            state.engine.finish();
+            let why = state.closed.get_or_insert(why).clone();
+            state.engine.finish(why.code.as_u16(), &why.reason);
         });
     }
 

@@ -58,6 +58,23 @@ enum End {
     Violation(u16, String),
 }
 
+impl End {
+    /// The close code and reason a `disconnect` event tells: the close
+    /// frame's (the server's or the peer's), or 1006 when the connection
+    /// ended without one.
+    fn as_event(&self) -> (u16, String) {
+        match self {
+            End::Peer(why) | End::Cut(_, why) => (1006, why.clone()),
+            End::WriteTimeout => (
+                1006,
+                "write timed out: the client was not reading".to_owned(),
+            ),
+            End::PeerClosed(code, why) | End::Violation(code, why) => (*code, why.clone()),
+            End::Close(code, why) => (code.as_u16(), why.clone()),
+        }
+    }
+}
+
 /// The session's place in the node's ticker, freed when the loop ends.
 struct TickerSlot(Arc<Node>, u32);
 
@@ -205,6 +222,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Err(end) = Box::pin(self.send(welcome.encode())).await {
             return end;
         }
+        self.engine.announce_connect();
         // No timer of its own: the node's ticker wakes the session through
         // its doorbell when the deadline written there comes, and when the
         // node drains (`crate::heartbeat`). Times are milliseconds on the
@@ -475,6 +493,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn finish(&mut self, end: End) {
         let node = self.engine.node.clone();
+        // The session is over once its end is decided: it leaves its
+        // channels and queues its `disconnect` now, not after the close
+        // handshake (which may wait for a peer that never answers, past a
+        // drain's end).
+        let (code, reason) = end.as_event();
+        self.engine.finish(code, &reason);
         match end {
             End::Peer(why) => debug!(%why, "session ended by peer"),
             End::Cut(idle, why) => {
@@ -509,6 +533,5 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             }
         }
-        self.engine.finish();
     }
 }
