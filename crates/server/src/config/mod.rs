@@ -30,8 +30,8 @@ mod validate;
 #[cfg(test)]
 mod validate_tests;
 
-pub use hooks::{check_url as check_hook_url, HooksConfig, MAX_HOOK_TIMEOUT};
 pub use events::{parse_url as events_url, EventsConfig};
+pub use hooks::{check_url as check_hook_url, HooksConfig, MAX_HOOK_TIMEOUT};
 pub use input::NOT_SETTINGS;
 use input::{Given, Origin};
 pub use keys::{Key, KEYS};

@@ -20,14 +20,14 @@ mod fanout;
 #[cfg(test)]
 mod fanout_tests;
 mod link;
-mod presence;
-mod presence_scripts;
-#[cfg(test)]
-mod presence_tests;
 mod nodes;
 mod nodes_scripts;
 #[cfg(test)]
 mod nodes_tests;
+mod presence;
+mod presence_scripts;
+#[cfg(test)]
+mod presence_tests;
 mod repair;
 mod scripts;
 
