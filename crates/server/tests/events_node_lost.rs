@@ -208,3 +208,93 @@ async fn two_survivors_racing_claim_a_dead_node_once() {
     }
     assert_eq!(claims, 1);
 }
+
+/// A claimed node's sessions leave presence at the claim, long before their
+/// entries would expire (`--presence-ttl` here is a minute): the survivor's
+/// subscribers get their `leave` within the node-loss bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claimed_nodes_clients_leave_presence_at_the_claim() {
+    let redis = RedisServer::start().await;
+    let backend = Backend::start().await;
+    let dir = std::env::temp_dir().join(format!("tether-lost-presence-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("rules.toml");
+    std::fs::write(
+        &file,
+        "[[channels]]\npattern = \"room:*\"\npresence = true\njoin_leave = true\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let node = |id: &'static str| {
+        let url = backend.url(PATH);
+        let redis = &redis;
+        async move {
+            node_with(
+                redis,
+                &[
+                    "--node-id",
+                    id,
+                    "--events-url",
+                    &url,
+                    "--hook-secret",
+                    SECRET,
+                    "--node-ttl",
+                    "1s",
+                    "--presence-ttl",
+                    "60s",
+                    "--config",
+                    file,
+                ],
+            )
+            .await
+        }
+    };
+    let mut a = node("node-a").await;
+    let b = node("node-b").await;
+    let mut lost_ids = BTreeSet::new();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let (mut ws, welcome) = WsClient::tether(&a.ws_url()).await;
+        assert_eq!(ws.subscribe(1, "room:p", None).await["type"], "subscribed");
+        lost_ids.insert(welcome["client"].as_str().unwrap().to_owned());
+        held.push(ws);
+    }
+    let (mut watcher, welcome) = WsClient::tether(&b.ws_url()).await;
+    assert_eq!(
+        watcher.subscribe(1, "room:p", None).await["type"],
+        "subscribed"
+    );
+    let watcher_id = welcome["client"].as_str().unwrap().to_owned();
+    // Its own join first.
+    assert_eq!(
+        watcher.recv_type("join").await["client"],
+        watcher_id.as_str()
+    );
+
+    a.kill().await;
+    let killed = Instant::now();
+    let mut left = BTreeSet::new();
+    while left.len() < lost_ids.len() {
+        let m = tokio::time::timeout(TTL + CHECK_EVERY + DELIVERY, watcher.recv_type("leave"))
+            .await
+            .expect("a leave within the node-loss bound, not the presence TTL");
+        left.insert(m["client"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(left, lost_ids);
+    assert!(
+        killed.elapsed() < Duration::from_secs(30),
+        "well before the 60s TTL"
+    );
+    watcher
+        .send(json!({"type": "presence", "id": 2, "channel": "room:p"}))
+        .await;
+    let answer = watcher.recv_type("presence").await;
+    let clients: Vec<&str> = answer["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["client"].as_str().unwrap())
+        .collect();
+    assert_eq!(clients, [watcher_id.as_str()], "{answer}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
