@@ -390,3 +390,46 @@ async fn presence_holds_every_client_and_times_full_answers() {
     );
     assert!(r["server_cpu_percent"].is_number(), "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_answers_the_connect_hook_and_counts_every_event() {
+    // A free port for the bench's backend (it binds it itself).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let backend = format!("127.0.0.1:{port}");
+    let connect = format!("http://{backend}/connect");
+    let events = format!("http://{backend}/events");
+    let mut flags = BENCH_LIMITS.to_vec();
+    flags.extend([
+        ("hook-connect", connect.as_str()),
+        ("events-url", events.as_str()),
+        ("hook-secret", "bench-secret"),
+    ]);
+    let server = TestServer::start(&flags).await;
+    let (code, r) = bench(&[
+        "hooks",
+        &server.ws_url("/ws"),
+        "--connections",
+        "30",
+        "--concurrency",
+        "8",
+        "--backend-listen",
+        &backend,
+        "--settle",
+        "20s",
+    ])
+    .await;
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(num(&r, &["established"]), 30.0);
+    assert_eq!(num(&r, &["connect_hooks"]), 30.0, "{r}");
+    assert_eq!(
+        num(&r, &["events"]),
+        60.0,
+        "a connect and a disconnect each: {r}"
+    );
+    assert!(num(&r, &["handshakes_per_sec"]) > 0.0);
+    assert!(num(&r, &["welcome_latency", "p50_ms"]) > 0.0);
+}
