@@ -561,6 +561,8 @@ function decodeValue(v) {
       };
       const poll = optUint(v, "poll_timeout_ms");
       if (poll !== void 0) msg.poll_timeout_ms = poll;
+      const pub = v.public_client;
+      if (typeof pub === "string") msg.public_client = pub;
       return msg;
     }
     case "subscribed": {
@@ -1183,7 +1185,7 @@ var Connection = class {
   welcome(t, m) {
     this.clear("handshakeTimer");
     this.welcomed = true;
-    this.clientName = m.client;
+    this.clientName = m.public_client ?? m.client;
     if (t.name === "websocket") {
       this.wsFailures = 0;
       this.wsWorked = true;
@@ -1240,7 +1242,7 @@ var Connection = class {
     const c = classify(e);
     this.log(`${c.reason}`);
     if (c.reconnect === "never") return this.stop(c.code, c.reason);
-    if (c.reconnect === "after_token_refresh" && typeof this.o.token !== "function") {
+    if (c.reconnect === "after_token_refresh" && typeof this.o.token !== "function" && this.o.token !== void 0) {
       return this.stop(c.code, `${c.reason} (no token function to refresh the token with)`);
     }
     if (this.attempt >= this.o.maxAttempts) {

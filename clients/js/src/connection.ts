@@ -238,7 +238,9 @@ export abstract class Connection {
   private welcome(t: Transport, m: Welcome): void {
     this.clear('handshakeTimer');
     this.welcomed = true;
-    this.clientName = m.client;
+    // What presence and join/leave show for this client; on long polling the
+    // welcome's `client` is the session's credential, never shown to others.
+    this.clientName = m.public_client ?? m.client;
     if (t.name === 'websocket') {
       this.wsFailures = 0;
       this.wsWorked = true;
@@ -302,7 +304,9 @@ export abstract class Connection {
     const c = classify(e);
     this.log(`${c.reason}`);
     if (c.reconnect === 'never') return this.stop(c.code, c.reason);
-    if (c.reconnect === 'after_token_refresh' && typeof this.o.token !== 'function') {
+    // 4002 with no token at all: the session came from the server's connect
+    // hook (a cookie), which decides again on the next connection.
+    if (c.reconnect === 'after_token_refresh' && typeof this.o.token !== 'function' && this.o.token !== undefined) {
       return this.stop(c.code, `${c.reason} (no token function to refresh the token with)`);
     }
     if (this.attempt >= this.o.maxAttempts) {

@@ -44,6 +44,8 @@ export type ServerMessage =
       pong_timeout_ms: number;
       version: number;
       poll_timeout_ms?: number;
+      /** Long polling: the id others see (`client` is the session's credential). */
+      public_client?: string;
     }
   /**
    * `subscribed` answers a `subscribe` (with its `id`); without `id` it is a
@@ -237,6 +239,8 @@ export function decodeValue(v: unknown): ServerMessage | null {
       };
       const poll = optUint(v, 'poll_timeout_ms');
       if (poll !== undefined) msg.poll_timeout_ms = poll;
+      const pub = v.public_client;
+      if (typeof pub === 'string') msg.public_client = pub;
       return msg;
     }
     case 'subscribed': {

@@ -104,6 +104,19 @@ test('4002 with a static token: disconnected, no retry', () => {
   assert.match(client.state.reason, /no token function/);
 });
 
+test('4002 without any token (a session the connect hook made): reconnects through the hook', async () => {
+  const { client, ws, clock } = setup({ ...wsOnly });
+  client.connect();
+  ws.last().welcome();
+  ws.last().serverClose(4002, 'session expired; not refreshed');
+  assert.equal(client.state.state, 'reconnecting');
+  assert.equal(ws.sockets.length, 1);
+  clock.advance(1000);
+  await flush();
+  assert.equal(ws.sockets.length, 2, 'a new connection');
+  assert.equal(ws.last().url, 'ws://h:8080/ws');
+});
+
 test('a failing token function is retried with backoff and reported', async () => {
   let n = 0;
   const { client, ws, clock, errors } = setup({

@@ -234,7 +234,10 @@ pub(crate) async fn run(
                     code,
                     reason,
                 });
-                if refresh_token {
+                // 4002 with no token at all: the session came from the
+                // server's connect hook (a cookie), which decides again on
+                // the next connection.
+                if refresh_token && (core.token.is_some() || core.config.refresher.is_some()) {
                     let Some(refresh) = core.config.refresher.clone() else {
                         break (
                             CloseCode::TokenExpired.as_u16(),

@@ -110,3 +110,29 @@ async fn a_final_refusal_stops_and_a_refusal_for_now_is_retried() {
         }
     }
 }
+
+/// A session the connect hook made (no token) that reaches its `expire_at`
+/// is closed 4002; the client connects again, and the hook decides again.
+#[tokio::test]
+async fn a_hook_session_that_expires_connects_again_through_the_hook() {
+    let backend = Backend::start().await;
+    backend.respond(|_| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        Reply::Json(200, json!({"user": "ann", "expire_at": now + 2}))
+    });
+    let server = server(&backend).await;
+    let client = client(&server).build().unwrap();
+    let mut state = client.state();
+    wait_state(&mut state, "closed 4002 and reconnecting", |s| {
+        matches!(s, State::Reconnecting { code: 4002, .. })
+    })
+    .await;
+    wait_state(&mut state, "connected again", |s| {
+        matches!(s, State::Connected)
+    })
+    .await;
+    assert!(backend.received_at("/connect").len() >= 2);
+}

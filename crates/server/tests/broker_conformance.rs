@@ -574,9 +574,12 @@ async fn a_long_polling_client_that_stops_polling_leaves(n: &Node) {
         .send(json!([{"type": "subscribe", "id": 1, "channel": c}]))
         .await;
     assert_eq!(replies[0]["type"], "subscribed", "{replies:?}");
-    assert_eq!(ann.recv().await, event("join", c, &lp.client, "lou"));
+    assert_eq!(ann.recv().await, event("join", c, &lp.public_client, "lou"));
     assert_eq!(api_stats(n, c).await, (2, 2));
     // It stops polling: expired after ping_interval + pong_timeout (2s).
-    assert_eq!(ann.recv().await, event("leave", c, &lp.client, "lou"));
+    assert_eq!(
+        ann.recv().await,
+        event("leave", c, &lp.public_client, "lou")
+    );
     assert_eq!(api_stats(n, c).await, (1, 1));
 }

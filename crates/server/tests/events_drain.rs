@@ -55,7 +55,7 @@ async fn sigterm_delivers_every_disconnect_before_the_process_exits() {
         .send(json!([{"type": "subscribe", "id": 1, "channel": "news-lp"}]))
         .await;
     assert_eq!(answer[0]["type"], "subscribed", "{answer:?}");
-    ids.insert(lp.client.clone());
+    ids.insert(lp.public_client.clone());
     // Every connect and subscribe has reached the backend.
     backend
         .wait_for(Duration::from_secs(10), |r| {

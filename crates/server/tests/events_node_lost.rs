@@ -90,7 +90,7 @@ async fn a_killed_nodes_sessions_each_get_one_node_lost_within_the_bound() {
         .send(json!([{"type": "subscribe", "id": 1, "channel": "room"}]))
         .await;
     assert_eq!(answer[0]["type"], "subscribed");
-    a_ids.insert(lp.client.clone());
+    a_ids.insert(lp.public_client.clone());
     let (_b_clients, b_ids) = clients(&b, 20).await;
     // One of b's clients leaves normally: its own disconnect, not node_lost.
     let gone = visit(&b.ws_url(), "room").await;

@@ -106,7 +106,7 @@ async fn a_session_cookie_authenticates_long_polling_and_a_refusal_is_a_close() 
     let (lp, welcome) = Lp::open_with(server.addr, &cookie).await;
     let seen = bodies(&backend, "/connect");
     assert_eq!(seen[0]["transport"], "longpoll");
-    assert_eq!(seen[0]["client"], welcome["client"]);
+    assert_eq!(seen[0]["client"], welcome["public_client"]);
     assert_eq!(seen[0]["cookies"], json!({"session": "s3cret"}));
     let replies = lp
         .send(json!([{"type": "subscribe", "id": 1, "channel": "room:1"},

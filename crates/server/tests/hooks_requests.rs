@@ -213,7 +213,10 @@ async fn long_polling_asks_the_same_hooks_and_a_poll_naming_a_channel_is_a_subsc
         json!({"type": "rpc", "id": 3, "result": {"echo": 5}})
     );
     assert_eq!(replies[3]["message"], "no spam here", "{replies:?}");
-    assert_eq!(bodies(&backend, "/rpc")[0]["client"], welcome["client"]);
+    assert_eq!(
+        bodies(&backend, "/rpc")[0]["client"],
+        welcome["public_client"]
+    );
     let epoch = replies[0]["epoch"].as_str().unwrap().to_owned();
     // Polls name the allowed channel: not asked again.
     http::publish(server.addr, "vip:gold", json!(1)).await;
@@ -249,6 +252,30 @@ async fn long_polling_asks_the_same_hooks_and_a_poll_naming_a_channel_is_a_subsc
         "{got:?}"
     );
     assert_eq!(bodies(&backend, "/subscribe").len(), 4);
+    server.shutdown().await;
+}
+
+/// One poll naming many hooked channels asks about 8 at once, the rest at
+/// its next polls: a session cannot take every hook slot of the node.
+#[tokio::test]
+async fn a_poll_naming_many_hooked_channels_asks_a_few_at_a_time() {
+    let backend = Backend::start().await;
+    answers(&backend);
+    let server = node(&backend).await;
+    let (lp, _) = Lp::open(server.addr).await;
+    let names: Vec<String> = (0..20).map(|i| format!("vip:c{i}")).collect();
+    let named: Vec<(&str, &str, u64)> = names.iter().map(|n| (n.as_str(), "e", 0)).collect();
+    let got = lp.poll(positions(&named)).await;
+    let refused = got.iter().filter(|m| m["type"] == "error").count();
+    assert_eq!(refused, 8, "{got:?}");
+    assert_eq!(bodies(&backend, "/subscribe").len(), 8);
+    let got = lp.poll(positions(&named)).await;
+    assert_eq!(
+        got.iter().filter(|m| m["type"] == "error").count(),
+        8,
+        "{got:?}"
+    );
+    assert_eq!(bodies(&backend, "/subscribe").len(), 16);
     server.shutdown().await;
 }
 

@@ -157,7 +157,14 @@ async fn a_long_polling_client_joins_and_its_expiry_is_a_leave() {
         .send(json!([{"type": "subscribe", "id": 1, "channel": "chat:1"}]))
         .await;
     assert_eq!(replies[0]["type"], "subscribed", "{replies:?}");
-    assert_eq!(ann.recv().await, event("join", &lp.client, "lou"));
+    let joined = ann.recv().await;
+    assert_eq!(joined, event("join", &lp.public_client, "lou"));
+    // Others see its public id, never its credential.
+    assert!(!joined.to_string().contains(&lp.client), "{joined}");
+    assert_eq!(
+        lp.public_client,
+        tether_server::session::public_id(&lp.client)
+    );
     // The long-polling client reads its own join with its next poll.
     let epoch = replies[0]["epoch"].as_str().unwrap();
     let polled = lp
@@ -166,12 +173,12 @@ async fn a_long_polling_client_joins_and_its_expiry_is_a_leave() {
         )]))
         .await;
     assert!(
-        polled.contains(&event("join", &lp.client, "lou")),
+        polled.contains(&event("join", &lp.public_client, "lou")),
         "{polled:?}"
     );
     // It stops polling: after ping_interval + pong_timeout it is gone.
     let left = ann.recv().await;
-    assert_eq!(left, event("leave", &lp.client, "lou"));
+    assert_eq!(left, event("leave", &lp.public_client, "lou"));
 }
 
 #[tokio::test]

@@ -139,7 +139,7 @@ async fn present_clients_are_listed_counted_and_removed_when_they_leave() {
         .iter()
         .map(|c| c["client"].as_str().unwrap())
         .collect();
-    let want: BTreeSet<&str> = [&a1_id, &a2_id, &b1_id, &lp.client]
+    let want: BTreeSet<&str> = [&a1_id, &a2_id, &b1_id, &lp.public_client]
         .into_iter()
         .map(String::as_str)
         .collect();

@@ -198,7 +198,7 @@ async fn a_redis_outage_answers_unavailable_and_a_restart_is_whole_again() {
         assert_eq!(replies[0]["type"], "subscribed", "{replies:?}");
         lps.push(lp);
     }
-    let both = set(&[&lps[0].client, &lps[1].client]);
+    let both = set(&[&lps[0].public_client, &lps[1].public_client]);
     assert_eq!(listed(&a, c).await, both);
     // One who may ask without subscribing (its token's presence claim).
     let (mut asker, _) = connect(&a, "ask").await;
@@ -266,7 +266,7 @@ async fn a_drained_node_writes_its_clients_leaves_before_it_exits() {
         .send(json!([{"type": "subscribe", "id": 1, "channel": c}]))
         .await;
     assert_eq!(replies[0]["type"], "subscribed", "{replies:?}");
-    let bob_id = lp.client.clone();
+    let bob_id = lp.public_client.clone();
     assert_eq!(ann.recv().await, event("join", c, &bob_id, "bob"));
 
     b.server.signal("TERM");

@@ -9,7 +9,10 @@ use std::net::SocketAddr;
 #[derive(Clone)]
 pub struct Lp {
     pub addr: SocketAddr,
+    /// The session's credential: every request names it.
     pub client: String,
+    /// What presence, join/leave, hooks and events show for it.
+    pub public_client: String,
     /// Extra header lines sent with every request (a token, an Origin).
     pub headers: Vec<(String, String)>,
 }
@@ -48,6 +51,10 @@ impl Lp {
             .as_str()
             .unwrap_or_else(|| panic!("no client id in {welcome}"))
             .to_owned();
+        lp.public_client = welcome["public_client"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no public client id in {welcome}"))
+            .to_owned();
         (lp, welcome)
     }
 
@@ -56,6 +63,7 @@ impl Lp {
         Lp {
             addr,
             client: client.into(),
+            public_client: tether_server::session::public_id(client),
             headers: Vec::new(),
         }
     }

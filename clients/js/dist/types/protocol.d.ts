@@ -58,6 +58,8 @@ export type ServerMessage = {
     pong_timeout_ms: number;
     version: number;
     poll_timeout_ms?: number;
+    /** Long polling: the id others see (`client` is the session's credential). */
+    public_client?: string;
 }
 /**
  * `subscribed` answers a `subscribe` (with its `id`); without `id` it is a

@@ -148,6 +148,10 @@ pub enum ServerMessage {
         version: u32,
         /// Long polling only: how long a poll waits before answering `[]`.
         poll_timeout_ms: Option<u64>,
+        /// Long polling only: the id presence, join/leave, hooks and events
+        /// show for this session. Its `client` is the session's credential
+        /// (every `/lp/` request names it) and is never shown to others.
+        public_client: Option<String>,
     },
     /// The answer to a `subscribe` (`id` set), or without `id`: a
     /// subscription the server made on the client's behalf (the connect
@@ -387,12 +391,14 @@ impl ServerMessage {
                 pong_timeout_ms,
                 version,
                 poll_timeout_ms,
+                public_client,
             } => Wire::Welcome {
                 client,
                 ping_interval_ms: *ping_interval_ms,
                 pong_timeout_ms: *pong_timeout_ms,
                 version: *version,
                 poll_timeout_ms: *poll_timeout_ms,
+                public_client: public_client.as_deref(),
             },
             ServerMessage::Subscribed {
                 id,
@@ -499,6 +505,8 @@ enum Wire<'a> {
         version: u32,
         #[serde(skip_serializing_if = "Option::is_none")]
         poll_timeout_ms: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        public_client: Option<&'a str>,
     },
     Subscribed {
         #[serde(skip_serializing_if = "Option::is_none")]

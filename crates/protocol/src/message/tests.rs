@@ -229,6 +229,7 @@ fn server_messages_round_trip() {
             pong_timeout_ms: 10000,
             version: 1,
             poll_timeout_ms: None,
+            public_client: None,
         },
         ServerMessage::Welcome {
             client: "lp".into(),
@@ -236,6 +237,7 @@ fn server_messages_round_trip() {
             pong_timeout_ms: 10000,
             version: 1,
             poll_timeout_ms: Some(25000),
+            public_client: None,
         },
         ServerMessage::Subscribed {
             id: Some(1),

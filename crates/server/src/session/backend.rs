@@ -91,13 +91,10 @@ impl Session {
         self.node.hooks.as_ref().filter(|h| h.has(hook))
     }
 
-    /// The client id the backend is told: a connection's, or a
-    /// long-polling session's.
+    /// The client id the backend is told: the one presence and events show
+    /// ([`Session::public_client`]).
     pub fn hook_client(&self) -> String {
-        match self.rare.as_ref().filter(|r| !r.client.is_empty()) {
-            Some(r) => r.client.to_string(),
-            None => self.client_id(),
-        }
+        self.public_client()
     }
 
     /// Whether a join of `channel` is the subscribe hook's to decide: its

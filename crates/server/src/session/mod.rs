@@ -236,6 +236,15 @@ impl Session {
     }
 
     /// The node-unique id of a connection-style session, as in `welcome`.
+    /// The id others see for this session: a connection's client id, a
+    /// long-polling session's [`public_id`].
+    pub fn public_client(&self) -> String {
+        match self.rare.as_ref().filter(|r| !r.client.is_empty()) {
+            Some(r) => public_id(&r.client),
+            None => self.client_id(),
+        }
+    }
+
     pub fn client_id(&self) -> String {
         format!("{}-{:x}", self.node.id, self.conn_id)
     }
@@ -245,6 +254,7 @@ impl Session {
     /// waits.
     pub fn welcome(&self, client: String) -> ServerMessage {
         let hb = &self.node.config.heartbeat;
+        let public_client = (!self.on_connection()).then(|| public_id(&client));
         ServerMessage::Welcome {
             client,
             ping_interval_ms: hb.ping_interval.as_millis() as u64,
@@ -252,6 +262,7 @@ impl Session {
             version: PROTOCOL_VERSION,
             poll_timeout_ms: (!self.on_connection())
                 .then_some(hb.long_poll_timeout.as_millis() as u64),
+            public_client,
         }
     }
 
@@ -385,6 +396,20 @@ impl Session {
         }
         self.announce_disconnect(code, reason);
     }
+}
+
+/// The id presence, join/leave, hooks and events show for a long-polling
+/// session whose credential is `client` (every `/lp/` request names it, so
+/// it must never reach other clients): a digest of it, from which it cannot
+/// be found.
+pub fn public_id(client: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, client.as_bytes());
+    let mut out = String::with_capacity(3 + 24);
+    out.push_str("lp-");
+    for b in &digest.as_ref()[..12] {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
 }
 
 /// The grant as held by a session: the open-access grant, by far the most

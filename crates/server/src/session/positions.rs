@@ -12,6 +12,8 @@ use crate::{broker::Publication, channel_log::Cursor, hooks::Answer};
 use std::{collections::HashMap, sync::Arc};
 use tether_protocol::{ErrorCode, ServerMessage, StreamPosition};
 
+/// Subscribe hook calls one poll makes at most (at once).
+const ASKS_PER_POLL: usize = 8;
 /// Publications one poll answer carries per channel at most.
 const POLL_BATCH: usize = 256;
 /// Bytes of publication frames a poll answer carries at most (beyond it:
@@ -89,6 +91,10 @@ impl Session {
         for (channel, position) in asks {
             // Nothing is asked that the node would refuse anyway.
             match self.may_join(&channel) {
+                // A few calls per poll, so one session cannot take every
+                // hook slot of the node: the rest are asked at later polls
+                // (the client names them again).
+                Ok(()) if calls.len() >= ASKS_PER_POLL => {}
                 Ok(()) => {
                     calls.push(self.ask_subscribe(&channel));
                     asked.push((channel, position));

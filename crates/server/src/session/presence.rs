@@ -8,13 +8,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tether_protocol::{ErrorCode, PresenceEntry, ServerMessage};
 
 impl Session {
-    /// The client id presence (and lifecycle events) show: the
-    /// `welcome`'s, on either transport.
+    /// The client id presence (and lifecycle events) show: a connection's
+    /// `welcome` id; a long-polling session's `public_client`, never its
+    /// credential.
     pub(super) fn presence_client(&self) -> String {
-        match &self.rare {
-            Some(r) if !r.client.is_empty() => r.client.to_string(),
-            _ => self.client_id(),
-        }
+        self.public_client()
     }
 
     /// Records this session as present in `channel` if its rule says so.

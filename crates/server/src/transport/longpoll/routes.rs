@@ -241,7 +241,7 @@ async fn connected(
     let Some(mut request) = connect else {
         return Ok(());
     };
-    request.client = client.to_owned();
+    request.client = crate::session::public_id(client);
     let grant = crate::session::connect(node, &request).await?;
     if announce {
         engine.connected(grant);
