@@ -179,6 +179,9 @@ pub fn refresh(body: &[u8]) -> Result<Answer, String> {
     Ok(Answer::Refresh(auth::expiry(at, SystemTime::now())))
 }
 
+/// The longest `user` a connect answer may give.
+pub const MAX_USER_BYTES: usize = 256;
+
 /// `{"user":..,"info":{..},"expire_at":..,"channels":[..],"subscribe":[..],
 /// "publish":[..],"presence":[..]}`, every field optional.
 pub fn connect(body: &[u8], max_channels: usize) -> Result<Answer, String> {
@@ -193,6 +196,13 @@ pub fn connect(body: &[u8], max_channels: usize) -> Result<Answer, String> {
         presence: Option<Vec<String>>,
     }
     let answer: Body = parse(body)?;
+    // It is copied into every event, presence entry and join/leave.
+    if let Some(user) = answer.user.as_deref().filter(|u| u.len() > MAX_USER_BYTES) {
+        return Err(format!(
+            "`user` is {} bytes; at most {MAX_USER_BYTES}",
+            user.len()
+        ));
+    }
     let now = SystemTime::now();
     let expires_at = answer.expire_at.map(|at| auth::expiry(at, now));
     if expires_at.is_some_and(|at| at <= now) {
@@ -312,6 +322,10 @@ mod tests {
             ),
             (r#"{"expire_at":1}"#.to_owned(), "not in the future"),
             (r#"{"user":7}"#.to_owned(), "invalid type"),
+            (
+                format!(r#"{{"user":"{}"}}"#, "u".repeat(257)),
+                "`user` is 257 bytes; at most 256",
+            ),
             ("[]".to_owned(), "not a JSON object"),
         ] {
             let err = connect(body.as_bytes(), 4).err().unwrap_or_default();
