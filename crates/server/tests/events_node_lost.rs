@@ -11,7 +11,7 @@ mod support;
 
 mod events_support;
 
-use events_support::{events_in, received, unique, visit, PATH, SECRET};
+use events_support::{events_in, held_clients, received, unique, visit, PATH, SECRET};
 use serde_json::{json, Value};
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -29,39 +29,39 @@ const CHECK_EVERY: Duration = Duration::from_millis(300);
 const DELIVERY: Duration = Duration::from_secs(2);
 
 async fn events_node(redis: &RedisServer, backend: &Backend, id: &str) -> Node {
+    events_node_with(redis, backend, id, &[]).await
+}
+
+/// [`events_node`] with `extra` flags.
+async fn events_node_with(
+    redis: &RedisServer,
+    backend: &Backend,
+    id: &str,
+    extra: &[&str],
+) -> Node {
     assert_eq!(CHECK, "300ms");
     let url = backend.url(PATH);
-    node_with(
-        redis,
-        &[
-            "--node-id",
-            id,
-            "--events-url",
-            &url,
-            "--hook-secret",
-            SECRET,
-            "--node-ttl",
-            "1s",
-            "--handshake-rate-per-ip",
-            "100000",
-            "--handshake-burst-per-ip",
-            "100000",
-        ],
-    )
-    .await
+    let mut flags = vec![
+        "--node-id",
+        id,
+        "--events-url",
+        &url,
+        "--hook-secret",
+        SECRET,
+        "--node-ttl",
+        "1s",
+        "--handshake-rate-per-ip",
+        "100000",
+        "--handshake-burst-per-ip",
+        "100000",
+    ];
+    flags.extend_from_slice(extra);
+    node_with(redis, &flags).await
 }
 
 /// `n` clients of `node`, each subscribed to `room`, held open.
 async fn clients(node: &Node, n: usize) -> (Vec<WsClient>, BTreeSet<String>) {
-    let mut held = Vec::new();
-    let mut ids = BTreeSet::new();
-    for _ in 0..n {
-        let (mut ws, welcome) = WsClient::tether(&node.ws_url()).await;
-        assert_eq!(ws.subscribe(1, "room", None).await["type"], "subscribed");
-        ids.insert(welcome["client"].as_str().unwrap().to_owned());
-        held.push(ws);
-    }
-    (held, ids)
+    held_clients(&node.ws_url(), "room", n).await
 }
 
 fn lost(events: &[Value]) -> Vec<&Value> {
@@ -225,32 +225,9 @@ async fn a_claimed_nodes_clients_leave_presence_at_the_claim() {
     )
     .unwrap();
     let file = file.to_str().unwrap();
-    let node = |id: &'static str| {
-        let url = backend.url(PATH);
-        let redis = &redis;
-        async move {
-            node_with(
-                redis,
-                &[
-                    "--node-id",
-                    id,
-                    "--events-url",
-                    &url,
-                    "--hook-secret",
-                    SECRET,
-                    "--node-ttl",
-                    "1s",
-                    "--presence-ttl",
-                    "60s",
-                    "--config",
-                    file,
-                ],
-            )
-            .await
-        }
-    };
-    let mut a = node("node-a").await;
-    let b = node("node-b").await;
+    let extra = ["--presence-ttl", "60s", "--config", file];
+    let mut a = events_node_with(&redis, &backend, "node-a", &extra).await;
+    let b = events_node_with(&redis, &backend, "node-b", &extra).await;
     let mut lost_ids = BTreeSet::new();
     let mut held = Vec::new();
     for _ in 0..3 {

@@ -10,7 +10,7 @@ mod support;
 
 mod events_support;
 
-use events_support::{events_in, received, unique, PATH, SECRET};
+use events_support::{events_in, held_clients, received, unique, PATH, SECRET};
 use serde_json::Value;
 use std::{collections::BTreeSet, time::Duration};
 use support::{node_with, Node};
@@ -41,15 +41,7 @@ async fn events_node(redis: &RedisServer, backend: &Backend, id: &str) -> Node {
 }
 
 async fn clients(node: &Node, n: usize) -> (Vec<WsClient>, BTreeSet<String>) {
-    let mut held = Vec::new();
-    let mut ids = BTreeSet::new();
-    for _ in 0..n {
-        let (mut ws, welcome) = WsClient::tether(&node.ws_url()).await;
-        assert_eq!(ws.subscribe(1, "room", None).await["type"], "subscribed");
-        ids.insert(welcome["client"].as_str().unwrap().to_owned());
-        held.push(ws);
-    }
-    (held, ids)
+    held_clients(&node.ws_url(), "room", n).await
 }
 
 async fn subscribed(backend: &Backend, n: usize) {

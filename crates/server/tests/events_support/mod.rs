@@ -5,7 +5,7 @@
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tether_test_util::{
     backend::{Backend, Received},
     ws::WsClient,
@@ -93,4 +93,18 @@ pub async fn close(ws: &mut WsClient) {
         .await
         .unwrap();
     while let Some(Ok(_)) = ws.ws.next().await {}
+}
+
+/// `n` clients of the node at `url`, each subscribed to `channel`, held
+/// open; with their client ids.
+pub async fn held_clients(url: &str, channel: &str, n: usize) -> (Vec<WsClient>, BTreeSet<String>) {
+    let mut held = Vec::new();
+    let mut ids = BTreeSet::new();
+    for _ in 0..n {
+        let (mut ws, welcome) = WsClient::tether(url).await;
+        assert_eq!(ws.subscribe(1, channel, None).await["type"], "subscribed");
+        ids.insert(welcome["client"].as_str().unwrap().to_owned());
+        held.push(ws);
+    }
+    (held, ids)
 }
