@@ -91,12 +91,6 @@ impl Session {
         self.node.hooks.as_ref().filter(|h| h.has(hook))
     }
 
-    /// The client id the backend is told: the one presence and events show
-    /// ([`Session::public_client`]).
-    pub fn hook_client(&self) -> String {
-        self.public_client()
-    }
-
     /// Whether a join of `channel` is the subscribe hook's to decide: its
     /// rule says so, the backend did not subscribe the session to it
     /// itself, and (long polling) the hook did not allow it already.
@@ -115,7 +109,7 @@ impl Session {
     pub(super) fn ask_subscribe(&self, channel: &str) -> Call {
         let hooks = self.node.hooks.clone();
         match hooks {
-            Some(h) => h.subscribe(&self.hook_client(), self.grant.user.as_deref(), channel),
+            Some(h) => h.subscribe(&self.public_client(), self.grant.user.as_deref(), channel),
             None => Box::pin(async { Err(no_hook(Hook::Subscribe)) }),
         }
     }
@@ -167,7 +161,7 @@ impl Session {
             _ => return Err((channel, data, key)),
         };
         let call = hooks.publish(
-            &self.hook_client(),
+            &self.public_client(),
             self.grant.user.as_deref(),
             &channel,
             &data,
@@ -203,7 +197,7 @@ impl Session {
             return None;
         };
         let call = hooks.rpc(
-            &self.hook_client(),
+            &self.public_client(),
             self.grant.user.as_deref(),
             &method,
             &data,
@@ -249,7 +243,7 @@ impl Session {
     pub fn start_refresh(&self) -> Box<Pending> {
         let call = match (self.hooks_for(Hook::Refresh), self.grant.expires_at) {
             (Some(hooks), Some(at)) => {
-                hooks.refresh(&self.hook_client(), self.grant.user.as_deref(), at)
+                hooks.refresh(&self.public_client(), self.grant.user.as_deref(), at)
             }
             _ => Box::pin(async { Err(no_hook(Hook::Refresh)) }) as Call,
         };

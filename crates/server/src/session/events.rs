@@ -13,7 +13,7 @@ impl Session {
         if self.node.events.is_none() || self.started_ms != 0 {
             return;
         }
-        let client = self.presence_client();
+        let client = self.public_client();
         let user = self.grant.user.as_deref();
         if let Some(at) = self.node.session_started(&client, self.conn_id, user) {
             self.started_ms = at;
@@ -22,13 +22,13 @@ impl Session {
 
     pub(super) fn announce_subscribe(&self, channel: &str) {
         if let (Some(events), true) = (&self.node.events, self.started_ms != 0) {
-            events.subscribe(&self.presence_client(), self.grant.user.as_deref(), channel);
+            events.subscribe(&self.public_client(), self.grant.user.as_deref(), channel);
         }
     }
 
     pub(super) fn announce_unsubscribe(&self, channel: &str) {
         if let (Some(events), true) = (&self.node.events, self.started_ms != 0) {
-            events.unsubscribe(&self.presence_client(), self.grant.user.as_deref(), channel);
+            events.unsubscribe(&self.public_client(), self.grant.user.as_deref(), channel);
         }
     }
 
@@ -37,7 +37,7 @@ impl Session {
         if self.started_ms == 0 {
             return;
         }
-        let client = self.presence_client();
+        let client = self.public_client();
         let user = self.grant.user.as_deref();
         let started = std::mem::take(&mut self.started_ms);
         self.node

@@ -8,13 +8,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tether_protocol::{ErrorCode, PresenceEntry, ServerMessage};
 
 impl Session {
-    /// The client id presence (and lifecycle events) show: a connection's
-    /// `welcome` id; a long-polling session's `public_client`, never its
-    /// credential.
-    pub(super) fn presence_client(&self) -> String {
-        self.public_client()
-    }
-
     /// Records this session as present in `channel` if its rule says so.
     /// Awaits nothing: called once the join is done, where it cannot stop.
     pub(super) fn enter_presence(&mut self, channel: &str) {
@@ -27,7 +20,7 @@ impl Session {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let entry = PresenceEntry {
-            client: self.presence_client(),
+            client: self.public_client(),
             user: self.grant.user.clone(),
             info: self.grant.info.clone(),
             joined_at_ms,
@@ -43,7 +36,7 @@ impl Session {
         if rule.presence {
             self.node
                 .broker
-                .presence_remove(channel, &self.presence_client(), rule.join_leave);
+                .presence_remove(channel, &self.public_client(), rule.join_leave);
         }
     }
 
