@@ -248,6 +248,14 @@ async fn a_claimed_nodes_clients_leave_presence_at_the_claim() {
         watcher_id.as_str()
     );
 
+    // The registry (written in batches) knows where A's sessions are
+    // present before A dies: a crash before that write leaves their entries
+    // to expire instead.
+    tether_test_util::eventually("node-a's registry names room:p for its 3 sessions", || {
+        let listed = redis.cli(&["HGETALL", "tether:{#nodes}:node-a:s"]);
+        async move { listed.matches("room:p").count() == 3 }
+    })
+    .await;
     a.kill().await;
     let killed = Instant::now();
     let mut left = BTreeSet::new();
